@@ -1,0 +1,281 @@
+"""The objective config: schema, validation with field paths, and YAML load/save.
+
+The objective config is relkd's public contract (it is also the export format)::
+
+    relkd_config: 1
+    ce_weight: 1.0
+    kd: {weight: 0.9, temperature: 4.0}      # or null
+    terms:
+      - tap: pool
+        view: avgpool
+        affinity: {name: euclidean}
+        normalisation: {name: mean}
+        loss: {name: smooth_l1, beta: 1.0}
+        weight: 25.0
+    meta: {...}                               # optional, ignored by build_objective
+
+:func:`validate_config` returns the *canonical* form: defaults filled in, every component
+parameter spelled out, keys in a fixed order. ``build_objective(cfg).to_config()`` equals
+``validate_config(cfg)``. Every error names the field path, e.g.
+``terms[1].affinity.name: unknown affinity 'cosin'; did you mean 'cosine'? ...``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .registry import Registry, did_you_mean, unknown_name_message
+from .relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS, combination_problems
+
+__all__ = [
+    "CONFIG_VERSION",
+    "ConfigError",
+    "validate_config",
+    "load_config",
+    "save_config",
+    "yaml_load",
+    "yaml_dump",
+]
+
+CONFIG_VERSION = 1
+_TOP_FIELDS = ("relkd_config", "ce_weight", "kd", "terms", "meta")
+_KD_FIELDS = ("weight", "temperature")
+_TERM_FIELDS = ("name", "tap", "view", "affinity", "normalisation", "loss", "weight")
+_RESERVED_NAMES = ("total", "ce", "kd")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_+\-]*$")
+
+
+class ConfigError(ValueError):
+    """An invalid config or study file. ``errors`` lists ``"field.path: what is wrong"`` lines."""
+
+    def __init__(self, errors: list[str], source: str | os.PathLike | None = None):
+        self.errors = list(errors)
+        self.source = str(source) if source is not None else None
+        where = f"{self.source}: " if self.source else ""
+        if len(self.errors) == 1:
+            message = where + self.errors[0]
+        else:
+            message = f"{where}{len(self.errors)} problems:\n" + "\n".join(f"  - {e}" for e in self.errors)
+        super().__init__(message)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus floats written without a dot (``1e3``, ``3e-4``), which
+    YAML 1.1 would otherwise read as strings."""
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str, source: str | os.PathLike | None = None) -> Any:
+    """Parse YAML with safe loading only; syntax errors and object-constructing tags
+    become a :class:`ConfigError` with the line and column."""
+    try:
+        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - _SafeLoader is a SafeLoader
+    except yaml.constructor.ConstructorError as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(
+            [f"{where}{err.problem}; relkd reads YAML with safe loading, so tags that construct "
+             "Python objects are not allowed"],
+            source,
+        ) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError([f"invalid YAML at {where}{problem}"], source) from None
+
+
+def yaml_dump(data: Any) -> str:
+    """YAML text with keys in their given order; small mappings in flow style."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
+
+
+def read_yaml_file(path: str | os.PathLike) -> Any:
+    """Read and safely parse a YAML file; a missing file is a :class:`ConfigError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([f"no such file {str(p)!r}"])
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError([f"cannot read the file: {err}"], p) from None
+    return yaml_load(text, p)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+class _Checker:
+    """Collects errors with their field paths."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}" if path else message)
+
+    def mapping(self, value: Any, path: str, fields: tuple[str, ...]) -> bool:
+        if not isinstance(value, Mapping):
+            self.error(path or "(top level)", f"expected a mapping with fields {', '.join(fields)}, got {_show(value)}")
+            return False
+        for key in value:
+            if key not in fields:
+                self.error(_join(path, str(key)),
+                           f"unknown field{did_you_mean(str(key), fields)}; allowed fields: {', '.join(fields)}")
+        return True
+
+    def number(self, value: Any, path: str, *, minimum: float = 0.0, strict: bool = False) -> float | None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+            ok = math.isfinite(value) and (value > minimum if strict else value >= minimum)
+        if not ok:
+            self.error(path, f"expected a finite number {'>' if strict else '>='} {minimum:g}, got {_show(value)}")
+            return None
+        return value
+
+    def component(self, value: Any, path: str, registry: Registry) -> dict[str, Any] | None:
+        """``name`` or ``{name: ..., **params}`` -> canonical ``{name, **all params}``."""
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, Mapping) or "name" not in value:
+            self.error(path, f"expected a {registry.kind} name or a mapping with 'name' and its parameters, "
+                             f"got {_show(value)}; valid names: {', '.join(registry.list())}")
+            return None
+        name = value["name"]
+        if not isinstance(name, str) or name not in registry:
+            self.error(_join(path, "name"), unknown_name_message(registry.kind, name, registry.list()))
+            return None
+        entry = registry.get(name)
+        params = {k: v for k, v in value.items() if k != "name"}
+        errors = entry.param_errors(params)
+        for key, message in errors:
+            self.error(_join(path, key), message)
+        if errors:
+            return None
+        return {"name": name, **entry.resolve_params(params)}
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_term(c: _Checker, term: Any, path: str) -> dict[str, Any] | None:
+    if not c.mapping(term, path, _TERM_FIELDS):
+        return None
+    n_errors = len(c.errors)
+    out: dict[str, Any] = {}
+    if "name" in term:
+        name = term["name"]
+        if not isinstance(name, str) or not _NAME_RE.match(name) or name in _RESERVED_NAMES:
+            c.error(_join(path, "name"), f"expected a name of letters, digits, '_', '+' or '-' that is not "
+                                         f"{', '.join(_RESERVED_NAMES)}; got {_show(name)}")
+        out["name"] = name
+    tap = term.get("tap")
+    if not isinstance(tap, str) or not tap:
+        c.error(_join(path, "tap"), f"expected a tap (layer) name such as 'pool' or 'last_stage', got {_show(tap)}")
+    out["tap"] = tap
+    view = term.get("view", "auto")
+    if not isinstance(view, str) or view not in VIEWS:
+        c.error(_join(path, "view"), unknown_name_message("view", view, VIEWS.list()))
+    out["view"] = view
+    if "affinity" not in term:
+        c.error(_join(path, "affinity"), f"missing; choose one of {', '.join(AFFINITIES.list())}")
+    else:
+        out["affinity"] = c.component(term["affinity"], _join(path, "affinity"), AFFINITIES)
+    out["normalisation"] = c.component(term.get("normalisation", "none"), _join(path, "normalisation"),
+                                       NORMALISATIONS)
+    out["loss"] = c.component(term.get("loss", "mse"), _join(path, "loss"), LOSSES)
+    out["weight"] = c.number(term.get("weight", 1.0), _join(path, "weight"))
+    if len(c.errors) > n_errors:
+        return None
+    for problem in combination_problems(out["affinity"], out["normalisation"], out["loss"]):
+        c.error(path, problem)
+    return out if len(c.errors) == n_errors else None
+
+
+def validate_config(config: Any, source: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Check an objective config and return its canonical form (a new dict).
+
+    Raises :class:`ConfigError` listing every problem with its field path."""
+    c = _Checker()
+    if not c.mapping(config, "", _TOP_FIELDS):
+        raise ConfigError(c.errors, source)
+    version = config.get("relkd_config", CONFIG_VERSION)
+    if version != CONFIG_VERSION or isinstance(version, bool):
+        c.error("relkd_config", f"unsupported version {_show(version)}; this relkd reads version {CONFIG_VERSION}")
+    out: dict[str, Any] = {"relkd_config": CONFIG_VERSION}
+    out["ce_weight"] = c.number(config.get("ce_weight", 1.0), "ce_weight")
+
+    kd = config.get("kd")
+    out["kd"] = None
+    if kd is not None and c.mapping(kd, "kd", _KD_FIELDS):
+        out["kd"] = {
+            "weight": c.number(kd.get("weight", 1.0), "kd.weight"),
+            "temperature": c.number(kd.get("temperature", 4.0), "kd.temperature", strict=True),
+        }
+
+    terms = config.get("terms", [])
+    out["terms"] = []
+    if terms is None:
+        terms = []
+    if not isinstance(terms, list):
+        c.error("terms", f"expected a list of relation terms, got {_show(terms)}")
+        terms = []
+    for i, term in enumerate(terms):
+        out["terms"].append(_check_term(c, term, f"terms[{i}]"))
+    names = [t.get("name") for t in out["terms"] if t and t.get("name")]
+    for name in {n for n in names if names.count(n) > 1}:
+        c.error("terms", f"term name {name!r} is used more than once; term names must be unique")
+
+    if "meta" in config and config["meta"] is not None:
+        if not isinstance(config["meta"], Mapping):
+            c.error("meta", f"expected a mapping (free-form provenance), got {_show(config['meta'])}")
+        else:
+            out["meta"] = copy.deepcopy(dict(config["meta"]))
+
+    if not c.errors:
+        weights = [out["ce_weight"]] + ([out["kd"]["weight"]] if out["kd"] else [])
+        weights += [t["weight"] for t in out["terms"]]
+        if not any(w > 0 for w in weights):
+            c.error("ce_weight", "the objective is empty: ce_weight, kd.weight and every term weight are zero")
+    if c.errors:
+        raise ConfigError(c.errors, source)
+    return out
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read an objective config from a YAML file (safe loading) and validate it."""
+    return validate_config(read_yaml_file(path), path)
+
+
+def save_config(config: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Validate ``config`` and write its canonical form as YAML (atomically)."""
+    canonical = validate_config(config)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    tmp.write_text("# relkd objective config: relkd.build_objective(relkd.load_config(path))\n"
+                   + yaml_dump(canonical), encoding="utf-8")
+    os.replace(tmp, p)
+    return p

@@ -1,0 +1,120 @@
+"""A relation term: tap -> view -> affinity -> normalisation -> loss, with a weight.
+
+Applied to the student's and the teacher's features at the same tap (layer name). The
+relation matrices are B x B (or B x B x B), so student and teacher widths never need to
+match. Relations are computed in float32 (with autocast off) whatever the features'
+dtype: they are small and their logarithms and divisions need the precision.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from ..registry import Component, Registry
+from .affinity import AFFINITIES
+from .loss import LOSSES
+from .normalise import NORMALISATIONS
+from .rules import combination_problems
+
+VIEWS = Registry("view", bind=True)
+
+
+@VIEWS.register("flatten")
+def flatten(x: torch.Tensor) -> torch.Tensor:
+    """Each sample flattened to a vector (SP on feature maps). (B, ...) -> (B, prod(...))."""
+    return x.flatten(1)
+
+
+@VIEWS.register("avgpool")
+def avgpool(x: torch.Tensor) -> torch.Tensor:
+    """Global average pool over spatial dimensions. (B, C, ...) -> (B, C); (B, D) unchanged."""
+    return x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x
+
+
+@VIEWS.register("maxpool")
+def maxpool(x: torch.Tensor) -> torch.Tensor:
+    """Global max pool over spatial dimensions. (B, C, ...) -> (B, C); (B, D) unchanged."""
+    return x.flatten(2).amax(dim=2) if x.dim() > 2 else x
+
+
+@VIEWS.register("auto")
+def auto(x: torch.Tensor) -> torch.Tensor:
+    """Chosen by rank: (B, D) -> (B, D) as it is; feature maps (B, C, H, W) -> (B, C) average-pooled."""
+    return avgpool(x)
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class RelationTerm:
+    """One relation-matching loss term.
+
+    >>> term = RelationTerm("pool", "euclidean", "mean", {"name": "smooth_l1", "beta": 1.0}, weight=25.0)
+    >>> loss = term(student_features, teacher_features)   # unweighted scalar
+
+    Components are registry names or ``{"name": ..., **params}`` mappings. Building an
+    invalid combination raises ``ValueError`` naming the term and the broken rule.
+    """
+
+    def __init__(
+        self,
+        tap: str,
+        affinity: str | Mapping[str, Any],
+        normalisation: str | Mapping[str, Any] = "none",
+        loss: str | Mapping[str, Any] = "mse",
+        *,
+        view: str = "auto",
+        weight: float = 1.0,
+        name: str | None = None,
+    ):
+        self.tap = tap
+        self.name = name
+        self.weight = float(weight)
+        self.view: Component = VIEWS.create(view)
+        self.affinity: Component = AFFINITIES.from_spec(affinity)
+        self.normalisation: Component = NORMALISATIONS.from_spec(normalisation)
+        self.loss: Component = LOSSES.from_spec(loss)
+        problems = combination_problems(
+            self.affinity.to_config(), self.normalisation.to_config(), self.loss.to_config()
+        )
+        if problems:
+            raise ValueError(f"relation term {name or tap!r}: " + "; ".join(problems))
+
+    def relation(self, features: torch.Tensor) -> torch.Tensor:
+        """The normalised relation matrix of a batch of features at this term's tap."""
+        if features.dim() < 2:
+            raise ValueError(
+                f"relation term {self.name or self.tap!r}: tap {self.tap!r} gave a tensor of shape "
+                f"{tuple(features.shape)}; a tap must be at least (B, D)"
+            )
+        return self.normalisation(self.affinity(self.view(features)))
+
+    def __call__(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """Unweighted loss between the student's and the teacher's relations."""
+        device_type = student.device.type
+        if student.dtype in _LOW_PRECISION or teacher.dtype in _LOW_PRECISION or torch.is_autocast_enabled(
+            device_type
+        ):
+            with torch.autocast(device_type=device_type, enabled=False):
+                return self.loss(self.relation(student.float()), self.relation(teacher.float()))
+        return self.loss(self.relation(student), self.relation(teacher))
+
+    def to_config(self) -> dict[str, Any]:
+        """This term in the config format (canonical: every parameter spelled out)."""
+        cfg: dict[str, Any] = {} if self.name is None else {"name": self.name}
+        cfg.update(
+            tap=self.tap,
+            view=self.view.name,
+            affinity=self.affinity.to_config(),
+            normalisation=self.normalisation.to_config(),
+            loss=self.loss.to_config(),
+            weight=self.weight,
+        )
+        return cfg
+
+    def __repr__(self) -> str:
+        return (
+            f"RelationTerm({self.name or ''} tap={self.tap!r}, view={self.view.name}, {self.affinity!r}, "
+            f"{self.normalisation!r}, {self.loss!r}, weight={self.weight:g})"
+        )

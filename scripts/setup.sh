@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One-time (and fast on re-runs) set-up of everything relkd needs on a Debian machine:
+# Debian packages (Python venv support, Fashion-MNIST) where apt is usable, then a local
+# virtual environment with relkd installed in editable mode plus its test tools.
+#   RELKD_VENV   where the virtual environment lives (default: .venv in the repository)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${RELKD_VENV:-$ROOT/.venv}"
+say() { echo "[relkd setup] $*" >&2; }
+
+# --- Debian packages --------------------------------------------------------------------
+APT=""
+if command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then APT="apt-get"; elif sudo -n true 2>/dev/null; then APT="sudo apt-get"; fi
+fi
+need=()
+python_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
+PYTHON=""
+for candidate in python3.11 python3.12 python3.13 python3; do
+  if command -v "$candidate" >/dev/null 2>&1 && python_ok "$candidate"; then PYTHON="$candidate"; break; fi
+done
+[ -n "$PYTHON" ] || need+=(python3 python3-venv python3-pip)
+[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ -n "$APT" ]; then
+    say "installing Debian packages: ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive $APT update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $APT install -y -qq "${need[@]}" >/dev/null
+  else
+    say "apt is not usable here; not installing: ${need[*]} (Fashion-MNIST can also come from --data-dir / RELKD_DATA_DIR)"
+  fi
+fi
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && python_ok "$candidate"; then PYTHON="$candidate"; break; fi
+  done
+fi
+[ -n "$PYTHON" ] || { say "need Python >= 3.11 with the venv module"; exit 1; }
+
+# --- virtual environment ----------------------------------------------------------------
+stamp="$VENV/.relkd-setup-stamp"
+want="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c 'import relkd, torch, torchvision' 2>/dev/null; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
+say "installing relkd and its dependencies into $VENV (the first time downloads torch, a few GB)"
+# The machine's pip configuration may point --find-links at a CPU-only torch wheel that
+# does not work with the registry's torchvision; install from the registry alone so pip
+# picks a matching torch/torchvision pair.
+env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null "$VENV/bin/python" -m pip install -q --upgrade pip
+env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+"$VENV/bin/python" -c 'import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)' \
+  || { say "torch and torchvision do not work together in $VENV"; exit 1; }
+echo "$want" > "$stamp"
+say "done"
