@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
@@ -71,6 +72,79 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list_models(args: argparse.Namespace) -> int:
+    from .models import describe_models
+
+    rows = describe_models(args.pattern, torchvision=args.torchvision)
+    print(f"models ({len(rows)}); taps with shapes for one {{C,H,W}} input:")
+    for row in rows:
+        taps = ", ".join(f"{k}{list(v)}" for k, v in row.taps.items())
+        print(f"  {row.name:<14} {row.num_params:>10,d} params  input {list(row.input_size)}  {row.description}")
+        print(f"  {'':<14}   taps: {taps}")
+        if row.params:
+            print(f"  {'':<14}   params: {', '.join(_format_param(p) for p in row.params)}")
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}")
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds: give at least one seed")
+    return seeds
+
+
+def _load_setting(args: argparse.Namespace):
+    from .setting import load_setting
+
+    setting = load_setting(args.setting)
+    if getattr(args, "epochs", None):
+        setting = setting.with_budget(epochs=args.epochs)
+    if getattr(args, "device", None):
+        setting = setting.replace(device=args.device)
+    return setting
+
+
+def cmd_teacher_train(args: argparse.Namespace) -> int:
+    from .engine import get_teacher
+
+    result = get_teacher(_load_setting(args), progress=not args.quiet, force=args.force)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        what = "trained" if result.trained else "loaded from the cache"
+        print(f"teacher {what}: val accuracy {result.val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}")
+        print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine import train_runs
+
+    setting = _load_setting(args)
+    summary = train_runs(setting, args.config, args.seeds, eval_test=args.eval_test, out=args.out,
+                         progress=not args.quiet, teacher_cache=not args.no_teacher_cache)
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "objective_config"}, indent=2))
+        return 0
+    test = "test_accuracy" in summary
+    test_head = f"{'test acc':>10}" if test else ""
+    print(f"{'seed':>6} {'val acc':>9}{test_head} {'epochs':>7} {'seconds':>8} {'samples/s':>10}")
+    for m in summary["per_seed"]:
+        test_col = f" {m['test_accuracy']:>9.4f}" if test else ""
+        print(f"{m['seed']:>6} {m['val_accuracy']:>9.4f}{test_col} {m['epochs']:>7} {m['wall_seconds']:>8.1f} "
+              f"{m['samples_per_second']:>10.0f}")
+    test_mean = f"  test {summary['test_accuracy']:.4f} ± {summary['test_accuracy_std']:.4f}" if test else ""
+    print(f"mean   val {summary['val_accuracy']:.4f} ± {summary['val_accuracy_std']:.4f}{test_mean}"
+          f"  ({summary['wall_seconds']:.1f} s in all)")
+    if args.out:
+        print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .config import read_yaml_file
 
@@ -87,10 +161,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="list registry entries with descriptions and parameters")
-    p.add_argument("kind", nargs="?", default="all", choices=["all", *_LISTS])
+    p = sub.add_parser("list", help="list registry entries (or models) with descriptions and parameters")
+    p.add_argument("kind", nargs="?", default="all", choices=["all", *_LISTS, "models"])
     p.add_argument("--properties", "-p", action="store_true", help="also show each entry's properties")
-    p.set_defaults(func=cmd_list)
+    p.add_argument("--pattern", default="*", help="models: a wildcard pattern such as 'resnet*'")
+    p.add_argument("--torchvision", action="store_true", help="models: also list every supported tv:<name>")
+    p.set_defaults(func=lambda a: cmd_list_models(a) if a.kind == "models" else cmd_list(a))
+
+    def run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--setting", required=True, help="a setting or study YAML file (e.g. studies/fmnist_quick.yaml)")
+        p.add_argument("--device", help="override the setting's device (auto, cpu, cuda, cuda:1, mps)")
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("teacher", help="teacher commands")
+    teacher_sub = p.add_subparsers(dest="teacher_command", required=True)
+    p = teacher_sub.add_parser("train", help="train the setting's teacher, or load it from the cache")
+    run_options(p)
+    p.add_argument("--force", action="store_true", help="train again even if a cached checkpoint exists")
+    p.set_defaults(func=cmd_teacher_train)
+
+    p = sub.add_parser("train", help="train the setting's student with an objective (config file or preset)")
+    run_options(p)
+    p.add_argument("--config", required=True, help="an objective config file or a preset name (relkd list presets)")
+    p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default 0)")
+    p.add_argument("--epochs", type=int, help="override the budget's epochs")
+    p.add_argument("--eval-test", action="store_true", help="also evaluate on the test split (final evaluation)")
+    p.add_argument("--out", help="write metrics.json, objective.yaml and student weights here")
+    p.add_argument("--no-teacher-cache", action="store_true", help="run the teacher live in every step")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("show-config", help="print a preset's objective config as YAML")
     p.add_argument("preset", help=f"one of {', '.join(PRESETS.list())}")
@@ -115,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ConfigError, ValueError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f"relkd: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -41,6 +41,9 @@ __all__ = [
     "save_config",
     "yaml_load",
     "yaml_dump",
+    "read_yaml_file",
+    "FieldChecker",
+    "join_path",
 ]
 
 CONFIG_VERSION = 1
@@ -120,7 +123,7 @@ def read_yaml_file(path: str | os.PathLike) -> Any:
 # --------------------------------------------------------------------------- checks
 
 
-class _Checker:
+class FieldChecker:
     """Collects errors with their field paths."""
 
     def __init__(self) -> None:
@@ -135,19 +138,53 @@ class _Checker:
             return False
         for key in value:
             if key not in fields:
-                self.error(_join(path, str(key)),
+                self.error(join_path(path, str(key)),
                            f"unknown field{did_you_mean(str(key), fields)}; allowed fields: {', '.join(fields)}")
         return True
 
-    def number(self, value: Any, path: str, *, minimum: float = 0.0, strict: bool = False) -> float | None:
+    def number(self, value: Any, path: str, *, minimum: float = 0.0, strict: bool = False,
+               maximum: float | None = None) -> float | None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
             value = float(value)
             ok = math.isfinite(value) and (value > minimum if strict else value >= minimum)
+            ok = ok and (maximum is None or value <= maximum)
         if not ok:
-            self.error(path, f"expected a finite number {'>' if strict else '>='} {minimum:g}, got {_show(value)}")
+            upper = f" and <= {maximum:g}" if maximum is not None else ""
+            self.error(path, f"expected a finite number {'>' if strict else '>='} {minimum:g}{upper}, got {_show(value)}")
             return None
         return value
+
+    def integer(self, value: Any, path: str, *, minimum: int = 0) -> int | None:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.error(path, f"expected an integer >= {minimum}, got {_show(value)}")
+            return None
+        return value
+
+    def boolean(self, value: Any, path: str) -> bool | None:
+        if not isinstance(value, bool):
+            self.error(path, f"expected true or false, got {_show(value)}")
+            return None
+        return value
+
+    def choice(self, value: Any, path: str, choices: tuple[str, ...]) -> str | None:
+        if value not in choices:
+            self.error(path, f"expected one of {', '.join(choices)}, got {_show(value)}"
+                             f"{did_you_mean(str(value), choices) if isinstance(value, str) else ''}")
+            return None
+        return value
+
+    def optional(self, value: Any, check: Any) -> Any:
+        """``None`` stays ``None``; anything else goes through ``check``."""
+        return None if value is None else check(value)
+
+    def mapping_value(self, value: Any, path: str) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            self.error(path, f"expected a mapping, got {_show(value)}")
+            return {}
+        return copy.deepcopy(dict(value))
 
     def component(self, value: Any, path: str, registry: Registry) -> dict[str, Any] | None:
         """``name`` or ``{name: ..., **params}`` -> canonical ``{name, **all params}``."""
@@ -159,19 +196,19 @@ class _Checker:
             return None
         name = value["name"]
         if not isinstance(name, str) or name not in registry:
-            self.error(_join(path, "name"), unknown_name_message(registry.kind, name, registry.list()))
+            self.error(join_path(path, "name"), unknown_name_message(registry.kind, name, registry.list()))
             return None
         entry = registry.get(name)
         params = {k: v for k, v in value.items() if k != "name"}
         errors = entry.param_errors(params)
         for key, message in errors:
-            self.error(_join(path, key), message)
+            self.error(join_path(path, key), message)
         if errors:
             return None
         return {"name": name, **entry.resolve_params(params)}
 
 
-def _join(path: str, key: str) -> str:
+def join_path(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
@@ -180,7 +217,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_term(c: _Checker, term: Any, path: str) -> dict[str, Any] | None:
+def _check_term(c: FieldChecker, term: Any, path: str) -> dict[str, Any] | None:
     if not c.mapping(term, path, _TERM_FIELDS):
         return None
     n_errors = len(c.errors)
@@ -188,25 +225,25 @@ def _check_term(c: _Checker, term: Any, path: str) -> dict[str, Any] | None:
     if "name" in term:
         name = term["name"]
         if not isinstance(name, str) or not _NAME_RE.match(name) or name in _RESERVED_NAMES:
-            c.error(_join(path, "name"), f"expected a name of letters, digits, '_', '+' or '-' that is not "
+            c.error(join_path(path, "name"), f"expected a name of letters, digits, '_', '+' or '-' that is not "
                                          f"{', '.join(_RESERVED_NAMES)}; got {_show(name)}")
         out["name"] = name
     tap = term.get("tap")
     if not isinstance(tap, str) or not tap:
-        c.error(_join(path, "tap"), f"expected a tap (layer) name such as 'pool' or 'last_stage', got {_show(tap)}")
+        c.error(join_path(path, "tap"), f"expected a tap (layer) name such as 'pool' or 'last_stage', got {_show(tap)}")
     out["tap"] = tap
     view = term.get("view", "auto")
     if not isinstance(view, str) or view not in VIEWS:
-        c.error(_join(path, "view"), unknown_name_message("view", view, VIEWS.list()))
+        c.error(join_path(path, "view"), unknown_name_message("view", view, VIEWS.list()))
     out["view"] = view
     if "affinity" not in term:
-        c.error(_join(path, "affinity"), f"missing; choose one of {', '.join(AFFINITIES.list())}")
+        c.error(join_path(path, "affinity"), f"missing; choose one of {', '.join(AFFINITIES.list())}")
     else:
-        out["affinity"] = c.component(term["affinity"], _join(path, "affinity"), AFFINITIES)
-    out["normalisation"] = c.component(term.get("normalisation", "none"), _join(path, "normalisation"),
+        out["affinity"] = c.component(term["affinity"], join_path(path, "affinity"), AFFINITIES)
+    out["normalisation"] = c.component(term.get("normalisation", "none"), join_path(path, "normalisation"),
                                        NORMALISATIONS)
-    out["loss"] = c.component(term.get("loss", "mse"), _join(path, "loss"), LOSSES)
-    out["weight"] = c.number(term.get("weight", 1.0), _join(path, "weight"))
+    out["loss"] = c.component(term.get("loss", "mse"), join_path(path, "loss"), LOSSES)
+    out["weight"] = c.number(term.get("weight", 1.0), join_path(path, "weight"))
     if len(c.errors) > n_errors:
         return None
     for problem in combination_problems(out["affinity"], out["normalisation"], out["loss"]):
@@ -218,7 +255,7 @@ def validate_config(config: Any, source: str | os.PathLike | None = None) -> dic
     """Check an objective config and return its canonical form (a new dict).
 
     Raises :class:`ConfigError` listing every problem with its field path."""
-    c = _Checker()
+    c = FieldChecker()
     if not c.mapping(config, "", _TOP_FIELDS):
         raise ConfigError(c.errors, source)
     version = config.get("relkd_config", CONFIG_VERSION)

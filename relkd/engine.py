@@ -1,0 +1,549 @@
+"""The training engine: teacher training and caching, distillation runs, evaluation.
+
+Everything a search trial runs is here::
+
+    setting = load_setting("studies/fmnist_quick.yaml")
+    teacher = get_teacher(setting)                  # trained once, then loaded from the cache
+    metrics = run_trial(setting, preset("kd"), report=lambda epoch, acc: False)
+
+One loop (:func:`fit`) trains both teachers (CE only) and students (any objective).
+Search only ever sees validation accuracy; the test split is evaluated only when a run
+asks for it (``eval_test=True``).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .data import DatasetSplits, DeviceLoader, load_dataset
+from .models import TappedModel, create_model
+from .objective import Objective, build_objective
+from .relation.presets import preset
+from .setting import ModelSpec, Recipe, Setting, resolve_device
+
+__all__ = [
+    "NonFiniteLossError",
+    "TeacherResult",
+    "cache_root",
+    "load_data",
+    "get_teacher",
+    "teacher_key",
+    "fit",
+    "evaluate",
+    "run_trial",
+    "train_runs",
+]
+
+log = logging.getLogger(__name__)
+
+#: bump when the checkpoint format or the teacher training loop changes meaning
+CHECKPOINT_FORMAT = 1
+Report = Callable[[int, float], Any]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; ``part`` names the part that went bad."""
+
+    def __init__(self, part: str, epoch: int, step: int, detail: str = ""):
+        self.part, self.epoch, self.step = part, epoch, step
+        super().__init__(
+            f"the loss became NaN or inf in part {part!r} at epoch {epoch}, step {step}{detail}; "
+            f"lower that part's weight or the learning rate"
+        )
+
+
+def cache_root() -> Path:
+    """Where teachers are cached: ``$RELKD_CACHE_DIR`` or ``~/.cache/relkd``."""
+    root = os.environ.get("RELKD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "relkd"
+    )
+    return Path(root)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@functools.lru_cache(maxsize=4)
+def _load_data_cached(dataset: str, data_dir: str | None, val_fraction: float, split_seed: int,
+                      train_subset: int | None, params: str) -> DatasetSplits:
+    return load_dataset(dataset, data_dir, val_fraction=val_fraction, split_seed=split_seed,
+                        train_subset=train_subset, **json.loads(params))
+
+
+def load_data(setting: Setting, *, subset: bool = True) -> DatasetSplits:
+    """The setting's dataset split into train/val/test (cached per process).
+    ``subset=False`` ignores ``data.train_subset`` (teachers train on the whole train split)."""
+    d = setting.data
+    return _load_data_cached(d.dataset, d.data_dir, d.val_fraction, d.split_seed,
+                             d.train_subset if subset else None, json.dumps(d.params, sort_keys=True))
+
+
+def _build_model(spec: ModelSpec, data: DatasetSplits, seed: int, device: torch.device) -> TappedModel:
+    torch.manual_seed(seed)
+    model = create_model(spec.model, num_classes=data.num_classes, in_channels=data.in_channels, **spec.params)
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+# ----------------------------------------------------------------------------- training loop
+
+
+def _optimizer(model: torch.nn.Module, recipe: Recipe, steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    if recipe.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+            nesterov=recipe.momentum > 0,
+        )
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps = max(steps, 1)
+    if recipe.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps)
+    elif recipe.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return opt, sched
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _prepare(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+@torch.inference_mode()
+def evaluate(model: TappedModel, loader: DeviceLoader) -> float:
+    """Top-1 accuracy of ``model`` over ``loader`` (in [0, 1])."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    device = loader.device
+    with _autocast(device):
+        for x, y in loader:
+            logits = model(_prepare(x, device), taps=("logits",))["logits"]
+            correct += int((logits.argmax(1) == y).sum())
+            total += int(y.numel())
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+class _TeacherOutputs:
+    """Teacher taps for every training sample, indexed by sample index, computed once
+    per (teacher, data, augmentation epoch) and kept on the device for reuse across
+    epochs and trials in this process."""
+
+    _store: dict[tuple, dict[str, torch.Tensor]] = {}
+    limit_bytes = int(float(os.environ.get("RELKD_TEACHER_CACHE_MB", "4096")) * 2**20)
+
+    @classmethod
+    def clear(cls) -> None:
+        cls._store.clear()
+
+    @classmethod
+    def _bytes(cls) -> int:
+        return sum(t.numel() * t.element_size() for d in cls._store.values() for t in d.values())
+
+    @classmethod
+    def get(cls, key: tuple, teacher: TappedModel, loader: DeviceLoader, epoch: int,
+            taps: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+        stored = cls._store.setdefault(key, {})
+        missing = tuple(t for t in taps if t not in stored)
+        if missing:
+            with torch.inference_mode():
+                x0 = loader.images[:1].float()
+                probe = teacher(_prepare(x0, loader.device), taps=missing)
+            need = sum(probe[t].numel() * 4 * loader.num_samples for t in missing)
+            if cls._bytes() + need > cls.limit_bytes:
+                log.info("teacher-output cache would exceed %.0f MiB; running the teacher live",
+                         cls.limit_bytes / 2**20)
+                return None
+            outputs: dict[str, list[torch.Tensor]] = {t: [] for t in missing}
+            plain = DeviceLoader(loader.images, loader.labels, 1024, loader.device, shuffle=False,
+                                 augment=loader.augment, seed=loader.seed, mean=loader.mean, std=loader.std,
+                                 pad=loader.pad, flip=loader.flip)
+            teacher.eval()
+            with torch.inference_mode(), _autocast(loader.device):
+                for x, _ in plain.epoch(epoch):
+                    out = teacher(_prepare(x, loader.device), taps=missing)
+                    for t in missing:
+                        outputs[t].append(out[t].float())
+            for t in missing:
+                stored[t] = torch.cat(outputs[t])
+            log.debug("cached teacher taps %s for %d samples", missing, loader.num_samples)
+        return {t: stored[t] for t in taps}
+
+
+@dataclass
+class FitResult:
+    history: list[float]
+    part_means: dict[str, float]
+    epochs: int
+    stopped_early: bool
+    samples: int
+    seconds: float
+
+
+def fit(
+    model: TappedModel,
+    data: DatasetSplits,
+    recipe: Recipe,
+    objective: Objective,
+    *,
+    seed: int,
+    device: torch.device,
+    batch_size: int,
+    augment: bool,
+    teacher: TappedModel | None = None,
+    teacher_cache_key: tuple | None = None,
+    report: Report | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> FitResult:
+    """Train ``model`` on the train split with ``objective`` for ``recipe.epochs`` epochs,
+    evaluating validation accuracy after each epoch and calling ``report(epoch, val_acc)``;
+    a truthy return stops training early (pruning). Raises :class:`NonFiniteLossError`."""
+    loader = data.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
+                               drop_last=data.train_labels.numel() > batch_size)
+    val_loader = data.eval_loader("val", batch_size=1024, device=device)
+    taps = objective.taps
+    model.resolve_taps(taps)  # a tap the student lacks is an error now, not mid-epoch
+    if objective.needs_teacher:
+        if teacher is None:
+            raise ValueError("this objective uses KD or relation terms, so it needs a teacher")
+        teacher.resolve_taps(taps)
+        teacher.eval()
+    use_cache = objective.needs_teacher and teacher_cache_key is not None
+    opt, sched = _optimizer(model, recipe, recipe.epochs * len(loader))
+    check_every = 1 if device.type == "cpu" else 25
+    sums: dict[str, torch.Tensor] = {}
+    previous: dict[str, torch.Tensor] | None = None  # weighted parts at the last finite check
+    history: list[float] = []
+    steps = samples = 0
+    stopped = False
+    start = time.perf_counter()
+    bar = _progress(range(recipe.epochs), progress, desc)
+    for epoch in bar:
+        model.train()
+        cached = None
+        if use_cache:
+            key = (*teacher_cache_key, loader.seed if loader.augments else None, epoch if loader.augments else None)
+            cached = _TeacherOutputs.get(key, teacher, loader, epoch, taps)
+        for x, y, index in loader.epoch(epoch, with_indices=True):
+            x = _prepare(x, device)
+            with _autocast(device):
+                s_taps = model(x, taps=taps)
+                t_taps = None
+                if cached is not None:
+                    t_taps = {t: v.index_select(0, index) for t, v in cached.items()}
+                elif objective.needs_teacher:
+                    with torch.inference_mode():
+                        live = teacher(x, taps=taps)
+                    # inference tensors may not be saved for backward: clone them out
+                    t_taps = {k: v.clone() for k, v in live.items()}
+                parts = objective(s_taps, t_taps, y)
+            opt.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            opt.step()
+            sched.step()
+            steps += 1
+            samples += int(y.numel())
+            for name in objective.part_names:
+                value = parts[name].detach().float()
+                sums[name] = sums[name] + value if name in sums else value
+            if steps % check_every == 0:
+                if not bool(torch.isfinite(parts["total"].detach())):
+                    _raise_non_finite(parts, previous, objective, epoch, steps)
+                previous = {name: parts[f"{name}.weighted"].detach() for name in objective.part_names}
+        val_acc = evaluate(model, val_loader)
+        history.append(val_acc)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(val_acc=f"{val_acc:.4f}")
+        log.info("%s epoch %d/%d: val accuracy %.4f", desc, epoch + 1, recipe.epochs, val_acc)
+        if any(not math.isfinite(float(v)) for v in sums.values()):
+            _raise_non_finite(sums, None, objective, epoch, steps)
+        if report is not None and report(epoch, val_acc):
+            stopped = epoch + 1 < recipe.epochs
+            break
+    seconds = time.perf_counter() - start
+    means = {name: float(v) / max(steps, 1) for name, v in sums.items()}
+    return FitResult(history, means, len(history), stopped, samples, seconds)
+
+
+def _raise_non_finite(parts: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor] | None,
+                      objective: Objective, epoch: int, step: int) -> None:
+    """Name the part that went bad: the non-finite one if the others are finite; if all are
+    (the weights were already corrupted by the previous step), the part with the largest
+    weighted value in the last finite step."""
+    bad = [name for name in objective.part_names
+           if any(key in parts and not bool(torch.isfinite(parts[key].detach()).all())
+                  for key in (name, f"{name}.weighted"))]
+    if bad and (len(bad) < len(objective.part_names) or not previous):
+        raise NonFiniteLossError(bad[0], epoch, step)
+    if previous:
+        culprit = max(previous, key=lambda name: float(previous[name].abs()))
+        raise NonFiniteLossError(culprit, epoch, step, f" (every part is non-finite: the weights diverged after "
+                                                       f"a step where {culprit!r} was the largest weighted part)")
+    raise NonFiniteLossError("total", epoch, step)
+
+
+def _progress(iterable: Any, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, unit="epoch", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------- teachers
+
+
+@dataclass
+class TeacherResult:
+    model: TappedModel
+    checkpoint: Path
+    key: str
+    val_accuracy: float
+    test_accuracy: float
+    trained: bool  # False when loaded from the cache
+
+    def summary(self) -> dict[str, Any]:
+        return {"val_accuracy": self.val_accuracy, "test_accuracy": self.test_accuracy,
+                "checkpoint": str(self.checkpoint), "key": self.key, "trained": self.trained}
+
+
+def teacher_key(setting: Setting, data: DatasetSplits | None = None) -> str:
+    """A hash of everything that determines the teacher: the data (content fingerprint and
+    split), model, recipe, seed and checkpoint format."""
+    data = data if data is not None else load_data(setting, subset=False)
+    recipe = dataclasses.asdict(setting.teacher_recipe)
+    recipe["batch_size"] = recipe["batch_size"] or setting.data.batch_size
+    ident = {
+        "format": CHECKPOINT_FORMAT,
+        "data": data.fingerprint(),
+        "model": setting.teacher.model,
+        "params": setting.teacher.params,
+        "recipe": recipe,
+        "seed": setting.seed,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is training this teacher; waiting for %s", path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_checkpoint(ckpt: Path, meta_path: Path, model: TappedModel, key: str) -> dict[str, Any] | None:
+    """The stored metadata if the checkpoint is intact and matches ``key``; else ``None``."""
+    if not ckpt.exists() or not meta_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") != key:
+            raise ValueError(f"it belongs to key {meta.get('key')!r}")
+        if _sha256(ckpt) != meta.get("sha256"):
+            raise ValueError("its hash does not match (truncated or altered)")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return meta
+    except Exception as err:  # noqa: BLE001 - any damage means: rebuild
+        log.warning("teacher checkpoint %s is unusable (%s); training it again", ckpt, err)
+        return None
+
+
+def get_teacher(setting: Setting, *, progress: bool = False, force: bool = False,
+                device: torch.device | None = None) -> TeacherResult:
+    """The setting's trained teacher: loaded from the cache when an intact checkpoint for
+    exactly this teacher exists, else trained and cached. Processes that start together
+    wait on a file lock instead of training twice."""
+    device = device or resolve_device(setting.device)
+    data = load_data(setting, subset=False)
+    key = teacher_key(setting, data)
+    folder = cache_root() / "teachers" / f"{setting.teacher.model.replace(':', '_')}-{key}"
+    ckpt, meta_path = folder / "teacher.pt", folder / "meta.json"
+    model = _build_model(setting.teacher, data, setting.seed, torch.device("cpu"))
+    with _file_lock(folder / ".lock"):
+        meta = None if force else _load_checkpoint(ckpt, meta_path, model, key)
+        trained = meta is None
+        if trained:
+            model = model.to(device)
+            recipe = setting.teacher_recipe
+            log.info("training teacher %s (%d epochs) -> %s", setting.teacher.model, recipe.epochs, folder)
+            result = fit(
+                model, data, recipe, build_objective(preset("none")), seed=setting.seed, device=device,
+                batch_size=recipe.batch_size or setting.data.batch_size,
+                augment=True if recipe.augment is None else recipe.augment,
+                progress=progress, desc=f"teacher {setting.teacher.model}",
+            )
+            test_acc = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device))
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            tmp = folder / f".teacher.pt.tmp{os.getpid()}"
+            torch.save(state, tmp)
+            meta = {
+                "key": key, "sha256": _sha256(tmp), "model": setting.teacher.model,
+                "params": setting.teacher.params, "recipe": dataclasses.asdict(recipe),
+                "val_accuracy": result.history[-1], "test_accuracy": test_acc, "seed": setting.seed,
+                "dataset": data.name, "train_seconds": result.seconds, "relkd": __version__,
+            }
+            os.replace(tmp, ckpt)
+            tmp_meta = folder / f".meta.json.tmp{os.getpid()}"
+            tmp_meta.write_text(json.dumps(meta, indent=2))
+            os.replace(tmp_meta, meta_path)
+        else:
+            log.info("teacher %s loaded from %s", setting.teacher.model, ckpt)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return TeacherResult(model, ckpt, key, meta["val_accuracy"], meta["test_accuracy"], trained)
+
+
+# ----------------------------------------------------------------------------- students
+
+
+def run_trial(
+    setting: Setting,
+    objective_config: Mapping[str, Any] | str,
+    report: Report | None = None,
+    *,
+    seed: int | None = None,
+    eval_test: bool = False,
+    teacher_cache: bool = True,
+    progress: bool = False,
+    teacher: TeacherResult | None = None,
+    return_model: bool = False,
+) -> dict[str, Any]:
+    """Train the setting's student with an objective and return its metrics.
+
+    ``report(epoch, val_accuracy)`` is called after each epoch; a truthy return stops the
+    run early (how the study driver prunes). ``teacher_cache`` reuses the teacher's taps
+    across epochs and trials when the teacher sees exactly what the student sees.
+    Returns ``val_accuracy`` (last epoch), ``val_history``, ``test_accuracy`` (with
+    ``eval_test``), ``part_means`` (mean of every loss part over the run), ``epochs``,
+    ``stopped_early``, ``wall_seconds``, ``samples_per_second`` and ``seed``.
+    """
+    start = time.perf_counter()
+    seed = setting.seed if seed is None else seed
+    objective = build_objective(objective_config)
+    device = resolve_device(setting.device)
+    data = load_data(setting)
+    if objective.needs_teacher and teacher is None:
+        teacher = get_teacher(setting, device=device)
+    model = _build_model(setting.student, data, seed, device)
+    budget = setting.budget
+    augment = setting.data.augment if budget.augment is None else budget.augment
+    cache_key = (teacher.key, data.fingerprint()) if (teacher is not None and teacher_cache) else None
+    result = fit(
+        model, data, budget, objective, seed=seed, device=device,
+        batch_size=budget.batch_size or setting.data.batch_size, augment=augment,
+        teacher=teacher.model if teacher is not None else None, teacher_cache_key=cache_key,
+        report=report, progress=progress, desc=f"student {setting.student.model} seed {seed}",
+    )
+    metrics: dict[str, Any] = {
+        "seed": seed,
+        "val_accuracy": result.history[-1],
+        "val_history": result.history,
+        "epochs": result.epochs,
+        "stopped_early": result.stopped_early,
+        "part_means": result.part_means,
+        "train_seconds": result.seconds,
+        "samples_per_second": result.samples / max(result.seconds, 1e-9),
+    }
+    if eval_test:
+        metrics["test_accuracy"] = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device))
+    metrics["wall_seconds"] = time.perf_counter() - start
+    if return_model:
+        metrics["model"] = model
+    return metrics
+
+
+def train_runs(
+    setting: Setting,
+    objective_config: Mapping[str, Any] | str,
+    seeds: list[int],
+    *,
+    eval_test: bool = False,
+    out: str | os.PathLike | None = None,
+    progress: bool = False,
+    teacher_cache: bool = True,
+) -> dict[str, Any]:
+    """Run :func:`run_trial` once per seed; aggregate means and standard deviations.
+    With ``out``, write ``metrics.json``, the objective config and each student's weights."""
+    start = time.perf_counter()
+    objective = build_objective(objective_config)
+    teacher = get_teacher(setting, progress=progress) if objective.needs_teacher else None
+    per_seed = []
+    out_dir = Path(out) if out is not None else None
+    for seed in seeds:
+        m = run_trial(setting, objective.to_config(), seed=seed, eval_test=eval_test, teacher=teacher,
+                      teacher_cache=teacher_cache, progress=progress, return_model=out_dir is not None)
+        model = m.pop("model", None)
+        if out_dir is not None and model is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / f"student_seed{seed}.pt")
+        per_seed.append(m)
+    summary: dict[str, Any] = {"setting": setting.name, "student": setting.student.model,
+                               "teacher": setting.teacher.model if teacher else None, "seeds": list(seeds)}
+    for metric in ("val_accuracy", "test_accuracy"):
+        values = [m[metric] for m in per_seed if metric in m]
+        if values:
+            summary[metric] = statistics.fmean(values)
+            summary[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    if teacher is not None:
+        summary["teacher_val_accuracy"] = teacher.val_accuracy
+        summary["teacher_test_accuracy"] = teacher.test_accuracy
+    summary["wall_seconds"] = time.perf_counter() - start
+    total_samples = sum(m["samples_per_second"] * m["train_seconds"] for m in per_seed)
+    summary["samples_per_second"] = total_samples / max(sum(m["train_seconds"] for m in per_seed), 1e-9)
+    summary["objective_config"] = objective.to_config()
+    summary["per_seed"] = per_seed
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, out_dir / "metrics.json")
+        from .config import save_config
+
+        save_config(objective.to_config(), out_dir / "objective.yaml")
+    return summary

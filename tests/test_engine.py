@@ -1,0 +1,199 @@
+"""The training engine on the synthetic dataset with tiny models."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import relkd
+from relkd.cli import main
+from relkd.config import ConfigError
+from relkd.engine import NonFiniteLossError, get_teacher, run_trial, teacher_key
+from relkd.setting import load_setting, validate_setting
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTING = {
+    "name": "tiny",
+    "seed": 0,
+    "device": "cpu",
+    "data": {"dataset": "synthetic", "batch_size": 32, "params": {"train_size": 240, "test_size": 60}},
+    "teacher": {"model": "cnn_tiny", "params": {"width": 8}, "epochs": 2, "lr": 0.05},
+    "student": {"model": "cnn_tiny", "params": {"width": 4}},
+    "budget": {"epochs": 2, "lr": 0.05},
+}
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "cache"))
+    from relkd.engine import _TeacherOutputs
+
+    _TeacherOutputs.clear()
+    return tmp_path / "cache"
+
+
+def setting(**changes):
+    cfg = json.loads(json.dumps(SETTING))
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            cfg[section][field] = value
+        else:
+            cfg[section] = value
+    return validate_setting(cfg)
+
+
+def test_setting_defaults_and_round_trip():
+    s = setting()
+    assert s.budget.optimizer == "sgd" and s.budget.schedule == "cosine" and s.data.val_fraction == 0.1
+    assert validate_setting(s.to_dict()) == s
+    shipped = load_setting(ROOT / "studies" / "fmnist_quick.yaml")
+    assert shipped.data.dataset == "fashion-mnist"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"student": {"model": "cnn_tiyn"}}, "student.model: unknown model 'cnn_tiyn'; did you mean 'cnn_tiny'?"),
+        ({"data__dataset": "fashon-mnist"}, "data.dataset: unknown dataset 'fashon-mnist'; did you mean"),
+        ({"budget__lr": -1}, "budget.lr: expected a finite number > 0"),
+        ({"budget__optimizer": "adam"}, "budget.optimizer: expected one of sgd, adamw, got 'adam'; did you mean"),
+        ({"budget__epochs": 0}, "budget.epochs: expected an integer >= 1"),
+        ({"data__batchsize": 3}, "data.batchsize: unknown field; did you mean 'batch_size'?"),
+        ({"teacher": {"model": "cnn_tiny", "params": {"widht": 3}}}, "teacher.params.widht: model 'cnn_tiny' has no"),
+        ({"device": "gpu9"}, "device: expected 'auto', 'cpu'"),
+        ({"data__val_fraction": 1.5}, "data.val_fraction: expected a finite number > 0 and <= 0.9"),
+    ],
+)
+def test_malformed_setting_names_the_field(change, expected):
+    cfg = json.loads(json.dumps(SETTING))
+    for key, value in change.items():
+        section, _, field = key.partition("__")
+        if field:
+            cfg[section][field] = value
+        else:
+            cfg[section] = value
+    with pytest.raises(ConfigError) as err:
+        validate_setting(cfg)
+    assert expected in str(err.value)
+
+
+def test_missing_sections_are_named():
+    with pytest.raises(ConfigError, match="teacher: missing"):
+        validate_setting({"student": {"model": "cnn_tiny"}})
+
+
+def test_teacher_cache_hit_miss_and_key(cache_dir):
+    s = setting()
+    first = get_teacher(s)
+    assert first.trained and first.checkpoint.exists() and 0 <= first.test_accuracy <= 1
+    second = get_teacher(s)
+    assert not second.trained and second.key == first.key
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu())
+    assert teacher_key(setting(teacher__epochs=3)) != first.key  # the recipe is part of the key
+    assert teacher_key(setting(seed=1)) != first.key
+    assert teacher_key(setting(budget__epochs=5)) == first.key  # the student's budget is not
+
+
+def test_corrupted_teacher_checkpoint_is_rebuilt(cache_dir, caplog):
+    s = setting()
+    first = get_teacher(s)
+    data = first.checkpoint.read_bytes()
+    first.checkpoint.write_bytes(data[: len(data) // 2])  # truncated
+    again = get_teacher(s)
+    assert again.trained and "unusable" in caplog.text
+    first.checkpoint.write_bytes(data[:-8] + b"\0" * 8)  # altered, same length
+    assert get_teacher(s).trained
+
+
+def test_teacher_trained_once_when_processes_start_together(cache_dir, tmp_path):
+    setting_file = tmp_path / "s.json"
+    setting_file.write_text(json.dumps(SETTING))
+    code = (
+        "import json, sys; from relkd.setting import validate_setting; from relkd.engine import get_teacher;"
+        f"r = get_teacher(validate_setting(json.load(open({str(setting_file)!r})))); print('TRAINED', r.trained)"
+    )
+    env = dict(os.environ, RELKD_CACHE_DIR=str(cache_dir), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum("TRAINED True" in o for o in outs) == 1, outs
+
+
+def test_run_trial_reports_each_epoch_and_stops_early():
+    calls = []
+    m = run_trial(setting(budget__epochs=4), "none", report=lambda e, acc: calls.append((e, acc)) or e == 1)
+    assert [e for e, _ in calls] == [0, 1]
+    assert m["epochs"] == 2 and m["stopped_early"] and m["val_history"] == [a for _, a in calls]
+    assert "test_accuracy" not in m  # the test split is untouched unless asked for
+
+
+def test_run_is_deterministic_on_cpu():
+    a = run_trial(setting(), "rkd+kd", eval_test=True)
+    b = run_trial(setting(), "rkd+kd", eval_test=True)
+    assert a["val_history"] == b["val_history"] and a["test_accuracy"] == b["test_accuracy"]
+    assert a["part_means"] == b["part_means"]
+    assert set(a["part_means"]) == {"ce", "kd", "rkd_d", "rkd_a"}
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_teacher_output_cache_gives_the_same_run(augment):
+    s = setting(data__augment=augment)
+    cached = run_trial(s, "sp+kd", teacher_cache=True)
+    live = run_trial(s, "sp+kd", teacher_cache=False)
+    assert cached["val_history"] == live["val_history"]
+    for k in cached["part_means"]:
+        assert cached["part_means"][k] == pytest.approx(live["part_means"][k], rel=1e-5)
+
+
+def test_non_finite_loss_names_the_term():
+    cfg = relkd.preset("sp")
+    cfg["terms"][0]["weight"] = 3e38
+    cfg["terms"][0]["loss"] = {"name": "l1"}
+    with pytest.raises(NonFiniteLossError, match="part 'sp'"):
+        run_trial(setting(), cfg)
+    cfg["terms"][0]["weight"] = 1.0
+    cfg["ce_weight"] = 3e38  # weighted CE overflows at once
+    with pytest.raises(NonFiniteLossError, match="part 'ce' at epoch 0, step 1"):
+        run_trial(setting(), cfg)
+
+
+def test_tap_not_in_model_lists_the_taps():
+    cfg = relkd.preset("sp")
+    cfg["terms"][0]["tap"] = "stage9"
+    with pytest.raises(ValueError, match=r"no tap 'stage9'.*stage1, stage2, stage3, last_stage, pool, logits"):
+        run_trial(setting(), cfg)
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path):
+    s = setting(data={"dataset": "fashion-mnist", "data_dir": str(tmp_path / "empty")})
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        run_trial(s, "none")
+
+
+def test_cli_train_writes_metrics(tmp_path, capsys):
+    setting_file = tmp_path / "s.yaml"
+    setting_file.write_text(relkd.config.yaml_dump(SETTING))
+    out = tmp_path / "run"
+    code = main(["train", "--setting", str(setting_file), "--config", "kd", "--seeds", "0,1", "--eval-test",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("val_accuracy", "test_accuracy", "val_accuracy_std", "test_accuracy_std", "wall_seconds",
+                "samples_per_second"):
+        assert key in metrics
+    assert [m["seed"] for m in metrics["per_seed"]] == [0, 1]
+    assert 0 <= metrics["test_accuracy"] <= 1 and "kd" in metrics["per_seed"][0]["part_means"]
+    assert relkd.load_config(out / "objective.yaml") == relkd.preset("kd")
+    state = torch.load(out / "student_seed0.pt", weights_only=True)
+    assert any(k.endswith("weight") for k in state)
+    capsys.readouterr()
+    code = main(["teacher", "train", "--setting", str(setting_file), "--json", "--quiet"])
+    info = json.loads(capsys.readouterr().out)
+    assert code == 0 and info["trained"] is False and Path(info["checkpoint"]).exists()
+    assert set(info) >= {"val_accuracy", "test_accuracy", "checkpoint"}
