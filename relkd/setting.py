@@ -196,7 +196,7 @@ _RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
 def validate_setting(setting: Any, source: str | os.PathLike | None = None) -> Setting:
     """Check a setting (or study) mapping; return a :class:`Setting` or raise
     :class:`~relkd.config.ConfigError` listing every problem with its field path."""
-    from .data import _canonical_name as canonical_dataset_name  # TODO public name
+    from .data import canonical_dataset_name
 
     c = FieldChecker()
     if not c.mapping(setting, "", _TOP_FIELDS):
