@@ -6,7 +6,7 @@ The direct functions below are written for speed the way the methods' authors wr
 (one function, fused where natural); each is checked against relkd and against the
 independent oracle in tests/reference.py before it is timed.
 
-    .venv/bin/python benchmarks/relation_terms.py [--reps 30] [--markdown]
+    .venv/bin/python benchmarks/relation_terms.py [--reps 100] [--markdown]
 
 Prints, per preset term and batch size, the median times and their ratio (composed / direct;
 the target is <= 1.10), then RKD-A's peak memory during one forward + backward (from the
@@ -143,7 +143,7 @@ def weighted_scale(b: int = 64) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--reps", type=int, default=100)
     parser.add_argument("--batches", default="64,256")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables (for the README)")
     args = parser.parse_args()

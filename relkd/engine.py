@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .data import DatasetSplits, DeviceLoader, load_dataset
-from .models import TappedModel, create_model
+from .models import TappedModel, create_model, model_entry
 from .objective import Objective, build_objective
 from .relation.presets import preset
 from .setting import ModelSpec, Recipe, Setting, resolve_device
@@ -345,7 +345,7 @@ def teacher_key(setting: Setting, data: DatasetSplits | None = None) -> str:
         "format": CHECKPOINT_FORMAT,
         "data": data.fingerprint(),
         "model": setting.teacher.model,
-        "params": setting.teacher.params,
+        "params": model_entry(setting.teacher.model).resolve_params(setting.teacher.params),
         "recipe": recipe,
         "seed": setting.seed,
     }

@@ -35,7 +35,8 @@ def cache_dir(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def setting(**changes):
+def mutated(changes: dict) -> dict:
+    """SETTING with changes: ``section__field=value`` sets one field, ``section=value`` a whole section."""
     cfg = json.loads(json.dumps(SETTING))
     for key, value in changes.items():
         section, _, field = key.partition("__")
@@ -43,7 +44,11 @@ def setting(**changes):
             cfg[section][field] = value
         else:
             cfg[section] = value
-    return validate_setting(cfg)
+    return cfg
+
+
+def setting(**changes):
+    return validate_setting(mutated(changes))
 
 
 def test_setting_defaults_and_round_trip():
@@ -69,15 +74,8 @@ def test_setting_defaults_and_round_trip():
     ],
 )
 def test_malformed_setting_names_the_field(change, expected):
-    cfg = json.loads(json.dumps(SETTING))
-    for key, value in change.items():
-        section, _, field = key.partition("__")
-        if field:
-            cfg[section][field] = value
-        else:
-            cfg[section] = value
     with pytest.raises(ConfigError) as err:
-        validate_setting(cfg)
+        validate_setting(mutated(change))
     assert expected in str(err.value)
 
 
@@ -97,6 +95,8 @@ def test_teacher_cache_hit_miss_and_key(cache_dir):
     assert teacher_key(setting(teacher__epochs=3)) != first.key  # the recipe is part of the key
     assert teacher_key(setting(seed=1)) != first.key
     assert teacher_key(setting(budget__epochs=5)) == first.key  # the student's budget is not
+    spelled_out = dict(SETTING["teacher"], params={"width": 8, "depth": 1, "stages": 3})
+    assert teacher_key(setting(teacher=spelled_out)) == first.key  # defaults written out: same teacher
 
 
 def test_corrupted_teacher_checkpoint_is_rebuilt(cache_dir, caplog):
@@ -197,3 +197,25 @@ def test_cli_train_writes_metrics(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert code == 0 and info["trained"] is False and Path(info["checkpoint"]).exists()
     assert set(info) >= {"val_accuracy", "test_accuracy", "checkpoint"}
+
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.slow
+@pytest.mark.fmnist
+@pytest.mark.skipif(not FMNIST.is_dir() and not os.environ.get("RELKD_DATA_DIR"),
+                    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+def test_real_fashion_mnist_teacher_and_kd_student():
+    s = validate_setting({
+        "name": "fmnist_smoke", "device": "cpu",
+        "data": {"dataset": "fashion-mnist", "train_subset": 5000, "batch_size": 64},
+        "teacher": {"model": "cnn_tiny", "params": {"width": 8}, "epochs": 1, "lr": 0.1, "schedule": "onecycle"},
+        "student": {"model": "cnn_tiny", "params": {"width": 8}},
+        "budget": {"epochs": 3, "lr": 0.1},
+    })
+    teacher = get_teacher(s)
+    assert teacher.test_accuracy > 0.75  # one epoch on the whole training split
+    m = run_trial(s, "kd", eval_test=True)
+    assert m["val_accuracy"] > 0.5 and m["test_accuracy"] > 0.5
+    assert m["samples_per_second"] > 0

@@ -108,12 +108,14 @@ def rbf_taylor(x: torch.Tensor, gamma: float = 0.4, order: int = 2) -> torch.Ten
     """Taylor-expanded Gaussian kernel on L2-normalised features (CC).
     A = exp(-2 gamma) * sum_{p=0..P} (2 gamma)^p / p! * C^p, C = X_n X_n^T, powers element-wise."""
     c = cosine(x)
-    term = torch.ones_like(c)
-    acc = term
-    for p in range(1, order + 1):
-        term = term * c * (2.0 * gamma / p)
-        acc = acc + term
-    return acc * math.exp(-2.0 * gamma)
+    # Horner's rule on a_p = exp(-2 gamma) (2 gamma)^p / p!: ((a_P c + a_{P-1}) c + ...) c + a_0
+    coef = [math.exp(-2.0 * gamma) * (2.0 * gamma) ** p / math.factorial(p) for p in range(order + 1)]
+    if order == 0:
+        return torch.full_like(c, coef[0])
+    acc = c * coef[order] + coef[order - 1]
+    for p in range(order - 2, -1, -1):
+        acc = acc * c + coef[p]
+    return acc
 
 
 @AFFINITIES.register("pearson", nonnegative=False, symmetric=True, order=2, range="[-1, 1]")

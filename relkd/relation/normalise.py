@@ -62,8 +62,8 @@ def row_softmax(m: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
 
 @NORMALISATIONS.register("row_sum", output="distribution", requires_nonnegative=True)
 def row_sum(m: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to sum to one (PKT); needs non-negative input. N(M)_ij = M_ij / max(sum_k M_ik, 1e-12)."""
-    return m / m.sum(dim=-1, keepdim=True).clamp(min=EPS)
+    """Rows scaled to sum to one (PKT); needs non-negative input. N(M)_ij = M_ij / (sum_k M_ik + 1e-12)."""
+    return m / (m.sum(dim=-1, keepdim=True) + EPS)  # adding eps is cheaper than clamping (identity backward)
 
 
 @NORMALISATIONS.register("minmax", output="nonnegative")
