@@ -21,6 +21,7 @@ blocks; stages after the first start with a 2x2 max-pool, so a 28x28 input gives
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -100,44 +101,29 @@ def _params(width: int, depth: int, stages: int = 3) -> list[Param]:
 _COMMON = dict(family="cnn", input_size=MNIST_INPUT)
 
 
-@MODELS.register("cnn_tiny", params=_params(16, 1), role="student", **_COMMON)
-def cnn_tiny(
-    num_classes: int = 10, in_channels: int = 1, width: int = 16, depth: int = 1, stages: int = 3
-) -> TappedModel:
-    """Tiny CNN for 28x28 inputs (~24K parameters, 1.9M MACs): a fast student.
+def _register_cnn(name: str, width: int, depth: int, role: str, summary: str) -> Callable[..., TappedModel]:
+    """Register a ConvNet preset: a factory whose defaults are ``width`` and ``depth``."""
 
-    ConvNet(width=16, depth=1, stages=3): channels 16/32/64, one conv3x3-BN-ReLU per
-    stage, 2x2 max-pool between stages, GAP, linear.
-    Taps (28x28x1 input): stage1 (16, 28, 28), stage2 (32, 14, 14), stage3 (64, 7, 7),
-    last_stage = stage3, pool (64,), logits.
+    def factory(num_classes: int = 10, in_channels: int = 1, width: int = width, depth: int = depth,
+                stages: int = 3) -> TappedModel:
+        return build_cnn(name, width, depth, stages, num_classes, in_channels)
+
+    c = (width, 2 * width, 4 * width)
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"""{summary}
+
+    ConvNet(width={width}, depth={depth}, stages=3): channels {c[0]}/{c[1]}/{c[2]}, {depth} conv3x3-BN-ReLU
+    per stage, 2x2 max-pool between stages, GAP, linear.
+    Taps (28x28x1 input): stage1 ({c[0]}, 28, 28), stage2 ({c[1]}, 14, 14), stage3 ({c[2]}, 7, 7),
+    last_stage = stage3, pool ({c[2]},), logits.
     """
-    return build_cnn("cnn_tiny", width, depth, stages, num_classes, in_channels)
+    MODELS.add(name, factory, params=_params(width, depth), role=role, **_COMMON)
+    return factory
 
 
-@MODELS.register("cnn_small", params=_params(32, 1), role="student", **_COMMON)
-def cnn_small(
-    num_classes: int = 10, in_channels: int = 1, width: int = 32, depth: int = 1, stages: int = 3
-) -> TappedModel:
-    """Small CNN for 28x28 inputs (~94K parameters, 7.4M MACs): a student.
-
-    ConvNet(width=32, depth=1, stages=3): channels 32/64/128, one conv3x3-BN-ReLU per
-    stage, 2x2 max-pool between stages, GAP, linear.
-    Taps (28x28x1 input): stage1 (32, 28, 28), stage2 (64, 14, 14), stage3 (128, 7, 7),
-    last_stage = stage3, pool (128,), logits.
-    """
-    return build_cnn("cnn_small", width, depth, stages, num_classes, in_channels)
-
-
-@MODELS.register("cnn_large", params=_params(32, 2), role="teacher", **_COMMON)
-def cnn_large(
-    num_classes: int = 10, in_channels: int = 1, width: int = 32, depth: int = 2, stages: int = 3
-) -> TappedModel:
-    """Large CNN for 28x28 inputs (~0.29M parameters, 29M MACs): the default teacher.
-
-    ConvNet(width=32, depth=2, stages=3): channels 32/64/128, two conv3x3-BN-ReLU per
-    stage, 2x2 max-pool between stages, GAP, linear. About 93% Fashion-MNIST test accuracy
-    after 5 epochs of SGD (see the module docstring).
-    Taps (28x28x1 input): stage1 (32, 28, 28), stage2 (64, 14, 14), stage3 (128, 7, 7),
-    last_stage = stage3, pool (128,), logits.
-    """
-    return build_cnn("cnn_large", width, depth, stages, num_classes, in_channels)
+cnn_tiny = _register_cnn("cnn_tiny", 16, 1, "student",
+                         "Tiny CNN for 28x28 inputs (~24K parameters, 1.9M MACs): a fast student.")
+cnn_small = _register_cnn("cnn_small", 32, 1, "student",
+                          "Small CNN for 28x28 inputs (~94K parameters, 7.4M MACs): a student.")
+cnn_large = _register_cnn("cnn_large", 32, 2, "teacher",
+                          "Large CNN for 28x28 inputs (~0.29M parameters, 29M MACs): the default teacher.")
