@@ -26,11 +26,6 @@ from relkd.engine import _TeacherOutputs, get_teacher, run_trial  # noqa: E402
 from relkd.setting import load_setting  # noqa: E402
 
 
-def kd_sp_config() -> dict:
-    cfg = relkd.preset("sp+kd")
-    return cfg
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", default=str(ROOT / "studies" / "fmnist_quick.yaml"))
@@ -42,7 +37,7 @@ def main() -> None:
     if args.epochs:
         setting = setting.with_budget(epochs=args.epochs)
     teacher = get_teacher(setting, progress=True)
-    kd_sp = kd_sp_config()
+    kd_sp = relkd.preset("sp+kd")
 
     def timed(config, cache: bool) -> dict:
         return run_trial(setting, config, teacher=teacher, teacher_cache=cache)

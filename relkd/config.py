@@ -151,7 +151,8 @@ class FieldChecker:
             ok = ok and (maximum is None or value <= maximum)
         if not ok:
             upper = f" and <= {maximum:g}" if maximum is not None else ""
-            self.error(path, f"expected a finite number {'>' if strict else '>='} {minimum:g}{upper}, got {_show(value)}")
+            bound = f"{'>' if strict else '>='} {minimum:g}{upper}"
+            self.error(path, f"expected a finite number {bound}, got {_show(value)}")
             return None
         return value
 

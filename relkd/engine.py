@@ -217,6 +217,7 @@ def fit(
     device: torch.device,
     batch_size: int,
     augment: bool,
+    eval_batch_size: int = 1024,
     teacher: TappedModel | None = None,
     teacher_cache_key: tuple | None = None,
     report: Report | None = None,
@@ -228,7 +229,7 @@ def fit(
     a truthy return stops training early (pruning). Raises :class:`NonFiniteLossError`."""
     loader = data.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
                                drop_last=data.train_labels.numel() > batch_size)
-    val_loader = data.eval_loader("val", batch_size=1024, device=device)
+    val_loader = data.eval_loader("val", batch_size=eval_batch_size, device=device)
     taps = objective.taps
     model.resolve_taps(taps)  # a tap the student lacks is an error now, not mid-epoch
     if objective.needs_teacher:
@@ -415,7 +416,8 @@ def get_teacher(setting: Setting, *, progress: bool = False, force: bool = False
                 model, data, recipe, build_objective(preset("none")), seed=setting.seed, device=device,
                 batch_size=recipe.batch_size or setting.data.batch_size,
                 augment=True if recipe.augment is None else recipe.augment,
-                progress=progress, desc=f"teacher {setting.teacher.model}",
+                eval_batch_size=setting.data.eval_batch_size, progress=progress,
+                desc=f"teacher {setting.teacher.model}",
             )
             test_acc = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device))
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -477,6 +479,7 @@ def run_trial(
     result = fit(
         model, data, budget, objective, seed=seed, device=device,
         batch_size=budget.batch_size or setting.data.batch_size, augment=augment,
+        eval_batch_size=setting.data.eval_batch_size,
         teacher=teacher.model if teacher is not None else None, teacher_cache_key=cache_key,
         report=report, progress=progress, desc=f"student {setting.student.model} seed {seed}",
     )

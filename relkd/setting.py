@@ -203,7 +203,8 @@ def validate_setting(setting: Any, source: str | os.PathLike | None = None) -> S
         raise ConfigError(c.errors, source)
     for section in ("teacher", "student"):
         if section not in setting:
-            c.error(section, f"missing; e.g. {section}: {{model: {'cnn_large' if section == 'teacher' else 'cnn_tiny'}}}")
+            example = "cnn_large" if section == "teacher" else "cnn_tiny"
+            c.error(section, f"missing; e.g. {section}: {{model: {example}}}")
 
     data_in = setting.get("data") or {}
     data = DataSpec()
