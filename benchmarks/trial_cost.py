@@ -3,7 +3,7 @@
 process (runs interleaved, repeated, median). Reported with the teacher-output cache on
 (the target is <= 1.15 on the CPU) and off, with samples/s.
 
-    .venv/bin/python benchmarks/trial_cost.py [--setting studies/fmnist_quick.yaml] [--reps 3] [--markdown]
+    .venv/bin/python benchmarks/trial_cost.py [--setting studies/fmnist_full.yaml] [--reps 3] [--markdown]
 
 The teacher is trained (or loaded from the cache) first and is not part of any timing; the
 first cached run pays for computing the teacher's outputs once, as a study's first trial
@@ -28,7 +28,7 @@ from relkd.setting import load_setting  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", default=str(ROOT / "studies" / "fmnist_quick.yaml"))
+    parser.add_argument("--setting", default=str(ROOT / "studies" / "fmnist_full.yaml"))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--epochs", type=int, help="override the budget's epochs")
     parser.add_argument("--markdown", action="store_true")

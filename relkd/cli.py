@@ -205,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the parts as JSON")
     p.set_defaults(func=cmd_check)
+
+    from .cli_study import add_study_commands
+
+    add_study_commands(sub)
     return parser
 
 

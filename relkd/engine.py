@@ -2,7 +2,7 @@
 
 Everything a search trial runs is here::
 
-    setting = load_setting("studies/fmnist_quick.yaml")
+    setting = load_setting("studies/fmnist_full.yaml")
     teacher = get_teacher(setting)                  # trained once, then loaded from the cache
     metrics = run_trial(setting, preset("kd"), report=lambda epoch, acc: False)
 
@@ -120,6 +120,9 @@ def _optimizer(model: torch.nn.Module, recipe: Recipe, steps: int) -> tuple[torc
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps)
     elif recipe.schedule == "cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    elif recipe.schedule == "step":
+        bounds = [round(m * steps) for m in recipe.milestones]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: recipe.gamma ** sum(s >= b for b in bounds))
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     return opt, sched
@@ -342,6 +345,9 @@ def teacher_key(setting: Setting, data: DatasetSplits | None = None) -> str:
     data = data if data is not None else load_data(setting, subset=False)
     recipe = dataclasses.asdict(setting.teacher_recipe)
     recipe["batch_size"] = recipe["batch_size"] or setting.data.batch_size
+    if recipe["schedule"] != "step":  # step-only fields do not change other recipes' teachers
+        recipe.pop("milestones")
+        recipe.pop("gamma")
     ident = {
         "format": CHECKPOINT_FORMAT,
         "data": data.fingerprint(),

@@ -49,7 +49,9 @@ from .config import ConfigError, FieldChecker, join_path, read_yaml_file
 __all__ = ["Setting", "DataSpec", "ModelSpec", "Recipe", "validate_setting", "load_setting", "resolve_device"]
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "onecycle", "none")
+SCHEDULES = ("cosine", "onecycle", "step", "none")
+# The CIFAR recipe of the distillation literature (CRD): lr x 0.1 at epochs 150, 180 and 210 of 240.
+STEP_MILESTONES = (0.625, 0.75, 0.875)
 STUDY_SECTIONS = ("search", "optuna")  # validated by the study driver, kept here as they are
 _TOP_FIELDS = ("name", "seed", "device", "data", "teacher", "student", "budget", *STUDY_SECTIONS)
 
@@ -83,6 +85,8 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
+    milestones: tuple[float, ...] = STEP_MILESTONES  # schedule step: fractions of the run where lr *= gamma
+    gamma: float = 0.1
     batch_size: int | None = None  # default: data.batch_size
     augment: bool | None = None  # default: data.augment (student) / true (teacher)
 
@@ -112,6 +116,8 @@ class Setting:
             "student": dataclasses.asdict(self.student),
             "budget": dataclasses.asdict(self.budget),
         }
+        for section in (out["teacher"], out["budget"]):
+            section["milestones"] = list(section["milestones"])  # plain YAML/JSON
         out.update(copy.deepcopy(self.extra))
         return out
 
@@ -176,6 +182,16 @@ def _check_model(c: FieldChecker, section: Any, path: str, extra_fields: tuple[s
     return ModelSpec(name, dict(params))
 
 
+def _check_milestones(c: FieldChecker, value: Any, path: str) -> tuple[float, ...]:
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in value)
+    if not ok or list(value) != sorted(value):
+        c.error(path, f"expected increasing fractions of the run between 0 and 1, e.g. [0.625, 0.75, 0.875] "
+                      f"(epochs 150, 180, 210 of 240), got {value!r}")
+        return STEP_MILESTONES
+    return tuple(float(v) for v in value)
+
+
 def _check_recipe(c: FieldChecker, section: Mapping[str, Any], path: str, defaults: Recipe) -> Recipe:
     get = section.get
     return Recipe(
@@ -185,6 +201,8 @@ def _check_recipe(c: FieldChecker, section: Mapping[str, Any], path: str, defaul
         momentum=c.number(get("momentum", defaults.momentum), join_path(path, "momentum"), maximum=0.999),
         weight_decay=c.number(get("weight_decay", defaults.weight_decay), join_path(path, "weight_decay")),
         schedule=c.choice(get("schedule", defaults.schedule), join_path(path, "schedule"), SCHEDULES),
+        milestones=_check_milestones(c, get("milestones", defaults.milestones), join_path(path, "milestones")),
+        gamma=c.number(get("gamma", defaults.gamma), join_path(path, "gamma"), strict=True, maximum=1.0),
         batch_size=c.optional(get("batch_size"), lambda v: c.integer(v, join_path(path, "batch_size"), minimum=1)),
         augment=c.optional(get("augment", defaults.augment), lambda v: c.boolean(v, join_path(path, "augment"))),
     )

@@ -219,3 +219,24 @@ def test_real_fashion_mnist_teacher_and_kd_student():
     m = run_trial(s, "kd", eval_test=True)
     assert m["val_accuracy"] > 0.5 and m["test_accuracy"] > 0.5
     assert m["samples_per_second"] > 0
+
+
+def test_step_schedule_decays_at_the_milestones_and_keeps_other_teacher_keys():
+    from relkd.engine import _optimizer
+    from relkd.setting import Recipe
+
+    recipe = Recipe(epochs=8, lr=0.1, schedule="step", milestones=(0.5, 0.75), gamma=0.1)
+    opt, sched = _optimizer(torch.nn.Linear(2, 2), recipe, steps=80)
+    lrs = []
+    for _ in range(80):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[39] == pytest.approx(0.1) and lrs[40] == pytest.approx(0.01)
+    assert lrs[59] == pytest.approx(0.01) and lrs[60] == pytest.approx(0.001)
+    with pytest.raises(ConfigError, match=r"budget.milestones: expected increasing fractions"):
+        setting(budget__milestones=[0.8, 0.2])
+    # the step-only fields leave the teacher key of other schedules alone
+    assert teacher_key(setting()) == teacher_key(setting(teacher__gamma=0.5))
+    assert teacher_key(setting(teacher__schedule="step")) != teacher_key(
+        setting(teacher__schedule="step", teacher__gamma=0.5))

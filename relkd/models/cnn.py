@@ -10,7 +10,7 @@ cnn_small  32     1      3       94 K         7.4 M
 cnn_large  32     2      3       0.29 M       29 M
 =========  =====  =====  ======  ===========  ==============
 
-cnn_large is the default teacher: ``relkd teacher train --setting studies/fmnist_quick.yaml``
+cnn_large is the default teacher: ``relkd teacher train --setting studies/fmnist_full.yaml``
 trains it to about 92.7 % Fashion-MNIST test accuracy in about 9 minutes on 2 CPU cores
 (see the README).
 

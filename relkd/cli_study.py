@@ -1,0 +1,242 @@
+"""``relkd study ...``: thin commands over :mod:`relkd.study`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from .config import yaml_dump
+
+log = logging.getLogger("relkd")
+
+
+def _seed_list(text: str) -> list[int]:
+    """``3`` means three seeds (0, 1, 2); ``0,4,7`` lists them."""
+    try:
+        if "," not in text:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            return list(range(count))
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds: expected a count like 3 or a list like 0,1,2, got {text!r}")
+
+
+def _positive_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name}: expected an integer >= 1, got {text!r}")
+        return value
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--timeout: expected seconds > 0, got {text!r}")
+    return value
+
+
+def _optuna_logging(args: argparse.Namespace) -> None:
+    """Optuna logs every trial at INFO; relkd shows a progress bar instead unless -v."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if getattr(args, "verbose", 0) else optuna.logging.WARNING)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: Path | None) -> None:
+    from .study import anchor_values, ranked_trials, redact
+
+    study = result.study
+    counts = result.counts
+    print(f"\nstudy {study.study_name} ({redact(result.storage)}): stopped because {result.stopped_because}; "
+          f"{result.trials_run} trials run now in {result.seconds:.0f} s")
+    print("trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    anchors = anchor_values(study)
+    search = ranked_trials(study, include_anchors=False)
+    if anchors:
+        print("\nanchors (validation accuracy):")
+        for name, value in sorted(anchors.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:<10} {_pct(value)}")
+    if search:
+        print(f"best search trial: {_pct(search[0].value)} (trial {search[0].number})")
+    ranked = ranked_trials(study)
+    if not ranked:
+        print("no completed trial yet")
+        return
+    best = ranked[0]
+    label = f"anchor {best.user_attrs['anchor']}" if "anchor" in best.user_attrs else f"trial {best.number}"
+    print(f"\nbest composition: {label}, validation accuracy {_pct(best.value)}")
+    print(yaml_dump(best.user_attrs["objective_config"]), end="")
+    if export_path is not None:
+        print(f"exported config: {export_path}\n  retrain it: relkd train --setting {study_file} --config {export_path}"
+              f"\n  confirm the winners on the test split: relkd study confirm --study-name {study.study_name}")
+    if plot_dir is not None:
+        print(f"plots: {plot_dir}")
+
+
+def cmd_study_run(args: argparse.Namespace) -> int:
+    _optuna_logging(args)
+    from .study import export_trials, load_study_spec, run_dir, run_study
+
+    spec = load_study_spec(args.study)
+    if args.study_name:
+        from dataclasses import replace
+
+        spec = replace(spec, study_name=args.study_name)
+    if args.command_name == "worker" and not (args.storage or os.environ.get("OPTUNA_STORAGE") or spec.storage):
+        raise ValueError("study worker: give the shared storage with --storage URL (or OPTUNA_STORAGE, or "
+                         "optuna.storage in the study file); workers on one SQLite file must share its disk")
+    result = run_study(spec, storage=args.storage, n_trials=args.n_trials, timeout=args.timeout,
+                       progress=not args.quiet)
+    if args.command_name == "worker":
+        print(f"worker done: {result.trials_run} trials run; stopped because {result.stopped_because}")
+        return 0
+    export_path = plot_dir = None
+    if any(t.state.name == "COMPLETE" for t in result.study.get_trials(deepcopy=False)):
+        folder = run_dir(result.study.study_name)
+        export_path = export_trials(result.study, result.storage, folder / "best.yaml")[0]
+        try:
+            from .analysis.plots import write_study_plots
+
+            plot_dir = folder / "plots"
+            write_study_plots(result.study, plot_dir)
+        except ImportError:  # pragma: no cover - analysis is part of the package
+            plot_dir = None
+    if args.json:
+        print(json.dumps({"stopped_because": result.stopped_because, "counts": result.counts,
+                          "export": str(export_path) if export_path else None,
+                          "plots": str(plot_dir) if plot_dir else None}, indent=2))
+    else:
+        _print_summary(result, args.study, export_path, plot_dir)
+    return 0
+
+
+def cmd_study_status(args: argparse.Namespace) -> int:
+    _optuna_logging(args)
+    from .study import load_relkd_study, redact, study_status
+
+    study, url = load_relkd_study(args.study_name, args.storage)
+    status = study_status(study)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    counts = status["counts"]
+    target = status["n_trials"]
+    print(f"study {status['study']} in {redact(url)}")
+    print(f"finished trials: {status['finished']}" + (f" of {target}" if target else ""))
+    print("by state: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    if status["mean_trial_seconds"] is not None:
+        eta = status["eta_seconds"]
+        eta_text = "unknown (no n_trials)" if eta is None else f"{eta / 60:.1f} min"
+        print(f"mean trial: {status['mean_trial_seconds']:.1f} s; ETA {eta_text}")
+    if status["anchors"]:
+        print("anchors: " + ", ".join(f"{k} {_pct(v)}" for k, v in sorted(status["anchors"].items(),
+                                                                           key=lambda kv: -kv[1])))
+    best = status["best"]
+    if best:
+        print(f"best: {best['label']}, validation accuracy {_pct(best['value'])}")
+        print(yaml_dump(best["objective_config"]), end="")
+    return 0
+
+
+def cmd_study_export(args: argparse.Namespace) -> int:
+    _optuna_logging(args)
+    from .study import export_trials, load_relkd_study
+
+    study, url = load_relkd_study(args.study_name, args.storage)
+    for path in export_trials(study, url, args.out, trial=args.trial, top_k=args.top_k):
+        print(path)
+    return 0
+
+
+def cmd_study_confirm(args: argparse.Namespace) -> int:
+    _optuna_logging(args)
+    from .study import confirm_study, format_table, load_relkd_study
+
+    study, _ = load_relkd_study(args.study_name, args.storage)
+    table = confirm_study(study, top_k=args.top_k, seeds=args.seeds, epochs=args.epochs, out_dir=args.out,
+                          progress=not args.quiet)
+    if args.json:
+        print(json.dumps(table, indent=2))
+    else:
+        print(format_table(table), end="")
+    return 0
+
+
+def cmd_study_validate(args: argparse.Namespace) -> int:
+    from .study import load_study_spec
+
+    spec = load_study_spec(args.study)
+    print(yaml_dump(spec.document), end="")
+    combos = spec.space.valid_combinations()
+    print(f"# {len(combos)} valid affinity x normalisation x loss combinations in the space", flush=True)
+    return 0
+
+
+def add_study_commands(sub: Any) -> None:
+    """Add ``relkd study <command>`` to the top-level parser's subcommands."""
+    p = sub.add_parser("study", help="Optuna studies: run, worker, status, export, confirm, validate")
+    study_sub = p.add_subparsers(dest="study_command", required=True)
+
+    def storage_option(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--storage", help="Optuna storage URL (default: OPTUNA_STORAGE, the study file, "
+                                         "then sqlite:///runs/<study>/optuna.db)")
+
+    for name, help_text in (("run", "create or resume a study and run trials"),
+                            ("worker", "join a study on a shared storage and run trials")):
+        q = study_sub.add_parser(name, help=help_text)
+        q.add_argument("study", help="a study file, e.g. studies/fmnist_quick.yaml")
+        storage_option(q)
+        q.add_argument("--study-name", help="override the study's name")
+        q.add_argument("--n-trials", type=_positive_int("--n-trials"),
+                       help="finished trials of the whole study, over all workers")
+        q.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
+        q.add_argument("--quiet", action="store_true", help="no progress bars")
+        q.add_argument("--json", action="store_true", help="print the result as JSON")
+        q.set_defaults(func=cmd_study_run, command_name=name)
+
+    q = study_sub.add_parser("status", help="trials by state, best value and composition, ETA")
+    q.add_argument("--study-name", required=True)
+    storage_option(q)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_study_status)
+
+    q = study_sub.add_parser("export", help="write the best (or a chosen) composition as an objective config")
+    q.add_argument("--study-name", required=True)
+    storage_option(q)
+    which = q.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=int, help="export this trial number")
+    which.add_argument("--top-k", type=_positive_int("--top-k"), help="export the k best (files *_rank<r>.yaml)")
+    q.add_argument("--out", required=True, help="output YAML file, e.g. best.yaml")
+    q.set_defaults(func=cmd_study_export)
+
+    q = study_sub.add_parser("confirm", help="retrain the top-k and the anchors with several seeds, on the test split")
+    q.add_argument("--study-name", required=True)
+    storage_option(q)
+    q.add_argument("--top-k", type=_positive_int("--top-k"), default=3)
+    q.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="a count (3: seeds 0,1,2) or a list 0,4,7")
+    q.add_argument("--epochs", type=_positive_int("--epochs"), help="default: twice the study's budget")
+    q.add_argument("--out", help="folder for runs.jsonl / confirm.json / confirm.md (default runs/<study>/confirm)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_study_confirm)
+
+    q = study_sub.add_parser("validate", help="check a study file and print its canonical form")
+    q.add_argument("study")
+    q.set_defaults(func=cmd_study_validate)

@@ -1,0 +1,202 @@
+"""Confirm a study's winners: retrain them with several seeds at a longer budget and test them.
+
+Short trials rank compositions noisily. :func:`confirm_study` retrains the ``top_k`` best
+compositions and the anchors that matter (``none``, ``kd`` and the best relation preset of
+the study) with each seed, evaluates every student on the **test split**, and compares
+them with Welch's t-test against ``kd`` and against the best preset.
+
+Every finished run is appended to ``runs/<study>/confirm/runs.jsonl`` as soon as it ends, so
+an interrupted confirm resumes where it stopped; the table goes to ``confirm.json`` and
+``confirm.md`` beside it and to the study attribute ``relkd.confirm``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+
+from ..config import validate_config
+from ..engine import get_teacher, run_trial
+from ..objective import build_objective
+from ..relation.presets import preset
+from .export import anchor_values, composition_label, ranked_trials, study_setting
+from .storage import run_dir
+
+__all__ = ["confirm_study", "Candidate", "welch_p", "format_table", "CONFIRM_ATTR"]
+
+log = logging.getLogger(__name__)
+
+CONFIRM_ATTR = "relkd.confirm"
+BASELINE_ANCHORS = ("none", "kd")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str
+    config: dict[str, Any]
+    trial: int | None = None
+    study_value: float | None = None
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(_comparable(self.config), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The config without provenance and term names, for telling duplicates apart."""
+    cfg = validate_config(config)
+    cfg.pop("meta", None)
+    for term in cfg["terms"]:
+        term.pop("name", None)
+    return cfg
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test, or ``None`` when undefined (fewer than two
+    values on a side, or no variance on either)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
+        return None
+    from scipy import stats
+
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return p if math.isfinite(p) else None
+
+
+def _candidates(study: optuna.Study, top_k: int) -> list[Candidate]:
+    chosen: list[Candidate] = []
+    seen: set[str] = set()
+
+    def add(candidate: Candidate) -> None:
+        if candidate.key not in seen:
+            seen.add(candidate.key)
+            chosen.append(candidate)
+
+    for t in ranked_trials(study):
+        if len([c for c in chosen if not c.label.startswith("anchor")]) >= top_k:
+            break
+        if "anchor" in t.user_attrs:
+            continue
+        add(Candidate(composition_label(t), t.user_attrs["objective_config"], t.number, t.value))
+    anchors = anchor_values(study)
+    trial_of = {t.user_attrs["anchor"]: t.number for t in ranked_trials(study) if "anchor" in t.user_attrs}
+    relation = {name: value for name, value in anchors.items() if name not in BASELINE_ANCHORS}
+    best_preset = max(relation, key=relation.get) if relation else None
+    for name in (*BASELINE_ANCHORS, *([best_preset] if best_preset else [])):
+        add(Candidate(f"anchor {name}", preset(name), trial_of.get(name), anchors.get(name)))
+    return chosen
+
+
+def _summary(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] = (0, 1, 2),
+                  epochs: int | None = None, out_dir: str | os.PathLike | None = None,
+                  progress: bool = False) -> dict[str, Any]:
+    """Retrain the top-k compositions and the anchors with each seed; return the table.
+
+    ``epochs`` defaults to twice the study's budget. Runs already in ``out_dir`` (same
+    composition, seed and epochs) are reused."""
+    if top_k < 1:
+        raise ValueError(f"--top-k: expected an integer >= 1, got {top_k}")
+    if not seeds:
+        raise ValueError("--seeds: give at least one seed")
+    setting = study_setting(study)
+    epochs = epochs or 2 * setting.budget.epochs
+    setting = setting.with_budget(epochs=epochs)
+    candidates = _candidates(study, top_k)
+    if not any(c.trial is not None and not c.label.startswith("anchor") for c in candidates):
+        log.warning("study %s has no completed search trial yet: confirming the anchors only", study.study_name)
+    out = Path(out_dir) if out_dir is not None else run_dir(study.study_name) / "confirm"
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "runs.jsonl"
+    done: dict[tuple[str, int, int], dict[str, Any]] = {}
+    if log_path.exists():
+        for line in log_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+                done[(record["key"], record["seed"], record["epochs"])] = record
+            except (json.JSONDecodeError, KeyError):
+                log.warning("skipping a damaged line in %s", log_path)
+    teacher = None
+    for candidate in candidates:
+        for seed in seeds:
+            if (candidate.key, seed, epochs) in done:
+                continue
+            if teacher is None and build_objective(candidate.config).needs_teacher:
+                teacher = get_teacher(setting, progress=progress)
+            log.info("confirm: %s, seed %d, %d epochs", candidate.label, seed, epochs)
+            metrics = run_trial(setting, candidate.config, seed=seed, eval_test=True, teacher=teacher,
+                                progress=progress)
+            record = {"key": candidate.key, "label": candidate.label, "seed": seed, "epochs": epochs,
+                      "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
+                      "wall_seconds": metrics["wall_seconds"]}
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            done[(candidate.key, seed, epochs)] = record
+
+    def values(candidate: Candidate, metric: str) -> list[float]:
+        return [done[(candidate.key, s, epochs)][metric] for s in seeds]
+
+    kd = next((c for c in candidates if c.label == "anchor kd"), None)
+    best_preset = next((c for c in candidates if c.label.startswith("anchor ")
+                        and c.label.split(" ", 1)[1] not in BASELINE_ANCHORS), None)
+    rows = []
+    for candidate in candidates:
+        test = values(candidate, "test_accuracy")
+        val_mean, val_std = _summary(values(candidate, "val_accuracy"))
+        test_mean, test_std = _summary(test)
+        rows.append({
+            "label": candidate.label, "trial": candidate.trial, "study_value": candidate.study_value,
+            "seeds": len(test), "val_mean": val_mean, "val_std": val_std, "test_mean": test_mean,
+            "test_std": test_std,
+            "p_vs_kd": None if kd is None or candidate is kd else welch_p(test, values(kd, "test_accuracy")),
+            "p_vs_best_preset": None if best_preset is None or candidate is best_preset
+            else welch_p(test, values(best_preset, "test_accuracy")),
+            "objective_config": candidate.config,
+        })
+    rows.sort(key=lambda r: -r["test_mean"])
+    table = {"study": study.study_name, "epochs": epochs, "seeds": list(seeds),
+             "best_preset": best_preset.label.split(" ", 1)[1] if best_preset else None, "rows": rows}
+    (out / "confirm.json").write_text(json.dumps(table, indent=2))
+    (out / "confirm.md").write_text(format_table(table))
+    study.set_user_attr(CONFIRM_ATTR, {k: v for k, v in table.items() if k != "rows"} |
+                        {"rows": [{k: v for k, v in r.items() if k != "objective_config"} for r in rows]})
+    return table
+
+
+def format_table(table: dict[str, Any]) -> str:
+    """The confirm table as Markdown."""
+    preset_name = table.get("best_preset") or "best preset"
+    lines = [
+        f"Confirm: study {table['study']}, {table['epochs']} epochs, seeds {', '.join(map(str, table['seeds']))}, "
+        f"test accuracy (mean ± std); Welch's t-test p-values.",
+        "",
+        f"| composition | study val | val | test | p vs kd | p vs {preset_name} |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def pm(mean: float | None, std: float | None) -> str:
+        return "" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+    def p(value: float | None) -> str:
+        return "" if value is None else f"{value:.3g}"
+
+    for r in table["rows"]:
+        study_value = "" if r["study_value"] is None else f"{100 * r['study_value']:.2f}"
+        lines.append(f"| {r['label']} | {study_value} | {pm(r['val_mean'], r['val_std'])} | "
+                     f"{pm(r['test_mean'], r['test_std'])} | {p(r['p_vs_kd'])} | {p(r['p_vs_best_preset'])} |")
+    return "\n".join(lines) + "\n"

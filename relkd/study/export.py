@@ -1,0 +1,159 @@
+"""Read a finished (or running) study: status, ranking, export of compositions.
+
+Everything here needs only the storage and the study name: the setting every trial used is
+stored in the study (``relkd.setting``), so no study file is needed to export, report the
+status or confirm.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ..config import save_config, validate_config
+from ..setting import Setting, validate_setting
+from .runner import SETTING_ATTR, counted_trials, trial_counts, versions
+from .storage import open_storage, redact, resolve_storage
+
+__all__ = ["load_relkd_study", "ranked_trials", "study_status", "export_trials", "study_setting",
+           "anchor_values", "composition_label"]
+
+log = logging.getLogger(__name__)
+
+
+def load_relkd_study(study_name: str, storage: str | None = None) -> tuple[optuna.Study, str]:
+    """Load a study made by relkd from ``storage`` (flag, ``OPTUNA_STORAGE``, or the default
+    SQLite file of that study name)."""
+    url = resolve_storage(storage, study_name)
+    if url.startswith("sqlite:///") and storage is None and not os.environ.get("OPTUNA_STORAGE"):
+        path = Path(url[len("sqlite:///"):])
+        if not path.exists() or path.stat().st_size == 0:
+            raise ValueError(f"no study {study_name!r}: {path} does not exist; run `relkd study run STUDY.yaml` "
+                             f"first or give --storage")
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(url, heartbeat_interval=0))
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(url, heartbeat_interval=0))]
+        raise ValueError(f"no study {study_name!r} in {redact(url)}; studies there: {', '.join(names) or 'none'}")
+    if SETTING_ATTR not in study.user_attrs:
+        raise ValueError(f"study {study_name!r} in {redact(url)} was not made by relkd (no {SETTING_ATTR} attribute)")
+    return study, url
+
+
+def study_setting(study: optuna.Study) -> Setting:
+    """The setting every trial of the study used."""
+    record = dict(study.user_attrs[SETTING_ATTR])
+    record["name"] = study.study_name
+    return validate_setting(record)
+
+
+def ranked_trials(study: optuna.Study, *, include_anchors: bool = True) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials, best first; ties broken by trial number."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if include_anchors or "anchor" not in t.user_attrs]
+    return sorted(trials, key=lambda t: (-t.value, t.number))
+
+
+def anchor_values(study: optuna.Study) -> dict[str, float]:
+    """Validation accuracy of each completed anchor, by preset name."""
+    return {t.user_attrs["anchor"]: t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "anchor" in t.user_attrs}
+
+
+def composition_label(trial: optuna.trial.FrozenTrial) -> str:
+    """``anchor sp+kd`` or ``trial 17``."""
+    anchor = trial.user_attrs.get("anchor")
+    return f"anchor {anchor}" if anchor else f"trial {trial.number}"
+
+
+def study_status(study: optuna.Study) -> dict[str, Any]:
+    """Trials by state, best value and composition, anchors and an ETA, as plain data."""
+    counts = trial_counts(study)
+    counted = counted_trials(study)
+    target = study.user_attrs.get("relkd.n_trials")
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in counted
+                 if t.datetime_complete and t.datetime_start]
+    running = counts.get("running", 0)
+    eta = None
+    if target is not None and durations:
+        remaining = max(target - len(counted), 0)
+        eta = remaining * statistics.fmean(durations) / max(running, 1)
+    ranked = ranked_trials(study)
+    best = ranked[0] if ranked else None
+    return {
+        "study": study.study_name,
+        "counts": counts,
+        "finished": len(counted),
+        "n_trials": target,
+        "mean_trial_seconds": statistics.fmean(durations) if durations else None,
+        "eta_seconds": eta,
+        "best": None if best is None else {
+            "trial": best.number, "value": best.value, "label": composition_label(best),
+            "objective_config": best.user_attrs.get("objective_config"),
+        },
+        "anchors": anchor_values(study),
+    }
+
+
+def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, rank: int) -> dict[str, Any]:
+    setting = study.user_attrs[SETTING_ATTR]
+    return {
+        "source": "relkd study export",
+        "study": study.study_name,
+        "storage": redact(url),
+        "trial": trial.number,
+        "rank": rank,
+        "anchor": trial.user_attrs.get("anchor"),
+        "value": trial.value,
+        "metric": "validation accuracy",
+        "budget": setting.get("budget"),
+        "teacher": setting.get("teacher", {}).get("model"),
+        "student": setting.get("student", {}).get("model"),
+        "dataset": setting.get("data", {}).get("dataset"),
+        "seed": trial.user_attrs.get("seed"),
+        "relkd_version": versions()["relkd"],
+        "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, trial: int | None = None,
+                  top_k: int | None = None) -> list[Path]:
+    """Write compositions as objective configs with provenance in ``meta``.
+
+    ``trial``: that trial; else the ``top_k`` best (default 1). One file goes to ``out``;
+    several go to ``<out stem>_rank<r><suffix>`` beside it. Returns the paths written."""
+    if trial is not None:
+        matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
+        if not matches:
+            raise ValueError(f"--trial: study {study.study_name!r} has no trial {trial} "
+                             f"(trials 0..{len(study.trials) - 1})")
+        chosen = matches[0]
+        if chosen.state != TrialState.COMPLETE or "objective_config" not in chosen.user_attrs:
+            raise ValueError(f"--trial: trial {trial} is {chosen.state.name.lower()}, not complete; "
+                             f"export a completed trial (see `relkd study status`)")
+        selected = [(1, chosen)]
+    else:
+        k = 1 if top_k is None else top_k
+        if k < 1:
+            raise ValueError(f"--top-k: expected an integer >= 1, got {k}")
+        ranked = ranked_trials(study)
+        if not ranked:
+            raise ValueError(f"study {study.study_name!r} has no completed trial to export yet")
+        selected = list(enumerate(ranked[:k], start=1))
+    out = Path(out)
+    paths = []
+    for rank, t in selected:
+        config = validate_config(t.user_attrs["objective_config"])
+        config["meta"] = _provenance(study, t, url, rank)
+        path = out if len(selected) == 1 else out.with_name(f"{out.stem}_rank{rank}{out.suffix or '.yaml'}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_config(config, path)
+        paths.append(path)
+        log.info("exported %s (value %.4f) to %s", composition_label(t), t.value, path)
+    return paths

@@ -1,0 +1,210 @@
+"""Study files: a setting plus ``search`` (the space) and ``optuna`` (how to search it).
+
+::
+
+    # ... a setting: name, seed, device, data, teacher, student, budget ...
+    search:                      # see relkd.study.space; omitted fields take the defaults
+      terms: {low: 0, high: 2}
+    optuna:
+      study_name: null           # default: the setting's name
+      storage: null              # default: sqlite:///runs/<study>/optuna.db
+      sampler: tpe               # tpe | random | bruteforce | gp, or {name: tpe, n_startup_trials: 10}
+      pruner: median             # median | hyperband | successive_halving | none, or {name: ..., ...}
+      seed: null                 # default: the setting's seed
+      n_trials: 30               # finished trials of the whole study, over all workers
+      timeout: null              # seconds per `relkd study run` / `worker` process, teacher training included
+      anchors: default           # the known methods enqueued first: default | [] | [none, kd, sp+kd, ...]
+      heartbeat_interval: 60     # seconds; RDB storages only; 0 turns heartbeats off
+
+:func:`load_study_spec` reads and validates a study file; every error names its field.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import optuna
+
+from ..config import ConfigError, FieldChecker, join_path, read_yaml_file
+from ..registry import unknown_name_message
+from ..relation.presets import PRESETS
+from ..setting import Setting, validate_setting
+from .space import SearchSpace, validate_search
+
+__all__ = ["StudySpec", "load_study_spec", "validate_study", "DEFAULT_ANCHORS", "SAMPLERS", "PRUNERS",
+           "common_taps"]
+
+DEFAULT_ANCHORS = ("none", "kd", "sp", "rkd", "pkt", "cc", "sp+kd", "rkd+kd", "pkt+kd", "cc+kd")
+
+SAMPLERS: dict[str, type] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "bruteforce": optuna.samplers.BruteForceSampler,
+    "gp": optuna.samplers.GPSampler,
+}
+# relkd's TPE defaults: the space is conditional (term1.* exists only with two terms), and
+# several workers share one study.
+TPE_DEFAULTS = {"multivariate": True, "group": True, "constant_liar": True}
+
+PRUNERS: dict[str, type] = {
+    "median": optuna.pruners.MedianPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "none": optuna.pruners.NopPruner,
+}
+MEDIAN_DEFAULTS = {"n_startup_trials": 5, "n_warmup_steps": 1}
+
+_OPTUNA_FIELDS = ("study_name", "storage", "sampler", "pruner", "seed", "n_trials", "timeout", "anchors",
+                  "heartbeat_interval")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study file."""
+
+    setting: Setting
+    space: SearchSpace
+    study_name: str
+    storage: str | None = None
+    sampler: tuple[str, dict[str, Any]] = ("tpe", {})
+    pruner: tuple[str, dict[str, Any]] = ("median", {})
+    seed: int = 0
+    n_trials: int | None = None
+    timeout: float | None = None
+    anchors: tuple[str, ...] = DEFAULT_ANCHORS
+    heartbeat_interval: int = 60
+    source: str | None = None
+    document: dict[str, Any] = field(default_factory=dict)  # the canonical study file
+
+    def make_sampler(self) -> optuna.samplers.BaseSampler:
+        name, params = self.sampler
+        kwargs = dict(TPE_DEFAULTS) if name == "tpe" else {}
+        kwargs.update(params)
+        if "seed" in inspect.signature(SAMPLERS[name]).parameters:
+            kwargs.setdefault("seed", self.seed)
+        with warnings.catch_warnings():  # TPE's multivariate/group options are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return SAMPLERS[name](**kwargs)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        name, params = self.pruner
+        kwargs = dict(MEDIAN_DEFAULTS) if name == "median" else {}
+        if name == "hyperband":
+            kwargs["max_resource"] = self.setting.budget.epochs
+        kwargs.update(params)
+        return PRUNERS[name](**kwargs)
+
+
+def common_taps(setting: Setting) -> tuple[str, ...]:
+    """The tap names both the student and the teacher have, in the student's order."""
+    from ..models import create_model
+
+    student = create_model(setting.student.model, **setting.student.params).tap_names
+    teacher = set(create_model(setting.teacher.model, **setting.teacher.params).tap_names)
+    return tuple(t for t in student if t in teacher)
+
+
+def _component(c: FieldChecker, value: Any, path: str, table: dict[str, type],
+               defaults: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """``name`` or ``{name, **kwargs}`` naming an Optuna sampler or pruner class."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+        c.error(path, f"expected a name or a mapping with 'name'; allowed names: {', '.join(table)}; got {value!r}")
+        return None
+    name = value["name"]
+    if name not in table:
+        c.error(join_path(path, "name"), f"expected one of {', '.join(table)}, got {name!r}")
+        return None
+    params = {k: copy.deepcopy(v) for k, v in value.items() if k != "name"}
+    signature = inspect.signature(table[name])
+    allowed = [p for p in signature.parameters if p not in ("self", "seed", "max_resource")]
+    bad = False
+    for key in params:
+        if key not in allowed:
+            c.error(join_path(path, key), f"not a parameter of {table[name].__name__}; allowed: "
+                                          f"{', '.join(allowed) or 'none'}")
+            bad = True
+    if bad:
+        return None
+    try:  # let Optuna check the values themselves
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            table[name](**{**defaults.get(name, {}), **params})
+    except (TypeError, ValueError) as err:
+        c.error(path, f"{table[name].__name__} rejects these parameters: {err}")
+        return None
+    return name, params
+
+
+def validate_study(document: Any, source: str | os.PathLike | None = None, *, check_taps: bool = True) -> StudySpec:
+    """Check a study mapping and return a :class:`StudySpec`, or raise
+    :class:`~relkd.config.ConfigError` listing every problem with its field path."""
+    c = FieldChecker()
+    setting = None
+    try:
+        setting = validate_setting(document, source)
+    except ConfigError as err:
+        if not isinstance(document, Mapping):
+            raise
+        c.errors.extend(err.errors)
+    taps = common_taps(setting) if check_taps and setting is not None else None
+    space = None
+    try:
+        space = validate_search(document.get("search"), taps)
+    except ConfigError as err:
+        c.errors.extend(err.errors)
+
+    opt = document.get("optuna") or {}
+    spec_kwargs: dict[str, Any] = {}
+    if c.mapping(opt, "optuna", _OPTUNA_FIELDS):
+        name = opt.get("study_name") or (setting.name if setting else "study")
+        if not isinstance(name, str) or "/" in name:
+            c.error("optuna.study_name", f"expected a name without '/', got {name!r}")
+        storage = opt.get("storage")
+        if storage is not None and (not isinstance(storage, str) or not storage):
+            c.error("optuna.storage", f"expected a storage URL such as sqlite:///runs/x.db, got {storage!r}")
+        sampler = _component(c, opt.get("sampler", "tpe"), "optuna.sampler", SAMPLERS, {"tpe": TPE_DEFAULTS})
+        pruner = _component(c, opt.get("pruner", "median"), "optuna.pruner", PRUNERS, {"median": MEDIAN_DEFAULTS})
+        seed = c.integer(opt["seed"], "optuna.seed") if opt.get("seed") is not None else \
+            (setting.seed if setting else 0)
+        n_trials = c.optional(opt.get("n_trials"), lambda v: c.integer(v, "optuna.n_trials", minimum=1))
+        timeout = c.optional(opt.get("timeout"), lambda v: c.number(v, "optuna.timeout", strict=True))
+        heartbeat = c.integer(opt.get("heartbeat_interval", 60), "optuna.heartbeat_interval")
+        anchors = opt.get("anchors", "default")
+        if anchors == "default":
+            anchors = DEFAULT_ANCHORS
+        elif anchors is None:
+            anchors = ()
+        if not isinstance(anchors, (list, tuple)) or not all(isinstance(a, str) for a in anchors):
+            c.error("optuna.anchors", f"expected 'default' or a list of preset names ({', '.join(PRESETS.list())})"
+                                      f", got {anchors!r}")
+            anchors = ()
+        for i, anchor in enumerate(anchors):
+            if anchor not in PRESETS:
+                c.error(f"optuna.anchors[{i}]", unknown_name_message("preset", anchor, PRESETS.list()))
+        spec_kwargs = dict(study_name=name, storage=storage, sampler=sampler, pruner=pruner, seed=seed,
+                           n_trials=n_trials, timeout=timeout, anchors=tuple(dict.fromkeys(anchors)),
+                           heartbeat_interval=heartbeat)
+    if c.errors:
+        raise ConfigError(c.errors, source)
+    canonical = setting.to_dict()
+    canonical["search"] = space.describe()
+    canonical["optuna"] = {
+        "study_name": spec_kwargs["study_name"], "storage": spec_kwargs["storage"],
+        "sampler": {"name": spec_kwargs["sampler"][0], **spec_kwargs["sampler"][1]},
+        "pruner": {"name": spec_kwargs["pruner"][0], **spec_kwargs["pruner"][1]},
+        "seed": spec_kwargs["seed"], "n_trials": spec_kwargs["n_trials"], "timeout": spec_kwargs["timeout"],
+        "anchors": list(spec_kwargs["anchors"]), "heartbeat_interval": spec_kwargs["heartbeat_interval"],
+    }
+    return StudySpec(setting=setting, space=space, source=str(source) if source else None, document=canonical,
+                     **spec_kwargs)
+
+
+def load_study_spec(path: str | os.PathLike) -> StudySpec:
+    """Read a study file (YAML, safe loading) and validate it."""
+    return validate_study(read_yaml_file(path), path)

@@ -1,0 +1,119 @@
+"""Where studies live: storage URLs, the default SQLite file, and password redaction.
+
+The storage of a study is, in this order: the ``--storage`` flag, the ``OPTUNA_STORAGE``
+environment variable, the study file's ``optuna.storage``, and by default SQLite at
+``runs/<study>/optuna.db`` (``runs`` is ``$RELKD_RUNS_DIR`` when set). Any Optuna RDB URL
+works (``postgresql+psycopg://user:pw@host/db``, ``mysql+pymysql://...``), and a journal
+file through ``journal:PATH`` (or a path ending in ``.log``). RDB storages get Optuna's
+heartbeat: a trial whose worker died is marked failed and enqueued again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+
+__all__ = ["runs_root", "run_dir", "resolve_storage", "open_storage", "redact", "is_rdb"]
+
+log = logging.getLogger(__name__)
+
+# A retried trial is re-run up to this many times before it stays failed.
+MAX_RETRY = 3
+# SQLite: wait this long for a lock held by another process instead of failing at once.
+SQLITE_LOCK_TIMEOUT_S = 60
+# Creating the tables: attempts before a database error is reported.
+SCHEMA_ATTEMPTS = 5
+
+
+def runs_root() -> Path:
+    """``$RELKD_RUNS_DIR`` or ``./runs``."""
+    return Path(os.environ.get("RELKD_RUNS_DIR") or "runs")
+
+
+def run_dir(study_name: str, *, create: bool = True) -> Path:
+    """The folder for a study's files (SQLite database, exports, confirm results)."""
+    path = runs_root() / study_name
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_storage(flag: str | None, study_name: str, from_file: str | None = None) -> str:
+    """The storage URL for a study: flag, ``OPTUNA_STORAGE``, study file, default SQLite."""
+    for url in (flag, os.environ.get("OPTUNA_STORAGE"), from_file):
+        if url:
+            return url
+    return f"sqlite:///{(run_dir(study_name) / 'optuna.db').as_posix()}"
+
+
+_PASSWORD = re.compile(r"(?P<head>://[^:/@]*:)(?P<password>[^@/]*)(?P<tail>@)")
+
+
+def redact(text: str) -> str:
+    """Replace the password of every URL in ``text`` by ``***``."""
+    return _PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", text)
+
+
+def _journal_path(url: str) -> str | None:
+    if url.startswith("journal:"):
+        return url[len("journal:"):].removeprefix("//")
+    if url.endswith((".log", ".journal")) and "://" not in url:
+        return url
+    return None
+
+
+def is_rdb(url: str) -> bool:
+    return _journal_path(url) is None
+
+
+def open_storage(url: str, *, heartbeat_interval: int = 60) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; RDB storages get heartbeats (``heartbeat_interval``
+    seconds, 0 for none) with failed trials retried up to :data:`MAX_RETRY` times."""
+    journal = _journal_path(url)
+    if journal is not None:
+        Path(journal).parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(journal))
+    engine_kwargs = {}
+    if url.startswith("sqlite:"):
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
+        database = url.split(":///", 1)[-1]
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        heartbeat: dict = {}
+        if heartbeat_interval > 0:
+            heartbeat = {
+                "heartbeat_interval": heartbeat_interval,
+                "grace_period": 2 * heartbeat_interval,
+                "heartbeat_stale_trial_callback":
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+            }
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            except (ImportError, ModuleNotFoundError) as err:
+                raise ValueError(f"storage {redact(url)}: the database driver is not installed ({err})") from err
+            except Exception as err:
+                if not type(err).__module__.startswith("sqlalchemy"):
+                    raise
+                # Workers that start together race to create the tables: the loser retries.
+                if _is_race(err) and attempt + 1 < SCHEMA_ATTEMPTS:
+                    log.info("storage %s: %s while creating the tables; retrying", redact(url), type(err).__name__)
+                    time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+                    continue
+                raise ValueError(f"storage {redact(url)}: {type(err).__name__}: {redact(str(err))}") from err
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_race(err: Exception) -> bool:
+    """An error another process creating the same tables at the same moment can cause."""
+    return type(err).__name__ in ("IntegrityError", "OperationalError", "ProgrammingError")
