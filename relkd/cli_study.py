@@ -14,16 +14,19 @@ log = logging.getLogger("relkd")
 
 
 def _seed_list(text: str) -> list[int]:
-    """``3`` means three seeds (0, 1, 2); ``0,4,7`` lists them."""
+    """``3`` means three seeds (0, 1, 2); ``0,4,7`` lists them (each once)."""
     try:
         if "," not in text:
             count = int(text)
             if count < 1:
                 raise ValueError
             return list(range(count))
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds: expected a count like 3 or a list like 0,1,2, got {text!r}")
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise argparse.ArgumentTypeError(f"--seeds: give each seed once, got {text!r}")
+    return seeds
 
 
 def _positive_int(name: str):
@@ -96,17 +99,17 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 
     spec = load_study_spec(args.study)
     if args.study_name:
-        from dataclasses import replace
-
-        spec = replace(spec, study_name=args.study_name)
+        spec = spec.renamed(args.study_name)
     if args.command_name == "worker" and not (args.storage or os.environ.get("OPTUNA_STORAGE") or spec.storage):
         raise ValueError("study worker: give the shared storage with --storage URL (or OPTUNA_STORAGE, or "
                          "optuna.storage in the study file); workers on one SQLite file must share its disk")
     result = run_study(spec, storage=args.storage, n_trials=args.n_trials, timeout=args.timeout,
-                       progress=not args.quiet)
+                       progress=not args.quiet, enqueue_missing_anchors=args.command_name == "run")
+    if result.error:
+        log.error("study %s stopped: %s", spec.study_name, result.error)
     if args.command_name == "worker":
         print(f"worker done: {result.trials_run} trials run; stopped because {result.stopped_because}")
-        return 0
+        return 1 if result.error else 0
     export_path = plot_dir = None
     if any(t.state.name == "COMPLETE" for t in result.study.get_trials(deepcopy=False)):
         folder = run_dir(result.study.study_name)
@@ -124,7 +127,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
                           "plots": str(plot_dir) if plot_dir else None}, indent=2))
     else:
         _print_summary(result, args.study, export_path, plot_dir)
-    return 0
+    return 1 if result.error else 0
 
 
 def cmd_study_status(args: argparse.Namespace) -> int:
@@ -171,7 +174,7 @@ def cmd_study_confirm(args: argparse.Namespace) -> int:
 
     study, _ = load_relkd_study(args.study_name, args.storage)
     table = confirm_study(study, top_k=args.top_k, seeds=args.seeds, epochs=args.epochs, out_dir=args.out,
-                          progress=not args.quiet)
+                          device=args.device, progress=not args.quiet)
     if args.json:
         print(json.dumps(table, indent=2))
     else:
@@ -233,6 +236,7 @@ def add_study_commands(sub: Any) -> None:
     q.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="a count (3: seeds 0,1,2) or a list 0,4,7")
     q.add_argument("--epochs", type=_positive_int("--epochs"), help="default: twice the study's budget")
     q.add_argument("--out", help="folder for runs.jsonl / confirm.json / confirm.md (default runs/<study>/confirm)")
+    q.add_argument("--device", help="override the study's device (auto, cpu, cuda, cuda:1, mps)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_study_confirm)

@@ -13,17 +13,10 @@ from relkd.cli import main
 from relkd.config import ConfigError
 from relkd.engine import NonFiniteLossError, get_teacher, run_trial, teacher_key
 from relkd.setting import load_setting, validate_setting
+from tiny import TINY_SETTING
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTING = {
-    "name": "tiny",
-    "seed": 0,
-    "device": "cpu",
-    "data": {"dataset": "synthetic", "batch_size": 32, "params": {"train_size": 240, "test_size": 60}},
-    "teacher": {"model": "cnn_tiny", "params": {"width": 8}, "epochs": 2, "lr": 0.05},
-    "student": {"model": "cnn_tiny", "params": {"width": 4}},
-    "budget": {"epochs": 2, "lr": 0.05},
-}
+SETTING = TINY_SETTING
 
 
 @pytest.fixture(autouse=True)

@@ -30,16 +30,11 @@ from relkd.study import (
     validate_study,
 )
 from relkd.study import runner as runner_module
+from tiny import TINY_SETTING
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = {
-    "name": "tiny",
-    "seed": 0,
-    "device": "cpu",
-    "data": {"dataset": "synthetic", "batch_size": 32, "params": {"train_size": 240, "test_size": 60}},
-    "teacher": {"model": "cnn_tiny", "params": {"width": 8}, "epochs": 2, "lr": 0.05},
-    "student": {"model": "cnn_tiny", "params": {"width": 4}},
-    "budget": {"epochs": 2, "lr": 0.05},
+    **TINY_SETTING,
     "search": {"tap": ["last_stage", "pool"]},
     "optuna": {"n_trials": 14, "sampler": {"name": "tpe", "n_startup_trials": 4}},
 }
@@ -158,7 +153,7 @@ def test_bad_search_sections_name_the_field(search, expected):
 @pytest.mark.parametrize(
     "optuna_section, expected",
     [
-        ({"sampler": "tpee"}, "optuna.sampler.name: expected one of tpe, random, bruteforce, gp, got 'tpee'"),
+        ({"sampler": "tpee"}, "optuna.sampler.name: expected one of tpe, random, grid, got 'tpee'"),
         ({"pruner": {"name": "median", "n_startup": 3}}, "optuna.pruner.n_startup: not a parameter of MedianPruner"),
         ({"n_trials": 0}, "optuna.n_trials: expected an integer >= 1"),
         ({"timeout": -5}, "optuna.timeout: expected a finite number > 0"),
@@ -187,7 +182,8 @@ def test_shipped_study_files_validate(path):
 
 def test_factorial_grid_covers_every_valid_combination_once():
     s = load_study_spec(ROOT / "studies" / "factorial_grid.yaml")
-    assert s.sampler[0] in ("bruteforce", "grid")
+    assert s.sampler[0] == "grid"
+    assert set(s.space.grid()) == {"term0.affinity", "term0.normalisation", "term0.loss"}
     assert s.space.terms.describe() == 1 and not s.space.weight.searched
     assert len(s.space.valid_combinations()) == sum(
         relkd.is_valid_combination(a, n, l_) for a in relkd.list_affinities() for n in relkd.list_normalisations()
@@ -257,12 +253,24 @@ def test_interrupted_study_keeps_its_trials_and_resumes(monkeypatch):
     result = run_study(spec(optuna__anchors=["none", "kd", "sp", "pkt", "cc"], optuna__n_trials=8), progress=False)
     assert len(counted_trials(result.study)) == 8
     assert [t.value for t in result.study.trials[:3]] == [t.value for t in study.trials[:3]]
+    # the interrupted anchor (pkt) ran again on resume
+    pkt = [t.state for t in result.study.trials if t.user_attrs.get("anchor") == "pkt"]
+    assert pkt == [TrialState.FAIL, TrialState.COMPLETE]
 
 
-def test_changed_setting_is_refused_on_resume():
+def test_changed_setting_is_refused_on_resume_but_the_device_may_differ():
     run_study(spec(optuna__n_trials=10, optuna__anchors=["none"]), progress=False)
     with pytest.raises(ValueError, match=r"budget\.epochs: 2 in the study, 3 in the file"):
         run_study(spec(budget__epochs=3, optuna__anchors=["none"]), progress=False)
+    resumed = run_study(spec(device="auto", optuna__anchors=["none"]), n_trials=11, progress=False)
+    assert len(counted_trials(resumed.study)) == 11
+
+
+def test_study_name_override_is_checked_and_stored():
+    renamed = spec().renamed("other")
+    assert renamed.study_name == "other" and renamed.document["optuna"]["study_name"] == "other"
+    with pytest.raises(ValueError, match="--study-name: expected a name without '/'"):
+        spec().renamed("../x")
 
 
 def test_median_pruner_prunes_a_deliberately_bad_trial():
@@ -330,17 +338,43 @@ def test_invalid_draws_never_train_and_do_not_count(monkeypatch):
             assert t.state == TrialState.PRUNED and not t.intermediate_values
 
 
-def test_bruteforce_grid_runs_each_valid_combination_once():
+def test_grid_runs_each_valid_combination_once_beside_the_anchors():
     s = spec(search={"terms": 1, "tap": "pool", "view": "flatten", "affinity": ["dot", "euclidean"],
                      "normalisation": ["row_sum", "mean"], "loss": ["mse", "l1"], "component_params": "default",
                      "weight": 10.0, "kd": False, "ce_weight": 1.0},
-             optuna={"anchors": [], "n_trials": None, "sampler": "bruteforce"})
+             optuna={"anchors": ["none", "kd", "sp"], "n_trials": None, "sampler": "grid"})
     result = run_study(s, progress=False)
-    done = [(t.params["term0.affinity"], t.params["term0.normalisation"], t.params["term0.loss"])
-            for t in counted_trials(result.study)]
+    search = [t for t in counted_trials(result.study) if "anchor" not in t.user_attrs]
+    done = [(t.params["term0.affinity"], t.params["term0.normalisation"], t.params["term0.loss"]) for t in search]
     assert sorted(done) == sorted(s.space.valid_combinations()) and len(done) == 6
+    assert sorted(anchors_of(result.study)) == ["kd", "none", "sp"]
     assert trial_counts(result.study)["invalid_draws"] == 2
-    assert result.stopped_because == "the sampler has no more combinations"
+    assert result.stopped_because == "every cell of the grid has been run"
+
+
+@pytest.mark.parametrize(
+    "search, expected",
+    [
+        ({"terms": {"low": 1, "high": 2}, "component_params": "default", "weight": 1.0, "ce_weight": 1.0},
+         "search.terms: a grid needs a fixed number of terms"),
+        ({"terms": 1, "component_params": "default", "ce_weight": 1.0}, "search.weight: a grid needs a fixed value"),
+        ({"terms": 1, "weight": 1.0, "ce_weight": 1.0}, "search.component_params: a grid keeps"),
+    ],
+)
+def test_grid_needs_a_discrete_space(search, expected):
+    with pytest.raises(ConfigError, match=expected):
+        validate_study(study_dict(search=search, optuna={"sampler": "grid"}))
+
+
+def test_broken_trials_stop_the_study_with_the_error(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no such device (simulated)")
+
+    monkeypatch.setattr(runner_module, "run_trial", broken)
+    result = run_study(spec(optuna__n_trials=20), progress=False)
+    assert result.error.startswith("5 trials failed in a row")
+    assert "RuntimeError: no such device (simulated)" in result.error
+    assert trial_counts(result.study)["fail"] == 5
 
 
 def test_timeout_counts_the_teacher_and_stops_the_run(monkeypatch):
@@ -471,6 +505,7 @@ def test_cli_run_status_export(tmp_path, capsys):
         (["study", "run", "missing.yaml"], "missing.yaml"),
         (["study", "export", "--study-name", "tiny", "--out", "x.yaml", "--top-k", "0"], "--top-k: expected"),
         (["study", "worker", "STUDY"], "give the shared storage with --storage"),
+        (["study", "confirm", "--study-name", "tiny", "--seeds", "0,0,1"], "--seeds: give each seed once"),
     ],
 )
 def test_cli_errors_are_clear(tmp_path, capsys, argv, expected):

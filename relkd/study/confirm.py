@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import statistics
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -60,6 +61,16 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def _setting_hash(setting: Any) -> str:
+    """What a finished run depends on besides composition, seed and epochs."""
+    record = setting.to_dict()
+    for key in ("name", "device", "search", "optuna"):
+        record.pop(key, None)
+    record["data"].pop("data_dir", None)
+    record["data"].pop("eval_batch_size", None)
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Two-sided p-value of Welch's t-test, or ``None`` when undefined (fewer than two
     values on a side, or no variance on either)."""
@@ -69,31 +80,35 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
         return None
     from scipy import stats
 
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # nearly equal samples: scipy warns about precision, p is still defined
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     return p if math.isfinite(p) else None
 
 
 def _candidates(study: optuna.Study, top_k: int) -> list[Candidate]:
-    chosen: list[Candidate] = []
-    seen: set[str] = set()
-
-    def add(candidate: Candidate) -> None:
-        if candidate.key not in seen:
-            seen.add(candidate.key)
-            chosen.append(candidate)
-
-    for t in ranked_trials(study):
-        if len([c for c in chosen if not c.label.startswith("anchor")]) >= top_k:
-            break
-        if "anchor" in t.user_attrs:
-            continue
-        add(Candidate(composition_label(t), t.user_attrs["objective_config"], t.number, t.value))
+    """The anchors ``none``, ``kd`` and the best relation preset, then the ``top_k`` best
+    search compositions that differ from each other and from the anchors."""
     anchors = anchor_values(study)
     trial_of = {t.user_attrs["anchor"]: t.number for t in ranked_trials(study) if "anchor" in t.user_attrs}
     relation = {name: value for name, value in anchors.items() if name not in BASELINE_ANCHORS}
     best_preset = max(relation, key=relation.get) if relation else None
-    for name in (*BASELINE_ANCHORS, *([best_preset] if best_preset else [])):
-        add(Candidate(f"anchor {name}", preset(name), trial_of.get(name), anchors.get(name)))
+    chosen = [Candidate(f"anchor {name}", preset(name), trial_of.get(name), anchors.get(name))
+              for name in (*BASELINE_ANCHORS, *([best_preset] if best_preset else []))]
+    seen = {c.key for c in chosen}
+    found = 0
+    for t in ranked_trials(study, include_anchors=False):
+        if found >= top_k:
+            break
+        candidate = Candidate(composition_label(t), t.user_attrs["objective_config"], t.number, t.value)
+        if candidate.key in seen:  # the same composition as an anchor or a better trial
+            continue
+        seen.add(candidate.key)
+        chosen.append(candidate)
+        found += 1
+    if found < top_k:
+        log.warning("study %s has %d distinct completed search compositions; confirming %d instead of top %d",
+                    study.study_name, found, found, top_k)
     return chosen
 
 
@@ -105,18 +120,23 @@ def _summary(values: list[float]) -> tuple[float | None, float | None]:
 
 def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] = (0, 1, 2),
                   epochs: int | None = None, out_dir: str | os.PathLike | None = None,
-                  progress: bool = False) -> dict[str, Any]:
+                  device: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Retrain the top-k compositions and the anchors with each seed; return the table.
 
-    ``epochs`` defaults to twice the study's budget. Runs already in ``out_dir`` (same
-    composition, seed and epochs) are reused."""
+    ``epochs`` defaults to twice the study's budget; ``device`` overrides the study's. Runs
+    already in ``out_dir`` (same setting, composition, seed and epochs) are reused."""
     if top_k < 1:
         raise ValueError(f"--top-k: expected an integer >= 1, got {top_k}")
     if not seeds:
         raise ValueError("--seeds: give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: give each seed once, got {list(seeds)}")
     setting = study_setting(study)
     epochs = epochs or 2 * setting.budget.epochs
     setting = setting.with_budget(epochs=epochs)
+    if device:
+        setting = setting.replace(device=device)
+    setting_hash = _setting_hash(setting)
     candidates = _candidates(study, top_k)
     if not any(c.trial is not None and not c.label.startswith("anchor") for c in candidates):
         log.warning("study %s has no completed search trial yet: confirming the anchors only", study.study_name)
@@ -128,7 +148,8 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
         for line in log_path.read_text().splitlines():
             try:
                 record = json.loads(line)
-                done[(record["key"], record["seed"], record["epochs"])] = record
+                if record.get("setting") == setting_hash:
+                    done[(record["key"], record["seed"], record["epochs"])] = record
             except (json.JSONDecodeError, KeyError):
                 log.warning("skipping a damaged line in %s", log_path)
     teacher = None
@@ -141,7 +162,8 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
             log.info("confirm: %s, seed %d, %d epochs", candidate.label, seed, epochs)
             metrics = run_trial(setting, candidate.config, seed=seed, eval_test=True, teacher=teacher,
                                 progress=progress)
-            record = {"key": candidate.key, "label": candidate.label, "seed": seed, "epochs": epochs,
+            record = {"key": candidate.key, "setting": setting_hash, "label": candidate.label, "seed": seed,
+                      "epochs": epochs,
                       "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
                       "wall_seconds": metrics["wall_seconds"]}
             with log_path.open("a") as f:

@@ -126,8 +126,9 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
                   top_k: int | None = None) -> list[Path]:
     """Write compositions as objective configs with provenance in ``meta``.
 
-    ``trial``: that trial; else the ``top_k`` best (default 1). One file goes to ``out``;
-    several go to ``<out stem>_rank<r><suffix>`` beside it. Returns the paths written."""
+    ``trial``: that trial; else the ``top_k`` best (default: the best one, to ``out``).
+    With ``top_k`` the files are ``<out stem>_rank<r><suffix>`` beside ``out``. Returns the
+    paths written."""
     if trial is not None:
         matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
         if not matches:
@@ -146,12 +147,15 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
         if not ranked:
             raise ValueError(f"study {study.study_name!r} has no completed trial to export yet")
         selected = list(enumerate(ranked[:k], start=1))
+        if len(selected) < k:
+            log.warning("study %s has %d completed trials; exporting %d, not %d",
+                        study.study_name, len(selected), len(selected), k)
     out = Path(out)
     paths = []
     for rank, t in selected:
         config = validate_config(t.user_attrs["objective_config"])
         config["meta"] = _provenance(study, t, url, rank)
-        path = out if len(selected) == 1 else out.with_name(f"{out.stem}_rank{rank}{out.suffix or '.yaml'}")
+        path = out if top_k is None else out.with_name(f"{out.stem}_rank{rank}{out.suffix or '.yaml'}")
         path.parent.mkdir(parents=True, exist_ok=True)
         save_config(config, path)
         paths.append(path)

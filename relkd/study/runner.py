@@ -19,7 +19,6 @@ trials that trained, not invalid draws and not failures.
 from __future__ import annotations
 
 import logging
-import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -44,6 +43,8 @@ STUDY_ATTR = "relkd.study"
 VERSION_ATTR = "relkd.version"
 # After this many invalid draws in a row the space is hopeless: stop and say so.
 MAX_INVALID_IN_A_ROW = 200
+# After this many failed trials in a row something is broken (device, memory, data): stop.
+MAX_FAILURES_IN_A_ROW = 5
 
 
 class StudyMismatchError(ValueError):
@@ -83,17 +84,30 @@ def _setting_differences(stored: dict[str, Any], current: dict[str, Any], path: 
     return out
 
 
+# Where a worker runs, not what it trains: may differ between workers of one study.
+_EXECUTION_FIELDS = {"device": None, "data": ("data_dir", "eval_batch_size")}
+
+
 def _setting_record(spec: StudySpec) -> dict[str, Any]:
     """The part of the study file that every trial must share (not search / optuna)."""
     return {k: v for k, v in spec.setting.to_dict().items() if k not in ("search", "optuna", "name")}
 
 
-def open_study(spec: StudySpec, storage: str | None = None) -> tuple[optuna.Study, str, bool]:
+def _comparable(record: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in record.items() if k != "device"}
+    out["data"] = {k: v for k, v in record.get("data", {}).items() if k not in _EXECUTION_FIELDS["data"]}
+    return out
+
+
+def open_study(spec: StudySpec, storage: str | None = None, *,
+               enqueue_missing_anchors: bool = False) -> tuple[optuna.Study, str, bool]:
     """Create the study or load it; return ``(study, storage_url, created)``.
 
-    A new study gets the setting as study attributes and the anchors enqueued. An existing
-    one must have been created with the same setting (data, models, budget, seed), else
-    :class:`StudyMismatchError` names what differs."""
+    A new study gets its anchors enqueued, then the setting as a study attribute (the mark
+    other workers wait for). An existing one must have been created with the same setting
+    (data, models, budget, seed; the device and data folder may differ per worker), else
+    :class:`StudyMismatchError` names what differs. ``enqueue_missing_anchors`` enqueues
+    again the anchors that have no finished, running or waiting trial (e.g. interrupted)."""
     url = resolve_storage(storage, spec.study_name, spec.storage)
     backend = open_storage(url, heartbeat_interval=spec.heartbeat_interval)
     kwargs = dict(study_name=spec.study_name, storage=backend, sampler=spec.make_sampler(),
@@ -106,23 +120,35 @@ def open_study(spec: StudySpec, storage: str | None = None) -> tuple[optuna.Stud
         created = False
     record = _setting_record(spec)
     if created:
-        study.set_user_attr(SETTING_ATTR, record)
         study.set_user_attr(VERSION_ATTR, versions()["relkd"])
+        study.set_user_attr(STUDY_ATTR, _redacted_document(spec))
         _enqueue_anchors(study, spec)
+        study.set_user_attr(SETTING_ATTR, record)
         log.info("created study %s in %s", spec.study_name, redact(url))
     else:
         stored = _wait_for_setting(study)
         if stored is None:
-            raise StudyMismatchError(f"study {spec.study_name!r} in {redact(url)} was not created by relkd; "
-                                     f"choose another study name (optuna.study_name or --study-name)")
-        differences = _setting_differences(stored, record)
+            raise StudyMismatchError(
+                f"study {spec.study_name!r} in {redact(url)} has no relkd setting: it was not created by relkd, "
+                f"or its creator stopped while creating it; choose another study name (optuna.study_name or "
+                f"--study-name) or delete it (optuna delete-study)")
+        differences = _setting_differences(_comparable(stored), _comparable(record))
         if differences:
             raise StudyMismatchError(
                 f"study {spec.study_name!r} in {redact(url)} was created with a different setting, so its trials "
                 f"would not be comparable: {'; '.join(differences)}. Use a new study name "
                 f"(optuna.study_name or --study-name) or restore the file.")
         log.info("resuming study %s in %s (%d trials so far)", spec.study_name, redact(url), len(study.trials))
-    study.set_user_attr(STUDY_ATTR, _redacted_document(spec))
+        old_search = (study.user_attrs.get(STUDY_ATTR) or {}).get("search")
+        if old_search is not None and old_search != spec.document["search"]:
+            if spec.sampler[0] == "grid":
+                raise StudyMismatchError(f"study {spec.study_name!r}: the search section changed, and a grid study "
+                                         f"cannot change its grid; use a new study name")
+            log.warning("study %s: the search section differs from the one the study was created with; "
+                        "earlier trials were drawn from the old space", spec.study_name)
+        study.set_user_attr(STUDY_ATTR, _redacted_document(spec))
+        if enqueue_missing_anchors:
+            _enqueue_anchors(study, spec)
     return study, url, created
 
 
@@ -146,15 +172,17 @@ def _redacted_document(spec: StudySpec) -> dict[str, Any]:
 
 
 def _enqueue_anchors(study: optuna.Study, spec: StudySpec) -> None:
-    """Enqueue each anchor once. Where the anchor's composition lies in the search space its
-    parameters are enqueued too, so the sampler learns from it like from any trial."""
-    present = {t.user_attrs.get("anchor") for t in study.get_trials(deepcopy=False)}
-    for name in spec.anchors:
-        if name in present:
-            continue
+    """Enqueue each anchor that has no completed, pruned, running or waiting trial. Where the
+    anchor's composition lies in the search space its parameters are enqueued too, so the
+    sampler learns from it like from any trial."""
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    present = {t.user_attrs.get("anchor") for t in study.get_trials(deepcopy=False, states=live)}
+    missing = [name for name in spec.anchors if name not in present]
+    for name in missing:
         params = spec.space.params_for(preset(name))
         study.enqueue_trial(params or {}, user_attrs={"anchor": name, "anchor_in_space": params is not None})
-    log.info("enqueued anchors: %s", ", ".join(spec.anchors) or "none")
+    if missing:
+        log.info("enqueued anchors: %s", ", ".join(missing))
 
 
 # ----------------------------------------------------------------------------- the objective
@@ -166,8 +194,10 @@ class _TrialObjective:
     n_trials: int | None
     teacher: TeacherResult | None = None
     invalid_in_a_row: int = 0
+    stop_reason: str = ""  # set when a trial stops the study
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self._check_room(trial)
         anchor = trial.user_attrs.get("anchor")
         if anchor:
             config = preset(anchor)
@@ -179,11 +209,11 @@ class _TrialObjective:
                 self.invalid_in_a_row += 1
                 trial.set_user_attr("invalid_combination", problems)
                 if self.invalid_in_a_row >= MAX_INVALID_IN_A_ROW:
-                    raise ValueError(f"{self.invalid_in_a_row} invalid draws in a row; the search space allows "
-                                     f"almost no valid combination: {problems[0]}")
+                    self.stop_reason = (f"{self.invalid_in_a_row} invalid draws in a row: the search space allows "
+                                        f"almost no valid combination ({problems[0]})")
+                    trial.study.stop()
                 raise optuna.TrialPruned(f"invalid combination, not trained: {'; '.join(problems)}")
             self.invalid_in_a_row = 0
-        self._check_room(trial)
         setting = self.spec.setting
         trial.set_user_attr("objective_config", config)
         trial.set_user_attr("seed", setting.seed)
@@ -214,16 +244,25 @@ class _TrialObjective:
 
     def _check_room(self, trial: optuna.Trial) -> None:
         """With several workers, two may start the last trial at once: the later one is
-        pruned untrained (marked ``skipped``, not counted) and its worker stops."""
+        pruned before it draws anything (marked ``skipped``, not counted), an enqueued trial
+        it took is enqueued again, and its worker stops."""
         if self.n_trials is None:
             return
         study = trial.study
-        taken = len(counted_trials(study)) + sum(
-            1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number < trial.number)
-        if taken >= self.n_trials:
-            trial.set_user_attr("skipped", f"the study already has {self.n_trials} trials")
-            study.stop()
-            raise optuna.TrialPruned(f"not trained: the study already has {self.n_trials} trials")
+        trials = study.get_trials(deepcopy=False)
+        taken = sum(1 for t in trials if is_counted(t)) + sum(
+            1 for t in trials if t.state == TrialState.RUNNING and t.number < trial.number)
+        if taken < self.n_trials:
+            return
+        mine = next(t for t in trials if t.number == trial.number)
+        if "fixed_params" in mine.system_attrs:  # an enqueued trial (e.g. an anchor): put it back
+            study.enqueue_trial(mine.system_attrs["fixed_params"],
+                                user_attrs={k: v for k, v in mine.user_attrs.items()
+                                            if k in ("anchor", "anchor_in_space")})
+        trial.set_user_attr("skipped", f"the study already has {self.n_trials} trials")
+        self.stop_reason = f"the study has {self.n_trials} trials (other workers finished them)"
+        study.stop()
+        raise optuna.TrialPruned(f"not trained: the study already has {self.n_trials} trials")
 
 
 # ----------------------------------------------------------------------------- running
@@ -239,6 +278,7 @@ class StudyRun:
     trials_run: int = 0
     seconds: float = 0.0
     stopped_because: str = ""
+    error: str | None = None  # set when the study stopped because something is broken
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -274,15 +314,18 @@ def run_study(
     n_trials: int | None = None,
     timeout: float | None = None,
     progress: bool = True,
+    enqueue_missing_anchors: bool = True,
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
 ) -> StudyRun:
     """Create or resume ``spec``'s study and run trials until the study has ``n_trials``
     counted trials (flag, else the study file), ``timeout`` seconds pass (counted from the
-    start, teacher training included; a trial in flight finishes), the sampler has nothing
-    left (brute force) or the process is interrupted. Completed trials are kept."""
+    start, teacher training included; a trial in flight finishes), the grid is complete,
+    :data:`MAX_FAILURES_IN_A_ROW` trials fail in a row (``error`` says why) or the process
+    is interrupted. Finished trials are kept. Workers joining a study pass
+    ``enqueue_missing_anchors=False``, so only ``relkd study run`` re-enqueues anchors."""
     n_trials = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
-    study, url, created = open_study(spec, storage)
+    study, url, created = open_study(spec, storage, enqueue_missing_anchors=enqueue_missing_anchors)
     if n_trials is not None:
         study.set_user_attr("relkd.n_trials", n_trials)
     start = time.perf_counter()
@@ -301,7 +344,17 @@ def run_study(
     remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 0.0)
     bar = _Progress(progress, n_trials, done_before, _best_value(study))
 
+    failures: list[str] = []  # errors of the failed trials since the last one that trained
+
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL:
+            failures.append(trial.user_attrs.get("error") or trial.system_attrs.get("fail_reason", "unknown error"))
+            if len(failures) >= MAX_FAILURES_IN_A_ROW:
+                result.error = f"{len(failures)} trials failed in a row; the last one: {failures[-1]}"
+                result.stopped_because = result.error
+                study.stop()
+        elif is_counted(trial):
+            failures.clear()
         if is_counted(trial):
             result.trials_run += 1
             if bar.bar is not None:
@@ -309,7 +362,7 @@ def run_study(
             bar.show(_best_value(study))
             log.info("trial %d %s: %s", trial.number, trial.state.name.lower(),
                      f"{trial.value:.4f}" if trial.value is not None else trial.user_attrs.get("pruned_reason", ""))
-        if n_trials is not None and len(counted_trials(study)) >= n_trials:
+        if n_trials is not None and len(counted_trials(study)) >= n_trials and not result.stopped_because:
             result.stopped_because = f"the study has {n_trials} trials"
             study.stop()
         if on_trial is not None:
@@ -320,10 +373,18 @@ def run_study(
             study.optimize(objective, timeout=remaining, callbacks=[callback], catch=(Exception,))
     finally:
         bar.close()
+    if objective.stop_reason and not result.stopped_because:
+        result.stopped_because = objective.stop_reason
+        if objective.invalid_in_a_row >= MAX_INVALID_IN_A_ROW:
+            result.error = objective.stop_reason
     if not result.stopped_because:
         elapsed = time.perf_counter() - start
-        result.stopped_because = (f"timeout of {timeout:g} s" if timeout is not None and elapsed >= timeout
-                                  else "the sampler has no more combinations")
+        if timeout is not None and elapsed >= timeout:
+            result.stopped_because = f"timeout of {timeout:g} s"
+        elif spec.sampler[0] == "grid":
+            result.stopped_because = "every cell of the grid has been run"
+        else:
+            result.stopped_because = "the sampler stopped the study"
     result.seconds = time.perf_counter() - start
     result.counts = trial_counts(study)
     return result
@@ -350,7 +411,3 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
         else:
             counts[t.state.name.lower()] += 1
     return counts
-
-
-def finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)

@@ -188,6 +188,9 @@ def _numeric_domain(c: FieldChecker, value: Any, path: str, *, integer: bool = F
 def _name_domain(c: FieldChecker, value: Any, path: str, allowed: Sequence[str], kind: str) -> Domain | None:
     """``all``, one name or a list of names out of ``allowed``."""
     if value == "all":
+        if not allowed:
+            c.error(path, f"no {kind} to choose from")
+            return None
         return Choice(tuple(allowed)) if len(allowed) > 1 else Fixed(allowed[0])
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
@@ -409,11 +412,53 @@ class SearchSpace:
             "ce_weight": self.ce_weight.describe(),
         }
 
+    def grid(self) -> dict[str, list[Any]]:
+        """The space as a grid for Optuna's ``GridSampler``: every searched parameter with its
+        values. Raises :class:`~relkd.config.ConfigError` naming each field that a grid cannot
+        enumerate (a float range, a varying number of terms, searched component parameters)."""
+        problems = []
+        if not isinstance(self.terms, Fixed):
+            problems.append("search.terms: a grid needs a fixed number of terms, e.g. terms: 1")
+        if self.search_component_params and any(
+                p.search is not None for kind in _COMPONENTS for name in _names(getattr(self, kind))
+                for p in _NAME_FIELDS[kind].get(name).params):
+            problems.append("search.component_params: a grid keeps component parameters at their defaults; "
+                            "set component_params: default")
+        fields = {"tap": self.tap, "view": self.view, "weight": self.weight, "ce_weight": self.ce_weight}
+        if self.kd.contains(True):
+            fields.update({"kd.temperature": self.kd_temperature, "kd.weight": self.kd_weight})
+        for field_name, domain in fields.items():
+            if isinstance(domain, Range) and not domain.integer:
+                problems.append(f"search.{field_name}: a grid needs a fixed value or a list of values, not a range")
+        if isinstance(self.kd, Choice) and (self.kd_temperature.searched or self.kd_weight.searched):
+            problems.append("search.kd: a grid cannot search kd.temperature or kd.weight while KD itself is "
+                            "switched on and off; fix kd.enabled or the KD values")
+        if problems:
+            raise ConfigError(problems)
+        grid: dict[str, list[Any]] = {}
+
+        def add(name: str, domain: Domain) -> None:
+            if isinstance(domain, Choice):
+                grid[name] = list(domain.choices)
+            elif isinstance(domain, Range) and domain.searched:
+                grid[name] = list(range(int(domain.low), int(domain.high) + 1))
+
+        for i in range(int(self.terms.value)):
+            for key in ("tap", "view", *_COMPONENTS, "weight"):
+                add(f"term{i}.{key}", getattr(self, key))
+        add("kd", self.kd)
+        if self.kd.contains(True):
+            add("kd.temperature", self.kd_temperature)
+            add("kd.weight", self.kd_weight)
+        add("ce_weight", self.ce_weight)
+        return grid
+
     def valid_combinations(self) -> list[tuple[str, str, str]]:
         """Every (affinity, normalisation, loss) in the space that is valid with default
         component parameters."""
-        def names(domain: Domain) -> tuple[str, ...]:
-            return domain.choices if isinstance(domain, Choice) else (domain.value,)
+        return [(a, n, l_) for a in _names(self.affinity) for n in _names(self.normalisation)
+                for l_ in _names(self.loss) if not combination_problems(a, n, l_)]
 
-        return [(a, n, l_) for a in names(self.affinity) for n in names(self.normalisation)
-                for l_ in names(self.loss) if not combination_problems(a, n, l_)]
+
+def _names(domain: Domain) -> tuple[str, ...]:
+    return domain.choices if isinstance(domain, Choice) else (domain.value,)

@@ -8,10 +8,12 @@
     optuna:
       study_name: null           # default: the setting's name
       storage: null              # default: sqlite:///runs/<study>/optuna.db
-      sampler: tpe               # tpe | random | bruteforce | gp, or {name: tpe, n_startup_trials: 10}
-      pruner: median             # median | hyperband | successive_halving | none, or {name: ..., ...}
+      sampler: tpe               # tpe | random | grid, or {name: tpe, n_startup_trials: 10}
+      pruner: median             # median | hyperband | successive_halving | none, or {name: ..., ...};
+                                 # steps are epochs trained; median prunes from half the budget on
       seed: null                 # default: the setting's seed
-      n_trials: 30               # finished trials of the whole study, over all workers
+      n_trials: null             # finished trials of the whole study over all workers (null: until
+                                 # the timeout, the end of the grid, or Ctrl-C)
       timeout: null              # seconds per `relkd study run` / `worker` process, teacher training included
       anchors: default           # the known methods enqueued first: default | [] | [none, kd, sp+kd, ...]
       heartbeat_interval: 60     # seconds; RDB storages only; 0 turns heartbeats off
@@ -21,7 +23,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -43,8 +47,7 @@ DEFAULT_ANCHORS = ("none", "kd", "sp", "rkd", "pkt", "cc", "sp+kd", "rkd+kd", "p
 SAMPLERS: dict[str, type] = {
     "tpe": optuna.samplers.TPESampler,
     "random": optuna.samplers.RandomSampler,
-    "bruteforce": optuna.samplers.BruteForceSampler,
-    "gp": optuna.samplers.GPSampler,
+    "grid": optuna.samplers.GridSampler,  # the grid comes from the search space (SearchSpace.grid)
 }
 # relkd's TPE defaults: the space is conditional (term1.* exists only with two terms), and
 # several workers share one study.
@@ -56,7 +59,7 @@ PRUNERS: dict[str, type] = {
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
     "none": optuna.pruners.NopPruner,
 }
-MEDIAN_DEFAULTS = {"n_startup_trials": 5, "n_warmup_steps": 1}
+MEDIAN_DEFAULTS = {"n_startup_trials": 5}
 
 _OPTUNA_FIELDS = ("study_name", "storage", "sampler", "pruner", "seed", "n_trials", "timeout", "anchors",
                   "heartbeat_interval")
@@ -80,12 +83,21 @@ class StudySpec:
     source: str | None = None
     document: dict[str, Any] = field(default_factory=dict)  # the canonical study file
 
+    def renamed(self, study_name: str) -> StudySpec:
+        """The same study under another name (``--study-name``)."""
+        if not isinstance(study_name, str) or not study_name or "/" in study_name or study_name in (".", ".."):
+            raise ValueError(f"--study-name: expected a name without '/', got {study_name!r}")
+        document = copy.deepcopy(self.document)
+        document["optuna"]["study_name"] = study_name
+        return dataclasses.replace(self, study_name=study_name, document=document)
+
     def make_sampler(self) -> optuna.samplers.BaseSampler:
         name, params = self.sampler
         kwargs = dict(TPE_DEFAULTS) if name == "tpe" else {}
         kwargs.update(params)
-        if "seed" in inspect.signature(SAMPLERS[name]).parameters:
-            kwargs.setdefault("seed", self.seed)
+        kwargs.setdefault("seed", self.seed)
+        if name == "grid":
+            kwargs["search_space"] = self.space.grid()
         with warnings.catch_warnings():  # TPE's multivariate/group options are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return SAMPLERS[name](**kwargs)
@@ -93,6 +105,11 @@ class StudySpec:
     def make_pruner(self) -> optuna.pruners.BasePruner:
         name, params = self.pruner
         kwargs = dict(MEDIAN_DEFAULTS) if name == "median" else {}
+        if name == "median":
+            # Steps are epochs trained (1, 2, ...) and pruning starts at step n_warmup_steps:
+            # by default at half the budget (rounded up), since first-epoch accuracy ranks KD
+            # runs badly. With a 1-epoch budget the pruner never stops a trial early.
+            kwargs["n_warmup_steps"] = math.ceil(self.setting.budget.epochs / 2)
         if name == "hyperband":
             kwargs["max_resource"] = self.setting.budget.epochs
         kwargs.update(params)
@@ -122,10 +139,16 @@ def _component(c: FieldChecker, value: Any, path: str, table: dict[str, type],
         return None
     params = {k: copy.deepcopy(v) for k, v in value.items() if k != "name"}
     signature = inspect.signature(table[name])
-    allowed = [p for p in signature.parameters if p not in ("self", "seed", "max_resource")]
+    allowed = [p for p in signature.parameters if p not in ("self", "seed", "max_resource", "search_space")]
     bad = False
     for key in params:
-        if key not in allowed:
+        if key == "seed":
+            c.error(join_path(path, key), "set the seed with optuna.seed (default: the setting's seed)")
+            bad = True
+        elif key == "search_space":
+            c.error(join_path(path, key), "the grid comes from the search section")
+            bad = True
+        elif key not in allowed:
             c.error(join_path(path, key), f"not a parameter of {table[name].__name__}; allowed: "
                                           f"{', '.join(allowed) or 'none'}")
             bad = True
@@ -134,7 +157,8 @@ def _component(c: FieldChecker, value: Any, path: str, table: dict[str, type],
     try:  # let Optuna check the values themselves
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            table[name](**{**defaults.get(name, {}), **params})
+            if name != "grid":
+                table[name](**{**defaults.get(name, {}), **params})
     except (TypeError, ValueError) as err:
         c.error(path, f"{table[name].__name__} rejects these parameters: {err}")
         return None
@@ -163,7 +187,7 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
     spec_kwargs: dict[str, Any] = {}
     if c.mapping(opt, "optuna", _OPTUNA_FIELDS):
         name = opt.get("study_name") or (setting.name if setting else "study")
-        if not isinstance(name, str) or "/" in name:
+        if not isinstance(name, str) or "/" in name or name in (".", ".."):
             c.error("optuna.study_name", f"expected a name without '/', got {name!r}")
         storage = opt.get("storage")
         if storage is not None and (not isinstance(storage, str) or not storage):
@@ -190,6 +214,11 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
         spec_kwargs = dict(study_name=name, storage=storage, sampler=sampler, pruner=pruner, seed=seed,
                            n_trials=n_trials, timeout=timeout, anchors=tuple(dict.fromkeys(anchors)),
                            heartbeat_interval=heartbeat)
+    if not c.errors and spec_kwargs["sampler"][0] == "grid":
+        try:
+            space.grid()
+        except ConfigError as err:
+            c.errors.extend(err.errors)
     if c.errors:
         raise ConfigError(c.errors, source)
     canonical = setting.to_dict()

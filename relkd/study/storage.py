@@ -4,7 +4,8 @@ The storage of a study is, in this order: the ``--storage`` flag, the ``OPTUNA_S
 environment variable, the study file's ``optuna.storage``, and by default SQLite at
 ``runs/<study>/optuna.db`` (``runs`` is ``$RELKD_RUNS_DIR`` when set). Any Optuna RDB URL
 works (``postgresql+psycopg://user:pw@host/db``, ``mysql+pymysql://...``), and a journal
-file through ``journal:PATH`` (or a path ending in ``.log``). RDB storages get Optuna's
+file through ``journal:PATH`` (or a plain path ending in ``.log`` or ``.journal``). Journal
+storages have no heartbeat: a trial whose worker died stays RUNNING. RDB storages get Optuna's
 heartbeat: a trial whose worker died is marked failed and enqueued again.
 """
 from __future__ import annotations
@@ -102,6 +103,8 @@ def open_storage(url: str, *, heartbeat_interval: int = 60) -> optuna.storages.B
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
             except (ImportError, ModuleNotFoundError) as err:
                 raise ValueError(f"storage {redact(url)}: the database driver is not installed ({err})") from err
+            except RuntimeError as err:  # e.g. Optuna's schema-version check
+                raise ValueError(f"storage {redact(url)}: {redact(str(err))}") from err
             except Exception as err:
                 if not type(err).__module__.startswith("sqlalchemy"):
                     raise
