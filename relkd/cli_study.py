@@ -182,6 +182,49 @@ def cmd_study_confirm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_plot(args: argparse.Namespace) -> int:
+    _optuna_logging(args)
+    from .analysis.plots import write_study_plots
+    from .study import load_relkd_study
+
+    study, _ = load_relkd_study(args.study_name, args.storage)
+    paths = write_study_plots(study, args.out, evaluator=args.evaluator)
+    for path in paths:
+        print(path)
+    return 0 if paths else 1
+
+
+def cmd_study_importance(args: argparse.Namespace) -> int:
+    _optuna_logging(args)
+    from .analysis.importance import study_importance
+    from .study import load_relkd_study
+
+    study, _ = load_relkd_study(args.study_name, args.storage)
+    result = study_importance(study, args.evaluator)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"importance ({result['evaluator']}, {result['trials_used']} completed trials with parameters)")
+    for group, value in sorted(result["groups"].items(), key=lambda kv: -kv[1]):
+        print(f"  {group:<18} {value:.3f}")
+    print("best value of each choice (validation accuracy, trials):")
+    for choice, values in result["best_per_choice"].items():
+        if values:
+            name, stats = next(iter(values.items()))
+            print(f"  {choice:<14} {name:<12} {_pct(stats['best'])} (n={stats['count']})")
+    return 0
+
+
+def cmd_study_report(args: argparse.Namespace) -> int:
+    _optuna_logging(args)
+    from .analysis.report import write_report
+    from .study import load_relkd_study
+
+    study, url = load_relkd_study(args.study_name, args.storage)
+    print(write_report(study, url, args.out, top_k=args.top_k, evaluator=args.evaluator))
+    return 0
+
+
 def cmd_study_validate(args: argparse.Namespace) -> int:
     from .study import load_study_spec
 
@@ -194,7 +237,8 @@ def cmd_study_validate(args: argparse.Namespace) -> int:
 
 def add_study_commands(sub: Any) -> None:
     """Add ``relkd study <command>`` to the top-level parser's subcommands."""
-    p = sub.add_parser("study", help="Optuna studies: run, worker, status, export, confirm, validate")
+    p = sub.add_parser("study", help="Optuna studies: run, worker, status, export, confirm, plot, importance, "
+                                     "report, validate")
     study_sub = p.add_subparsers(dest="study_command", required=True)
 
     def storage_option(q: argparse.ArgumentParser) -> None:
@@ -240,6 +284,32 @@ def add_study_commands(sub: Any) -> None:
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_study_confirm)
+
+    def evaluator_option(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--evaluator", default="ped_anova", choices=["ped_anova", "fanova", "mdi"],
+                       help="importance evaluator (default ped_anova: handles conditional parameters)")
+
+    q = study_sub.add_parser("plot", help="write the study's plots (PNG and SVG)")
+    q.add_argument("--study-name", required=True)
+    storage_option(q)
+    q.add_argument("--out", required=True, help="output folder")
+    evaluator_option(q)
+    q.set_defaults(func=cmd_study_plot)
+
+    q = study_sub.add_parser("importance", help="importance of each design choice")
+    q.add_argument("--study-name", required=True)
+    storage_option(q)
+    evaluator_option(q)
+    q.add_argument("--json", action="store_true", help="print importances, groups and best per choice as JSON")
+    q.set_defaults(func=cmd_study_importance)
+
+    q = study_sub.add_parser("report", help="one self-contained HTML page: summary, tables, plots")
+    q.add_argument("--study-name", required=True)
+    storage_option(q)
+    q.add_argument("--out", required=True, help="output HTML file, e.g. report.html")
+    q.add_argument("--top-k", type=_positive_int("--top-k"), default=5, help="compositions shown with their YAML")
+    evaluator_option(q)
+    q.set_defaults(func=cmd_study_report)
 
     q = study_sub.add_parser("validate", help="check a study file and print its canonical form")
     q.add_argument("study")

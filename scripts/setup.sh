@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time (and fast on re-runs) set-up of everything relkd needs on a Debian machine:
-# Debian packages (Python venv support, Fashion-MNIST) where apt is usable, then a local
+# Debian packages (Python venv support, Fashion-MNIST, Chromium for the report test) where apt is usable, then a local
 # virtual environment with relkd installed in editable mode plus its test tools.
 #   RELKD_VENV   where the virtual environment lives (default: .venv in the repository)
 set -euo pipefail
@@ -21,6 +21,8 @@ for candidate in python3.11 python3.12 python3.13 python3; do
 done
 [ -n "$PYTHON" ] || need+=(python3 python3-venv python3-pip)
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+# Headless Chromium: the tests load the HTML report in a real browser (skipped without it).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ -n "$APT" ]; then
     say "installing Debian packages: ${need[*]}"

@@ -1,23 +1,44 @@
 """Plots of a study, as PNG and SVG through matplotlib.
 
-:func:`write_study_plots` writes every plot this module knows into a folder and returns the
-paths. Optuna's own matplotlib plots are used where they draw the picture; relkd adds the
-anchors (the known methods) as reference lines, since they are what a search result must beat.
+:func:`write_study_plots` writes every plot into a folder and returns the paths:
+
+- ``importance``: importance of each search parameter, and summed per design choice
+  (affinity, normalisation, loss, tap, weights, KD, ...), PED-ANOVA by default;
+- ``marginals``: validation accuracy of every completed trial per affinity, normalisation,
+  loss and tap (box and points, with counts; anchors drawn as diamonds);
+- ``interaction_affinity_normalisation`` and ``interaction_normalisation_loss``: best and
+  mean accuracy per cell with counts; empty cells blank, invalid cells hatched;
+- ``history``: Optuna's optimisation history with the anchors none, kd and the best
+  preset as reference lines;
+- ``weights``: term weight (log scale) against accuracy, one panel per loss;
+- ``intermediate``: accuracy per epoch of every trial; pruned trials in grey, ending in x.
+
+Optuna's own matplotlib plots are used where they draw the picture (history); the rest are
+relkd's, since they group by design choice across terms and include the anchors.
 """
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-__all__ = ["write_study_plots", "plot_history", "plot_intermediate"]
+from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, combination_problems
+from .choices import NO_TERM, choice_stats, completed
+
+__all__ = ["write_study_plots", "plot_history", "plot_intermediate", "plot_importance", "plot_marginals",
+           "plot_interaction", "plot_weights"]
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "svg")
 REFERENCE_ANCHORS = ("none", "kd")
+GROUP_COLOURS = {"terms": "#8c564b", "tap": "#9467bd", "view": "#c5b0d5", "affinity": "#1f77b4",
+                 "normalisation": "#2ca02c", "loss": "#d62728", "component params": "#7f7f7f",
+                 "weights": "#ff7f0e", "KD": "#17becf", "other": "#bcbd22"}
 
 
 def _pyplot():
@@ -34,14 +55,14 @@ def _save(figure, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     for fmt in FORMATS:
         path = out_dir / f"{stem}.{fmt}"
-        figure.savefig(path, dpi=120, bbox_inches="tight")
+        figure.savefig(path, dpi=110, bbox_inches="tight")
         paths.append(path)
     plt.close(figure)
     return paths
 
 
 def _anchor_lines(study: optuna.Study) -> dict[str, float]:
-    """``none``, ``kd`` and the best relation preset: name -> validation accuracy."""
+    """``none``, ``kd`` and the best relation preset: label -> validation accuracy."""
     anchors = {t.user_attrs["anchor"]: t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                if "anchor" in t.user_attrs}
     lines = {name: anchors[name] for name in REFERENCE_ANCHORS if name in anchors}
@@ -54,7 +75,6 @@ def _anchor_lines(study: optuna.Study) -> dict[str, float]:
 
 def plot_history(study: optuna.Study):
     """Optimisation history (Optuna's plot) with the anchors as horizontal reference lines."""
-    plt = _pyplot()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = optuna.visualization.matplotlib.plot_optimization_history(study)
@@ -65,31 +85,196 @@ def plot_history(study: optuna.Study):
                     xytext=(4, 2), textcoords="offset points", fontsize=8, color="dimgrey")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"{study.study_name}: optimisation history")
-    return ax.figure if hasattr(ax, "figure") else plt.gcf()
-
-
-def plot_intermediate(study: optuna.Study):
-    """Validation accuracy per epoch of every trial; pruned trials stop early."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ax = optuna.visualization.matplotlib.plot_intermediate_values(study)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(f"{study.study_name}: accuracy per epoch (pruned trials stop early)")
-    if ax.get_legend() is not None:
-        ax.get_legend().remove()
     return ax.figure
 
 
-def write_study_plots(study: optuna.Study, out_dir: str | Path) -> list[Path]:
-    """Write every plot of the study into ``out_dir``; returns the files written."""
+def plot_intermediate(study: optuna.Study):
+    """Validation accuracy per epoch of every trial that trained; pruned ones grey, ending in x."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    pruned_label = done_label = True
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if not t.intermediate_values:
+            continue
+        steps = sorted(t.intermediate_values)
+        values = [t.intermediate_values[s] for s in steps]
+        if t.state == TrialState.PRUNED:
+            ax.plot(steps, values, color="grey", alpha=0.5, linewidth=1, label="pruned" if pruned_label else None)
+            ax.plot(steps[-1:], values[-1:], "x", color="grey")
+            pruned_label = False
+        else:
+            ax.plot(steps, values, color="tab:blue", alpha=0.7, linewidth=1.2, label="completed" if done_label else None)
+            done_label = False
+    ax.set_xlabel("epochs trained")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"{study.study_name}: accuracy per epoch; pruned trials stop early")
+    ax.grid(alpha=0.3)
+    if not (pruned_label and done_label):
+        ax.legend(loc="lower right")
+    return fig
+
+
+def plot_importance(importance: dict[str, Any]):
+    """Two panels: importance summed per design choice, and per search parameter."""
+    plt = _pyplot()
+    from .choices import choice_group
+
+    groups = {g: v for g, v in importance["groups"].items() if v > 0}
+    params = importance["importances"]
+    height = max(3.0, 0.28 * len(params) + 1.0)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, height), gridspec_kw={"width_ratios": [1, 1.6]})
+    names = sorted(groups, key=groups.get)
+    left.barh(names, [groups[n] for n in names], color=[GROUP_COLOURS.get(n, "grey") for n in names])
+    for i, n in enumerate(names):
+        left.annotate(f"{groups[n]:.2f}", xy=(groups[n], i), xytext=(3, 0), textcoords="offset points",
+                      va="center", fontsize=8)
+    left.set_xlabel("importance (sums to 1)")
+    left.set_title("per design choice")
+    pnames = sorted(params, key=params.get)
+    right.barh(pnames, [params[n] for n in pnames], color=[GROUP_COLOURS.get(choice_group(n), "grey") for n in pnames])
+    right.set_xlabel("importance")
+    right.set_title("per search parameter")
+    right.tick_params(axis="y", labelsize=8)
+    fig.suptitle(f"{importance['study']}: importance ({importance['evaluator']}, "
+                 f"{importance['trials_used']} completed trials)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_marginals(study: optuna.Study):
+    """Accuracy of every completed trial per affinity, normalisation, loss and tap."""
+    plt = _pyplot()
+    trials = completed(study)
+    anchors = {t.number for t in trials if "anchor" in t.user_attrs}
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    for ax, choice in zip(axes.flat, ("affinity", "normalisation", "loss", "tap")):
+        stats = choice_stats(trials, choice)
+        names = sorted(stats, key=lambda n: (n == NO_TERM, -stats[n].mean))
+        data = [stats[n].values for n in names]
+        ax.boxplot(data, showfliers=False, widths=0.6)
+        for i, n in enumerate(names, start=1):
+            s = stats[n]
+            jitter = [(i + 0.15 * math.sin(7.3 * k)) for k in range(s.count)]
+            colours = ["tab:red" if num in anchors else "tab:blue" for num in s.trials]
+            markers = ["D" if num in anchors else "o" for num in s.trials]
+            for x, y, c, m in zip(jitter, s.values, colours, markers):
+                ax.plot(x, y, m, color=c, markersize=4, alpha=0.7)
+        ax.set_xticks(range(1, len(names) + 1))
+        ax.set_xticklabels([f"{n}\n(n={stats[n].count})" for n in names], rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"per {choice}")
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"{study.study_name}: accuracy per design choice (diamonds: anchors; a trial with two "
+                 f"terms counts under each)")
+    fig.tight_layout()
+    return fig
+
+
+def _registry_names(choice: str) -> list[str]:
+    return {"affinity": AFFINITIES, "normalisation": NORMALISATIONS, "loss": LOSSES}[choice].list()
+
+
+def _cell_invalid(rows: str, cols: str, r: str, c: str) -> bool:
+    """No valid combination has this pair (whatever the third choice)."""
+    third = ({"affinity", "normalisation", "loss"} - {rows, cols}).pop()
+    for other in _registry_names(third):
+        choice = {rows: r, cols: c, third: other}
+        if not combination_problems(choice["affinity"], choice["normalisation"], choice["loss"]):
+            return False
+    return True
+
+
+def plot_interaction(study: optuna.Study, rows: str, cols: str):
+    """Heatmap of the best validation accuracy per (rows, cols) pair, annotated with best,
+    mean and count; cells without trials are blank, invalid pairs hatched."""
+    plt = _pyplot()
+    import numpy as np
+
+    row_names, col_names = _registry_names(rows), _registry_names(cols)
+    cells: dict[tuple[str, str], list[float]] = {}
+    for t in completed(study):
+        for term in t.user_attrs["objective_config"].get("terms") or []:
+            key = (term[rows]["name"], term[cols]["name"])
+            cells.setdefault(key, []).append(t.value)
+    best = np.full((len(row_names), len(col_names)), np.nan)
+    for (r, c), values in cells.items():
+        best[row_names.index(r), col_names.index(c)] = max(values)
+    fig, ax = plt.subplots(figsize=(1.0 * len(col_names) + 3, 0.6 * len(row_names) + 2))
+    finite = best[np.isfinite(best)]
+    image = ax.imshow(np.ma.masked_invalid(best), cmap="viridis", aspect="auto",
+                      vmin=finite.min() if finite.size else 0, vmax=finite.max() if finite.size else 1)
+    for i, r in enumerate(row_names):
+        for j, c in enumerate(col_names):
+            if _cell_invalid(rows, cols, r, c):
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="silver",
+                                           linewidth=0))
+                ax.text(j, i, "invalid", ha="center", va="center", fontsize=6, color="grey")
+            elif (r, c) in cells:
+                values = cells[(r, c)]
+                ax.text(j, i, f"{100 * max(values):.1f}\n{100 * sum(values) / len(values):.1f}\nn={len(values)}",
+                        ha="center", va="center", fontsize=6, color="white")
+    ax.grid(False)
+    ax.set_xticks(range(len(col_names)))
+    ax.set_xticklabels(col_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(row_names)))
+    ax.set_yticklabels(row_names)
+    ax.set_xlabel(cols)
+    ax.set_ylabel(rows)
+    fig.colorbar(image, ax=ax, label="best validation accuracy")
+    ax.set_title(f"{study.study_name}: {rows} x {cols} (cell: best, mean %, trials; blank: not tried)",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_weights(study: optuna.Study):
+    """Term weight (log x) against validation accuracy, one panel per loss."""
+    plt = _pyplot()
+    points: dict[str, list[tuple[float, float, bool]]] = {}
+    for t in completed(study):
+        for term in t.user_attrs["objective_config"].get("terms") or []:
+            if term["weight"] > 0:
+                points.setdefault(term["loss"]["name"], []).append((term["weight"], t.value, "anchor" in t.user_attrs))
+    losses = sorted(points) or ["(no term)"]
+    ncols = min(3, len(losses))
+    nrows = math.ceil(len(losses) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False, sharey=True)
+    for ax, loss in zip(axes.flat, losses):
+        for weight, value, is_anchor in points.get(loss, []):
+            ax.plot(weight, value, "D" if is_anchor else "o", color="tab:red" if is_anchor else "tab:blue",
+                    markersize=4, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_title(f"loss {loss} (n={len(points.get(loss, []))})", fontsize=9)
+        ax.set_xlabel("term weight")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(losses):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation accuracy")
+    fig.suptitle(f"{study.study_name}: weight against accuracy (diamonds: anchors)")
+    fig.tight_layout()
+    return fig
+
+
+def write_study_plots(study: optuna.Study, out_dir: str | Path, *, evaluator: str = "ped_anova") -> list[Path]:
+    """Write every plot of the study into ``out_dir``; returns the files written. The
+    importance plot needs at least a few completed search trials and is left out before."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    if not completed(study):
         log.warning("study %s has no completed trial: no plots", study.study_name)
         return []
     paths = _save(plot_history(study), out, "history")
-    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        paths += _save(plot_intermediate(study), out, "intermediate")
+    paths += _save(plot_intermediate(study), out, "intermediate")
+    paths += _save(plot_marginals(study), out, "marginals")
+    paths += _save(plot_interaction(study, "affinity", "normalisation"), out, "interaction_affinity_normalisation")
+    paths += _save(plot_interaction(study, "normalisation", "loss"), out, "interaction_normalisation_loss")
+    paths += _save(plot_weights(study), out, "weights")
+    from .importance import study_importance
+
+    try:
+        paths += _save(plot_importance(study_importance(study, evaluator)), out, "importance")
+    except ValueError as err:
+        log.warning("no importance plot: %s", err)
     log.info("wrote %d plot files to %s", len(paths), out)
     return paths

@@ -1,0 +1,184 @@
+"""One self-contained HTML page per study: summary, anchors against the best trials, the
+top compositions with their YAML, importance, every plot, and the confirm table when one
+exists. Images are embedded as base64 PNG and the page has no scripts and no external
+references, so it opens anywhere without network access.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from ..config import yaml_dump
+from ..study import anchor_values, ranked_trials, redact, study_status
+from ..study.confirm import CONFIRM_ATTR
+from ..study.runner import SETTING_ATTR, versions
+from .importance import study_importance
+from .plots import write_study_plots
+
+__all__ = ["write_report", "render_report"]
+
+log = logging.getLogger(__name__)
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; line-height: 1.4; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .5em 0; } th, td { border: 1px solid #ccc; padding: .25em .6em; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f7f7f7; padding: .6em; overflow-x: auto; font-size: .85em; }
+figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: .9em; } .muted { color: #777; }
+"""
+
+_PLOTS = (
+    ("history", "Optimisation history, with the anchors none, kd and the best preset as reference lines."),
+    ("importance", "Importance of each search parameter and of each design choice."),
+    ("marginals", "Validation accuracy per affinity, normalisation, loss and tap (diamonds: anchors)."),
+    ("interaction_affinity_normalisation", "Affinity x normalisation: best and mean accuracy, trials per cell."),
+    ("interaction_normalisation_loss", "Normalisation x loss: best and mean accuracy, trials per cell."),
+    ("weights", "Term weight against accuracy, per loss."),
+    ("intermediate", "Accuracy per epoch; pruned trials in grey."),
+)
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}%"
+
+
+def _table(header: list[str] | None, rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+    if header is None:
+        head_html = ""
+    else:
+        head_html = "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>"
+    body = "".join(
+        "<tr>" + "".join(f"<td class=\"num\">{c}</td>" if i in numeric else f"<td>{c}</td>" for i, c in enumerate(r))
+        + "</tr>" for r in rows)
+    return f"<table>{head_html}<tbody>{body}</tbody></table>"
+
+
+def _summary(study: optuna.Study, url: str) -> str:
+    setting = study.user_attrs.get(SETTING_ATTR, {})
+    status = study_status(study)
+    budget = setting.get("budget", {})
+    rows = [
+        ["storage", html.escape(redact(url))],
+        ["dataset", html.escape(str(setting.get("data", {}).get("dataset")))],
+        ["teacher → student", html.escape(f"{setting.get('teacher', {}).get('model')} → "
+                                          f"{setting.get('student', {}).get('model')}")],
+        ["budget", html.escape(f"{budget.get('epochs')} epochs, {budget.get('optimizer')}, lr {budget.get('lr')}, "
+                               f"{budget.get('schedule')}")],
+        ["seed", html.escape(str(setting.get("seed")))],
+        ["trials", html.escape(", ".join(f"{k} {v}" for k, v in status["counts"].items() if v))],
+    ]
+    return _table(None, rows)
+
+
+def _anchors_vs_best(study: optuna.Study) -> str:
+    anchors = anchor_values(study)
+    search = ranked_trials(study, include_anchors=False)
+    kd = anchors.get("kd")
+    rows = []
+    for name, value in sorted(anchors.items(), key=lambda kv: -kv[1]):
+        rows.append((f"anchor <code>{html.escape(name)}</code>", value))
+    for t in search[:3]:
+        rows.append((f"search trial {t.number}", t.value))
+    rows.sort(key=lambda r: -r[1])
+    body = [[label, _pct(value), "" if kd is None else f"{100 * (value - kd):+.2f}"] for label, value in rows]
+    return _table(["composition", "validation accuracy", "vs kd (points)"], body, numeric={1, 2})
+
+
+def _top_k(study: optuna.Study, k: int) -> str:
+    parts = []
+    for rank, t in enumerate(ranked_trials(study)[:k], start=1):
+        label = f"anchor {t.user_attrs['anchor']}" if "anchor" in t.user_attrs else f"trial {t.number}"
+        parts.append(f"<h3>{rank}. {html.escape(label)}: {_pct(t.value)}</h3>"
+                     f"<pre>{html.escape(yaml_dump(t.user_attrs['objective_config']))}</pre>")
+    return "".join(parts) or "<p class=\"muted\">No completed trial yet.</p>"
+
+
+def _importance(study: optuna.Study, evaluator: str) -> str:
+    try:
+        result = study_importance(study, evaluator)
+    except ValueError as err:
+        return f"<p class=\"muted\">{html.escape(str(err))}</p>"
+    rows = [[html.escape(g), f"{v:.3f}"] for g, v in sorted(result["groups"].items(), key=lambda kv: -kv[1])]
+    best = []
+    for choice, values in result["best_per_choice"].items():
+        if values:
+            name, stats = next(iter(values.items()))
+            best.append([html.escape(choice), f"<code>{html.escape(name)}</code>", _pct(stats["best"]),
+                         str(stats["count"])])
+    return (f"<p>{html.escape(evaluator)} over {result['trials_used']} completed trials with search parameters."
+            f"</p>{_table(['design choice', 'importance'], rows, numeric={1})}"
+            f"<h3>Best value of each choice</h3>"
+            f"{_table(['choice', 'best value', 'best accuracy', 'trials using it'], best, numeric={2, 3})}")
+
+
+def _confirm(study: optuna.Study) -> str:
+    confirm = study.user_attrs.get(CONFIRM_ATTR)
+    if not confirm:
+        return ("<p class=\"muted\">No confirm run yet: <code>relkd study confirm --study-name "
+                f"{html.escape(study.study_name)}</code> retrains the leaders with several seeds on the test split."
+                "</p>")
+
+    def pm(mean: Any, std: Any) -> str:
+        return "" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+    def p(value: Any) -> str:
+        return "" if value is None else f"{value:.3g}"
+
+    rows = [[html.escape(r["label"]), pm(r["val_mean"], r["val_std"]), pm(r["test_mean"], r["test_std"]),
+             p(r["p_vs_kd"]), p(r["p_vs_best_preset"])] for r in confirm["rows"]]
+    return (f"<p>{confirm['epochs']} epochs, seeds {', '.join(map(str, confirm['seeds']))}; test accuracy is the "
+            f"final evaluation; Welch's t-test p-values.</p>"
+            + _table(["composition", "val %", "test %", "p vs kd", f"p vs {confirm.get('best_preset') or 'preset'}"],
+                     rows, numeric={1, 2, 3, 4}))
+
+
+def _figures(study: optuna.Study, evaluator: str) -> str:
+    with tempfile.TemporaryDirectory() as folder:
+        written = {p.stem for p in write_study_plots(study, folder, evaluator=evaluator)}
+        parts = []
+        for stem, caption in _PLOTS:
+            if stem not in written:
+                continue
+            data = base64.b64encode((Path(folder) / f"{stem}.png").read_bytes()).decode("ascii")
+            parts.append(f"<figure><img alt=\"{html.escape(stem)}\" src=\"data:image/png;base64,{data}\">"
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return "".join(parts) or "<p class=\"muted\">No plots: no completed trial yet.</p>"
+
+
+def render_report(study: optuna.Study, url: str, *, top_k: int = 5, evaluator: str = "ped_anova") -> str:
+    """The report as one HTML string."""
+    title = f"relkd study {study.study_name}"
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sections = [
+        ("Summary", _summary(study, url)),
+        ("Anchors against the best search trials", _anchors_vs_best(study)),
+        (f"Top {top_k} compositions", _top_k(study, top_k)),
+        ("What mattered", _importance(study, evaluator)),
+        ("Confirmation on the test split", _confirm(study)),
+        ("Plots", _figures(study, evaluator)),
+    ]
+    body = "".join(f"<h2>{html.escape(name)}</h2>{content}" for name, content in sections)
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<p class=\"muted\">Generated {stamp} by relkd {versions()['relkd']}. Search trials see validation "
+            f"accuracy only.</p>{body}</body></html>")
+
+
+def write_report(study: optuna.Study, url: str, out: str | Path, *, top_k: int = 5,
+                 evaluator: str = "ped_anova") -> Path:
+    """Write the report to ``out`` (an HTML file); returns the path."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(study, url, top_k=top_k, evaluator=evaluator), encoding="utf-8")
+    log.info("wrote report %s", path)
+    return path
