@@ -206,9 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the parts as JSON")
     p.set_defaults(func=cmd_check)
 
-    from .cli_study import add_study_commands
+    from .cli_study import add_compare_command, add_study_commands
 
     add_study_commands(sub)
+    add_compare_command(sub)
     return parser
 
 

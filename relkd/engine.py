@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
-import torch.nn.functional as F
 
 from . import __version__
 from .data import DatasetSplits, DeviceLoader, load_dataset

@@ -46,13 +46,14 @@ import torch
 
 from .config import ConfigError, FieldChecker, join_path, read_yaml_file
 
-__all__ = ["Setting", "DataSpec", "ModelSpec", "Recipe", "validate_setting", "load_setting", "resolve_device"]
+__all__ = ["Setting", "DataSpec", "ModelSpec", "Recipe", "validate_setting", "setting_or_errors", "load_setting",
+           "resolve_device"]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "onecycle", "step", "none")
 # The CIFAR recipe of the distillation literature (CRD): lr x 0.1 at epochs 150, 180 and 210 of 240.
 STEP_MILESTONES = (0.625, 0.75, 0.875)
-STUDY_SECTIONS = ("search", "optuna")  # validated by the study driver, kept here as they are
+STUDY_SECTIONS = ("search", "optuna", "compare")  # validated by the study driver / compare, kept as they are
 _TOP_FIELDS = ("name", "seed", "device", "data", "teacher", "student", "budget", *STUDY_SECTIONS)
 
 
@@ -272,6 +273,19 @@ def validate_setting(setting: Any, source: str | os.PathLike | None = None) -> S
         raise ConfigError(c.errors, source)
     extra = {k: copy.deepcopy(setting[k]) for k in STUDY_SECTIONS if k in setting}
     return Setting(data, teacher, teacher_recipe, student, budget, seed, device, name, extra)
+
+
+def setting_or_errors(document: Any, c: FieldChecker, source: str | os.PathLike | None = None) -> Setting | None:
+    """Validate the setting part of a study or compare file, adding its problems to ``c``
+    (so they are reported together with the file's other sections); ``None`` if invalid.
+    A document that is not a mapping raises at once."""
+    try:
+        return validate_setting(document, source)
+    except ConfigError as err:
+        if not isinstance(document, Mapping):
+            raise
+        c.errors.extend(err.errors)
+        return None
 
 
 def load_setting(path: str | os.PathLike) -> Setting:

@@ -26,11 +26,10 @@ from relkd.study import (
     run_study,
     study_status,
     trial_counts,
-    validate_search,
     validate_study,
 )
 from relkd.study import runner as runner_module
-from tiny import TINY_SETTING
+from tiny import TINY_SETTING, interrupt_on_call
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = {
@@ -235,16 +234,8 @@ def test_resume_keeps_completed_trials_and_does_not_reenqueue_anchors(monkeypatc
 
 
 def test_interrupted_study_keeps_its_trials_and_resumes(monkeypatch):
-    calls = {"n": 0}
     real = runner_module.run_trial
-
-    def interrupting(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(runner_module, "run_trial", interrupting)
+    monkeypatch.setattr(runner_module, "run_trial", interrupt_on_call(real, 4))
     with pytest.raises(KeyboardInterrupt):
         run_study(spec(optuna__anchors=["none", "kd", "sp", "pkt", "cc"], optuna__n_trials=8), progress=False)
     study = load_relkd_study("tiny")[0]

@@ -9,3 +9,16 @@ TINY_SETTING = {
     "student": {"model": "cnn_tiny", "params": {"width": 4}},
     "budget": {"epochs": 2, "lr": 0.05},
 }
+
+
+def interrupt_on_call(function, n):
+    """``function`` that raises KeyboardInterrupt on its ``n``-th call (as Ctrl-C would)."""
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return function(*args, **kwargs)
+
+    return wrapper

@@ -64,7 +64,7 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
 def _setting_hash(setting: Any) -> str:
     """What a finished run depends on besides composition, seed and epochs."""
     record = setting.to_dict()
-    for key in ("name", "device", "search", "optuna"):
+    for key in ("name", "device", "search", "optuna", "compare"):
         record.pop(key, None)
     record["data"].pop("data_dir", None)
     record["data"].pop("eval_batch_size", None)

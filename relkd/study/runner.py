@@ -90,7 +90,7 @@ _EXECUTION_FIELDS = {"device": None, "data": ("data_dir", "eval_batch_size")}
 
 def _setting_record(spec: StudySpec) -> dict[str, Any]:
     """The part of the study file that every trial must share (not search / optuna)."""
-    return {k: v for k, v in spec.setting.to_dict().items() if k not in ("search", "optuna", "name")}
+    return {k: v for k, v in spec.setting.to_dict().items() if k not in ("search", "optuna", "compare", "name")}
 
 
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ import optuna
 from ..config import ConfigError, FieldChecker, join_path, read_yaml_file
 from ..registry import unknown_name_message
 from ..relation.presets import PRESETS
-from ..setting import Setting, validate_setting
+from ..setting import Setting, setting_or_errors
 from .space import SearchSpace, validate_search
 
 __all__ = ["StudySpec", "load_study_spec", "validate_study", "DEFAULT_ANCHORS", "SAMPLERS", "PRUNERS",
@@ -169,13 +169,7 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
     """Check a study mapping and return a :class:`StudySpec`, or raise
     :class:`~relkd.config.ConfigError` listing every problem with its field path."""
     c = FieldChecker()
-    setting = None
-    try:
-        setting = validate_setting(document, source)
-    except ConfigError as err:
-        if not isinstance(document, Mapping):
-            raise
-        c.errors.extend(err.errors)
+    setting = setting_or_errors(document, c, source)
     taps = common_taps(setting) if check_taps and setting is not None else None
     space = None
     try:

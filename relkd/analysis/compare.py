@@ -1,0 +1,287 @@
+"""The method-comparison benchmark: for one teacher/student pair, the baseline student and
+each method preset alone and with KD, with N seeds at a fixed budget, on the test split.
+
+A compare file is a setting plus a ``compare`` section::
+
+    compare:
+      methods: [sp, rkd_d, rkd_a, pkt, cc]   # relation presets; each runs alone and with KD
+      with_kd: true
+      seeds: 3                               # a count (0, 1, 2) or a list
+      storage: null                          # default sqlite:///runs/<name>/optuna.db
+
+Every (method, seed) run is one trial of an Optuna study, enqueued with fixed parameters,
+so a compare resumes after an interruption (failed runs are enqueued again) and several
+processes (``--storage`` on a shared database) split the queued runs between them. The table gives per method the mean ± std test accuracy, the gain over the
+baseline (``none``), the rank, and for relation methods the gain of ``method+kd`` over
+``kd``; the Spearman correlation between the standalone gains and the gains with KD says
+whether a method that helps alone also helps on top of KD.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ..config import ConfigError, FieldChecker, read_yaml_file
+from ..engine import get_teacher, run_trial
+from ..objective import build_objective
+from ..registry import unknown_name_message
+from ..relation.presets import PRESETS, preset
+from ..setting import Setting, setting_or_errors
+from ..study.storage import open_storage, redact, resolve_storage, run_dir
+
+__all__ = ["CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_table", "format_markdown"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METHODS = ("sp", "rkd", "pkt", "cc")
+BASELINES = ("none", "kd")
+_FIELDS = ("methods", "with_kd", "seeds", "storage")
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    setting: Setting
+    methods: tuple[str, ...]
+    with_kd: bool
+    seeds: tuple[int, ...]
+    storage: str | None = None
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """Every objective the compare trains: baselines, methods, methods with KD."""
+        kd_variants = tuple(f"{m}+kd" for m in self.methods) if self.with_kd else ()
+        return (*BASELINES, *self.methods, *kd_variants)
+
+
+def validate_compare(document: Any, source: str | os.PathLike | None = None) -> CompareSpec:
+    """Check a compare mapping; every error names its field."""
+    c = FieldChecker()
+    setting = setting_or_errors(document, c, source)
+    section = document.get("compare") or {}
+    methods, with_kd, seeds, storage = DEFAULT_METHODS, True, (0, 1, 2), None
+    if c.mapping(section, "compare", _FIELDS):
+        methods = section.get("methods", list(DEFAULT_METHODS))
+        if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
+            c.error("compare.methods", f"expected a list of relation presets such as [sp, rkd, pkt, cc], got "
+                                       f"{methods!r}")
+            methods = []
+        relation = [n for n in PRESETS.list() if n not in BASELINES and not n.endswith("+kd")]
+        for i, m in enumerate(methods):
+            if m not in relation:
+                c.error(f"compare.methods[{i}]", unknown_name_message("relation preset", m, relation))
+        with_kd = c.boolean(section.get("with_kd", True), "compare.with_kd")
+        raw = section.get("seeds", 3)
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+            seeds = tuple(range(raw))
+        elif isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                   for s in raw) and len(set(raw)) == len(raw):
+            seeds = tuple(raw)
+        else:
+            c.error("compare.seeds", f"expected a count >= 1 or a list of distinct seeds >= 0, got {raw!r}")
+        storage = section.get("storage")
+        if storage is not None and not isinstance(storage, str):
+            c.error("compare.storage", f"expected a storage URL, got {storage!r}")
+    if c.errors:
+        raise ConfigError(c.errors, source)
+    return CompareSpec(setting, tuple(dict.fromkeys(methods)), with_kd, seeds, storage)
+
+
+def load_compare(path: str | os.PathLike) -> CompareSpec:
+    return validate_compare(read_yaml_file(path), path)
+
+
+def _open(spec: CompareSpec, storage: str | None) -> tuple[optuna.Study, str]:
+    name = f"{spec.setting.name}"
+    url = resolve_storage(storage, name, spec.storage)
+    study = optuna.create_study(study_name=name, storage=open_storage(url, heartbeat_interval=60),
+                                sampler=optuna.samplers.RandomSampler(seed=spec.setting.seed),
+                                direction="maximize", load_if_exists=True)
+    record = {"methods": list(spec.runs), "seeds": list(spec.seeds),
+              "setting": {k: v for k, v in spec.setting.to_dict().items() if k not in ("compare", "device")}}
+    stored = study.user_attrs.get("relkd.compare")
+    if stored is None:
+        study.set_user_attr("relkd.compare", record)
+    elif stored["setting"] != record["setting"]:
+        raise ValueError(f"compare {name!r} in {redact(url)} was run with a different setting; use another name "
+                         f"or storage")
+    return study, url
+
+
+def _finished(study: optuna.Study) -> set[tuple[str, int]]:
+    return {(t.params["method"], t.params["seed"])
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+
+
+def _run_of(trial: optuna.trial.FrozenTrial) -> tuple[str | None, int | None]:
+    """(method, seed) of a trial, also before it has drawn them (enqueued, just started)."""
+    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    return params.get("method"), params.get("seed")
+
+
+def _enqueue_missing(study: optuna.Study, spec: CompareSpec) -> int:
+    """Enqueue every (run, seed) that is not completed, running or waiting; return how many
+    trials wait now. Failed or interrupted runs are enqueued again."""
+    taken = set(_finished(study))
+    taken |= {_run_of(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))}
+    for m in spec.runs:
+        for seed in spec.seeds:
+            if (m, seed) not in taken:
+                study.enqueue_trial({"method": m, "seed": seed})
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def run_compare(spec: CompareSpec, *, storage: str | None = None, out_dir: str | os.PathLike | None = None,
+                progress: bool = False) -> dict[str, Any]:
+    """Train every (run, seed) that the compare's study does not have yet, then write the
+    table (``compare.csv``, ``compare.md``, ``compare.json``) and the bar chart
+    (``compare.png``, ``compare.svg``) into ``out_dir`` (default ``runs/<name>/compare``)."""
+    study, url = _open(spec, storage)
+    setting = spec.setting
+    teacher = None
+    total = len(spec.runs) * len(spec.seeds)
+
+    def objective(trial: optuna.Trial) -> float:
+        nonlocal teacher
+        method = trial.suggest_categorical("method", list(spec.runs))
+        seed = trial.suggest_categorical("seed", list(spec.seeds))
+        config = preset(method)
+        if teacher is None and build_objective(config).needs_teacher:
+            teacher = get_teacher(setting, progress=progress)
+        metrics = run_trial(setting, config, seed=seed, eval_test=True, teacher=teacher, progress=progress)
+        for key in ("test_accuracy", "wall_seconds", "part_means"):
+            trial.set_user_attr(key, metrics[key])
+        trial.set_user_attr("objective_config", config)
+        return float(metrics["val_accuracy"])
+
+    waiting = _enqueue_missing(study, spec)
+    if waiting > 0:
+        log.info("compare %s: %d of %d runs to train", study.study_name, waiting, total)
+    # Take queued runs one at a time, so that processes sharing the storage share the queue.
+    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+    _wait_for_others(study, spec)
+    missing = sorted(set((m, s) for m in spec.runs for s in spec.seeds) - _finished(study))
+    if missing:
+        raise ValueError(f"compare {study.study_name!r}: {len(missing)} runs did not finish (e.g. {missing[0]}); "
+                         f"run the command again to retry them")
+    table = compare_table(study, spec)
+    out = Path(out_dir) if out_dir is not None else run_dir(study.study_name) / "compare"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(table, indent=2))
+    (out / "compare.md").write_text(format_markdown(table))
+    with (out / "compare.csv").open("w", newline="") as f:
+        fields = ["method", "seeds", "test_mean", "test_std", "val_mean", "gain", "rank", "kd_gain"]
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in table["rows"]:
+            writer.writerow({k: row.get(k) for k in fields})
+    _bar_chart(table, out)
+    table["files"] = [str(out / n) for n in ("compare.csv", "compare.md", "compare.json", "compare.png",
+                                             "compare.svg")]
+    return table
+
+
+def _wait_for_others(study: optuna.Study, spec: CompareSpec, poll: float = 2.0) -> None:
+    """Wait while other processes still train runs of this compare (at most three times the
+    longest finished run, and at least 10 minutes)."""
+    wanted = {(m, s) for m in spec.runs for s in spec.seeds}
+    longest = max((t.user_attrs.get("wall_seconds", 0.0)
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))), default=0.0)
+    deadline = time.monotonic() + max(600.0, 3 * longest)
+    while time.monotonic() < deadline:
+        running = {_run_of(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        if not (running & (wanted - _finished(study))):
+            return
+        time.sleep(poll)
+
+
+def compare_table(study: optuna.Study, spec: CompareSpec) -> dict[str, Any]:
+    """Per run: seeds, test mean ± std, validation mean, gain over ``none``, rank; per
+    relation method: gain of ``method+kd`` over ``kd``; Spearman of the two gains."""
+    test: dict[str, list[float]] = {m: [] for m in spec.runs}
+    val: dict[str, list[float]] = {m: [] for m in spec.runs}
+    seen: set[tuple[str, int]] = set()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        method, seed = t.params["method"], t.params["seed"]
+        if method in test and seed in spec.seeds and (method, seed) not in seen:  # one run per seed
+            seen.add((method, seed))
+            test[method].append(t.user_attrs["test_accuracy"])
+            val[method].append(t.value)
+    means = {m: statistics.fmean(v) for m, v in test.items() if v}
+    baseline = means["none"]
+    ranking = sorted(means, key=lambda m: -means[m])
+    rows = []
+    for m in spec.runs:
+        row = {"method": m, "seeds": len(test[m]), "test_mean": means[m],
+               "test_std": statistics.stdev(test[m]) if len(test[m]) > 1 else 0.0,
+               "val_mean": statistics.fmean(val[m]), "gain": means[m] - baseline, "rank": ranking.index(m) + 1,
+               "kd_gain": None}
+        if spec.with_kd and m in spec.methods:
+            row["kd_gain"] = means[f"{m}+kd"] - means["kd"]
+        rows.append(row)
+    spearman = None
+    if spec.with_kd and len(spec.methods) >= 3:
+        from scipy import stats
+
+        alone = [means[m] - baseline for m in spec.methods]
+        with_kd = [means[f"{m}+kd"] - means["kd"] for m in spec.methods]
+        rho = stats.spearmanr(alone, with_kd).statistic
+        spearman = None if rho is None or math.isnan(rho) else float(rho)
+    return {"compare": study.study_name, "seeds": list(spec.seeds), "budget_epochs": spec.setting.budget.epochs,
+            "teacher": spec.setting.teacher.model, "student": spec.setting.student.model, "rows": rows,
+            "spearman_gain_alone_vs_with_kd": spearman}
+
+
+def format_markdown(table: dict[str, Any]) -> str:
+    lines = ["| method | seeds | test accuracy (%) | gain over none | rank | gain of +kd over kd |",
+             "|---|---|---|---|---|---|"]
+    for r in table["rows"]:
+        kd_gain = "" if r["kd_gain"] is None else f"{100 * r['kd_gain']:+.2f}"
+        lines.append(f"| {r['method']} | {r['seeds']} | {100 * r['test_mean']:.2f} ± {100 * r['test_std']:.2f} | "
+                     f"{100 * r['gain']:+.2f} | {r['rank']} | {kd_gain} |")
+    rho = table["spearman_gain_alone_vs_with_kd"]
+    lines.append("")
+    lines.append("Spearman correlation between each method's gain alone (over none) and its gain with KD "
+                 f"(over kd): {'n/a' if rho is None else f'{rho:.2f}'}")
+    return "\n".join(lines) + "\n"
+
+
+def _bar_chart(table: dict[str, Any], out: Path) -> None:
+    from .plots import _pyplot, _save
+
+    plt = _pyplot()
+    rows = {r["method"]: r for r in table["rows"]}
+    methods = [m for m in rows if m not in BASELINES and not m.endswith("+kd")]
+    fig, ax = plt.subplots(figsize=(1.4 * len(methods) + 3, 4.5))
+    width = 0.38
+    xs = range(len(methods))
+    alone = [rows[m] for m in methods]
+    ax.bar([x - width / 2 for x in xs], [100 * r["test_mean"] for r in alone], width,
+           yerr=[100 * r["test_std"] for r in alone], capsize=3, label="alone", color="tab:blue")
+    if all(f"{m}+kd" in rows for m in methods):
+        with_kd = [rows[f"{m}+kd"] for m in methods]
+        ax.bar([x + width / 2 for x in xs], [100 * r["test_mean"] for r in with_kd], width,
+               yerr=[100 * r["test_std"] for r in with_kd], capsize=3, label="with KD", color="tab:orange")
+    for name, style in (("none", "--"), ("kd", ":")):
+        ax.axhline(100 * rows[name]["test_mean"], color="grey", linestyle=style, linewidth=1,
+                   label=f"{name} {100 * rows[name]['test_mean']:.2f}%")
+    values = [100 * r["test_mean"] for r in table["rows"]]
+    ax.set_ylim(min(values) - 3, max(values) + 2)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(methods)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{table['compare']}: {table['teacher']} → {table['student']}, {table['budget_epochs']} epochs, "
+                 f"{len(table['seeds'])} seeds (mean ± std)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, out, "compare")

@@ -1,0 +1,108 @@
+"""The method-comparison benchmark on the synthetic dataset."""
+import csv
+
+import optuna
+import pytest
+
+from relkd.analysis import compare as compare_module
+from relkd.analysis.compare import format_markdown, run_compare, validate_compare
+from relkd.cli import main
+from relkd.config import ConfigError, yaml_dump
+from tiny import TINY_SETTING, interrupt_on_call
+
+DOC = {**TINY_SETTING, "name": "ctiny", "compare": {"methods": ["sp", "rkd", "pkt"], "seeds": 2}}
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RELKD_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return tmp_path
+
+
+@pytest.mark.parametrize("section, expected", [
+    ({"methods": ["sp", "rdk"]}, "compare.methods[1]: unknown relation preset 'rdk'; did you mean 'rkd'"),
+    ({"methods": ["sp+kd"]}, "compare.methods[0]: unknown relation preset 'sp+kd'"),
+    ({"seeds": 0}, "compare.seeds: expected a count >= 1 or a list of distinct seeds"),
+    ({"seeds": [1, 1]}, "compare.seeds: expected a count >= 1 or a list of distinct seeds"),
+    ({"with_kd": "yes"}, "compare.with_kd: expected true or false"),
+    ({"method": ["sp"]}, "compare.method: unknown field; did you mean 'methods'"),
+])
+def test_bad_compare_files_name_the_field(section, expected):
+    with pytest.raises(ConfigError) as err:
+        validate_compare({**TINY_SETTING, "compare": section})
+    assert expected in str(err.value)
+
+
+def test_compare_table_has_one_row_per_method_with_seed_counts(isolated):
+    spec = validate_compare(DOC)
+    table = run_compare(spec)
+    rows = {r["method"]: r for r in table["rows"]}
+    assert list(rows) == ["none", "kd", "sp", "rkd", "pkt", "sp+kd", "rkd+kd", "pkt+kd"]
+    assert all(r["seeds"] == 2 for r in rows.values())
+    assert sorted(r["rank"] for r in rows.values()) == list(range(1, 9))
+    best = max(rows.values(), key=lambda r: r["test_mean"])
+    assert best["rank"] == 1
+    for m in ("sp", "rkd", "pkt"):
+        assert rows[m]["gain"] == pytest.approx(rows[m]["test_mean"] - rows["none"]["test_mean"])
+        assert rows[m]["kd_gain"] == pytest.approx(rows[f"{m}+kd"]["test_mean"] - rows["kd"]["test_mean"])
+    from scipy import stats
+
+    rho = stats.spearmanr([rows[m]["gain"] for m in ("sp", "rkd", "pkt")],
+                          [rows[m]["kd_gain"] for m in ("sp", "rkd", "pkt")]).statistic
+    if table["spearman_gain_alone_vs_with_kd"] is not None:
+        assert table["spearman_gain_alone_vs_with_kd"] == pytest.approx(rho)
+    out = isolated / "runs" / "ctiny" / "compare"
+    with (out / "compare.csv").open() as f:
+        assert [r["method"] for r in csv.DictReader(f)] == list(rows)
+    assert (out / "compare.md").read_text() == format_markdown(table)
+    assert (out / "compare.png").stat().st_size > 10_000 and (out / "compare.svg").exists()
+
+
+def test_compare_resumes_without_retraining(isolated, monkeypatch):
+    spec = validate_compare({**DOC, "compare": {"methods": ["sp"], "seeds": 2, "with_kd": False}})
+    real = compare_module.run_trial
+    monkeypatch.setattr(compare_module, "run_trial", interrupt_on_call(real, 4))
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(spec)
+    monkeypatch.setattr(compare_module, "run_trial", real)
+    first = run_compare(spec)  # trains only what is missing
+    assert [r["seeds"] for r in first["rows"]] == [2, 2, 2]
+    monkeypatch.setattr(compare_module, "run_trial", lambda *a, **k: pytest.fail("retrained"))
+    again = run_compare(spec)
+    assert again["rows"] == first["rows"]
+
+
+def test_cli_compare(isolated, capsys):
+    path = isolated / "c.yaml"
+    path.write_text(yaml_dump({**DOC, "compare": {"methods": ["sp"], "seeds": 1}}))
+    assert main(["compare", str(path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "| sp+kd | 1 |" in out and "files:" in out
+
+
+def test_two_processes_share_one_compare(isolated):
+    import os
+    import subprocess
+    import sys
+
+    path = isolated / "c.yaml"
+    path.write_text(yaml_dump({**DOC, "compare": {"methods": ["sp", "pkt"], "seeds": 2, "with_kd": False}}))
+    storage = f"sqlite:///{isolated}/shared.db"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "relkd.cli", "compare", str(path), "--storage", storage, "--quiet", "--json"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    tables = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        tables.append(__import__("json").loads(out))
+    for table in tables:
+        assert [(r["method"], r["seeds"]) for r in table["rows"]] == [("none", 2), ("kd", 2), ("sp", 2), ("pkt", 2)]
+    study = optuna.load_study(study_name="ctiny", storage=storage)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) >= 8 and {(t.params["method"], t.params["seed"]) for t in done} == {
+        (m, s) for m in ("none", "kd", "sp", "pkt") for s in (0, 1)}
