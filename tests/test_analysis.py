@@ -90,6 +90,11 @@ def test_cli_importance_json(env, capsys):
     out = json.loads(capsys.readouterr().out)
     assert sum(out["importances"].values()) == pytest.approx(1.0)
     assert out["evaluator"] == "ped_anova" and "affinity" in out["best_per_choice"]
+    best = out["best_composition_per_choice"]["affinity"]
+    assert best["value"] == next(iter(out["best_per_choice"]["affinity"]))
+    from relkd.analysis.choices import trial_choices
+
+    assert best["value"] in trial_choices(best["objective_config"])["affinity"]
 
 
 def test_invalid_interaction_cells_follow_the_rules():

@@ -541,3 +541,23 @@ def test_optuna_cli_reads_a_relkd_study(finished):
     out = subprocess.run([str(optuna_cli), "best-trial", "--study-name", "tiny", "--storage", finished.storage,
                           "-f", "json"], capture_output=True, text=True, check=True).stdout
     assert json.loads(out)["value"] == pytest.approx(finished.study.best_value)
+
+
+def test_a_worker_that_loses_a_race_for_an_enqueued_trial_goes_on(monkeypatch):
+    """SQLite has no row locks: two workers can run the same enqueued trial, and the slower
+    one's tell fails. That worker must carry on, not stop."""
+    from relkd.study.storage import is_lost_race
+
+    real = optuna.Study.optimize
+    calls = {"n": 0}
+
+    def racing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("Cannot tell a COMPLETE trial.")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "optimize", racing)
+    result = run_study(spec(optuna__n_trials=10, optuna__anchors=["none"]), progress=False)
+    assert calls["n"] == 2 and len(counted_trials(result.study)) == 10
+    assert is_lost_race(ValueError("Cannot tell a FAIL trial.")) and not is_lost_race(ValueError("other"))

@@ -38,7 +38,7 @@ from ..objective import build_objective
 from ..registry import unknown_name_message
 from ..relation.presets import PRESETS, preset
 from ..setting import Setting, setting_or_errors
-from ..study.storage import open_storage, redact, resolve_storage, run_dir
+from ..study.storage import is_lost_race, open_storage, redact, resolve_storage, run_dir
 
 __all__ = ["CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_table", "format_markdown"]
 
@@ -169,7 +169,12 @@ def run_compare(spec: CompareSpec, *, storage: str | None = None, out_dir: str |
         log.info("compare %s: %d of %d runs to train", study.study_name, waiting, total)
     # Take queued runs one at a time, so that processes sharing the storage share the queue.
     while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        study.optimize(objective, n_trials=1, catch=(Exception,))
+        try:
+            study.optimize(objective, n_trials=1, catch=(Exception,))
+        except ValueError as err:
+            if not is_lost_race(err):
+                raise
+            log.info("another process finished the same run first; going on")
     _wait_for_others(study, spec)
     missing = sorted(set((m, s) for m in spec.runs for s in spec.seeds) - _finished(study))
     if missing:

@@ -45,7 +45,8 @@ def _searched_trials_study(study: optuna.Study) -> tuple[optuna.Study, int]:
 def study_importance(study: optuna.Study, evaluator: str = "ped_anova", *, seed: int = 0) -> dict[str, Any]:
     """Importances of the search parameters (summing to 1), their sums per design choice
     (``groups``), and for each choice the accuracy of every value over the completed trials
-    (``best_per_choice``: best, mean, count and best trial). Raises ``ValueError`` when the
+    (``best_per_choice``: best, mean, count and best trial), and for each choice the best
+    value with its best composition (``best_composition_per_choice``). Raises ``ValueError`` when the
     study has fewer than :data:`MIN_TRIALS` completed trials with parameters."""
     searched, n = _searched_trials_study(study)
     if n < MIN_TRIALS:
@@ -70,13 +71,19 @@ def study_importance(study: optuna.Study, evaluator: str = "ped_anova", *, seed:
         group = choice_group(param)
         groups[group] = groups.get(group, 0.0) + value
     trials = completed(study)
-    best_per_choice = {}
+    by_number = {t.number: t for t in trials}
+    best_per_choice, best_composition = {}, {}
     for choice in (*CHOICES, "terms", "kd"):
         stats = choice_stats(trials, choice)
+        ranked = sorted(stats.items(), key=lambda kv: -kv[1].best)
         best_per_choice[choice] = {
             value: {"best": s.best, "mean": s.mean, "count": s.count, "best_trial": s.best_trial}
-            for value, s in sorted(stats.items(), key=lambda kv: -kv[1].best)
+            for value, s in ranked
         }
+        if ranked:
+            value, s = ranked[0]
+            best_composition[choice] = {"value": value, "trial": s.best_trial, "validation_accuracy": s.best,
+                                        "objective_config": by_number[s.best_trial].user_attrs["objective_config"]}
     return {
         "study": study.study_name,
         "evaluator": evaluator,
@@ -85,4 +92,5 @@ def study_importance(study: optuna.Study, evaluator: str = "ped_anova", *, seed:
         "importances": importances,
         "groups": {g: v for g, v in groups.items() if v > 0 or g in GROUPS},
         "best_per_choice": best_per_choice,
+        "best_composition_per_choice": best_composition,
     }

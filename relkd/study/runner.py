@@ -31,7 +31,7 @@ from ..engine import NonFiniteLossError, TeacherResult, get_teacher, run_trial
 from ..objective import build_objective
 from ..relation.presets import preset
 from .spec import StudySpec
-from .storage import open_storage, redact, resolve_storage
+from .storage import is_lost_race, open_storage, redact, resolve_storage
 
 __all__ = ["open_study", "run_study", "StudyRun", "counted_trials", "is_counted", "versions", "StudyMismatchError",
            "SETTING_ATTR", "STUDY_ATTR"]
@@ -369,8 +369,15 @@ def run_study(
             on_trial(study, trial)
 
     try:
-        if remaining is None or remaining > 0:
-            study.optimize(objective, timeout=remaining, callbacks=[callback], catch=(Exception,))
+        while remaining is None or remaining > 0:
+            try:
+                study.optimize(objective, timeout=remaining, callbacks=[callback], catch=(Exception,))
+                break
+            except ValueError as err:
+                if not is_lost_race(err) or objective.stop_reason:
+                    raise
+                log.info("another worker finished the same enqueued trial first; going on")
+            remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 0.0)
     finally:
         bar.close()
     if objective.stop_reason and not result.stopped_because:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import optuna
 
-__all__ = ["runs_root", "run_dir", "resolve_storage", "open_storage", "redact", "is_rdb"]
+__all__ = ["runs_root", "run_dir", "resolve_storage", "open_storage", "redact", "is_rdb", "is_lost_race"]
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +120,9 @@ def open_storage(url: str, *, heartbeat_interval: int = 60) -> optuna.storages.B
 def _is_race(err: Exception) -> bool:
     """An error another process creating the same tables at the same moment can cause."""
     return type(err).__name__ in ("IntegrityError", "OperationalError", "ProgrammingError")
+
+
+def is_lost_race(err: BaseException) -> bool:
+    """Another worker finished the trial this one also ran. SQLite has no row locks, so two
+    workers can take the same enqueued trial; the slower one's result is dropped."""
+    return isinstance(err, ValueError) and str(err).startswith("Cannot tell a ")
