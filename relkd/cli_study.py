@@ -52,10 +52,22 @@ def _positive_float(text: str) -> float:
 
 
 def _optuna_logging(args: argparse.Namespace) -> None:
-    """Optuna logs every trial at INFO; relkd shows a progress bar instead unless -v."""
+    """Optuna logs every trial at INFO and a failed trial's traceback at WARNING; relkd shows
+    a progress bar and one line per failed trial instead, unless -v."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.INFO if getattr(args, "verbose", 0) else optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.INFO if getattr(args, "verbose", 0) else optuna.logging.ERROR)
+
+
+def _sigterm_interrupts() -> None:
+    """SIGTERM (what schedulers and ``kill`` send) ends a study like Ctrl-C: the running trial
+    is marked failed, finished trials stay, and running the study again resumes it."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _pct(value: float | None) -> str:
@@ -103,6 +115,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     if args.command_name == "worker" and not (args.storage or os.environ.get("OPTUNA_STORAGE") or spec.storage):
         raise ValueError("study worker: give the shared storage with --storage URL (or OPTUNA_STORAGE, or "
                          "optuna.storage in the study file); workers on one SQLite file must share its disk")
+    _sigterm_interrupts()
     result = run_study(spec, storage=args.storage, n_trials=args.n_trials, timeout=args.timeout,
                        progress=not args.quiet, enqueue_missing_anchors=args.command_name == "run")
     if result.error:

@@ -561,3 +561,34 @@ def test_a_worker_that_loses_a_race_for_an_enqueued_trial_goes_on(monkeypatch):
     result = run_study(spec(optuna__n_trials=10, optuna__anchors=["none"]), progress=False)
     assert calls["n"] == 2 and len(counted_trials(result.study)) == 10
     assert is_lost_race(ValueError("Cannot tell a FAIL trial.")) and not is_lost_race(ValueError("other"))
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signalled_worker_marks_its_trial_and_the_study_resumes(tmp_path, signal_name):
+    import signal
+    import time
+
+    path = write_study(tmp_path, optuna__n_trials=14, budget__epochs=6)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    cmd = [sys.executable, "-m", "relkd.cli", "study", "worker", str(path), "--storage", storage, "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until a trial is training
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="tiny", storage=storage)
+        except KeyError:
+            continue
+        if [t for t in study.trials if t.state == TrialState.RUNNING and t.number >= 1]:
+            break
+    proc.send_signal(getattr(signal, signal_name))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "relkd: interrupted" in err and "Traceback" not in err
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert [t for t in study.trials if t.state == TrialState.FAIL]
+    result = run_study(validate_study(study_dict(optuna__n_trials=14, budget__epochs=6)), storage=storage,
+                       progress=False)
+    assert len(counted_trials(result.study)) == 14
+    assert sorted(anchors_of(result.study)).count("none") >= 1

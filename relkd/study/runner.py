@@ -349,6 +349,7 @@ def run_study(
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if trial.state == TrialState.FAIL:
             failures.append(trial.user_attrs.get("error") or trial.system_attrs.get("fail_reason", "unknown error"))
+            log.warning("trial %d failed: %s", trial.number, failures[-1])
             if len(failures) >= MAX_FAILURES_IN_A_ROW:
                 result.error = f"{len(failures)} trials failed in a row; the last one: {failures[-1]}"
                 result.stopped_because = result.error
