@@ -29,6 +29,7 @@ from ..engine import get_teacher, run_trial
 from ..objective import build_objective
 from ..relation.presets import preset
 from .export import anchor_values, composition_label, ranked_trials, study_setting
+from .runner import setting_record, comparable_setting
 from .storage import run_dir
 
 __all__ = ["confirm_study", "Candidate", "welch_p", "format_table", "CONFIRM_ATTR"]
@@ -63,11 +64,7 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
 
 def _setting_hash(setting: Any) -> str:
     """What a finished run depends on besides composition, seed and epochs."""
-    record = setting.to_dict()
-    for key in ("name", "device", "search", "optuna", "compare"):
-        record.pop(key, None)
-    record["data"].pop("data_dir", None)
-    record["data"].pop("eval_batch_size", None)
+    record = comparable_setting(setting_record(setting))
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

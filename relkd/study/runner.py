@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 from ..engine import NonFiniteLossError, TeacherResult, get_teacher, run_trial
 from ..objective import build_objective
 from ..relation.presets import preset
+from ..setting import Setting
 from .spec import StudySpec
 from .storage import is_lost_race, open_storage, redact, resolve_storage
 
@@ -84,18 +85,21 @@ def _setting_differences(stored: dict[str, Any], current: dict[str, Any], path: 
     return out
 
 
-# Where a worker runs, not what it trains: may differ between workers of one study.
-_EXECUTION_FIELDS = {"device": None, "data": ("data_dir", "eval_batch_size")}
+def setting_record(setting: Setting) -> dict[str, Any]:
+    """The part of a study file that every trial must share (not search / optuna / compare)."""
+    return {k: v for k, v in setting.to_dict().items() if k not in ("search", "optuna", "compare", "name")}
 
 
-def _setting_record(spec: StudySpec) -> dict[str, Any]:
-    """The part of the study file that every trial must share (not search / optuna)."""
-    return {k: v for k, v in spec.setting.to_dict().items() if k not in ("search", "optuna", "compare", "name")}
+# Where a process runs, not what it trains: may differ between workers and runs.
+_EXECUTION_DATA_FIELDS = ("data_dir", "eval_batch_size")
 
 
-def _comparable(record: dict[str, Any]) -> dict[str, Any]:
+def comparable_setting(record: dict[str, Any]) -> dict[str, Any]:
+    """A setting record without the fields that do not change a run's result (device,
+    data folder, evaluation batch size): what workers of one study, and reused confirm
+    runs, must agree on."""
     out = {k: v for k, v in record.items() if k != "device"}
-    out["data"] = {k: v for k, v in record.get("data", {}).items() if k not in _EXECUTION_FIELDS["data"]}
+    out["data"] = {k: v for k, v in record.get("data", {}).items() if k not in _EXECUTION_DATA_FIELDS}
     return out
 
 
@@ -118,7 +122,7 @@ def open_study(spec: StudySpec, storage: str | None = None, *,
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(**kwargs)
         created = False
-    record = _setting_record(spec)
+    record = setting_record(spec.setting)
     if created:
         study.set_user_attr(VERSION_ATTR, versions()["relkd"])
         study.set_user_attr(STUDY_ATTR, _redacted_document(spec))
@@ -132,7 +136,7 @@ def open_study(spec: StudySpec, storage: str | None = None, *,
                 f"study {spec.study_name!r} in {redact(url)} has no relkd setting: it was not created by relkd, "
                 f"or its creator stopped while creating it; choose another study name (optuna.study_name or "
                 f"--study-name) or delete it (optuna delete-study)")
-        differences = _setting_differences(_comparable(stored), _comparable(record))
+        differences = _setting_differences(comparable_setting(stored), comparable_setting(record))
         if differences:
             raise StudyMismatchError(
                 f"study {spec.study_name!r} in {redact(url)} was created with a different setting, so its trials "
