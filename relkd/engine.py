@@ -156,18 +156,68 @@ def evaluate(model: TappedModel, loader: DeviceLoader) -> float:
 class _TeacherOutputs:
     """Teacher taps for every training sample, indexed by sample index, computed once
     per (teacher, data, augmentation epoch) and kept on the device for reuse across
-    epochs and trials in this process."""
+    epochs and trials in this process.
+
+    Without augmentation (the teacher sees the same images every epoch) they are also
+    written to the cache folder, one file per tap with its sha256 beside it, so other
+    processes (study workers, ``relkd train``, compare, confirm) load them instead of
+    running the teacher again. A file whose hash or shape does not match is computed again
+    and replaced, never used."""
 
     _store: dict[tuple, dict[str, torch.Tensor]] = {}
     limit_bytes = int(float(os.environ.get("RELKD_TEACHER_CACHE_MB", "4096")) * 2**20)
+    persist = True  # write and read the files (benchmarks of the first trial's cost turn it off)
 
     @classmethod
     def clear(cls) -> None:
+        """Forget what this process holds (the files stay)."""
         cls._store.clear()
 
     @classmethod
     def _bytes(cls) -> int:
         return sum(t.numel() * t.element_size() for d in cls._store.values() for t in d.values())
+
+    @staticmethod
+    def folder(key: tuple) -> Path:
+        """Where the files of one (teacher, data) pair live."""
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
+        return cache_root() / "teacher_outputs" / digest
+
+    @classmethod
+    def _load(cls, key: tuple, tap: str, loader: DeviceLoader) -> torch.Tensor | None:
+        path = cls.folder(key) / f"{tap}.pt"
+        meta_path = path.with_suffix(".json")
+        if not (cls.persist and key[-1] is None and path.exists() and meta_path.exists()):
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            if _sha256(path) != meta.get("sha256"):
+                raise ValueError("its hash does not match (truncated or altered)")
+            value = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(value, torch.Tensor) or list(value.shape) != meta.get("shape") \
+                    or value.shape[0] != loader.num_samples:
+                raise ValueError(f"it holds {getattr(value, 'shape', type(value).__name__)}, not {meta.get('shape')} "
+                                 f"for {loader.num_samples} samples")
+        except Exception as err:  # noqa: BLE001 - any damage means: compute again
+            log.warning("teacher-output cache %s is unusable (%s); computing it again", path, err)
+            return None
+        log.debug("teacher tap %s loaded from %s", tap, path)
+        return value.to(loader.device, torch.float32)
+
+    @classmethod
+    def _save(cls, key: tuple, tap: str, value: torch.Tensor) -> None:
+        if not (cls.persist and key[-1] is None):
+            return
+        folder = cls.folder(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{tap}.pt"
+        tmp = folder / f".{tap}.pt.tmp{os.getpid()}"
+        torch.save(value.detach().cpu(), tmp)
+        meta = {"sha256": _sha256(tmp), "shape": list(value.shape), "key": [str(k) for k in key]}
+        os.replace(tmp, path)  # the data first: a reader that sees the new meta finds the new data
+        tmp_meta = folder / f".{tap}.json.tmp{os.getpid()}"
+        tmp_meta.write_text(json.dumps(meta))
+        os.replace(tmp_meta, path.with_suffix(".json"))
 
     @classmethod
     def get(cls, key: tuple, teacher: TappedModel, loader: DeviceLoader, epoch: int,
@@ -183,6 +233,12 @@ class _TeacherOutputs:
                 log.info("teacher-output cache would exceed %.0f MiB; running the teacher live",
                          cls.limit_bytes / 2**20)
                 return None
+            for t in missing:
+                loaded = cls._load(key, t, loader)
+                if loaded is not None:
+                    stored[t] = loaded
+            missing = tuple(t for t in missing if t not in stored)
+        if missing:
             outputs: dict[str, list[torch.Tensor]] = {t: [] for t in missing}
             plain = DeviceLoader(loader.images, loader.labels, 1024, loader.device, shuffle=False,
                                  augment=loader.augment, seed=loader.seed, mean=loader.mean, std=loader.std,
@@ -195,6 +251,7 @@ class _TeacherOutputs:
                         outputs[t].append(out[t].float())
             for t in missing:
                 stored[t] = torch.cat(outputs[t])
+                cls._save(key, t, stored[t])
             log.debug("cached teacher taps %s for %d samples", missing, loader.num_samples)
         return {t: stored[t] for t in taps}
 
@@ -332,6 +389,7 @@ class TeacherResult:
     val_accuracy: float
     test_accuracy: float
     trained: bool  # False when loaded from the cache
+    sha256: str = ""  # of the checkpoint file: names these exact weights in the teacher-output cache
 
     def summary(self) -> dict[str, Any]:
         return {"val_accuracy": self.val_accuracy, "test_accuracy": self.test_accuracy,
@@ -443,7 +501,7 @@ def get_teacher(setting: Setting, *, progress: bool = False, force: bool = False
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return TeacherResult(model, ckpt, key, meta["val_accuracy"], meta["test_accuracy"], trained)
+    return TeacherResult(model, ckpt, key, meta["val_accuracy"], meta["test_accuracy"], trained, meta["sha256"])
 
 
 # ----------------------------------------------------------------------------- students
@@ -480,7 +538,7 @@ def run_trial(
     model = _build_model(setting.student, data, seed, device)
     budget = setting.budget
     augment = setting.data.augment if budget.augment is None else budget.augment
-    cache_key = (teacher.key, data.fingerprint()) if (teacher is not None and teacher_cache) else None
+    cache_key = (teacher.key, teacher.sha256, data.fingerprint()) if (teacher is not None and teacher_cache) else None
     result = fit(
         model, data, budget, objective, seed=seed, device=device,
         batch_size=budget.batch_size or setting.data.batch_size, augment=augment,

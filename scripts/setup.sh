@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time (and fast on re-runs) set-up of everything relkd needs on a Debian machine:
-# Debian packages (Python venv support, Fashion-MNIST, Chromium for the report test) where apt is usable, then a local
+# Debian packages (Python venv support, Fashion-MNIST, Chromium for the report test, PostgreSQL for the
+# distributed tests) where apt is usable, then a local
 # virtual environment with relkd installed in editable mode plus its test tools.
 #   RELKD_VENV   where the virtual environment lives (default: .venv in the repository)
 set -euo pipefail
@@ -23,6 +24,8 @@ done
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
 # Headless Chromium: the tests load the HTML report in a real browser (skipped without it).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# PostgreSQL server binaries: the distributed tests start a throw-away server (skipped without them).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ -n "$APT" ]; then
     say "installing Debian packages: ${need[*]}"

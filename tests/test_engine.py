@@ -144,6 +144,37 @@ def test_teacher_output_cache_gives_the_same_run(augment):
         assert cached["part_means"][k] == pytest.approx(live["part_means"][k], rel=1e-5)
 
 
+def test_teacher_outputs_are_written_once_and_read_by_later_processes(cache_dir, monkeypatch):
+    from relkd.engine import _TeacherOutputs
+
+    first = run_trial(setting(), "sp+kd")
+    files = sorted(p.name for p in (cache_dir / "teacher_outputs").rglob("*.pt"))
+    assert files == ["last_stage.pt", "logits.pt"]
+    _TeacherOutputs.clear()  # as a new process: only the files are left
+    calls = {"n": 0}
+    real_save = _TeacherOutputs._save
+    monkeypatch.setattr(_TeacherOutputs, "_save", classmethod(
+        lambda cls, *a: calls.__setitem__("n", calls["n"] + 1) or real_save.__func__(cls, *a)))
+    again = run_trial(setting(), "sp+kd")
+    assert calls["n"] == 0  # read, not computed again
+    assert again["val_history"] == first["val_history"] and again["part_means"] == first["part_means"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered"])
+def test_a_damaged_teacher_output_file_is_computed_again(cache_dir, caplog, damage):
+    from relkd.engine import _TeacherOutputs
+
+    first = run_trial(setting(), "kd")
+    (path,) = (cache_dir / "teacher_outputs").rglob("logits.pt")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else data[:-8] + b"\x7f" * 8)
+    _TeacherOutputs.clear()
+    again = run_trial(setting(), "kd")
+    assert "teacher-output cache" in caplog.text and "unusable" in caplog.text
+    assert again["val_history"] == first["val_history"]  # the damaged file was not used
+    assert path.read_bytes() == data  # and it was written again
+
+
 def test_non_finite_loss_names_the_term():
     cfg = relkd.preset("sp")
     cfg["terms"][0]["weight"] = 3e38

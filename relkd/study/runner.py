@@ -7,7 +7,7 @@ Everything relkd knows about a trial is an ordinary Optuna attribute, so
   is reported as an intermediate value (step = epochs trained);
 - user attributes: ``objective_config`` (the composition, in the format of
   :func:`relkd.load_config`), ``part_means`` (mean of each loss part), ``wall_seconds``,
-  ``seed``, ``versions``, ``val_history``, ``epochs``; ``anchor`` (preset name) on the
+  ``seed``, ``versions``, ``val_history``, ``epochs``, ``worker`` (host:pid); ``anchor`` (preset name) on the
   known methods; ``invalid_combination`` (the rules a draw broke; pruned without
   training), ``pruned_reason`` (the pruner, or a NaN/inf loss) or ``error`` (a failure);
 - study user attributes: ``relkd.setting`` (the setting every trial used), ``relkd.study``
@@ -19,7 +19,9 @@ trials that trained, not invalid draws and not failures.
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -46,6 +48,8 @@ VERSION_ATTR = "relkd.version"
 MAX_INVALID_IN_A_ROW = 200
 # After this many failed trials in a row something is broken (device, memory, data): stop.
 MAX_FAILURES_IN_A_ROW = 5
+#: Which process trained a trial (its ``worker`` user attribute): host and process id.
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class StudyMismatchError(ValueError):
@@ -222,6 +226,7 @@ class _TrialObjective:
         trial.set_user_attr("objective_config", config)
         trial.set_user_attr("seed", setting.seed)
         trial.set_user_attr("versions", versions())
+        trial.set_user_attr("worker", WORKER)
         objective = build_objective(config)
         if objective.needs_teacher and self.teacher is None:
             self.teacher = get_teacher(setting)

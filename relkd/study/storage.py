@@ -117,9 +117,17 @@ def open_storage(url: str, *, heartbeat_interval: int = 60) -> optuna.storages.B
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+# Errors that say the database cannot be reached at all: retrying would only delay the message.
+_UNREACHABLE = ("connection failed", "could not connect", "can't connect", "unable to open database file",
+                "authentication failed", "could not translate host name")
+
+
 def _is_race(err: Exception) -> bool:
-    """An error another process creating the same tables at the same moment can cause."""
-    return type(err).__name__ in ("IntegrityError", "OperationalError", "ProgrammingError")
+    """An error another process creating the same tables at the same moment can cause (not
+    a database that cannot be reached)."""
+    text = str(err).lower()
+    return (type(err).__name__ in ("IntegrityError", "OperationalError", "ProgrammingError")
+            and not any(marker in text for marker in _UNREACHABLE))
 
 
 def is_lost_race(err: BaseException) -> bool:
