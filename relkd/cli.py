@@ -121,6 +121,32 @@ def cmd_teacher_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import export_pretrained, get_pretrained
+    from .setting import load_setting
+
+    setting = load_setting(args.setting, teacher_required=False)
+    if args.epochs:
+        setting = setting.with_budget(epochs=args.epochs)
+    if args.device:
+        setting = setting.replace(device=args.device)
+    result = get_pretrained(setting, progress=not args.quiet, force=args.force)
+    summary = result.summary()
+    if args.out:
+        checkpoint, meta = export_pretrained(result, args.out)
+        summary.update(out=str(checkpoint), meta=str(meta))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    what = "trained" if result.trained else "loaded from the cache"
+    print(f"{setting.student.model} {what}: val accuracy {summary['val_accuracy']:.4f}, "
+          f"test accuracy {summary['test_accuracy']:.4f} on {summary['dataset']} ({', '.join(summary['classes'])})")
+    print(f"checkpoint: {summary.get('out', result.checkpoint)}  sha256 {result.sha256}")
+    if args.out:
+        print(f"metadata: {summary['meta']}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine import train_runs
 
@@ -180,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     run_options(p)
     p.add_argument("--force", action="store_true", help="train again even if a cached checkpoint exists")
     p.set_defaults(func=cmd_teacher_train)
+
+    p = sub.add_parser("pretrain", help="train the setting's student with CE only as a source checkpoint for "
+                                        "transfer learning (student.init), or load it from the cache")
+    run_options(p)
+    p.add_argument("--out", help="also copy the checkpoint here, with its metadata (and sha256) beside it as .json")
+    p.add_argument("--epochs", type=int, help="override the budget's epochs")
+    p.add_argument("--force", action="store_true", help="train again even if a cached checkpoint exists")
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("train", help="train the setting's student with an objective (config file or preset)")
     run_options(p)

@@ -60,6 +60,7 @@ __all__ = [
     "DATASETS",
     "DATA_DIR_ENV",
     "DEFAULT_DATASET",
+    "DataFieldError",
     "DatasetNotFoundError",
     "DatasetSplits",
     "DeviceLoader",
@@ -70,6 +71,7 @@ __all__ = [
     "load_dataset",
     "normalize",
     "random_crop_flip",
+    "resolve_classes",
     "split_indices",
 ]
 
@@ -98,6 +100,15 @@ _ALIASES = {
     "cifar-100": "cifar100",
     "image-folder": "imagefolder",
 }
+
+
+class DataFieldError(ValueError):
+    """A bad value of one of :func:`load_dataset`'s selection arguments; ``field`` names it
+    (``classes``, ``train_per_class``), so a caller can name its own setting field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -754,6 +765,53 @@ def _load_synthetic(data_dir: Path | None = None, num_classes: int = 10, train_s
 # Splits
 
 
+def resolve_classes(classes: Sequence[int | str], names: Sequence[str]) -> tuple[int, ...]:
+    """The dataset class indices of ``classes`` (indices or names of ``names``), in the
+    given order. Raises :class:`DataFieldError` (naming the bad entry and the valid classes) for an
+    unknown name, an index out of range, a repeated class or fewer than two classes."""
+    names = tuple(names)
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
+        raise DataFieldError("classes", f"classes must be a list of class indices or names, got {classes!r}")
+    valid = ", ".join(f"{i}: {n}" for i, n in enumerate(names[:12])) + (" ..." if len(names) > 12 else "")
+    out: list[int] = []
+    for item in classes:
+        if isinstance(item, str):
+            if item not in names:
+                raise DataFieldError("classes", unknown_name_message("class", item, list(names)))
+            index = names.index(item)
+        elif isinstance(item, int) and not isinstance(item, bool) and 0 <= item < len(names):
+            index = item
+        else:
+            raise DataFieldError("classes", f"class {item!r} is not an index 0..{len(names) - 1} or a class "
+                                            f"name; the classes are {valid}")
+        if index in out:
+            raise DataFieldError("classes", f"class {item!r} ({names[index]}) is given twice")
+        out.append(index)
+    if len(out) < 2:
+        raise DataFieldError("classes", f"keep at least two classes, got {list(classes)!r}")
+    return tuple(out)
+
+
+def _keep_classes(raw: RawDataset, keep: tuple[int, ...]) -> RawDataset:
+    """``raw`` restricted to the classes ``keep`` (every split), labels remapped to
+    ``0..len(keep)-1`` in the order of ``keep``."""
+    table = torch.full((len(raw.classes),), -1, dtype=torch.int64)
+    table[torch.tensor(keep)] = torch.arange(len(keep))
+
+    def select(images: Tensor | None, labels: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        if images is None or labels is None:
+            return images, labels
+        new = table[labels.to(torch.int64)]
+        mask = new >= 0
+        return images[mask], new[mask]
+
+    xtr, ytr = select(raw.train_images, raw.train_labels)
+    xte, yte = select(raw.test_images, raw.test_labels)
+    xva, yva = select(raw.val_images, raw.val_labels)
+    return dataclasses.replace(raw, train_images=xtr, train_labels=ytr, test_images=xte, test_labels=yte,
+                               val_images=xva, val_labels=yva, classes=tuple(raw.classes[i] for i in keep))
+
+
 def _largest_remainder(class_counts: Tensor, total: int) -> Tensor:
     """Split ``total`` over classes in proportion to ``class_counts`` (Hamilton's method:
     floors, then one more for the largest remainders; ties go to the lower class)."""
@@ -777,6 +835,7 @@ def split_indices(
     val_fraction: float,
     split_seed: int = 0,
     train_subset: int | None = None,
+    train_per_class: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Carve a stratified validation split from a training set.
 
@@ -784,7 +843,9 @@ def split_indices(
     ``labels``. ``val_index`` holds ``round(val_fraction * N)`` samples spread over the
     classes in proportion to their sizes (each class keeps at least one training sample).
     ``train_subset``, if given, keeps only that many training samples, drawn stratified
-    too. The result depends only on the labels and the arguments; the validation split
+    too; ``train_per_class`` keeps that many of every class instead (the first
+    ``train_per_class`` of each class's random order, so a larger value keeps a superset).
+    The result depends only on the labels and the arguments; the validation split
     does not depend on ``train_subset``, so short trials on a subset are scored on the
     same validation samples as full ones.
 
@@ -824,6 +885,21 @@ def split_indices(
             )
         keep = _largest_remainder(torch.tensor([p.numel() for p in pool]), train_subset)
         pool = [p[: int(k)] for p, k in zip(pool, keep)]
+    if train_per_class is not None:
+        if isinstance(train_per_class, bool) or not isinstance(train_per_class, int) or train_per_class < 1:
+            raise DataFieldError("train_per_class",
+                                 f"train_per_class must be a positive integer or None, got {train_per_class!r}")
+        if train_subset is not None:
+            raise DataFieldError("train_per_class", "give train_subset or train_per_class, not both")
+        short = [f"class {c}: {p.numel()}" for c, p in enumerate(pool) if p.numel() < train_per_class]
+        if short:
+            raise DataFieldError(
+                "train_per_class",
+                f"train_per_class={train_per_class} is more than the training samples some classes have left "
+                f"after carving the validation split ({', '.join(short[:5])}); use at most "
+                f"{min(p.numel() for p in pool)}, or None for all of them"
+            )
+        pool = [p[:train_per_class] for p in pool]
     train_index = torch.sort(torch.cat(pool)).values
     val_index = torch.sort(torch.cat(val)).values
     return train_index, val_index
@@ -883,6 +959,9 @@ class DatasetSplits:
     train_subset: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     _fingerprint: str | None = field(default=None, repr=False)
+    #: the dataset's class indices kept (``classes=``), in label order 0..k-1; None: all
+    class_subset: tuple[int, ...] | None = None
+    train_per_class: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -949,6 +1028,11 @@ class DatasetSplits:
             h = hashlib.sha256()
             meta = (self.name, sorted(self.params.items()), self.val_fraction, self.split_seed, self.train_subset,
                     self.classes)
+            # added only when set, so the fingerprints of existing settings stay as they were
+            if self.class_subset is not None:
+                meta += (("class_subset", self.class_subset),)
+            if self.train_per_class is not None:
+                meta += (("train_per_class", self.train_per_class),)
             h.update(repr(meta).encode())
             for t in (self.train_images, self.train_labels, self.val_images, self.val_labels,
                       self.test_images, self.test_labels):
@@ -993,6 +1077,8 @@ def load_dataset(
     val_fraction: float = 0.1,
     split_seed: int = 0,
     train_subset: int | None = None,
+    classes: Sequence[int | str] | None = None,
+    train_per_class: int | None = None,
     device: torch.device | str | None = None,
     **params: Any,
 ) -> DatasetSplits:
@@ -1009,6 +1095,12 @@ def load_dataset(
         split_seed: seed of the validation split and of ``train_subset``.
         train_subset: keep only this many training samples (stratified, deterministic in
             ``split_seed``), for short trials. The validation split is unaffected.
+        classes: keep only these classes (indices or names of the dataset's classes), in
+            every split; labels become 0..k-1 in the given order and ``classes`` holds
+            their names. The validation split is carved from the kept classes' samples.
+        train_per_class: keep this many training samples of every class (deterministic in
+            ``split_seed``; the validation split is unaffected). Not together with
+            ``train_subset``.
         device: move every split there (default: stay on the CPU; :class:`DeviceLoader`
             moves data to its device anyway).
         **params: the dataset's own parameters, e.g. ``download=False`` or, for
@@ -1034,18 +1126,24 @@ def load_dataset(
             raise ValueError(
                 f"{key}: {split} labels range over {int(y.min())}..{int(y.max())} but there are {num_classes} classes"
             )
+    class_subset = None
+    if classes is not None:
+        class_subset = resolve_classes(classes, raw.classes)
+        raw = _keep_classes(raw, class_subset)
+        ytr = raw.train_labels
 
     if raw.val_images is not None and raw.val_labels is not None and raw.val_labels.numel():
         logger.info("%s: using the dataset's own validation set (%d samples); val_fraction is not used",
                     key, raw.val_labels.numel())
-        train_index, _ = split_indices(ytr, 0.0, split_seed, train_subset)
+        train_index, _ = split_indices(ytr, 0.0, split_seed, train_subset, train_per_class)
         val_images, val_labels = raw.val_images, raw.val_labels.to(torch.int64)
         val_index = torch.arange(val_labels.numel())
         pool = torch.arange(ytr.numel())
     else:
-        train_index, val_index = split_indices(ytr, val_fraction, split_seed, train_subset)
+        train_index, val_index = split_indices(ytr, val_fraction, split_seed, train_subset, train_per_class)
         val_images, val_labels = raw.train_images[val_index], ytr[val_index]
-        pool = train_index if train_subset is None else split_indices(ytr, val_fraction, split_seed)[0]
+        subset = train_subset is not None or train_per_class is not None
+        pool = split_indices(ytr, val_fraction, split_seed)[0] if subset else train_index
     mean, std = _channel_stats(raw.train_images[pool])
 
     splits = DatasetSplits(
@@ -1068,6 +1166,8 @@ def load_dataset(
         split_seed=int(split_seed),
         train_subset=train_subset,
         params=dict(resolved),
+        class_subset=class_subset,
+        train_per_class=train_per_class,
     )
     logger.info("loaded %s", splits.summary())
     return splits.to(device) if device is not None else splits

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 from . import __version__
-from .data import DatasetSplits, DeviceLoader, load_dataset
+from .data import DataFieldError, DatasetSplits, DeviceLoader, load_dataset
 from .models import TappedModel, create_model, model_entry
 from .objective import Objective, build_objective
 from .relation.presets import preset
@@ -81,22 +81,38 @@ def cache_root() -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _load_data_cached(dataset: str, data_dir: str | None, val_fraction: float, split_seed: int,
-                      train_subset: int | None, params: str) -> DatasetSplits:
-    return load_dataset(dataset, data_dir, val_fraction=val_fraction, split_seed=split_seed,
-                        train_subset=train_subset, **json.loads(params))
+                      train_subset: int | None, params: str, classes: tuple | None = None,
+                      train_per_class: int | None = None) -> DatasetSplits:
+    try:
+        return load_dataset(dataset, data_dir, val_fraction=val_fraction, split_seed=split_seed,
+                            train_subset=train_subset, classes=classes, train_per_class=train_per_class,
+                            **json.loads(params))
+    except DataFieldError as err:  # name the setting field
+        from .config import ConfigError
+
+        raise ConfigError([f"data.{err.field}: {err}"]) from None
 
 
 def load_data(setting: Setting, *, subset: bool = True) -> DatasetSplits:
-    """The setting's dataset split into train/val/test (cached per process).
-    ``subset=False`` ignores ``data.train_subset`` (teachers train on the whole train split)."""
+    """The setting's dataset split into train/val/test (cached per process), restricted to
+    ``data.classes``. ``subset=False`` ignores ``data.train_subset`` and
+    ``data.train_per_class`` (teachers train on the whole train split)."""
     d = setting.data
     return _load_data_cached(d.dataset, d.data_dir, d.val_fraction, d.split_seed,
-                             d.train_subset if subset else None, json.dumps(d.params, sort_keys=True))
+                             d.train_subset if subset else None, json.dumps(d.params, sort_keys=True),
+                             d.classes, d.train_per_class if subset else None)
 
 
 def _build_model(spec: ModelSpec, data: DatasetSplits, seed: int, device: torch.device) -> TappedModel:
+    """The model of ``spec`` for ``data``, initialised from ``seed``; with ``init``, the
+    body loaded from the checkpoint (the head replaced, unless ``head: keep``) and the
+    file's SHA-256 in ``model.init_sha256``; with ``freeze``, those parts frozen."""
     torch.manual_seed(seed)
     model = create_model(spec.model, num_classes=data.num_classes, in_channels=data.in_channels, **spec.params)
+    if spec.init is not None or spec.freeze:
+        from .pretrain import apply_transfer
+
+        model.init_sha256 = apply_transfer(model, spec, tuple(data.train_images.shape[1:]))
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -106,17 +122,34 @@ def _build_model(spec: ModelSpec, data: DatasetSplits, seed: int, device: torch.
 # ----------------------------------------------------------------------------- training loop
 
 
+def _param_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
+    """The trainable parameters as optimizer groups: one group, or with ``body_lr_scale``
+    a ``body`` group at ``lr x body_lr_scale`` and a ``head`` group at ``lr``."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if recipe.body_lr_scale == 1.0 or not isinstance(model, TappedModel):
+        return [{"params": trainable, "lr": recipe.lr}]
+    from .models.transfer import body_and_head
+
+    body, head = body_and_head(model)
+    groups = [{"params": [p for p in body if p.requires_grad], "lr": recipe.lr * recipe.body_lr_scale, "name": "body"},
+              {"params": [p for p in head if p.requires_grad], "lr": recipe.lr, "name": "head"}]
+    return [g for g in groups if g["params"]]
+
+
 def _optimizer(model: torch.nn.Module, recipe: Recipe, steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """Optimizer and per-step schedule; every schedule scales each parameter group's own
+    learning rate (frozen parameters are left out)."""
+    groups = _param_groups(model, recipe)
     if recipe.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
-            model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+            groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
             nesterov=recipe.momentum > 0,
         )
     else:
-        opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps = max(steps, 1)
     if recipe.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=steps)
     elif recipe.schedule == "cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     elif recipe.schedule == "step":
@@ -405,6 +438,8 @@ def teacher_key(setting: Setting, data: DatasetSplits | None = None) -> str:
     if recipe["schedule"] != "step":  # step-only fields do not change other recipes' teachers
         recipe.pop("milestones")
         recipe.pop("gamma")
+    if recipe["body_lr_scale"] == 1.0:  # transfer fields enter only when set: existing keys stay
+        recipe.pop("body_lr_scale")
     ident = {
         "format": CHECKPOINT_FORMAT,
         "data": data.fingerprint(),
@@ -413,6 +448,10 @@ def teacher_key(setting: Setting, data: DatasetSplits | None = None) -> str:
         "recipe": recipe,
         "seed": setting.seed,
     }
+    if setting.teacher.init is not None or setting.teacher.freeze:
+        from .pretrain import transfer_ident
+
+        ident["transfer"] = transfer_ident(setting.teacher)  # the init file's content, not its path
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -558,6 +597,8 @@ def run_trial(
     }
     if eval_test:
         metrics["test_accuracy"] = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device))
+    if getattr(model, "init_sha256", None):
+        metrics["init_sha256"] = model.init_sha256
     metrics["wall_seconds"] = time.perf_counter() - start
     if return_model:
         metrics["model"] = model
@@ -596,6 +637,8 @@ def train_runs(
         if values:
             summary[metric] = statistics.fmean(values)
             summary[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    if per_seed and "init_sha256" in per_seed[0]:
+        summary["init_sha256"] = per_seed[0]["init_sha256"]  # the student's init checkpoint
     if teacher is not None:
         summary["teacher_val_accuracy"] = teacher.val_accuracy
         summary["teacher_test_accuracy"] = teacher.test_accuracy

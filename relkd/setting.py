@@ -31,6 +31,17 @@ the student's training budget, a seed and a device. A study file is a setting pl
       lr: 0.05
       schedule: cosine
 
+Transfer learning (all optional; absent, nothing changes)::
+
+    data:
+      classes: [5, 6, 7, 8, 9]     # keep these classes (indices or names), labels 0..k-1 in this order
+      train_per_class: 100         # student runs: this many training samples per class
+    student:                       # (and teacher:)
+      init: runs/source.pt         # a state-dict file, or {pretrain: SOURCE.yaml}; head: replace | keep
+      freeze: [stage1]             # stage names, or body (everything but the head)
+    budget:                        # (and teacher:)
+      body_lr_scale: 0.1           # every parameter but the head's trains at lr x 0.1
+
 :func:`validate_setting` returns a :class:`Setting` whose ``to_dict()`` is the canonical
 form; errors name the field path (``budget.lr: expected a finite number > 0, got -1``).
 """
@@ -39,6 +50,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -46,10 +58,12 @@ import torch
 
 from .config import ConfigError, FieldChecker, join_path, read_yaml_file
 
-__all__ = ["Setting", "DataSpec", "ModelSpec", "Recipe", "validate_setting", "setting_or_errors", "load_setting",
-           "resolve_device"]
+__all__ = ["Setting", "DataSpec", "ModelSpec", "InitSpec", "Recipe", "validate_setting", "setting_or_errors",
+           "load_setting", "resolve_device"]
 
 OPTIMIZERS = ("sgd", "adamw")
+HEADS = ("replace", "keep")
+FREEZE_BODY = "body"
 SCHEDULES = ("cosine", "onecycle", "step", "none")
 # The CIFAR recipe of the distillation literature (CRD): lr x 0.1 at epochs 150, 180 and 210 of 240.
 STEP_MILESTONES = (0.625, 0.75, 0.875)
@@ -68,12 +82,43 @@ class DataSpec:
     eval_batch_size: int = 1024
     augment: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    classes: tuple[int | str, ...] | None = None  # keep these classes (indices or names); None: all
+    train_per_class: int | None = None  # student runs: this many training samples of each class
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """Where a model's starting weights come from: a state-dict file (``path``), or the
+    checkpoint ``relkd pretrain`` makes from a source setting file (``pretrain``).
+    ``head: replace`` (the default) gives the model a new, freshly initialised classifier
+    head, as in torchvision's fine-tuning recipes; ``keep`` loads the file's head too (it
+    must fit: same number of classes)."""
+
+    path: str | None = None
+    pretrain: str | None = None
+    head: str = "replace"
+
+    def to_dict(self) -> dict[str, Any]:
+        where = {"path": self.path} if self.path is not None else {"pretrain": self.pretrain}
+        return {**where, "head": self.head}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     model: str
     params: dict[str, Any] = field(default_factory=dict)
+    init: InitSpec | None = None
+    freeze: tuple[str, ...] = ()  # stage names (stage1, ...) or ("body",): everything but the head
+    role: str = field(default="student", compare=False, repr=False)  # "student" | "teacher", for messages
+
+    def to_dict(self) -> dict[str, Any]:
+        """``model`` and ``params``, plus ``init`` and ``freeze`` when set."""
+        out: dict[str, Any] = {"model": self.model, "params": copy.deepcopy(dict(self.params))}
+        if self.init is not None:
+            out["init"] = self.init.to_dict()
+        if self.freeze:
+            out["freeze"] = FREEZE_BODY if self.freeze == (FREEZE_BODY,) else list(self.freeze)
+        return out
 
 
 @dataclass(frozen=True)
@@ -90,12 +135,21 @@ class Recipe:
     gamma: float = 0.1
     batch_size: int | None = None  # default: data.batch_size
     augment: bool | None = None  # default: data.augment (student) / true (teacher)
+    body_lr_scale: float = 1.0  # lr of every parameter but the classifier head's = lr x this
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data; ``body_lr_scale`` only when it is not 1."""
+        out = dataclasses.asdict(self)
+        out["milestones"] = list(out["milestones"])
+        if out["body_lr_scale"] == 1.0:
+            del out["body_lr_scale"]
+        return out
 
 
 @dataclass(frozen=True)
 class Setting:
     data: DataSpec
-    teacher: ModelSpec
+    teacher: ModelSpec | None  # None only in a pretrain setting (validate_setting(..., teacher_required=False))
     teacher_recipe: Recipe
     student: ModelSpec
     budget: Recipe
@@ -106,19 +160,23 @@ class Setting:
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical setting as plain data (study sections included when present)."""
-        teacher = {"model": self.teacher.model, "params": dict(self.teacher.params),
-                   **dataclasses.asdict(self.teacher_recipe)}
+        data = dataclasses.asdict(self.data)
+        for key in ("classes", "train_per_class"):  # new fields: absent when unset, as before they existed
+            if data[key] is None:
+                del data[key]
+            elif key == "classes":
+                data[key] = list(data[key])
         out = {
             "name": self.name,
             "seed": self.seed,
             "device": self.device,
-            "data": dataclasses.asdict(self.data),
-            "teacher": teacher,
-            "student": dataclasses.asdict(self.student),
-            "budget": dataclasses.asdict(self.budget),
+            "data": data,
+            "teacher": None if self.teacher is None else {**self.teacher.to_dict(), **self.teacher_recipe.to_dict()},
+            "student": self.student.to_dict(),
+            "budget": self.budget.to_dict(),
         }
-        for section in (out["teacher"], out["budget"]):
-            section["milestones"] = list(section["milestones"])  # plain YAML/JSON
+        if self.teacher is None:
+            del out["teacher"]
         out.update(copy.deepcopy(self.extra))
         return out
 
@@ -156,10 +214,61 @@ def _check_device(c: FieldChecker, value: Any) -> str:
     return value
 
 
+def _check_init(c: FieldChecker, value: Any, path: str) -> InitSpec | None:
+    """``init``: a path string, ``{path: P}`` or ``{pretrain: SETTING.yaml}``, with ``head``."""
+    if value is None:
+        return None
+    example = f"e.g. {path}: runs/source.pt or {path}: {{pretrain: studies/pretrain_fmnist_source.yaml}}"
+    if isinstance(value, str):
+        value = {"path": value}
+    if not isinstance(value, Mapping):
+        c.error(path, f"expected a checkpoint path or a mapping with path or pretrain (and head); {example}; "
+                      f"got {value!r}")
+        return None
+    if not c.mapping(value, path, ("path", "pretrain", "head")):
+        return None
+    where = [k for k in ("path", "pretrain") if value.get(k) is not None]
+    if len(where) != 1:
+        c.error(path, f"give exactly one of path (a state-dict file) and pretrain (a setting file for "
+                      f"`relkd pretrain`); {example}")
+        return None
+    file = value[where[0]]
+    if not isinstance(file, str) or not file.strip() or "\0" in file:
+        what = "a state-dict file" if where[0] == "path" else "a setting file (YAML)"
+        c.error(join_path(path, where[0]), f"expected the path of {what}, got {file!r}")
+        return None
+    head = c.choice(value.get("head", "replace"), join_path(path, "head"), HEADS)
+    if head is None:
+        return None
+    return InitSpec(**{where[0]: file}, head=head)
+
+
+def _check_freeze(c: FieldChecker, value: Any, path: str) -> tuple[str, ...]:
+    if value is None or value == []:
+        return ()
+    allowed = f"a list of stage names such as [stage1, stage2], or {FREEZE_BODY} (everything but the head)"
+    if value == FREEZE_BODY:
+        return (FREEZE_BODY,)
+    if not isinstance(value, list):
+        c.error(path, f"expected {allowed}, got {value!r}")
+        return ()
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not re.fullmatch(r"stage[1-9][0-9]*", item):
+            hint = f"; {FREEZE_BODY} stands alone (freeze: {FREEZE_BODY})" if item == FREEZE_BODY else ""
+            c.error(f"{path}[{i}]", f"expected a stage name stage1, stage2, ... (see the model's taps){hint}, "
+                                    f"got {item!r}")
+        elif item in out:
+            c.error(f"{path}[{i}]", f"{item} is given twice")
+        else:
+            out.append(item)
+    return tuple(sorted(out, key=lambda name: int(name[len("stage"):])))
+
+
 def _check_model(c: FieldChecker, section: Any, path: str, extra_fields: tuple[str, ...] = ()) -> ModelSpec | None:
     from .models import model_entry
 
-    if not c.mapping(section, path, ("model", "params", *extra_fields)):
+    if not c.mapping(section, path, ("model", "params", "init", "freeze", *extra_fields)):
         return None
     name = section.get("model")
     params = section.get("params") or {}
@@ -180,7 +289,12 @@ def _check_model(c: FieldChecker, section: Any, path: str, extra_fields: tuple[s
     params = {k: v for k, v in params.items() if k not in reserved}
     for key, message in entry.param_errors(params):
         c.error(join_path(path, f"params.{key}"), message)
-    return ModelSpec(name, dict(params))
+    init = _check_init(c, section.get("init"), join_path(path, "init"))
+    if init is not None and params.get("weights"):
+        c.error(join_path(path, "init"), f"give either {path}.init or {path}.params.weights, not both "
+                                         f"({path}.init also replaces the head and records the file's hash)")
+    freeze = _check_freeze(c, section.get("freeze"), join_path(path, "freeze"))
+    return ModelSpec(name, dict(params), init, freeze, role=path)
 
 
 def _check_milestones(c: FieldChecker, value: Any, path: str) -> tuple[float, ...]:
@@ -206,21 +320,45 @@ def _check_recipe(c: FieldChecker, section: Mapping[str, Any], path: str, defaul
         gamma=c.number(get("gamma", defaults.gamma), join_path(path, "gamma"), strict=True, maximum=1.0),
         batch_size=c.optional(get("batch_size"), lambda v: c.integer(v, join_path(path, "batch_size"), minimum=1)),
         augment=c.optional(get("augment", defaults.augment), lambda v: c.boolean(v, join_path(path, "augment"))),
+        body_lr_scale=c.number(get("body_lr_scale", defaults.body_lr_scale), join_path(path, "body_lr_scale"),
+                               strict=True, maximum=1.0),
     )
 
 
 _RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
 
 
-def validate_setting(setting: Any, source: str | os.PathLike | None = None) -> Setting:
+def _check_classes(c: FieldChecker, value: Any) -> tuple[int | str, ...] | None:
+    if value is None:
+        return None
+    allowed = "a list of at least two distinct class indices or names, e.g. [5, 6, 7, 8, 9]"
+    if not isinstance(value, list) or len(value) < 2:
+        c.error("data.classes", f"expected {allowed}, got {value!r}")
+        return None
+    ok = True
+    for i, item in enumerate(value):
+        if not ((isinstance(item, int) and not isinstance(item, bool) and item >= 0)
+                or (isinstance(item, str) and item.strip())):
+            c.error(f"data.classes[{i}]", f"expected a class index >= 0 or a class name, got {item!r}")
+            ok = False
+        elif value.index(item) != i:
+            c.error(f"data.classes[{i}]", f"class {item!r} is given twice")
+            ok = False
+    return tuple(value) if ok else None
+
+
+def validate_setting(setting: Any, source: str | os.PathLike | None = None, *,
+                     teacher_required: bool = True) -> Setting:
     """Check a setting (or study) mapping; return a :class:`Setting` or raise
-    :class:`~relkd.config.ConfigError` listing every problem with its field path."""
+    :class:`~relkd.config.ConfigError` listing every problem with its field path.
+    ``teacher_required=False`` accepts a setting without a teacher (``relkd pretrain``'s
+    source settings); its ``teacher`` is then ``None``."""
     from .data import canonical_dataset_name
 
     c = FieldChecker()
     if not c.mapping(setting, "", _TOP_FIELDS):
         raise ConfigError(c.errors, source)
-    for section in ("teacher", "student"):
+    for section in ("teacher", "student") if teacher_required else ("student",):
         if section not in setting:
             example = "cnn_large" if section == "teacher" else "cnn_tiny"
             c.error(section, f"missing; e.g. {section}: {{model: {example}}}")
@@ -249,7 +387,12 @@ def validate_setting(setting: Any, source: str | os.PathLike | None = None) -> S
                                       minimum=1),
             augment=c.boolean(data_in.get("augment", data.augment), "data.augment"),
             params=c.mapping_value(data_in.get("params") or {}, "data.params"),
+            classes=_check_classes(c, data_in.get("classes")),
+            train_per_class=c.optional(data_in.get("train_per_class"),
+                                       lambda v: c.integer(v, "data.train_per_class", minimum=1)),
         )
+        if data.train_subset is not None and data.train_per_class is not None:
+            c.error("data.train_per_class", "give data.train_subset (a total) or data.train_per_class, not both")
 
     teacher = student = None
     teacher_recipe = Recipe(epochs=10, augment=True)
@@ -288,6 +431,6 @@ def setting_or_errors(document: Any, c: FieldChecker, source: str | os.PathLike 
         return None
 
 
-def load_setting(path: str | os.PathLike) -> Setting:
+def load_setting(path: str | os.PathLike, *, teacher_required: bool = True) -> Setting:
     """Read a setting or study file (YAML, safe loading) and validate it."""
-    return validate_setting(read_yaml_file(path), path)
+    return validate_setting(read_yaml_file(path), path, teacher_required=teacher_required)

@@ -123,6 +123,8 @@ class TappedModel(nn.Module):
     Attributes:
         net: the wrapped network (its ``state_dict`` keys are prefixed ``net.``).
         model_name, points, input_size.
+        frozen_norms: names of ``net``'s norm layers that stay in eval mode when the model
+            is put in training mode (frozen stages; see :func:`relkd.models.transfer.freeze`).
     """
 
     def __init__(
@@ -148,6 +150,16 @@ class TappedModel(nn.Module):
                     f"{type(net).__name__}"
                 )
         self._tap_names = points.tap_names()
+        self.frozen_norms: tuple[str, ...] = ()
+
+    def train(self, mode: bool = True) -> TappedModel:
+        """``nn.Module.train``, except that the norm layers of frozen stages stay in eval
+        mode (their running statistics do not move)."""
+        super().train(mode)
+        if mode:
+            for name in getattr(self, "frozen_norms", ()):
+                self.net.get_submodule(name).eval()
+        return self
 
     # ------------------------------------------------------------------ introspection
     @property

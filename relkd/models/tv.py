@@ -287,41 +287,17 @@ def load_weights(net: nn.Module, path: str | Path, classifier: str) -> list[str]
     wrapper's state_dict (keys prefixed ``net.``). Tensors under ``classifier`` whose
     shapes differ (another number of classes) are skipped and logged; any other mismatch,
     missing or unexpected key raises ``ValueError``. Returns the skipped keys.
+    (The file reading and matching are :mod:`relkd.models.transfer`'s, which ``init:``
+    uses too.)
     """
+    from relkd.models.transfer import fit_state, read_state_dict
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"weights file {str(path)!r} does not exist (give a local state_dict file)")
-    state = torch.load(path, weights_only=True, map_location="cpu")
-    for key in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"weights file {str(path)!r} holds {type(state).__name__}, not a state_dict")
-    if state and all(k.startswith("net.") for k in state):
-        state = {k[len("net."):]: v for k, v in state.items()}
-    own = net.state_dict()
-    skipped = [
-        k for k, v in state.items()
-        if k in own and isinstance(v, Tensor) and v.shape != own[k].shape
-        and (k == classifier or k.startswith(classifier + "."))
-    ]
-    state = {k: v for k, v in state.items() if k not in skipped}
-    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in state.items() if k in own and isinstance(v, Tensor) and v.shape != own[k].shape]
-    missing = sorted(set(own) - set(state) - set(skipped))
-    unexpected = sorted(set(state) - set(own))
-    if mismatched or missing or unexpected:
-        parts = []
-        if mismatched:
-            parts.append("shape mismatches: " + "; ".join(mismatched[:5]))
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
-        raise ValueError(
-            f"weights file {str(path)!r} does not fit {type(net).__name__}: " + ", ".join(parts)
-        )
-    net.load_state_dict(state, strict=False)
+    state = read_state_dict(path)
+    kept, skipped = fit_state(net, state, classifier, replace_head=None, what=f"weights file {str(path)!r}")
+    net.load_state_dict(kept, strict=False)
     if skipped:
         log.warning(
             "weights file %s: classifier %s has another shape (another number of classes); "
@@ -330,7 +306,7 @@ def load_weights(net: nn.Module, path: str | Path, classifier: str) -> list[str]
         )
     else:
         log.info("loaded weights from %s", path)
-    return skipped
+    return list(skipped)
 
 
 # ---------------------------------------------------------------------- building
