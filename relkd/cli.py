@@ -166,8 +166,45 @@ def cmd_train(args: argparse.Namespace) -> int:
     test_mean = f"  test {summary['test_accuracy']:.4f} ± {summary['test_accuracy_std']:.4f}" if test else ""
     print(f"mean   val {summary['val_accuracy']:.4f} ± {summary['val_accuracy_std']:.4f}{test_mean}"
           f"  ({summary['wall_seconds']:.1f} s in all)")
+    if test:
+        print(f"test   top-5 {summary['top5_accuracy']:.4f}  ECE {summary['ece']:.4f}  NLL {summary['nll']:.4f}"
+              f"  (accuracy under degradation: metrics.json, degradation; relkd evaluate)")
     if args.out:
         print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def _checkpoints(values: list[str]) -> dict[str, str]:
+    """``--checkpoint PATH`` or ``--checkpoint LABEL=PATH`` (repeatable) as {label: path}."""
+    out: dict[str, str] = {}
+    for i, value in enumerate(values):
+        label, sep, path = value.partition("=")
+        label, path = (label, path) if sep else (Path(value).stem if len(values) > 1 else "student", value)
+        if not label or not path or label in out:
+            raise ValueError(f"--checkpoint: expected PATH or LABEL=PATH with each label once, got {value!r}")
+        out[label] = path
+    return out
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_checkpoints, format_degradation_table
+
+    setting = _load_setting(args)
+    results = evaluate_checkpoints(setting, _checkpoints(args.checkpoint), out=args.out, split=args.split,
+                                   with_teacher=not args.no_teacher, seed=args.seed)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for label, r in results.items():
+        agree = f", teacher agreement {r['teacher_agreement']:.4f}" if "teacher_agreement" in r else ""
+        print(f"{label}: {args.split} accuracy {r['accuracy']:.4f}, top-{r['top_k']} {r['top5_accuracy']:.4f}, "
+              f"ECE {r['ece']:.4f}, NLL {r['nll']:.4f}{agree}")
+        print("  per class: " + ", ".join(f"{c} {'-' if a is None else f'{a:.3f}'}"
+                                           for c, a in r["per_class_accuracy"].items()))
+    print()
+    print(format_degradation_table(results))
+    if args.out:
+        print(f"\nwrote {Path(args.out) / 'evaluation.json'}, evaluation.md and degradation.png/.svg")
     return 0
 
 
@@ -224,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write metrics.json, objective.yaml and student weights here")
     p.add_argument("--no-teacher-cache", action="store_true", help="run the teacher live in every step")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate student checkpoints beyond accuracy: top-5, calibration (ECE), "
+                                        "NLL, per-class accuracy, teacher agreement, accuracy under degradation")
+    run_options(p)
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="a student checkpoint (relkd train --out DIR writes DIR/student_seed0.pt); repeat as "
+                        "LABEL=PATH to compare several (e.g. none=..., kd=..., best=...)")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="the split to evaluate (default test)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the degradations (the same for every checkpoint)")
+    p.add_argument("--no-teacher", action="store_true", help="skip agreement with the setting's teacher")
+    p.add_argument("--out", help="write evaluation.json, evaluation.md and degradation.png/.svg here")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("show-config", help="print a preset's objective config as YAML")
     p.add_argument("preset", help=f"one of {', '.join(PRESETS.list())}")

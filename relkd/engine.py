@@ -616,7 +616,12 @@ def train_runs(
     teacher_cache: bool = True,
 ) -> dict[str, Any]:
     """Run :func:`run_trial` once per seed; aggregate means and standard deviations.
-    With ``out``, write ``metrics.json``, the objective config and each student's weights."""
+    With ``out``, write ``metrics.json``, the objective config and each student's weights.
+
+    With ``eval_test``, each seed's student is also evaluated beyond accuracy on the test
+    split (:func:`relkd.evaluation.evaluate_model`): ``top5_accuracy``, ``ece``, ``nll``,
+    ``per_class_accuracy``, ``teacher_agreement`` (when the objective uses the teacher) and
+    ``degradation`` = {kind: {severity: accuracy}}; the summary holds their means over seeds."""
     start = time.perf_counter()
     objective = build_objective(objective_config)
     teacher = get_teacher(setting, progress=progress) if objective.needs_teacher else None
@@ -624,8 +629,11 @@ def train_runs(
     out_dir = Path(out) if out is not None else None
     for seed in seeds:
         m = run_trial(setting, objective.to_config(), seed=seed, eval_test=eval_test, teacher=teacher,
-                      teacher_cache=teacher_cache, progress=progress, return_model=out_dir is not None)
+                      teacher_cache=teacher_cache, progress=progress,
+                      return_model=out_dir is not None or eval_test)
         model = m.pop("model", None)
+        if eval_test and model is not None:
+            m.update(_evaluate_beyond_accuracy(setting, model, teacher))
         if out_dir is not None and model is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / f"student_seed{seed}.pt")
@@ -637,6 +645,8 @@ def train_runs(
         if values:
             summary[metric] = statistics.fmean(values)
             summary[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    if eval_test and per_seed:
+        summary.update(_mean_evaluation(per_seed))
     if per_seed and "init_sha256" in per_seed[0]:
         summary["init_sha256"] = per_seed[0]["init_sha256"]  # the student's init checkpoint
     if teacher is not None:
@@ -656,3 +666,28 @@ def train_runs(
 
         save_config(objective.to_config(), out_dir / "objective.yaml")
     return summary
+
+
+def _evaluate_beyond_accuracy(setting: Setting, model: TappedModel, teacher: TeacherResult | None) -> dict[str, Any]:
+    """The test-split metrics of :func:`relkd.evaluation.evaluate_model` that a run's
+    ``metrics.json`` carries besides ``test_accuracy`` (which equals its ``accuracy``)."""
+    from .evaluation import evaluate_model
+
+    result = evaluate_model(model, load_data(setting), split="test", batch_size=setting.data.eval_batch_size,
+                            teacher=teacher.model if teacher is not None else None, seed=setting.seed)
+    keys = ("top5_accuracy", "ece", "nll", "per_class_accuracy", "teacher_agreement", "degradation")
+    return {k: result[k] for k in keys if k in result}
+
+
+def _mean_evaluation(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over seeds of the scalar evaluation metrics and of every degradation cell."""
+    out: dict[str, Any] = {}
+    for metric in ("top5_accuracy", "ece", "nll", "teacher_agreement"):
+        values = [m[metric] for m in per_seed if metric in m]
+        if values:
+            out[metric] = statistics.fmean(values)
+    if all("degradation" in m for m in per_seed):
+        first = per_seed[0]["degradation"]
+        out["degradation"] = {kind: {sev: statistics.fmean(m["degradation"][kind][sev] for m in per_seed)
+                                     for sev in by_severity} for kind, by_severity in first.items()}
+    return out

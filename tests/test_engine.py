@@ -216,7 +216,29 @@ def test_cli_train_writes_metrics(tmp_path, capsys):
     assert relkd.load_config(out / "objective.yaml") == relkd.preset("kd")
     state = torch.load(out / "student_seed0.pt", weights_only=True)
     assert any(k.endswith("weight") for k in state)
+    # evaluation beyond accuracy, per seed and averaged
+    for m in (metrics, *metrics["per_seed"]):
+        assert 0 <= m["ece"] <= 1 and m["nll"] > 0 and m["top5_accuracy"] >= m["test_accuracy"]
+        assert set(m["degradation"]) == {"gaussian_noise", "gaussian_blur", "contrast", "occlusion"}
+        assert all(set(v) == {"1", "2", "3", "4", "5"} for v in m["degradation"].values())
+        assert 0 <= m["teacher_agreement"] <= 1
+    noise = [m["degradation"]["gaussian_noise"]["3"] for m in metrics["per_seed"]]
+    assert metrics["degradation"]["gaussian_noise"]["3"] == pytest.approx(sum(noise) / 2)
     capsys.readouterr()
+    # relkd evaluate on the written checkpoints reproduces the run's test metrics
+    code = main(["evaluate", "--setting", str(setting_file), "--checkpoint", f"a={out / 'student_seed0.pt'}",
+                 "--checkpoint", f"b={out / 'student_seed1.pt'}", "--out", str(tmp_path / "eval"), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| a | gaussian_noise |" in printed and "ECE" in printed
+    evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["results"]
+    for label, m in zip("ab", metrics["per_seed"]):
+        assert evaluation[label]["accuracy"] == pytest.approx(m["test_accuracy"])
+        assert evaluation[label]["ece"] == pytest.approx(m["ece"])
+        assert evaluation[label]["degradation"]["occlusion"]["5"] == pytest.approx(m["degradation"]["occlusion"]["5"])
+    assert (tmp_path / "eval" / "degradation.png").stat().st_size > 5000
+    assert main(["evaluate", "--setting", str(setting_file), "--checkpoint", str(out / "objective.yaml")]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
     code = main(["teacher", "train", "--setting", str(setting_file), "--json", "--quiet"])
     info = json.loads(capsys.readouterr().out)
     assert code == 0 and info["trained"] is False and Path(info["checkpoint"]).exists()

@@ -175,6 +175,12 @@ def test_setting_and_study_errors_are_reported_together():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_study_files_validate(path):
+    from relkd.config import read_yaml_file
+    from relkd.setting import load_setting
+
+    if "teacher" not in read_yaml_file(path):  # a source setting for relkd pretrain
+        assert load_setting(path, teacher_required=False).teacher is None
+        return
     s = load_study_spec(path)
     assert s.space.valid_combinations()
 
@@ -595,3 +601,14 @@ def test_a_signalled_worker_marks_its_trial_and_the_study_resumes(tmp_path, sign
     result = run_study(validate_study(study_dict(**few)), storage=storage, progress=False)
     assert len(counted_trials(result.study)) == 4
     assert {"none", "kd", "sp"} <= {t.user_attrs.get("anchor") for t in counted_trials(result.study)}
+
+
+def test_a_missing_init_file_stops_the_study_before_any_trial(tmp_path, capsys):
+    doc = study_dict(optuna__n_trials=3)
+    doc["student"] = {**doc["student"], "init": str(tmp_path / "missing.pt")}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml_dump(doc))
+    assert main(["study", "run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "student.init" in err and "relkd pretrain" in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "tiny" / "optuna.db").exists()  # refused before the study was created

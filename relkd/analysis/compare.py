@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 from ..config import ConfigError, FieldChecker, read_yaml_file
 from ..engine import get_teacher, run_trial
 from ..objective import build_objective
+from ..pretrain import prepare_inits
 from ..registry import unknown_name_message
 from ..relation.presets import PRESETS, preset
 from ..setting import Setting, setting_or_errors
@@ -146,6 +147,7 @@ def run_compare(spec: CompareSpec, *, storage: str | None = None, out_dir: str |
     """Train every (run, seed) that the compare's study does not have yet, then write the
     table (``compare.csv``, ``compare.md``, ``compare.json``) and the bar chart
     (``compare.png``, ``compare.svg``) into ``out_dir`` (default ``runs/<name>/compare``)."""
+    prepare_inits(spec.setting, progress=progress)  # a missing init file stops here, not in every run
     study, url = _open(spec, storage)
     setting = spec.setting
     teacher = None

@@ -7,7 +7,8 @@ Everything relkd knows about a trial is an ordinary Optuna attribute, so
   is reported as an intermediate value (step = epochs trained);
 - user attributes: ``objective_config`` (the composition, in the format of
   :func:`relkd.load_config`), ``part_means`` (mean of each loss part), ``wall_seconds``,
-  ``seed``, ``versions``, ``val_history``, ``epochs``, ``worker`` (host:pid); ``anchor`` (preset name) on the
+  ``seed``, ``versions``, ``val_history``, ``epochs``, ``worker`` (host:pid), ``init_sha256`` (the
+  student's init checkpoint, transfer learning only); ``anchor`` (preset name) on the
   known methods; ``invalid_combination`` (the rules a draw broke; pruned without
   training), ``pruned_reason`` (the pruner, or a NaN/inf loss) or ``error`` (a failure);
 - study user attributes: ``relkd.setting`` (the setting every trial used), ``relkd.study``
@@ -31,6 +32,7 @@ from optuna.trial import TrialState
 
 from ..engine import NonFiniteLossError, TeacherResult, get_teacher, run_trial
 from ..objective import build_objective
+from ..pretrain import prepare_inits
 from ..relation.presets import preset
 from ..setting import Setting
 from .spec import StudySpec
@@ -243,8 +245,10 @@ class _TrialObjective:
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}")
             raise
-        for key in ("part_means", "wall_seconds", "train_seconds", "val_history", "epochs", "samples_per_second"):
-            trial.set_user_attr(key, metrics[key])
+        for key in ("part_means", "wall_seconds", "train_seconds", "val_history", "epochs", "samples_per_second",
+                    "init_sha256"):
+            if key in metrics:
+                trial.set_user_attr(key, metrics[key])
         if metrics["stopped_early"]:
             reason = f"pruned by the {self.spec.pruner[0]} pruner after epoch {metrics['epochs']}"
             trial.set_user_attr("pruned_reason", reason)
@@ -334,6 +338,7 @@ def run_study(
     ``enqueue_missing_anchors=False``, so only ``relkd study run`` re-enqueues anchors."""
     n_trials = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
+    prepare_inits(spec.setting, progress=progress)  # a missing init file stops here, before the study exists
     study, url, created = open_study(spec, storage, enqueue_missing_anchors=enqueue_missing_anchors)
     if n_trials is not None:
         study.set_user_attr("relkd.n_trials", n_trials)
