@@ -580,7 +580,10 @@ def test_a_signalled_worker_marks_its_trial_and_the_study_resumes(tmp_path, sign
     path = write_study(tmp_path, **few)
     storage = f"sqlite:///{tmp_path}/s.db"
     cmd = [sys.executable, "-m", "relkd.cli", "study", "worker", str(path), "--storage", storage, "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As if started from a terminal: a shell's background jobs (and so perhaps this test run)
+    # inherit SIGINT ignored, and Python then never turns SIGINT into KeyboardInterrupt.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until a trial is training
         time.sleep(0.5)
