@@ -33,6 +33,7 @@ import torch
 from . import __version__
 from .data import DataFieldError, DatasetSplits, DeviceLoader, load_dataset
 from .models import TappedModel, create_model, model_entry
+from .models.transfer import file_sha256 as _sha256
 from .objective import Objective, build_objective
 from .relation.presets import preset
 from .setting import ModelSpec, Recipe, Setting, resolve_device
@@ -470,17 +471,10 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _load_checkpoint(ckpt: Path, meta_path: Path, model: TappedModel, key: str) -> dict[str, Any] | None:
-    """The stored metadata if the checkpoint is intact and matches ``key``; else ``None``."""
-    if not ckpt.exists() or not meta_path.exists():
+def intact_meta(ckpt: Path, meta_path: Path, key: str, what: str) -> dict[str, Any] | None:
+    """The metadata beside a cached checkpoint if the file exists, belongs to ``key`` and
+    has the SHA-256 the metadata names; else ``None`` (a damaged one is logged as unusable)."""
+    if not ckpt.is_file() or not meta_path.is_file():
         return None
     try:
         meta = json.loads(meta_path.read_text())
@@ -488,8 +482,20 @@ def _load_checkpoint(ckpt: Path, meta_path: Path, model: TappedModel, key: str) 
             raise ValueError(f"it belongs to key {meta.get('key')!r}")
         if _sha256(ckpt) != meta.get("sha256"):
             raise ValueError("its hash does not match (truncated or altered)")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        return meta
+    except Exception as err:  # noqa: BLE001 - any damage means: train again
+        log.warning("%s %s is unusable (%s); training it again", what, ckpt, err)
+        return None
+
+
+def _load_checkpoint(ckpt: Path, meta_path: Path, model: TappedModel, key: str) -> dict[str, Any] | None:
+    """The stored metadata if the checkpoint is intact, matches ``key`` and loads into
+    ``model``; else ``None``."""
+    meta = intact_meta(ckpt, meta_path, key, "teacher checkpoint")
+    if meta is None:
+        return None
+    try:
+        model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
         return meta
     except Exception as err:  # noqa: BLE001 - any damage means: rebuild
         log.warning("teacher checkpoint %s is unusable (%s); training it again", ckpt, err)

@@ -169,33 +169,18 @@ def pretrain_key(setting: Setting, data: Any = None) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _intact(ckpt: Path, meta_path: Path, key: str) -> dict[str, Any] | None:
-    if not ckpt.is_file() or not meta_path.is_file():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") != key:
-            raise ValueError(f"it belongs to key {meta.get('key')!r}")
-        if file_sha256(ckpt) != meta.get("sha256"):
-            raise ValueError("its hash does not match (truncated or altered)")
-        return meta
-    except Exception as err:  # noqa: BLE001 - any damage means: train again
-        log.warning("pretrained checkpoint %s is unusable (%s); training it again", ckpt, err)
-        return None
-
-
 def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = False) -> PretrainResult:
     """The setting's source checkpoint: loaded from the cache when an intact one for exactly
     this setting exists, else trained (CE only, the setting's budget and seed, its data as
     a student run sees it) and cached. Processes that start together wait on a file lock."""
-    from .engine import _file_lock, cache_root, load_data, run_trial
+    from .engine import _file_lock, cache_root, intact_meta, load_data, run_trial
 
     data = load_data(setting)
     key = pretrain_key(setting, data)
     folder = cache_root() / "pretrained" / f"{setting.student.model.replace(':', '_')}-{key}"
     ckpt, meta_path = folder / "model.pt", folder / "meta.json"
     with _file_lock(folder / ".lock"):
-        meta = None if force else _intact(ckpt, meta_path, key)
+        meta = None if force else intact_meta(ckpt, meta_path, key, "pretrained checkpoint")
         if meta is not None:
             log.debug("pretrained %s loaded from %s", setting.student.model, ckpt)
             return PretrainResult(ckpt, meta, trained=False)
