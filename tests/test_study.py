@@ -615,3 +615,35 @@ def test_a_missing_init_file_stops_the_study_before_any_trial(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "student.init" in err and "relkd pretrain" in err and "Traceback" not in err
     assert not (tmp_path / "runs" / "tiny" / "optuna.db").exists()  # refused before the study was created
+
+
+def test_workers_may_keep_the_init_file_elsewhere_but_not_change_it(tmp_path):
+    """Resuming compares the student's init checkpoint by content, not by where it lies."""
+    import shutil
+
+    import torch
+
+    from relkd.models import create_model
+
+    def init_from(seed, name):
+        torch.manual_seed(seed)
+        path = tmp_path / name
+        torch.save(create_model("cnn_tiny", num_classes=10, in_channels=1, width=4).state_dict(), path)
+        return path
+
+    def transfer_spec(path):
+        doc = study_dict(optuna__anchors=["none"])
+        doc["student"] = {**doc["student"], "init": str(path)}
+        return validate_study(doc)
+
+    a = init_from(0, "a.pt")
+    first = run_study(transfer_spec(a), n_trials=1, progress=False)
+    assert first.study.user_attrs["relkd.inits"]["student.init"]
+    assert counted_trials(first.study)[0].user_attrs["init_sha256"] == first.study.user_attrs["relkd.inits"][
+        "student.init"]
+    elsewhere = tmp_path / "other" / "a.pt"
+    elsewhere.parent.mkdir()
+    shutil.copy(a, elsewhere)
+    assert len(counted_trials(run_study(transfer_spec(elsewhere), n_trials=2, progress=False).study)) == 2
+    with pytest.raises(ValueError, match=r"student\.init: checkpoint sha256 \w+ in the study, \w+ here"):
+        run_study(transfer_spec(init_from(1, "b.pt")), n_trials=3, progress=False)

@@ -27,6 +27,7 @@ import optuna
 from ..config import validate_config
 from ..engine import get_teacher, run_trial
 from ..objective import build_objective
+from ..pretrain import prepare_inits
 from ..relation.presets import preset
 from .export import anchor_values, composition_label, ranked_trials, study_setting
 from .runner import setting_record, comparable_setting
@@ -65,6 +66,9 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
 def _setting_hash(setting: Any) -> str:
     """What a finished run depends on besides composition, seed and epochs."""
     record = comparable_setting(setting_record(setting))
+    inits = prepare_inits(setting)  # the init files' content, wherever they lie (none: the hash is as before)
+    if inits:
+        record["inits"] = inits
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

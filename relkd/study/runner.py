@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 SETTING_ATTR = "relkd.setting"
 STUDY_ATTR = "relkd.study"
 VERSION_ATTR = "relkd.version"
+INITS_ATTR = "relkd.inits"  # SHA-256 of the student's / teacher's init checkpoint (transfer learning)
 # After this many invalid draws in a row the space is hopeless: stop and say so.
 MAX_INVALID_IN_A_ROW = 200
 # After this many failed trials in a row something is broken (device, memory, data): stop.
@@ -106,18 +107,24 @@ def comparable_setting(record: dict[str, Any]) -> dict[str, Any]:
     runs, must agree on."""
     out = {k: v for k, v in record.items() if k != "device"}
     out["data"] = {k: v for k, v in record.get("data", {}).items() if k not in _EXECUTION_DATA_FIELDS}
+    for role in ("student", "teacher"):  # where an init file lies; its content is compared by hash (INITS_ATTR)
+        section = out.get(role)
+        if isinstance(section, dict) and isinstance(section.get("init"), dict):
+            out[role] = {**section, "init": {k: v for k, v in section["init"].items() if k not in ("path", "pretrain")}}
     return out
 
 
-def open_study(spec: StudySpec, storage: str | None = None, *,
-               enqueue_missing_anchors: bool = False) -> tuple[optuna.Study, str, bool]:
+def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_anchors: bool = False,
+               inits: dict[str, str] | None = None) -> tuple[optuna.Study, str, bool]:
     """Create the study or load it; return ``(study, storage_url, created)``.
 
     A new study gets its anchors enqueued, then the setting as a study attribute (the mark
     other workers wait for). An existing one must have been created with the same setting
     (data, models, budget, seed; the device and data folder may differ per worker), else
     :class:`StudyMismatchError` names what differs. ``enqueue_missing_anchors`` enqueues
-    again the anchors that have no finished, running or waiting trial (e.g. interrupted)."""
+    again the anchors that have no finished, running or waiting trial (e.g. interrupted).
+    ``inits`` (from :func:`relkd.pretrain.prepare_inits`) are the init checkpoints' hashes:
+    stored with a new study, and on resume they must match, wherever the files lie."""
     url = resolve_storage(storage, spec.study_name, spec.storage)
     backend = open_storage(url, heartbeat_interval=spec.heartbeat_interval)
     kwargs = dict(study_name=spec.study_name, storage=backend, sampler=spec.make_sampler(),
@@ -132,6 +139,8 @@ def open_study(spec: StudySpec, storage: str | None = None, *,
     if created:
         study.set_user_attr(VERSION_ATTR, versions()["relkd"])
         study.set_user_attr(STUDY_ATTR, _redacted_document(spec))
+        if inits:
+            study.set_user_attr(INITS_ATTR, inits)
         _enqueue_anchors(study, spec)
         study.set_user_attr(SETTING_ATTR, record)
         log.info("created study %s in %s", spec.study_name, redact(url))
@@ -143,6 +152,11 @@ def open_study(spec: StudySpec, storage: str | None = None, *,
                 f"or its creator stopped while creating it; choose another study name (optuna.study_name or "
                 f"--study-name) or delete it (optuna delete-study)")
         differences = _setting_differences(comparable_setting(stored), comparable_setting(record))
+        if inits is not None:
+            stored_inits = study.user_attrs.get(INITS_ATTR) or {}
+            differences += [f"{field}: checkpoint sha256 {stored_inits.get(field)} in the study, {inits.get(field)} "
+                            f"here" for field in sorted(set(stored_inits) | set(inits))
+                            if stored_inits.get(field) != inits.get(field)]
         if differences:
             raise StudyMismatchError(
                 f"study {spec.study_name!r} in {redact(url)} was created with a different setting, so its trials "
@@ -338,8 +352,8 @@ def run_study(
     ``enqueue_missing_anchors=False``, so only ``relkd study run`` re-enqueues anchors."""
     n_trials = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
-    prepare_inits(spec.setting, progress=progress)  # a missing init file stops here, before the study exists
-    study, url, created = open_study(spec, storage, enqueue_missing_anchors=enqueue_missing_anchors)
+    inits = prepare_inits(spec.setting, progress=progress)  # a missing init file stops here, before the study
+    study, url, created = open_study(spec, storage, enqueue_missing_anchors=enqueue_missing_anchors, inits=inits)
     if n_trials is not None:
         study.set_user_attr("relkd.n_trials", n_trials)
     start = time.perf_counter()
