@@ -17,6 +17,7 @@ import dataclasses
 import fcntl
 import functools
 import hashlib
+import io
 import json
 import logging
 import math
@@ -242,16 +243,14 @@ class _TeacherOutputs:
     def _save(cls, key: tuple, tap: str, value: torch.Tensor) -> None:
         if not (cls.persist and key[-1] is None):
             return
-        folder = cls.folder(key)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{tap}.pt"
-        tmp = folder / f".{tap}.pt.tmp{os.getpid()}"
-        torch.save(value.detach().cpu(), tmp)
-        meta = {"sha256": _sha256(tmp), "shape": list(value.shape), "key": [str(k) for k in key]}
-        os.replace(tmp, path)  # the data first: a reader that sees the new meta finds the new data
-        tmp_meta = folder / f".{tap}.json.tmp{os.getpid()}"
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, path.with_suffix(".json"))
+        path = cls.folder(key) / f"{tap}.pt"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_checked(value.detach().cpu(), path, path.with_suffix(".json"),
+                         {"shape": list(value.shape), "key": [str(k) for k in key]})
+        except OSError as err:  # a full disk costs the other processes a teacher pass, not this run
+            log.warning("could not write the teacher-output cache %s (%s); this process keeps them in memory",
+                        path, err)
 
     @classmethod
     def get(cls, key: tuple, teacher: TappedModel, loader: DeviceLoader, epoch: int,
@@ -488,6 +487,25 @@ def intact_meta(ckpt: Path, meta_path: Path, key: str, what: str) -> dict[str, A
         return None
 
 
+def save_checked(obj: Any, ckpt: Path, meta_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``obj`` (``torch.save``) to ``ckpt`` and ``meta`` plus the file's ``sha256`` to
+    ``meta_path``, each atomically and the data first, so :func:`intact_meta` never sees a
+    half-written pair. Returns the metadata written. On failure (a full disk, say) the
+    partial files are removed and the ``OSError`` raised; what was there before stays."""
+    tmp = ckpt.with_name(f".{ckpt.name}.tmp{os.getpid()}")
+    tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        meta = {**meta, "sha256": _sha256(tmp)}
+        os.replace(tmp, ckpt)
+        tmp_meta.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp_meta, meta_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
+    return meta
+
+
 def _load_checkpoint(ckpt: Path, meta_path: Path, model: TappedModel, key: str) -> dict[str, Any] | None:
     """The stored metadata if the checkpoint is intact, matches ``key`` and loads into
     ``model``; else ``None``."""
@@ -529,18 +547,20 @@ def get_teacher(setting: Setting, *, progress: bool = False, force: bool = False
             )
             test_acc = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device))
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            tmp = folder / f".teacher.pt.tmp{os.getpid()}"
-            torch.save(state, tmp)
             meta = {
-                "key": key, "sha256": _sha256(tmp), "model": setting.teacher.model,
+                "key": key, "model": setting.teacher.model,
                 "params": setting.teacher.params, "recipe": dataclasses.asdict(recipe),
                 "val_accuracy": result.history[-1], "test_accuracy": test_acc, "seed": setting.seed,
                 "dataset": data.name, "train_seconds": result.seconds, "relkd": __version__,
             }
-            os.replace(tmp, ckpt)
-            tmp_meta = folder / f".meta.json.tmp{os.getpid()}"
-            tmp_meta.write_text(json.dumps(meta, indent=2))
-            os.replace(tmp_meta, meta_path)
+            try:
+                meta = save_checked(state, ckpt, meta_path, meta)
+            except OSError as err:  # keep the trained teacher for this process rather than lose it
+                log.warning("could not cache teacher checkpoint %s (%s): this process uses the teacher it "
+                            "trained, later ones train it again", ckpt, err)
+                buffer = io.BytesIO()
+                torch.save(state, buffer)
+                meta["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
         else:
             log.info("teacher %s loaded from %s", setting.teacher.model, ckpt)
     model = model.to(device).eval()

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from . import __version__
 from .config import ConfigError
 from .models import TappedModel, model_entry
@@ -173,7 +171,7 @@ def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = Fa
     """The setting's source checkpoint: loaded from the cache when an intact one for exactly
     this setting exists, else trained (CE only, the setting's budget and seed, its data as
     a student run sees it) and cached. Processes that start together wait on a file lock."""
-    from .engine import _file_lock, cache_root, intact_meta, load_data, run_trial
+    from .engine import _file_lock, cache_root, intact_meta, load_data, run_trial, save_checked
 
     data = load_data(setting)
     key = pretrain_key(setting, data)
@@ -189,10 +187,8 @@ def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = Fa
         metrics = run_trial(setting, "none", eval_test=True, return_model=True, progress=progress)
         model = metrics.pop("model")
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        tmp = folder / f".model.pt.tmp{os.getpid()}"
-        torch.save(state, tmp)
         meta = {
-            "key": key, "sha256": file_sha256(tmp), "model": setting.student.model,
+            "key": key, "model": setting.student.model,
             "params": setting.student.params, "dataset": data.name, "classes": list(data.classes),
             "num_classes": data.num_classes, "recipe": setting.budget.to_dict(), "seed": setting.seed,
             "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
@@ -200,10 +196,7 @@ def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = Fa
             "setting": {k: v for k, v in setting.to_dict().items() if k not in ("search", "optuna", "compare")},
             "relkd": __version__,
         }
-        os.replace(tmp, ckpt)
-        tmp_meta = folder / f".meta.json.tmp{os.getpid()}"
-        tmp_meta.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp_meta, meta_path)
+        meta = save_checked(state, ckpt, meta_path, meta)  # its consumers read the file: a failure is an error
     log.info("pretrained %s: val accuracy %.4f, test accuracy %.4f", setting.student.model,
              meta["val_accuracy"], meta["test_accuracy"])
     return PretrainResult(ckpt, meta, trained=True)

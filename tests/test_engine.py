@@ -175,6 +175,39 @@ def test_a_damaged_teacher_output_file_is_computed_again(cache_dir, caplog, dama
     assert path.read_bytes() == data  # and it was written again
 
 
+def test_a_full_disk_costs_the_cache_but_not_the_run(cache_dir, caplog, monkeypatch):
+    """No space left for the teacher checkpoint or the teacher outputs: the run goes on with
+    what it trained, leaves no partial files behind, and the next process trains again."""
+    import errno
+
+    import relkd.engine as engine
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)):  # files fill up half, then the disk is full
+            Path(f).write_bytes(b"\0" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    expected = run_trial(setting(), "sp+kd")
+    for path in list(cache_dir.rglob("*")):  # a fresh cache, then the disk is full
+        if path.is_file():
+            path.unlink()
+    engine._TeacherOutputs.clear()
+    monkeypatch.setattr(engine.torch, "save", full_disk)
+    teacher = get_teacher(setting())
+    assert teacher.trained and len(teacher.sha256) == 64
+    assert "could not cache teacher checkpoint" in caplog.text and "No space left" in caplog.text
+    metrics = run_trial(setting(), "sp+kd", teacher=teacher)
+    assert metrics["val_history"] == expected["val_history"]  # the same run as with a disk
+    assert "could not write the teacher-output cache" in caplog.text
+    assert sorted(p.name for p in cache_dir.rglob("*") if p.is_file()) == [".lock"]  # nothing half-written
+    monkeypatch.setattr(engine.torch, "save", real_save)
+    assert get_teacher(setting()).trained  # not cached, so trained again, and now cached
+    assert not get_teacher(setting()).trained
+
+
 def test_non_finite_loss_names_the_term():
     cfg = relkd.preset("sp")
     cfg["terms"][0]["weight"] = 3e38
