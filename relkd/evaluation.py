@@ -587,6 +587,7 @@ def load_student(setting: Any, checkpoint: str | Path, data: DatasetSplits | Non
     ``ValueError``/``FileNotFoundError`` naming the checkpoint."""
     from .engine import load_data
     from .models import create_model
+    from .models.transfer import InitError, fit_state, head_name, read_state_dict
     from .setting import resolve_device
 
     path = Path(checkpoint)
@@ -597,16 +598,12 @@ def load_student(setting: Any, checkpoint: str | Path, data: DatasetSplits | Non
     model = create_model(setting.student.model, num_classes=data.num_classes, in_channels=data.in_channels,
                          **setting.student.params)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-            state = state["state_dict"]
-        if not isinstance(state, Mapping):
-            raise ValueError(f"expected a state dict, found {type(state).__name__}")
-        model.load_state_dict(state)
-    except Exception as err:  # noqa: BLE001 - unpickling and shape errors alike
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        state, _ = fit_state(model.net, read_state_dict(path), head_name(model), replace_head=False,
+                             what="the file", head_advice="")
+    except InitError as err:
         raise ValueError(f"--checkpoint {path}: not the weights of student {setting.student.model} for "
-                         f"{data.num_classes} classes ({message})") from None
+                         f"{data.num_classes} classes ({err})") from None
+    model.net.load_state_dict(state)
     dev = resolve_device(setting.device) if device is None else torch.device(device)
     return model.to(dev).eval()
 

@@ -352,3 +352,28 @@ def test_plot_writes_png_and_svg(tmp_path):
     assert "<svg" in svg and svg.count("<path") > 20
     with pytest.raises(ValueError, match="no results"):
         plot_degradation({}, tmp_path / "x")
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_with_the_reason(tiny, tmp_path):
+    from relkd.evaluation import load_student
+    from relkd.models import create_model
+
+    setting, data, model = tiny
+    good = tmp_path / "good.pt"
+    torch.save(model.state_dict(), good)
+    loaded = load_student(setting, good, data=data)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    other = tmp_path / "ten_classes.pt"
+    torch.save(create_model(setting.student.model, num_classes=10, in_channels=1, **setting.student.params)
+               .state_dict(), other)
+    with pytest.raises(ValueError) as err:
+        load_student(setting, other, data=data)
+    message = str(err.value)
+    assert f"--checkpoint {other}" in message and "for 4 classes" in message
+    assert "(10, " in message and "another number of classes" in message
+    assert "head: replace" not in message  # advice for an init, not for evaluation
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(ValueError) as err:
+        load_student(setting, text, data=data)
+    assert "weights_only=True" in str(err.value) and "weights_only` set to `False" not in str(err.value)

@@ -86,8 +86,10 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         state: Any = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - pickle, zip and torch errors all mean: not a usable checkpoint
+        # only torch's first sentence: its advice to load with weights_only=False is not one relkd gives
+        reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
         raise InitError(f"{str(path)!r} is not a checkpoint torch.load reads with weights_only=True "
-                        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+                        f"({type(err).__name__}: {reason})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
@@ -100,14 +102,15 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 def fit_state(net: nn.Module, state: Mapping[str, Tensor], head: str, *, replace_head: bool | None,
-              what: str = "the checkpoint") -> tuple[dict[str, Tensor], dict[str, tuple[int, ...]]]:
+              what: str = "the checkpoint", head_advice: str = ": use head: replace",
+              ) -> tuple[dict[str, Tensor], dict[str, tuple[int, ...]]]:
     """Match ``state`` to ``net``: return the tensors to load and the head tensors left out.
 
     ``head`` is the head's module name in ``net``. ``replace_head=True`` leaves out every
     head tensor (the net keeps its new head), ``False`` loads them (they must fit),
     ``None`` leaves out only head tensors whose shapes differ (another number of classes).
     Any other shape mismatch, missing or unexpected key raises :class:`InitError` listing
-    a few of each."""
+    a few of each (and, for a head of another size, ``head_advice``)."""
     own = net.state_dict()
 
     def differs(k: str, v: Tensor) -> bool:
@@ -131,7 +134,7 @@ def fit_state(net: nn.Module, state: Mapping[str, Tensor], head: str, *, replace
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
         hint = ""
         if replace_head is False and any(_under(m.split(":")[0], head) for m in mismatched):
-            hint = f"; the head {head!r} has another number of classes: use head: replace"
+            hint = f"; the head {head!r} has another number of classes{head_advice}"
         raise InitError(f"{what} does not fit {type(net).__name__}: " + ", ".join(parts) + hint)
     return kept, dropped
 
