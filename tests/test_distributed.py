@@ -119,6 +119,49 @@ def test_a_killed_worker_trial_is_failed_and_retried_by_another(tmp_path, pg_url
     assert {"none", "kd", "sp"} <= {t.user_attrs.get("anchor") for t in counted_trials(study)}
 
 
+def test_a_worker_killed_in_the_last_trial_is_waited_for_and_its_trial_retried(tmp_path):
+    """Two workers train the study's last two trials; one is killed. The other must not stop
+    because running trials fill n_trials: it waits until the heartbeat fails the dead trial,
+    then trains its retry, so the study still ends with n_trials (SQLite, heartbeat 1 s)."""
+    path, doc = study_file(tmp_path, n_trials=2, anchors=["none", "kd"], heartbeat_interval=1)
+    doc["data"] = SLOW_DATA
+    doc["budget"]["epochs"] = 4
+    path.write_text(yaml_dump(doc))
+    storage = f"sqlite:///{tmp_path}/last.db"
+    procs = {}
+    for _ in range(2):
+        proc = worker(path, storage)
+        procs[proc.pid] = proc
+        time.sleep(1.0)  # the first creates the study
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # until both anchors are training, each in its own worker
+        time.sleep(0.3)
+        try:
+            study = optuna.load_study(study_name="dist", storage=storage)
+        except KeyError:  # not created yet
+            continue
+        busy = {t.user_attrs.get("worker"): t.number for t in study.trials
+                if t.state == TrialState.RUNNING and t.user_attrs.get("worker")}
+        if len(busy) == 2:
+            break
+    else:
+        raise AssertionError("the two workers did not both start a trial")
+    victim_worker, killed = max(busy.items(), key=lambda item: item[1])
+    victim = procs.pop(int(victim_worker.rsplit(":", 1)[1]))
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=60)
+    (survivor,) = procs.values()
+    _, err = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, err[-3000:]
+    assert "waiting for 1 running trials of other workers" in err
+    study = optuna.load_study(study_name="dist", storage=storage)
+    assert study.trials[killed].state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert len(counted_trials(study)) == 2
+    assert sorted(t.user_attrs["anchor"] for t in counted_trials(study)) == ["kd", "none"]
+
+
 def test_a_locked_sqlite_file_is_waited_for(tmp_path):
     """Another process holds an exclusive lock on the study's SQLite file for a few seconds:
     relkd waits for it and goes on instead of failing with 'database is locked'."""

@@ -600,8 +600,14 @@ def test_a_signalled_worker_marks_its_trial_and_the_study_resumes(tmp_path, sign
     assert "relkd: interrupted" in err and "Traceback" not in err
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
-    assert study.trials[running[0]].state == TrialState.FAIL  # the trial it was training
-    result = run_study(validate_study(study_dict(**few)), storage=storage, progress=False)
+    interrupted = study.trials[running[0]]
+    assert interrupted.state == TrialState.FAIL  # the trial it was training
+    if "anchor" in interrupted.user_attrs:  # an anchor is not lost: it waits for the next worker
+        assert [t.user_attrs["anchor"] for t in study.trials if t.state == TrialState.WAITING
+                and t.user_attrs.get("anchor") == interrupted.user_attrs["anchor"]]
+    # resumed as `relkd study worker` does, which enqueues no anchor itself
+    result = run_study(validate_study(study_dict(**few)), storage=storage, progress=False,
+                       enqueue_missing_anchors=False)
     assert len(counted_trials(result.study)) == 4
     assert {"none", "kd", "sp"} <= {t.user_attrs.get("anchor") for t in counted_trials(result.study)}
 

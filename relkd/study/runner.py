@@ -24,6 +24,7 @@ import os
 import platform
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -217,10 +218,23 @@ class _TrialObjective:
     spec: StudySpec
     n_trials: int | None
     teacher: TeacherResult | None = None
+    heartbeat: float = 0.0  # the storage's heartbeat interval (s); 0: none, so dead workers' trials stay RUNNING
+    deadline: float = float("inf")  # time.time() at which the study's timeout ends
     invalid_in_a_row: int = 0
     stop_reason: str = ""  # set when a trial stops the study
 
     def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._train(trial)
+        except KeyboardInterrupt:  # Optuna marks the trial failed; an anchor or a retry must not be lost
+            try:
+                if _put_back(trial.study, _frozen(trial)):
+                    log.info("trial %d was interrupted; enqueued it again for the next worker", trial.number)
+            except Exception as err:  # noqa: BLE001 - the interrupt matters more than the queue
+                log.warning("trial %d was interrupted and could not be enqueued again: %s", trial.number, err)
+            raise
+
+    def _train(self, trial: optuna.Trial) -> float:
         self._check_room(trial)
         anchor = trial.user_attrs.get("anchor")
         if anchor:
@@ -272,24 +286,62 @@ class _TrialObjective:
     def _check_room(self, trial: optuna.Trial) -> None:
         """With several workers, two may start the last trial at once: the later one is
         pruned before it draws anything (marked ``skipped``, not counted), an enqueued trial
-        it took is enqueued again, and its worker stops."""
+        it took is enqueued again, and its worker stops.
+
+        While the trials of other workers fill the rest of ``n_trials`` but have not finished,
+        this worker waits (on storages with a heartbeat): one whose worker died is failed by
+        Optuna's heartbeat check and enqueued again, and then this worker trains it. Without
+        the wait the last trials of a dead worker would be lost."""
         if self.n_trials is None:
             return
         study = trial.study
-        trials = study.get_trials(deepcopy=False)
-        taken = sum(1 for t in trials if is_counted(t)) + sum(
-            1 for t in trials if t.state == TrialState.RUNNING and t.number < trial.number)
-        if taken < self.n_trials:
-            return
+        waited = False
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            counted = sum(1 for t in trials if is_counted(t))
+            others = [t for t in trials if t.state == TrialState.RUNNING and t.number < trial.number]
+            if counted + len(others) < self.n_trials:
+                if waited and any(t.state == TrialState.WAITING for t in trials):
+                    break  # a retry of a dead worker's trial waits: skip this one so the retry goes first
+                return
+            if counted >= self.n_trials or not self.heartbeat or time.time() >= self.deadline:
+                break
+            if not waited:
+                log.info("waiting for %d running trials of other workers (the study's last ones)", len(others))
+                waited = True
+            time.sleep(min(5.0, self.heartbeat))
+            with warnings.catch_warnings():  # marked experimental, like the heartbeat itself
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed and enqueued again
         mine = next(t for t in trials if t.number == trial.number)
-        if "fixed_params" in mine.system_attrs:  # an enqueued trial (e.g. an anchor): put it back
-            study.enqueue_trial(mine.system_attrs["fixed_params"],
-                                user_attrs={k: v for k, v in mine.user_attrs.items()
-                                            if k in ("anchor", "anchor_in_space")})
-        trial.set_user_attr("skipped", f"the study already has {self.n_trials} trials")
-        self.stop_reason = f"the study has {self.n_trials} trials (other workers finished them)"
-        study.stop()
-        raise optuna.TrialPruned(f"not trained: the study already has {self.n_trials} trials")
+        _put_back(study, mine)
+        full = counted >= self.n_trials or not waited
+        trial.set_user_attr("skipped", f"the study already has {self.n_trials} trials" if full
+                            else "a retry of another worker's trial goes first")
+        if full or time.time() >= self.deadline:
+            self.stop_reason = (f"the study has {self.n_trials} trials (other workers finished them)" if full
+                                else "timeout while waiting for other workers' trials")
+            study.stop()
+        raise optuna.TrialPruned(f"not trained: {trial.user_attrs.get('skipped', 'skipped')}")
+
+
+def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    """The stored state of a running trial."""
+    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+
+
+def _put_back(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Enqueue again a trial that was handed to this worker (an anchor or other enqueued
+    trial, or Optuna's retry of a dead worker's trial) and that this worker will not finish:
+    same parameters, anchor attributes and retry history. Returns whether it was one."""
+    system = trial.system_attrs
+    if "fixed_params" not in system and "failed_trial" not in system:
+        return False  # the sampler's own draw: the next trial draws again
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k in ("anchor", "anchor_in_space")},
+        system_attrs={k: v for k, v in system.items() if k in ("fixed_params", "failed_trial", "retry_history")}))
+    return True
 
 
 # ----------------------------------------------------------------------------- running
@@ -366,7 +418,9 @@ def run_study(
     if n_trials is None and timeout is None:
         log.warning("neither n_trials nor timeout is set: running until the sampler is exhausted or interrupted")
 
-    objective = _TrialObjective(spec, n_trials)
+    heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)()  # None: journal files
+    objective = _TrialObjective(spec, n_trials, heartbeat=float(heartbeat or 0),
+                                deadline=float("inf") if timeout is None else time.time() + timeout)
     if _needs_teacher(spec):  # trained (or loaded) before the first trial: it counts against the timeout
         objective.teacher = get_teacher(spec.setting, progress=progress)
     remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 0.0)
