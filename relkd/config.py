@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .registry import Registry, did_you_mean, unknown_name_message
+from .registry import Registry, did_you_mean, short_repr, unknown_name_message
 from .relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS, combination_problems
 
 __all__ = [
@@ -83,24 +83,49 @@ _SafeLoader.add_implicit_resolver(
 )
 
 
+#: More values than any relkd file needs; a document that expands beyond (YAML aliases
+#: repeated inside each other, or an alias inside itself) is refused before anything walks it.
+MAX_YAML_VALUES = 100_000
+
+
+def _exceeds(data: Any, budget: int) -> bool:
+    """Whether ``data`` holds more than ``budget`` values with every alias expanded."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set)):
+            stack.extend(item)
+    return False
+
+
 def yaml_load(text: str, source: str | os.PathLike | None = None) -> Any:
-    """Parse YAML with safe loading only; syntax errors and object-constructing tags
-    become a :class:`ConfigError` with the line and column."""
+    """Parse YAML with safe loading only; syntax errors, object-constructing tags and
+    documents of more than :data:`MAX_YAML_VALUES` values become a :class:`ConfigError`
+    with the line and column where known."""
     try:
-        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - _SafeLoader is a SafeLoader
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - _SafeLoader is a SafeLoader
     except yaml.constructor.ConstructorError as err:
         mark = err.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(
-            [f"{where}{err.problem}; relkd reads YAML with safe loading, so tags that construct "
-             "Python objects are not allowed"],
-            source,
-        ) from None
+        why = ("; relkd reads YAML with safe loading, so tags that construct Python objects are not allowed"
+               if "tag" in (err.problem or "") else "")
+        raise ConfigError([f"{where}{err.problem}{why}"], source) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError([f"invalid YAML at {where}{problem}"], source) from None
+    if _exceeds(data, MAX_YAML_VALUES):
+        raise ConfigError([f"the document holds more than {MAX_YAML_VALUES} values once its aliases (*name) are "
+                           "expanded; relkd files are small, so aliases nested in each other or in "
+                           "themselves are refused"], source)
+    return data
 
 
 def yaml_dump(data: Any) -> str:
@@ -209,13 +234,16 @@ class FieldChecker:
         return {"name": name, **entry.resolve_params(params)}
 
 
-def join_path(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+_PLAIN_KEY = re.compile(r"^\w[\w+\-.:]*$")
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def join_path(path: str, key: Any) -> str:
+    """``path.key``; a key that is not a plain name (empty, spaces, not a string) is quoted."""
+    shown = key if isinstance(key, str) and _PLAIN_KEY.match(key) else short_repr(key, 40)
+    return f"{path}.{shown}" if path else shown
+
+
+_show = short_repr
 
 
 def _check_term(c: FieldChecker, term: Any, path: str) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ import difflib
 import fnmatch
 import inspect
 import math
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -196,10 +197,20 @@ def did_you_mean(name: str, names: Sequence[str] | set[str]) -> str:
     return f"; did you mean {match[0]!r}?" if match else ""
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 50, 50
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for messages: nested and long values cut short, never whole."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def unknown_name_message(kind: str, name: Any, names: Sequence[str]) -> str:
     """``unknown affinity 'cosin'; did you mean 'cosine'? Valid names: cosine, dot, ...``"""
     hint = did_you_mean(name, names) or "."
-    return f"unknown {kind} {name!r}{hint} Valid names: {', '.join(sorted(names))}"
+    return f"unknown {kind} {short_repr(name)}{hint} Valid names: {', '.join(sorted(names))}"
 
 
 class Registry:

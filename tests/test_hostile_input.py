@@ -3,6 +3,7 @@ objective configs, settings, study files and compare files. The loaders either a
 input or raise ConfigError whose every line names a field; no other exception escapes."""
 import copy
 import math
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -54,13 +55,21 @@ def mutate(doc, path, value, delete):
     return doc
 
 
+# Words by which a message says what is allowed (every message relkd writes uses one).
+ALLOWED = re.compile(r"expected|allowed|valid names|missing|did you mean|one of|reads version|must|e\.g\.|"
+                     r"its parameters|at most|at least", re.IGNORECASE)
+
+
 def check(loader, document):
     try:
         loader(document)
     except ConfigError as err:
         assert err.errors, "a ConfigError must say what is wrong"
-        for line in err.errors:
-            assert ": " in line and line.strip(), line  # "<field path>: <what is allowed>"
+        for line in err.errors:  # "<field path>: <what is wrong and what is allowed>"
+            field, _, message = line.partition(": ")
+            assert field.strip() and message, line
+            assert ALLOWED.search(message), line
+            assert len(line) < 1000, line  # values are shown cut short
 
 
 def hostile(base):
@@ -137,6 +146,32 @@ def test_cli_never_shows_a_traceback_for_a_bad_study_file(tmp_path_factory, text
     assert "Traceback" not in err.getvalue()
     if code == 2:
         assert err.getvalue().startswith("relkd: error: ")
+
+
+@pytest.mark.parametrize("text", [
+    # a "billion laughs": nine levels of nine aliases expand to 9**9 values
+    "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    + "seed: *i\n",
+    "seed: &x [*x]\n",  # an alias inside itself
+])
+def test_alias_bombs_are_refused_before_anything_walks_them(tmp_path, capsys, text):
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    start = time.monotonic()
+    assert main(["study", "validate", str(path)]) == 2
+    assert time.monotonic() - start < 5
+    err = capsys.readouterr().err
+    assert err.startswith("relkd: error: ") and "aliases" in err and "Traceback" not in err
+
+
+def test_aliases_of_small_values_are_fine_and_unhashable_keys_are_not_blamed_on_tags():
+    assert yaml_load("a: &a {b: 1}\nc: *a\n") == {"a": {"b": 1}, "c": {"b": 1}}
+    with pytest.raises(ConfigError) as err:
+        yaml_load("? [1, 2]\n: 3\n")
+    assert "unhashable key" in str(err.value) and "tags" not in str(err.value)
 
 
 def test_non_finite_numbers_are_refused_with_the_field():

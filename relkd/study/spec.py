@@ -160,7 +160,10 @@ def _component(c: FieldChecker, value: Any, path: str, table: dict[str, type],
             if name != "grid":
                 table[name](**{**defaults.get(name, {}), **params})
     except (TypeError, ValueError) as err:
-        c.error(path, f"{table[name].__name__} rejects these parameters: {err}")
+        accepted = ", ".join(f"{k}={v.default!r}" for k, v in inspect.signature(table[name]).parameters.items()
+                             if v.default is not inspect.Parameter.empty)
+        c.error(path, f"{table[name].__name__} rejects these parameters ({err}); expected values like its "
+                      f"defaults: {accepted}")
         return None
     return name, params
 
