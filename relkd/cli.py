@@ -303,11 +303,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as err:
-        print(f"relkd: error: {err}", file=sys.stderr)
+        print(f"relkd: error: {_redacted(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("relkd: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if not _environment_error(err):
+            raise  # a bug in relkd: the traceback is what a report needs
+        log.debug("the failure in full", exc_info=True)
+        print(f"relkd: error: {_redacted(_describe(err))} (run with -vv for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _environment_error(err: BaseException) -> bool:
+    """A failure of the machine or the storage (disk, permissions, database, connection),
+    not of relkd: reported in one line instead of a traceback."""
+    return isinstance(err, OSError) or type(err).__module__.split(".")[0] in ("sqlalchemy", "psycopg", "sqlite3") \
+        or type(err).__module__ == "optuna.exceptions"
+
+
+def _describe(err: BaseException) -> str:
+    """The first line of an error and of its cause (Optuna's storage errors wrap the database's)."""
+    def first_line(e: BaseException) -> str:
+        text = str(e).strip()
+        return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+    cause = err.__cause__ or err.__context__
+    return first_line(err) + (f" (caused by {first_line(cause)})" if cause is not None else "")
+
+
+def _redacted(text: str) -> str:
+    from .study.storage import redact
+
+    return redact(text)
 
 
 if __name__ == "__main__":  # pragma: no cover

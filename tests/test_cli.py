@@ -48,3 +48,40 @@ def test_bad_input_gives_a_clear_error_not_a_traceback(capsys, tmp_path):
     assert code == 2 and "terms[0].affinity.name: unknown affinity 'cosin'; did you mean 'cosine'?" in err
     code, _, err = run(capsys, "check", "nothing-here")
     assert code == 2 and "neither a config file nor a preset" in err
+
+
+@pytest.mark.parametrize("failure", ["storage", "disk", "bug"])
+def test_a_failing_machine_or_database_is_one_line_a_bug_a_traceback(monkeypatch, capsys, failure):
+    """Failures of the storage or the disk end in one redacted `relkd: error:` line (exit
+    status 1; -vv logs the traceback); a bug in relkd keeps its traceback."""
+    import errno
+
+    import optuna
+    import sqlalchemy.exc
+
+    import relkd.cli_study as cli_study
+
+    def broken(args):
+        if failure == "storage":
+            try:
+                raise sqlalchemy.exc.OperationalError(
+                    "UPDATE trials ...", {}, Exception("database is locked; url postgresql://u:s3cr3t@h/db"))
+            except sqlalchemy.exc.OperationalError as err:
+                raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from err
+        if failure == "disk":
+            raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/optuna.db")
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(cli_study, "cmd_study_status", broken)
+    if failure == "bug":
+        with pytest.raises(TypeError):
+            main(["study", "status", "--study-name", "x"])
+        return
+    assert main(["study", "status", "--study-name", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("relkd: error: ") and "-vv" in err
+    if failure == "storage":
+        assert "StorageInternalError" in err and "database is locked" in err
+        assert "s3cr3t" not in err and "u:***@h" in err
+    else:
+        assert "No space left on device" in err and "/runs/x/optuna.db" in err

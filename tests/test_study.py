@@ -467,6 +467,11 @@ def test_welch_p_matches_scipy_and_handles_degenerate_cases():
 def test_redact_hides_passwords():
     assert redact("postgresql+psycopg://alice:s3cr3t@db:5432/relkd") == "postgresql+psycopg://alice:***@db:5432/relkd"
     assert redact("sqlite:///runs/x/optuna.db") == "sqlite:///runs/x/optuna.db"
+    assert redact("postgresql://u:pa/ss@h/db") == "postgresql://u:***@h/db"  # SQLAlchemy reads 'pa/ss'
+    assert redact("url postgresql://h:5432/db, mail a@b") == "url postgresql://h:5432/db, mail a@b"
+    assert redact("postgresql://h/db?user=u&password=s3cr3t&sslmode=require") == \
+        "postgresql://h/db?user=u&password=***&sslmode=require"
+    assert redact("host=h password=s3cr3t dbname=x") == "host=h password=*** dbname=x"
 
 
 def test_journal_storage_works(tmp_path):

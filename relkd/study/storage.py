@@ -53,12 +53,16 @@ def resolve_storage(flag: str | None, study_name: str, from_file: str | None = N
     return f"sqlite:///{(run_dir(study_name) / 'optuna.db').as_posix()}"
 
 
-_PASSWORD = re.compile(r"(?P<head>://[^:/@]*:)(?P<password>[^@/]*)(?P<tail>@)")
+# user:password@ after a scheme (the password may hold '/', never '@' or blanks), and
+# password=... as in libpq connection strings and URL queries
+_PASSWORD = re.compile(r"(?P<head>://[^:/@\s]*:)(?P<password>[^@\s]*)(?P<tail>@)")
+_PASSWORD_PARAM = re.compile(r"(?P<head>\bpassword=)(?P<password>[^&;\s'\"]+)", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    """Replace the password of every URL in ``text`` by ``***``."""
-    return _PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", text)
+    """Replace every password in ``text`` (of a URL, or a ``password=`` parameter) by ``***``."""
+    text = _PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", text)
+    return _PASSWORD_PARAM.sub(lambda m: f"{m['head']}***", text)
 
 
 def _journal_path(url: str) -> str | None:
