@@ -177,9 +177,9 @@ def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_a
     return study, url, created
 
 
-def _wait_for_setting(study: optuna.Study, seconds: float = 10.0) -> dict[str, Any] | None:
+def _wait_for_setting(study: optuna.Study, seconds: float = 30.0) -> dict[str, Any] | None:
     """The stored setting; a worker that loads a study another worker has just created
-    waits a moment for the creator to store it."""
+    waits for the creator to store it (after the anchors: slow on a distant database)."""
     deadline = time.monotonic() + seconds
     while True:
         stored = study.user_attrs.get(SETTING_ATTR)
