@@ -78,9 +78,9 @@ def test_three_workers_on_postgresql_share_one_study(tmp_path, pg_url):
     study = optuna.load_study(study_name="dist", storage=pg_url)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == len(counted_trials(study)) == 16
-    numbers = [t.number for t in study.trials]
-    assert sorted(numbers) == list(range(len(numbers)))  # no number twice, none missing
-    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.FAIL)]
+    # none lost: nothing left running, failed or waiting in the queue
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.FAIL, TrialState.WAITING)]
+    # none twice: every enqueued anchor trained by exactly one worker (Optuna numbers trials itself)
     anchors = [t.user_attrs["anchor"] for t in complete if "anchor" in t.user_attrs]
     assert sorted(anchors) == sorted(set(anchors)) and len(anchors) == 10
     trained = sum(err.count("training teacher") for _, err in outputs)
