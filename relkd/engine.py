@@ -433,13 +433,7 @@ def teacher_key(setting: Setting, data: DatasetSplits | None = None) -> str:
     """A hash of everything that determines the teacher: the data (content fingerprint and
     split), model, recipe, seed and checkpoint format."""
     data = data if data is not None else load_data(setting, subset=False)
-    recipe = dataclasses.asdict(setting.teacher_recipe)
-    recipe["batch_size"] = recipe["batch_size"] or setting.data.batch_size
-    if recipe["schedule"] != "step":  # step-only fields do not change other recipes' teachers
-        recipe.pop("milestones")
-        recipe.pop("gamma")
-    if recipe["body_lr_scale"] == 1.0:  # transfer fields enter only when set: existing keys stay
-        recipe.pop("body_lr_scale")
+    recipe = setting.teacher_recipe.key_fields(setting.data.batch_size)
     ident = {
         "format": CHECKPOINT_FORMAT,
         "data": data.fingerprint(),

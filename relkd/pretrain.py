@@ -149,12 +149,8 @@ def pretrain_key(setting: Setting, data: Any = None) -> str:
     from .engine import load_data
 
     data = data if data is not None else load_data(setting)
-    recipe = setting.budget.to_dict()
-    recipe["batch_size"] = recipe["batch_size"] or setting.data.batch_size
+    recipe = setting.budget.key_fields(setting.data.batch_size)
     recipe["augment"] = setting.data.augment if recipe["augment"] is None else recipe["augment"]
-    if recipe["schedule"] != "step":
-        recipe.pop("milestones")
-        recipe.pop("gamma")
     ident = {
         "format": PRETRAIN_FORMAT,
         "data": data.fingerprint(),

@@ -145,6 +145,16 @@ class Recipe:
             del out["body_lr_scale"]
         return out
 
+    def key_fields(self, default_batch_size: int) -> dict[str, Any]:
+        """The fields that change what this recipe trains, for cache keys: the batch size
+        filled in; the step schedule's fields only for the step schedule (so adding them left
+        the keys of other schedules as they were)."""
+        out = self.to_dict()
+        out["batch_size"] = out["batch_size"] or default_batch_size
+        if out["schedule"] != "step":
+            del out["milestones"], out["gamma"]
+        return out
+
 
 @dataclass(frozen=True)
 class Setting:

@@ -31,3 +31,20 @@ def pg_server():
 def pg_url(pg_server):
     """The URL of a new, empty database on the session's PostgreSQL server (with a password)."""
     return pg_server.create_database(f"relkd_test_{next(_databases)}")
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Its own teacher cache and runs folder, no OPTUNA_STORAGE, an empty in-memory
+    teacher-output cache and quiet Optuna; the test's folder. Study, compare and
+    distributed tests use it for every test (``pytestmark``)."""
+    import optuna
+
+    from relkd.engine import _TeacherOutputs
+
+    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RELKD_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
+    _TeacherOutputs.clear()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return tmp_path

@@ -13,13 +13,7 @@ from tiny import TINY_SETTING, interrupt_on_call
 DOC = {**TINY_SETTING, "name": "ctiny", "compare": {"methods": ["sp", "rkd", "pkt"], "seeds": 2}}
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("RELKD_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("isolated")  # conftest.py: own cache and runs folders
 
 
 @pytest.mark.parametrize("section, expected", [

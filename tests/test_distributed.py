@@ -24,13 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SLOW_DATA = {**TINY_SETTING["data"], "params": {"train_size": 1500, "test_size": 60}}
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("RELKD_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("isolated")  # conftest.py: own cache and runs folders
 
 
 def study_file(tmp_path, name="dist", **optuna_section):

@@ -39,17 +39,7 @@ STUDY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Each test gets its own teacher cache and runs folder, and no OPTUNA_STORAGE."""
-    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("RELKD_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
-    from relkd.engine import _TeacherOutputs
-
-    _TeacherOutputs.clear()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("isolated")  # conftest.py: own cache and runs folders
 
 
 def study_dict(**changes):
