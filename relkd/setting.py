@@ -57,6 +57,7 @@ from typing import Any, Mapping
 import torch
 
 from .config import ConfigError, FieldChecker, join_path, read_yaml_file
+from .registry import short_repr
 
 __all__ = ["Setting", "DataSpec", "ModelSpec", "InitSpec", "Recipe", "validate_setting", "setting_or_errors",
            "load_setting", "resolve_device"]
@@ -346,14 +347,17 @@ def _check_classes(c: FieldChecker, value: Any) -> tuple[int | str, ...] | None:
         c.error("data.classes", f"expected {allowed}, got {value!r}")
         return None
     ok = True
+    seen: set[int | str] = set()
     for i, item in enumerate(value):
         if not ((isinstance(item, int) and not isinstance(item, bool) and item >= 0)
                 or (isinstance(item, str) and item.strip())):
-            c.error(f"data.classes[{i}]", f"expected a class index >= 0 or a class name, got {item!r}")
+            c.error(f"data.classes[{i}]", f"expected a class index >= 0 or a class name, got {short_repr(item)}")
             ok = False
-        elif value.index(item) != i:
-            c.error(f"data.classes[{i}]", f"class {item!r} is given twice")
+        elif item in seen:
+            c.error(f"data.classes[{i}]", f"class {item!r} is given twice; expected {allowed}")
             ok = False
+        else:
+            seen.add(item)
     return tuple(value) if ok else None
 
 
