@@ -159,7 +159,8 @@ class FieldChecker:
 
     def mapping(self, value: Any, path: str, fields: tuple[str, ...]) -> bool:
         if not isinstance(value, Mapping):
-            self.error(path or "(top level)", f"expected a mapping with fields {', '.join(fields)}, got {_show(value)}")
+            self.error(path or "(top level)",
+                       f"expected a mapping with fields {', '.join(fields)}, got {short_repr(value)}")
             return False
         for key in value:
             if key not in fields:
@@ -177,7 +178,7 @@ class FieldChecker:
         if not ok:
             upper = f" and <= {maximum:g}" if maximum is not None else ""
             bound = f"{'>' if strict else '>='} {minimum:g}{upper}"
-            self.error(path, f"expected a finite number {bound}, got {_show(value)}")
+            self.error(path, f"expected a finite number {bound}, got {short_repr(value)}")
             return None
         return value
 
@@ -185,19 +186,19 @@ class FieldChecker:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.error(path, f"expected an integer >= {minimum}, got {_show(value)}")
+            self.error(path, f"expected an integer >= {minimum}, got {short_repr(value)}")
             return None
         return value
 
     def boolean(self, value: Any, path: str) -> bool | None:
         if not isinstance(value, bool):
-            self.error(path, f"expected true or false, got {_show(value)}")
+            self.error(path, f"expected true or false, got {short_repr(value)}")
             return None
         return value
 
     def choice(self, value: Any, path: str, choices: tuple[str, ...]) -> str | None:
         if value not in choices:
-            self.error(path, f"expected one of {', '.join(choices)}, got {_show(value)}"
+            self.error(path, f"expected one of {', '.join(choices)}, got {short_repr(value)}"
                              f"{did_you_mean(str(value), choices) if isinstance(value, str) else ''}")
             return None
         return value
@@ -208,7 +209,7 @@ class FieldChecker:
 
     def mapping_value(self, value: Any, path: str) -> dict[str, Any]:
         if not isinstance(value, Mapping):
-            self.error(path, f"expected a mapping, got {_show(value)}")
+            self.error(path, f"expected a mapping, got {short_repr(value)}")
             return {}
         return copy.deepcopy(dict(value))
 
@@ -218,7 +219,7 @@ class FieldChecker:
             value = {"name": value}
         if not isinstance(value, Mapping) or "name" not in value:
             self.error(path, f"expected a {registry.kind} name or a mapping with 'name' and its parameters, "
-                             f"got {_show(value)}; valid names: {', '.join(registry.list())}")
+                             f"got {short_repr(value)}; valid names: {', '.join(registry.list())}")
             return None
         name = value["name"]
         if not isinstance(name, str) or name not in registry:
@@ -243,8 +244,6 @@ def join_path(path: str, key: Any) -> str:
     return f"{path}.{shown}" if path else shown
 
 
-_show = short_repr
-
 
 def _check_term(c: FieldChecker, term: Any, path: str) -> dict[str, Any] | None:
     if not c.mapping(term, path, _TERM_FIELDS):
@@ -255,11 +254,12 @@ def _check_term(c: FieldChecker, term: Any, path: str) -> dict[str, Any] | None:
         name = term["name"]
         if not isinstance(name, str) or not _NAME_RE.match(name) or name in _RESERVED_NAMES:
             c.error(join_path(path, "name"), f"expected a name of letters, digits, '_', '+' or '-' that is not "
-                                         f"{', '.join(_RESERVED_NAMES)}; got {_show(name)}")
+                                         f"{', '.join(_RESERVED_NAMES)}; got {short_repr(name)}")
         out["name"] = name
     tap = term.get("tap")
     if not isinstance(tap, str) or not tap:
-        c.error(join_path(path, "tap"), f"expected a tap (layer) name such as 'pool' or 'last_stage', got {_show(tap)}")
+        c.error(join_path(path, "tap"),
+                f"expected a tap (layer) name such as 'pool' or 'last_stage', got {short_repr(tap)}")
     out["tap"] = tap
     view = term.get("view", "auto")
     if not isinstance(view, str) or view not in VIEWS:
@@ -289,7 +289,7 @@ def validate_config(config: Any, source: str | os.PathLike | None = None) -> dic
         raise ConfigError(c.errors, source)
     version = config.get("relkd_config", CONFIG_VERSION)
     if version != CONFIG_VERSION or isinstance(version, bool):
-        c.error("relkd_config", f"unsupported version {_show(version)}; this relkd reads version {CONFIG_VERSION}")
+        c.error("relkd_config", f"unsupported version {short_repr(version)}; this relkd reads version {CONFIG_VERSION}")
     out: dict[str, Any] = {"relkd_config": CONFIG_VERSION}
     out["ce_weight"] = c.number(config.get("ce_weight", 1.0), "ce_weight")
 
@@ -306,7 +306,7 @@ def validate_config(config: Any, source: str | os.PathLike | None = None) -> dic
     if terms is None:
         terms = []
     if not isinstance(terms, list):
-        c.error("terms", f"expected a list of relation terms, got {_show(terms)}")
+        c.error("terms", f"expected a list of relation terms, got {short_repr(terms)}")
         terms = []
     for i, term in enumerate(terms):
         out["terms"].append(_check_term(c, term, f"terms[{i}]"))
@@ -316,7 +316,7 @@ def validate_config(config: Any, source: str | os.PathLike | None = None) -> dic
 
     if "meta" in config and config["meta"] is not None:
         if not isinstance(config["meta"], Mapping):
-            c.error("meta", f"expected a mapping (free-form provenance), got {_show(config['meta'])}")
+            c.error("meta", f"expected a mapping (free-form provenance), got {short_repr(config['meta'])}")
         else:
             out["meta"] = copy.deepcopy(dict(config["meta"]))
 

@@ -419,8 +419,9 @@ def run_study(
         log.warning("neither n_trials nor timeout is set: running until the sampler is exhausted or interrupted")
 
     heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)()  # None: journal files
-    objective = _TrialObjective(spec, n_trials, heartbeat=float(heartbeat or 0),
-                                deadline=float("inf") if timeout is None else time.time() + timeout)
+    # the same timeout as the optimize loop's, counted from ``start``, as a wall-clock time
+    deadline = float("inf") if timeout is None else time.time() + timeout - (time.perf_counter() - start)
+    objective = _TrialObjective(spec, n_trials, heartbeat=float(heartbeat or 0), deadline=deadline)
     if _needs_teacher(spec):  # trained (or loaded) before the first trial: it counts against the timeout
         objective.teacher = get_teacher(spec.setting, progress=progress)
     remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 0.0)
