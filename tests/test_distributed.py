@@ -45,7 +45,9 @@ def worker(path, storage, *extra, verbose=True):
 
 
 def wait_for_running_trial(study_name, storage, proc, seconds=180, first=1):
-    """The number of a trial (>= ``first``) that ``proc`` is training."""
+    """The number of a trial (>= ``first``) that ``proc`` is training. A trial counts once it
+    has drawn all its parameters (the ``worker`` attribute is set right after): a kill while it
+    draws would leave the dead trial with only some of them."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -54,7 +56,8 @@ def wait_for_running_trial(study_name, storage, proc, seconds=180, first=1):
             study = optuna.load_study(study_name=study_name, storage=storage)
         except KeyError:
             continue
-        running = [t.number for t in study.trials if t.state == TrialState.RUNNING and t.number >= first]
+        running = [t.number for t in study.trials
+                   if t.state == TrialState.RUNNING and t.number >= first and t.user_attrs.get("worker")]
         if running:
             return running[0]
     raise AssertionError("no trial started in time")

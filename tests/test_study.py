@@ -589,6 +589,9 @@ def test_a_signalled_worker_marks_its_trial_and_the_study_resumes(tmp_path, sign
         running = [t.number for t in study.trials if t.state == TrialState.RUNNING and t.number >= 1]
         if running:
             break
+    else:
+        proc.kill()
+        raise AssertionError(f"no trial started in time: {proc.communicate()[1][-3000:]}")
     proc.send_signal(getattr(signal, signal_name))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
