@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from relkd.cli import main
 from relkd.config import yaml_dump
 from relkd.study import counted_trials, run_study, validate_study
-from tiny import TINY_SETTING
+from tiny import TINY_SETTING, peek_study
 
 ROOT = Path(__file__).resolve().parents[1]
 # Trials of a few seconds each, so that a signal lands inside one.
@@ -52,9 +52,8 @@ def wait_for_running_trial(study_name, storage, proc, seconds=180, first=1):
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.3)
-        try:
-            study = optuna.load_study(study_name=study_name, storage=storage)
-        except KeyError:
+        study = peek_study(study_name, storage)
+        if study is None:  # not created yet
             continue
         running = [t.number for t in study.trials
                    if t.state == TrialState.RUNNING and t.number >= first and t.user_attrs.get("worker")]
@@ -133,9 +132,8 @@ def test_a_worker_killed_in_the_last_trial_is_waited_for_and_its_trial_retried(t
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # until both anchors are training, each in its own worker
         time.sleep(0.3)
-        try:
-            study = optuna.load_study(study_name="dist", storage=storage)
-        except KeyError:  # not created yet
+        study = peek_study("dist", storage)
+        if study is None:  # not created yet
             continue
         busy = {t.user_attrs.get("worker"): t.number for t in study.trials
                 if t.state == TrialState.RUNNING and t.user_attrs.get("worker")}

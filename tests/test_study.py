@@ -29,7 +29,7 @@ from relkd.study import (
     validate_study,
 )
 from relkd.study import runner as runner_module
-from tiny import TINY_SETTING, interrupt_on_call
+from tiny import TINY_SETTING, interrupt_on_call, peek_study
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = {
@@ -582,9 +582,8 @@ def test_a_signalled_worker_marks_its_trial_and_the_study_resumes(tmp_path, sign
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until a trial is training
         time.sleep(0.5)
-        try:
-            study = optuna.load_study(study_name="tiny", storage=storage)
-        except KeyError:
+        study = peek_study("tiny", storage)
+        if study is None:  # not created yet
             continue
         running = [t.number for t in study.trials if t.state == TrialState.RUNNING and t.number >= 1]
         if running:

@@ -22,3 +22,17 @@ def interrupt_on_call(function, n):
         return function(*args, **kwargs)
 
     return wrapper
+
+
+def peek_study(study_name, url):
+    """The study a worker process is running, or None while it has not been created yet. Opened
+    as relkd opens storages, which retries when the worker is creating the tables at that moment
+    (a bare ``optuna.load_study`` then fails with IntegrityError on SQLite)."""
+    import optuna
+
+    from relkd.study.storage import open_storage
+
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(url, heartbeat_interval=0))
+    except KeyError:
+        return None
