@@ -116,9 +116,10 @@ def test_a_killed_worker_trial_is_failed_and_retried_by_another(tmp_path, pg_url
 
 
 def test_a_worker_killed_in_the_last_trial_is_waited_for_and_its_trial_retried(tmp_path):
-    """Two workers train the study's last two trials; one is killed. The other must not stop
-    because running trials fill n_trials: it waits until the heartbeat fails the dead trial,
-    then trains its retry, so the study still ends with n_trials (SQLite, heartbeat 1 s)."""
+    """Two workers, a study of two trials (anchors none and kd). The worker training kd is
+    killed the moment none completes, so the other worker finds its next trial's room taken by
+    a running trial. It must not stop: it waits until the heartbeat fails the dead trial, then
+    trains its retry, so the study still ends with n_trials (SQLite, heartbeat 1 s)."""
     path, doc = study_file(tmp_path, n_trials=2, anchors=["none", "kd"], heartbeat_interval=1)
     doc["data"] = SLOW_DATA
     doc["budget"]["epochs"] = 4
@@ -129,29 +130,32 @@ def test_a_worker_killed_in_the_last_trial_is_waited_for_and_its_trial_retried(t
         proc = worker(path, storage)
         procs[proc.pid] = proc
         time.sleep(1.0)  # the first creates the study
+    # Kill kd's worker only once none has completed: killed any earlier, the heartbeat could
+    # fail kd before the other worker looks for room, and there would be nothing to wait for.
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:  # until both anchors are training, each in its own worker
-        time.sleep(0.3)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
         study = peek_study("dist", storage)
         if study is None:  # not created yet
             continue
-        busy = {t.user_attrs.get("worker"): t.number for t in study.trials
-                if t.state == TrialState.RUNNING and t.user_attrs.get("worker")}
-        if len(busy) == 2:
+        anchors = {t.user_attrs.get("anchor"): t for t in study.trials}
+        kd, none = anchors.get("kd"), anchors.get("none")
+        assert kd is None or kd.state != TrialState.COMPLETE, "kd finished before none: make its trial longer"
+        if kd and kd.state == TrialState.RUNNING and kd.user_attrs.get("worker") \
+                and none and none.state == TrialState.COMPLETE:
             break
     else:
-        raise AssertionError("the two workers did not both start a trial")
-    victim_worker, killed = max(busy.items(), key=lambda item: item[1])
-    victim = procs.pop(int(victim_worker.rsplit(":", 1)[1]))
+        raise AssertionError("kd was not training when none completed")
+    victim = procs.pop(int(kd.user_attrs["worker"].rsplit(":", 1)[1]))
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=60)
     (survivor,) = procs.values()
     _, err = survivor.communicate(timeout=600)
     assert survivor.returncode == 0, err[-3000:]
-    assert "waiting for 1 running trials of other workers" in err
+    assert "waiting for 1 running trials of other workers" in err, err[-3000:]
     study = optuna.load_study(study_name="dist", storage=storage)
-    assert study.trials[killed].state == TrialState.FAIL
-    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert study.trials[kd.number].state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == kd.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert len(counted_trials(study)) == 2
     assert sorted(t.user_attrs["anchor"] for t in counted_trials(study)) == ["kd", "none"]
