@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from relkd.cli import main
 from relkd.config import yaml_dump
 from relkd.study import counted_trials, run_study, validate_study
-from tiny import TINY_SETTING, peek_study
+from tiny import TINY_SETTING, peek_study, wait_for_running_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 # Trials of a few seconds each, so that a signal lands inside one.
@@ -42,24 +42,6 @@ def worker(path, storage, *extra, verbose=True):
            "--storage", storage, "--quiet", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_running_trial(study_name, storage, proc, seconds=180, first=1):
-    """The number of a trial (>= ``first``) that ``proc`` is training. A trial counts once it
-    has drawn all its parameters (the ``worker`` attribute is set right after): a kill while it
-    draws would leave the dead trial with only some of them."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.3)
-        study = peek_study(study_name, storage)
-        if study is None:  # not created yet
-            continue
-        running = [t.number for t in study.trials
-                   if t.state == TrialState.RUNNING and t.number >= first and t.user_attrs.get("worker")]
-        if running:
-            return running[0]
-    raise AssertionError("no trial started in time")
 
 
 @pytest.mark.slow

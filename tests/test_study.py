@@ -29,7 +29,7 @@ from relkd.study import (
     validate_study,
 )
 from relkd.study import runner as runner_module
-from tiny import TINY_SETTING, interrupt_on_call, peek_study
+from tiny import TINY_SETTING, interrupt_on_call, wait_for_running_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = {
@@ -567,7 +567,6 @@ def test_a_worker_that_loses_a_race_for_an_enqueued_trial_goes_on(monkeypatch):
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
 def test_a_signalled_worker_marks_its_trial_and_the_study_resumes(tmp_path, signal_name):
     import signal
-    import time
 
     # trials of several seconds, so that the signal lands inside one
     slow = {"data": {**STUDY["data"], "params": {"train_size": 1500, "test_size": 60}}}
@@ -579,25 +578,14 @@ def test_a_signalled_worker_marks_its_trial_and_the_study_resumes(tmp_path, sign
     # inherit SIGINT ignored, and Python then never turns SIGINT into KeyboardInterrupt.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until a trial is training
-        time.sleep(0.5)
-        study = peek_study("tiny", storage)
-        if study is None:  # not created yet
-            continue
-        running = [t.number for t in study.trials if t.state == TrialState.RUNNING and t.number >= 1]
-        if running:
-            break
-    else:
-        proc.kill()
-        raise AssertionError(f"no trial started in time: {proc.communicate()[1][-3000:]}")
+    running = wait_for_running_trial("tiny", storage, proc, seconds=120)
     proc.send_signal(getattr(signal, signal_name))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "relkd: interrupted" in err and "Traceback" not in err
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
-    interrupted = study.trials[running[0]]
+    interrupted = study.trials[running]
     assert interrupted.state == TrialState.FAIL  # the trial it was training
     if "anchor" in interrupted.user_attrs:  # an anchor is not lost: it waits for the next worker
         assert [t.user_attrs["anchor"] for t in study.trials if t.state == TrialState.WAITING

@@ -1,4 +1,11 @@
-"""The tiny setting most tests train with: synthetic data, cnn_tiny teacher and student."""
+"""The tiny setting most tests train with (synthetic data, cnn_tiny teacher and student), and
+helpers for tests that interrupt a run or watch worker processes."""
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from relkd.study.storage import open_storage
 
 TINY_SETTING = {
     "name": "tiny",
@@ -28,11 +35,26 @@ def peek_study(study_name, url):
     """The study a worker process is running, or None while it has not been created yet. Opened
     as relkd opens storages, which retries when the worker is creating the tables at that moment
     (a bare ``optuna.load_study`` then fails with IntegrityError on SQLite)."""
-    import optuna
-
-    from relkd.study.storage import open_storage
-
     try:
         return optuna.load_study(study_name=study_name, storage=open_storage(url, heartbeat_interval=0))
     except KeyError:
         return None
+
+
+def wait_for_running_trial(study_name, storage, proc, seconds=180, first=1):
+    """The number of a trial (>= ``first``) that ``proc`` is training. A trial counts once it
+    has drawn all its parameters (the ``worker`` attribute is set right after): a kill while it
+    draws would leave the dead trial with only some of them."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.3)
+        study = peek_study(study_name, storage)
+        if study is None:  # not created yet
+            continue
+        running = [t.number for t in study.trials
+                   if t.state == TrialState.RUNNING and t.number >= first and t.user_attrs.get("worker")]
+        if running:
+            return running[0]
+    proc.kill()
+    raise AssertionError(f"no trial started in time: {proc.communicate()[1][-3000:]}")
