@@ -43,8 +43,8 @@ def peek_study(study_name, url):
 
 def wait_for_running_trial(study_name, storage, proc, seconds=180, first=1):
     """The number of a trial (>= ``first``) that ``proc`` is training. A trial counts once it
-    has drawn all its parameters (the ``worker`` attribute is set right after): a kill while it
-    draws would leave the dead trial with only some of them."""
+    has drawn all its parameters (its ``worker`` attribute, host:pid, is set right after): a
+    kill while it draws would leave the dead trial with only some of them."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -53,7 +53,8 @@ def wait_for_running_trial(study_name, storage, proc, seconds=180, first=1):
         if study is None:  # not created yet
             continue
         running = [t.number for t in study.trials
-                   if t.state == TrialState.RUNNING and t.number >= first and t.user_attrs.get("worker")]
+                   if t.state == TrialState.RUNNING and t.number >= first
+                   and t.user_attrs.get("worker", "").endswith(f":{proc.pid}")]
         if running:
             return running[0]
     proc.kill()
