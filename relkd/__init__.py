@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 
-from .config import ConfigError, load_config, save_config, validate_config
+from .fields import ConfigError
+
+from .config import load_config, save_config, validate_config
 from .objective import Objective, build_objective, kd_loss
 from .relation import (
     AFFINITIES,
@@ -23,7 +25,7 @@ from .relation import (
     combination_problems,
     is_valid_combination,
 )
-from .relation.presets import PRESETS, list_presets, preset
+from .presets import PRESETS, list_presets, preset
 
 __version__ = "0.1.0"
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import ConfigError, validate_config, yaml_dump
+from .fields import ConfigError, yaml_dump
+from .config import validate_config
 from .objective import build_objective, probe_objective
 from .registry import Registry
 from .relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS
-from .relation.presets import PRESETS, preset
+from .presets import PRESETS, preset
 
 log = logging.getLogger("relkd")
 
@@ -209,7 +210,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .config import read_yaml_file
+    from .fields import read_yaml_file
 
     canonical = validate_config(read_yaml_file(args.config), args.config)
     print(yaml_dump(canonical), end="")

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import yaml_dump
+from .fields import yaml_dump
 
 log = logging.getLogger("relkd")
 

@@ -36,7 +36,7 @@ from .data import DataFieldError, DatasetSplits, DeviceLoader, load_dataset
 from .models import TappedModel, create_model, model_entry
 from .models.transfer import file_sha256 as _sha256
 from .objective import Objective, build_objective
-from .relation.presets import preset
+from .presets import preset
 from .setting import ModelSpec, Recipe, Setting, resolve_device
 
 __all__ = [
@@ -90,7 +90,7 @@ def _load_data_cached(dataset: str, data_dir: str | None, val_fraction: float, s
                             train_subset=train_subset, classes=classes, train_per_class=train_per_class,
                             **json.loads(params))
     except DataFieldError as err:  # name the setting field
-        from .config import ConfigError
+        from .fields import ConfigError
 
         raise ConfigError([f"data.{err.field}: {err}"]) from None
 

@@ -22,7 +22,9 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, load_config, validate_config
+from .fields import ConfigError
+
+from .config import load_config, validate_config
 from .registry import did_you_mean
 from .relation import RelationTerm
 
@@ -134,7 +136,7 @@ def build_objective(config: Mapping[str, Any] | str | os.PathLike) -> Objective:
     """Build an :class:`Objective` from a config dict, a YAML file path, or a preset name."""
     if isinstance(config, Mapping):
         return Objective(config)
-    from .relation.presets import PRESETS, preset
+    from .presets import PRESETS, preset
 
     if isinstance(config, str) and config in PRESETS:
         return Objective(preset(config))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
-from .config import ConfigError
+from .fields import ConfigError
 from .models import TappedModel, model_entry
 from .models.transfer import InitError, file_sha256, freeze, load_init
 from .setting import ModelSpec, Setting, load_setting

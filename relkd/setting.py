@@ -56,7 +56,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .config import ConfigError, FieldChecker, join_path, read_yaml_file
+from .fields import ConfigError, FieldChecker, join_path, read_yaml_file
 from .registry import short_repr
 
 __all__ = ["Setting", "DataSpec", "ModelSpec", "InitSpec", "Recipe", "validate_setting", "setting_or_errors",

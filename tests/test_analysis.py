@@ -12,8 +12,8 @@ from relkd.analysis.importance import EVALUATORS, study_importance
 from relkd.analysis.plots import _cell_invalid, write_study_plots
 from relkd.analysis.report import render_report, write_report
 from relkd.cli import main
-from relkd.config import yaml_dump
-from relkd.relation.presets import preset
+from relkd.fields import yaml_dump
+from relkd.presets import preset
 from relkd.study import confirm_study, run_study, validate_study
 from tiny import TINY_SETTING
 

@@ -4,7 +4,7 @@ import pytest
 
 import relkd
 from relkd.cli import main
-from relkd.config import yaml_load
+from relkd.fields import yaml_load
 
 
 def run(capsys, *argv):

@@ -7,7 +7,7 @@ import pytest
 from relkd.analysis import compare as compare_module
 from relkd.analysis.compare import format_markdown, run_compare, validate_compare
 from relkd.cli import main
-from relkd.config import ConfigError, yaml_dump
+from relkd.fields import ConfigError, yaml_dump
 from tiny import TINY_SETTING, interrupt_on_call
 
 DOC = {**TINY_SETTING, "name": "ctiny", "compare": {"methods": ["sp", "rkd", "pkt"], "seeds": 2}}

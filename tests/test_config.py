@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import relkd
-from relkd.config import ConfigError, load_config, save_config, validate_config, yaml_load
+from relkd.fields import ConfigError, yaml_load
+from relkd.config import load_config, save_config, validate_config
 from relkd.relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS, is_valid_combination
 
 EXAMPLE = {

@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from relkd.cli import main
-from relkd.config import yaml_dump
+from relkd.fields import yaml_dump
 from relkd.study import counted_trials, run_study, validate_study
 from tiny import TINY_SETTING, peek_study, wait_for_running_trial
 

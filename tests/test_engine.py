@@ -10,7 +10,7 @@ import torch
 
 import relkd
 from relkd.cli import main
-from relkd.config import ConfigError
+from relkd.fields import ConfigError
 from relkd.engine import NonFiniteLossError, get_teacher, run_trial, teacher_key
 from relkd.setting import load_setting, validate_setting
 from tiny import TINY_SETTING

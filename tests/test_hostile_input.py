@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from relkd.analysis.compare import validate_compare
 from relkd.cli import main
-from relkd.config import ConfigError, validate_config, yaml_dump, yaml_load
-from relkd.relation.presets import preset
+from relkd.fields import ConfigError, yaml_dump, yaml_load
+from relkd.config import validate_config
+from relkd.presets import preset
 from relkd.setting import validate_setting
 from relkd.study import validate_study
 from tiny import TINY_SETTING

@@ -42,7 +42,7 @@ def expected_total(name, s, t, y):
         total = total + 0.9 * ref.kd_loss(s["logits"], t["logits"], T=4.0)
     for term in PRESET_TERMS.get(base, []):
         tap, fn, weight = REFERENCE_TERMS[term]
-        weight = weight if weight is not None else relkd.relation.presets.CC_WEIGHT
+        weight = weight if weight is not None else relkd.presets.CC_WEIGHT
         total = total + weight * fn(s[tap], t[tap])
     return total
 

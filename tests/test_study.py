@@ -12,8 +12,8 @@ from optuna.trial import TrialState
 
 import relkd
 from relkd.cli import main
-from relkd.config import ConfigError, yaml_dump
-from relkd.relation.presets import preset
+from relkd.fields import ConfigError, yaml_dump
+from relkd.presets import preset
 from relkd.study import (
     DEFAULT_ANCHORS,
     confirm_study,
@@ -165,7 +165,7 @@ def test_setting_and_study_errors_are_reported_together():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_study_files_validate(path):
-    from relkd.config import read_yaml_file
+    from relkd.fields import read_yaml_file
     from relkd.setting import load_setting
 
     if "teacher" not in read_yaml_file(path):  # a source setting for relkd pretrain

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 
 from relkd.cli import main
-from relkd.config import ConfigError
+from relkd.fields import ConfigError
 from relkd.data import load_dataset
 from relkd.engine import _build_model, _optimizer, load_data, run_trial, teacher_key
 from relkd.models import create_model

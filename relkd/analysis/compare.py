@@ -32,13 +32,14 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..config import ConfigError, FieldChecker, read_yaml_file
+from ..fields import ConfigError, FieldChecker, read_yaml_file
 from ..engine import get_teacher, run_trial
 from ..objective import build_objective
 from ..pretrain import prepare_inits
 from ..registry import unknown_name_message
-from ..relation.presets import PRESETS, preset
+from ..presets import PRESETS, preset
 from ..setting import Setting, setting_or_errors
+from ..study.record import COMPARE_ATTR
 from ..study.storage import is_lost_race, open_storage, redact, resolve_storage, run_dir
 
 __all__ = ["CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_table", "format_markdown"]
@@ -110,9 +111,9 @@ def _open(spec: CompareSpec, storage: str | None) -> tuple[optuna.Study, str]:
                                 direction="maximize", load_if_exists=True)
     record = {"methods": list(spec.runs), "seeds": list(spec.seeds),
               "setting": {k: v for k, v in spec.setting.to_dict().items() if k not in ("compare", "device")}}
-    stored = study.user_attrs.get("relkd.compare")
+    stored = study.user_attrs.get(COMPARE_ATTR)
     if stored is None:
-        study.set_user_attr("relkd.compare", record)
+        study.set_user_attr(COMPARE_ATTR, record)
     elif stored["setting"] != record["setting"]:
         raise ValueError(f"compare {name!r} in {redact(url)} was run with a different setting; use another name "
                          f"or storage")
@@ -265,9 +266,9 @@ def format_markdown(table: dict[str, Any]) -> str:
 
 
 def _bar_chart(table: dict[str, Any], out: Path) -> None:
-    from .plots import _pyplot, _save
+    from ..figures import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     rows = {r["method"]: r for r in table["rows"]}
     methods = [m for m in rows if m not in BASELINES and not m.endswith("+kd")]
     fig, ax = plt.subplots(figsize=(1.4 * len(methods) + 3, 4.5))
@@ -291,4 +292,4 @@ def _bar_chart(table: dict[str, Any], out: Path) -> None:
     ax.set_title(f"{table['compare']}: {table['teacher']} → {table['student']}, {table['budget_epochs']} epochs, "
                  f"{len(table['seeds'])} seeds (mean ± std)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    _save(fig, out, "compare")
+    save_figure(fig, out, "compare")

@@ -27,6 +27,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from ..figures import pyplot, save_figure
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, combination_problems
 from .choices import NO_TERM, choice_stats, completed
 
@@ -34,31 +35,10 @@ __all__ = ["write_study_plots", "plot_history", "plot_intermediate", "plot_impor
            "plot_interaction", "plot_weights"]
 
 log = logging.getLogger(__name__)
-FORMATS = ("png", "svg")
 REFERENCE_ANCHORS = ("none", "kd")
 GROUP_COLOURS = {"terms": "#8c564b", "tap": "#9467bd", "view": "#c5b0d5", "affinity": "#1f77b4",
                  "normalisation": "#2ca02c", "loss": "#d62728", "component params": "#7f7f7f",
                  "weights": "#ff7f0e", "KD": "#17becf", "other": "#bcbd22"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure, out_dir: Path, stem: str) -> list[Path]:
-    plt = _pyplot()
-    paths = []
-    for fmt in FORMATS:
-        path = out_dir / f"{stem}.{fmt}"
-        figure.savefig(path, dpi=110, bbox_inches="tight")
-        paths.append(path)
-    plt.close(figure)
-    return paths
 
 
 def _anchor_lines(study: optuna.Study) -> dict[str, float]:
@@ -90,7 +70,7 @@ def plot_history(study: optuna.Study):
 
 def plot_intermediate(study: optuna.Study):
     """Validation accuracy per epoch of every trial that trained; pruned ones grey, ending in x."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     pruned_label = done_label = True
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
@@ -116,7 +96,7 @@ def plot_intermediate(study: optuna.Study):
 
 def plot_importance(importance: dict[str, Any]):
     """Two panels: importance summed per design choice, and per search parameter."""
-    plt = _pyplot()
+    plt = pyplot()
     from .choices import choice_group
 
     groups = {g: v for g, v in importance["groups"].items() if v > 0}
@@ -143,7 +123,7 @@ def plot_importance(importance: dict[str, Any]):
 
 def plot_marginals(study: optuna.Study):
     """Accuracy of every completed trial per affinity, normalisation, loss and tap."""
-    plt = _pyplot()
+    plt = pyplot()
     trials = completed(study)
     anchors = {t.number for t in trials if "anchor" in t.user_attrs}
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
@@ -187,7 +167,7 @@ def _cell_invalid(rows: str, cols: str, r: str, c: str) -> bool:
 def plot_interaction(study: optuna.Study, rows: str, cols: str):
     """Heatmap of the best validation accuracy per (rows, cols) pair, annotated with best,
     mean and count; cells without trials are blank, invalid pairs hatched."""
-    plt = _pyplot()
+    plt = pyplot()
     import numpy as np
 
     row_names, col_names = _registry_names(rows), _registry_names(cols)
@@ -229,7 +209,7 @@ def plot_interaction(study: optuna.Study, rows: str, cols: str):
 
 def plot_weights(study: optuna.Study):
     """Term weight (log x) against validation accuracy, one panel per loss."""
-    plt = _pyplot()
+    plt = pyplot()
     points: dict[str, list[tuple[float, float, bool]]] = {}
     for t in completed(study):
         for term in t.user_attrs["objective_config"].get("terms") or []:
@@ -264,16 +244,16 @@ def write_study_plots(study: optuna.Study, out_dir: str | Path, *, evaluator: st
     if not completed(study):
         log.warning("study %s has no completed trial: no plots", study.study_name)
         return []
-    paths = _save(plot_history(study), out, "history")
-    paths += _save(plot_intermediate(study), out, "intermediate")
-    paths += _save(plot_marginals(study), out, "marginals")
-    paths += _save(plot_interaction(study, "affinity", "normalisation"), out, "interaction_affinity_normalisation")
-    paths += _save(plot_interaction(study, "normalisation", "loss"), out, "interaction_normalisation_loss")
-    paths += _save(plot_weights(study), out, "weights")
+    paths = save_figure(plot_history(study), out, "history")
+    paths += save_figure(plot_intermediate(study), out, "intermediate")
+    paths += save_figure(plot_marginals(study), out, "marginals")
+    paths += save_figure(plot_interaction(study, "affinity", "normalisation"), out, "interaction_affinity_normalisation")
+    paths += save_figure(plot_interaction(study, "normalisation", "loss"), out, "interaction_normalisation_loss")
+    paths += save_figure(plot_weights(study), out, "weights")
     from .importance import study_importance
 
     try:
-        paths += _save(plot_importance(study_importance(study, evaluator)), out, "importance")
+        paths += save_figure(plot_importance(study_importance(study, evaluator)), out, "importance")
     except ValueError as err:
         log.warning("no importance plot: %s", err)
     log.info("wrote %d plot files to %s", len(paths), out)

@@ -15,10 +15,9 @@ from typing import Any
 
 import optuna
 
-from ..config import yaml_dump
+from ..fields import yaml_dump
 from ..study import anchor_values, ranked_trials, redact, study_status
-from ..study.confirm import CONFIRM_ATTR
-from ..study.runner import SETTING_ATTR, versions
+from ..study.record import CONFIRM_ATTR, SETTING_ATTR, versions
 from .importance import study_importance
 from .plots import write_study_plots
 

@@ -17,7 +17,8 @@ from .export import (
     study_setting,
     study_status,
 )
-from .runner import StudyMismatchError, StudyRun, counted_trials, open_study, run_study, trial_counts
+from .record import StudyMismatchError, counted_trials, trial_counts
+from .runner import StudyRun, open_study, run_study
 from .space import SearchSpace, validate_search
 from .spec import DEFAULT_ANCHORS, StudySpec, load_study_spec, validate_study
 from .storage import redact, resolve_storage, run_dir

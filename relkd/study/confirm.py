@@ -28,16 +28,15 @@ from ..config import validate_config
 from ..engine import get_teacher, run_trial
 from ..objective import build_objective
 from ..pretrain import prepare_inits
-from ..relation.presets import preset
+from ..presets import preset
 from .export import anchor_values, composition_label, ranked_trials, study_setting
-from .runner import setting_record, comparable_setting
+from .record import CONFIRM_ATTR, comparable_setting, setting_record
 from .storage import run_dir
 
-__all__ = ["confirm_study", "Candidate", "welch_p", "format_table", "CONFIRM_ATTR"]
+__all__ = ["confirm_study", "Candidate", "welch_p", "format_table"]
 
 log = logging.getLogger(__name__)
 
-CONFIRM_ATTR = "relkd.confirm"
 BASELINE_ANCHORS = ("none", "kd")
 
 

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from ..config import save_config, validate_config
 from ..setting import Setting, validate_setting
-from .runner import SETTING_ATTR, counted_trials, trial_counts, versions
+from .record import N_TRIALS_ATTR, SETTING_ATTR, counted_trials, trial_counts, versions
 from .storage import open_storage, redact, resolve_storage
 
 __all__ = ["load_relkd_study", "ranked_trials", "study_status", "export_trials", "study_setting",
@@ -76,7 +76,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     """Trials by state, best value and composition, anchors and an ETA, as plain data."""
     counts = trial_counts(study)
     counted = counted_trials(study)
-    target = study.user_attrs.get("relkd.n_trials")
+    target = study.user_attrs.get(N_TRIALS_ATTR)
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in counted
                  if t.datetime_complete and t.datetime_start]
     running = counts.get("running", 0)

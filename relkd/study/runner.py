@@ -20,9 +20,6 @@ trials that trained, not invalid draws and not failures.
 from __future__ import annotations
 
 import logging
-import os
-import platform
-import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,85 +31,34 @@ from optuna.trial import TrialState
 from ..engine import NonFiniteLossError, TeacherResult, get_teacher, run_trial
 from ..objective import build_objective
 from ..pretrain import prepare_inits
-from ..relation.presets import preset
-from ..setting import Setting
+from ..presets import preset
+from .record import (
+    INITS_ATTR,
+    N_TRIALS_ATTR,
+    SETTING_ATTR,
+    STUDY_ATTR,
+    VERSION_ATTR,
+    WORKER,
+    StudyMismatchError,
+    comparable_setting,
+    counted_trials,
+    is_counted,
+    setting_differences,
+    setting_record,
+    trial_counts,
+    versions,
+)
 from .spec import StudySpec
 from .storage import is_lost_race, open_storage, redact, resolve_storage
 
-__all__ = ["open_study", "run_study", "StudyRun", "counted_trials", "is_counted", "versions", "StudyMismatchError",
-           "SETTING_ATTR", "STUDY_ATTR"]
+__all__ = ["open_study", "run_study", "StudyRun"]
 
 log = logging.getLogger(__name__)
 
-SETTING_ATTR = "relkd.setting"
-STUDY_ATTR = "relkd.study"
-VERSION_ATTR = "relkd.version"
-INITS_ATTR = "relkd.inits"  # SHA-256 of the student's / teacher's init checkpoint (transfer learning)
 # After this many invalid draws in a row the space is hopeless: stop and say so.
 MAX_INVALID_IN_A_ROW = 200
 # After this many failed trials in a row something is broken (device, memory, data): stop.
 MAX_FAILURES_IN_A_ROW = 5
-#: Which process trained a trial (its ``worker`` user attribute): host and process id.
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
-
-
-class StudyMismatchError(ValueError):
-    """The study exists with a different setting than the study file's."""
-
-
-def versions() -> dict[str, str]:
-    import torch
-
-    from .. import __version__
-
-    return {"relkd": __version__, "torch": torch.__version__, "optuna": optuna.__version__,
-            "python": platform.python_version()}
-
-
-def is_counted(trial: optuna.trial.FrozenTrial) -> bool:
-    """A finished trial that trained: completed or pruned, not an invalid draw or a skip."""
-    if trial.state == TrialState.COMPLETE:
-        return True
-    return trial.state == TrialState.PRUNED and not {"invalid_combination", "skipped"} & set(trial.user_attrs)
-
-
-def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    states = (TrialState.COMPLETE, TrialState.PRUNED)
-    return [t for t in study.get_trials(deepcopy=False, states=states) if is_counted(t)]
-
-
-def _setting_differences(stored: dict[str, Any], current: dict[str, Any], path: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(stored) | set(current)):
-        where = f"{path}.{key}" if path else key
-        a, b = stored.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.extend(_setting_differences(a, b, where))
-        elif a != b:
-            out.append(f"{where}: {a!r} in the study, {b!r} in the file")
-    return out
-
-
-def setting_record(setting: Setting) -> dict[str, Any]:
-    """The part of a study file that every trial must share (not search / optuna / compare)."""
-    return {k: v for k, v in setting.to_dict().items() if k not in ("search", "optuna", "compare", "name")}
-
-
-# Where a process runs, not what it trains: may differ between workers and runs.
-_EXECUTION_DATA_FIELDS = ("data_dir", "eval_batch_size")
-
-
-def comparable_setting(record: dict[str, Any]) -> dict[str, Any]:
-    """A setting record without the fields that do not change a run's result (device,
-    data folder, evaluation batch size): what workers of one study, and reused confirm
-    runs, must agree on."""
-    out = {k: v for k, v in record.items() if k != "device"}
-    out["data"] = {k: v for k, v in record.get("data", {}).items() if k not in _EXECUTION_DATA_FIELDS}
-    for role in ("student", "teacher"):  # where an init file lies; its content is compared by hash (INITS_ATTR)
-        section = out.get(role)
-        if isinstance(section, dict) and isinstance(section.get("init"), dict):
-            out[role] = {**section, "init": {k: v for k, v in section["init"].items() if k not in ("path", "pretrain")}}
-    return out
 
 
 def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_anchors: bool = False,
@@ -152,7 +98,7 @@ def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_a
                 f"study {spec.study_name!r} in {redact(url)} has no relkd setting: it was not created by relkd, "
                 f"or its creator stopped while creating it; choose another study name (optuna.study_name or "
                 f"--study-name) or delete it (optuna delete-study)")
-        differences = _setting_differences(comparable_setting(stored), comparable_setting(record))
+        differences = setting_differences(comparable_setting(stored), comparable_setting(record))
         if inits is not None:
             stored_inits = study.user_attrs.get(INITS_ATTR) or {}
             differences += [f"{field}: checkpoint sha256 {stored_inits.get(field)} in the study, {inits.get(field)} "
@@ -407,7 +353,7 @@ def run_study(
     inits = prepare_inits(spec.setting, progress=progress)  # a missing init file stops here, before the study
     study, url, created = open_study(spec, storage, enqueue_missing_anchors=enqueue_missing_anchors, inits=inits)
     if n_trials is not None:
-        study.set_user_attr("relkd.n_trials", n_trials)
+        study.set_user_attr(N_TRIALS_ATTR, n_trials)
     start = time.perf_counter()
     done_before = len(counted_trials(study))
     result = StudyRun(study, url, created)
@@ -487,18 +433,3 @@ def _needs_teacher(spec: StudySpec) -> bool:
     kd_possible = space.kd.contains(True)
     terms_possible = any(space.terms.contains(n) for n in range(1, 9))
     return kd_possible or terms_possible or any(build_objective(preset(a)).needs_teacher for a in spec.anchors)
-
-
-def trial_counts(study: optuna.Study) -> dict[str, int]:
-    """Trials by state, with the pruned ones split into pruned-after-training and invalid draws."""
-    counts = {state.name.lower(): 0 for state in TrialState}
-    counts["invalid_draws"] = 0
-    counts["skipped"] = 0
-    for t in study.get_trials(deepcopy=False):
-        if "invalid_combination" in t.user_attrs:
-            counts["invalid_draws"] += 1
-        elif "skipped" in t.user_attrs:
-            counts["skipped"] += 1
-        else:
-            counts[t.state.name.lower()] += 1
-    return counts

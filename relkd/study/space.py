@@ -32,7 +32,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from ..config import ConfigError, FieldChecker, join_path, validate_config
+from ..fields import ConfigError, FieldChecker, join_path
+
+from ..config import validate_config
 from ..registry import Registry, did_you_mean
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS, combination_problems
 

@@ -33,9 +33,9 @@ from typing import Any, Mapping
 
 import optuna
 
-from ..config import ConfigError, FieldChecker, join_path, read_yaml_file
+from ..fields import ConfigError, FieldChecker, join_path, read_yaml_file
 from ..registry import unknown_name_message
-from ..relation.presets import PRESETS
+from ..presets import PRESETS
 from ..setting import Setting, setting_or_errors
 from .space import SearchSpace, validate_search
 

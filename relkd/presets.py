@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..registry import Registry
+from .registry import Registry
 
 PRESETS = Registry("preset", bind=False)
 
@@ -108,7 +108,7 @@ _relation_preset("cc", _cc, f"""Correlation congruence (Peng et al. 2019), weigh
 
 def preset(name: str) -> dict:
     """A fresh canonical config for the preset ``name`` (see :func:`list_presets`)."""
-    from ..config import validate_config
+    from .config import validate_config
 
     return validate_config(PRESETS.create(name))
 

@@ -1,0 +1,187 @@
+"""relkd's content-addressed store: a key (a hash of everything that determines a result)
+names a folder under the cache root; files in it are written atomically with their SHA-256
+beside them, checked on every read, and built once across processes under a file lock.
+
+Teachers, teacher outputs and pretrained source checkpoints live here::
+
+    entry = cached("teachers", key, build, name="cnn_small", load=load_weights)
+    entry.file        # <root>/teachers/cnn_small-<key>/model.pt, intact and belonging to key
+    entry.meta        # what build returned, plus "sha256"
+    entry.built       # False when it came from the cache
+
+A damaged file (truncated, altered, another key's) is never used: it is logged and built
+again. A full disk costs later processes a rebuild, never the result in hand, where the
+caller allows it (``keep_on_write_error``).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+__all__ = ["cache_root", "file_sha256", "atomic_write", "file_lock", "save_checked", "intact_meta", "load_checked",
+           "CacheEntry", "cached"]
+
+log = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    """Where relkd caches what it trains: ``$RELKD_CACHE_DIR`` or ``~/.cache/relkd``."""
+    root = os.environ.get("RELKD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "relkd"
+    )
+    return Path(root)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
+    """Produce ``target`` by writing a temporary file beside it and renaming it into place,
+    so that a reader (or another process writing the same file) never sees it half done.
+    On any failure the temporary file is removed and what was there before stays."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, what: str = "this cache entry") -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing); a second process waits."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is building %s; waiting for %s", what, path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def save_checked(obj: Any, file: Path, meta_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``obj`` (``torch.save``) to ``file`` and ``meta`` plus the file's ``sha256`` to
+    ``meta_path``, each atomically and the data first, so :func:`intact_meta` never sees a
+    half-written pair. Returns the metadata written. On failure (a full disk, say) the
+    partial files are removed and the ``OSError`` raised; what was there before stays."""
+    written: dict[str, Any] = {}
+
+    def write_data(tmp: Path) -> None:
+        torch.save(obj, tmp)
+        written.update(meta, sha256=file_sha256(tmp))
+
+    atomic_write(file, write_data)
+    atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(written, indent=2)))
+    return written
+
+
+def intact_meta(file: Path, meta_path: Path, key: Any, what: str) -> dict[str, Any] | None:
+    """The metadata beside a cached file if the file exists, belongs to ``key`` (``None``:
+    any key) and has the SHA-256 the metadata names; else ``None`` (a damaged one is
+    logged as unusable)."""
+    if not file.is_file() or not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if key is not None and meta.get("key") != key:
+            raise ValueError(f"it belongs to key {meta.get('key')!r}")
+        if file_sha256(file) != meta.get("sha256"):
+            raise ValueError("its hash does not match (truncated or altered)")
+        return meta
+    except Exception as err:  # noqa: BLE001 - any damage means: build again
+        log.warning("%s %s is unusable (%s); building it again", what, file, err)
+        return None
+
+
+def load_checked(file: Path, meta_path: Path, key: Any, what: str,
+                 check: Callable[[Any, dict[str, Any]], None] | None = None) -> tuple[Any, dict[str, Any]] | None:
+    """``(object, metadata)`` of an intact cached file (:func:`intact_meta`), read with
+    ``torch.load(weights_only=True)``; ``check(object, meta)`` may raise to refuse it.
+    ``None`` when it is missing or unusable (logged)."""
+    meta = intact_meta(file, meta_path, key, what)
+    if meta is None:
+        return None
+    try:
+        value = torch.load(file, map_location="cpu", weights_only=True)
+        if check is not None:
+            check(value, meta)
+        return value, meta
+    except Exception as err:  # noqa: BLE001 - any damage means: build again
+        log.warning("%s %s is unusable (%s); building it again", what, file, err)
+        return None
+
+
+@dataclass
+class CacheEntry:
+    """One entry of the store: its folder, its file and metadata, whether this call built it,
+    and the object itself when it was built or loaded here."""
+
+    folder: Path
+    file: Path
+    meta: dict[str, Any]
+    built: bool
+    value: Any = None
+
+
+def cached(kind: str, key: str, build: Callable[[], tuple[Any, dict[str, Any]]], *, name: str = "",
+           filename: str = "model.pt", load: Callable[[Any, dict[str, Any]], None] | None = None,
+           force: bool = False, keep_on_write_error: bool = False) -> CacheEntry:
+    """The entry ``<root>/<kind>/<name>-<key>/<filename>`` (``meta.json`` beside it).
+
+    Under a lock on the folder: an intact file for ``key`` is used (with ``load``, it is
+    read and ``load(value, meta)`` may raise to refuse it); else ``build()`` returns
+    ``(object, metadata)``, which is saved with :func:`save_checked` (``key`` is added to
+    the metadata). A write error raises, unless ``keep_on_write_error``: then this process
+    keeps what it built (the metadata's ``sha256`` is that of its bytes) and later ones
+    build again. ``force`` builds even when an intact entry exists."""
+    folder = cache_root() / kind / (f"{name.replace(':', '_')}-{key}" if name else key)
+    file, meta_path = folder / filename, folder / "meta.json"
+    what = f"cached {kind[:-1] if kind.endswith('s') else kind} {name or key}"
+    with file_lock(folder / ".lock", what):
+        if not force:
+            if load is None:
+                meta = intact_meta(file, meta_path, key, what)
+                if meta is not None:
+                    return CacheEntry(folder, file, meta, built=False)
+            else:
+                found = load_checked(file, meta_path, key, what, load)
+                if found is not None:
+                    return CacheEntry(folder, file, found[1], built=False, value=found[0])
+        value, meta = build()
+        meta = {"key": key, **meta}
+        try:
+            meta = save_checked(value, file, meta_path, meta)
+        except OSError as err:
+            if not keep_on_write_error:
+                raise
+            log.warning("could not write %s (%s): this process uses what it built, later ones build it again",
+                        file, err)
+            buffer = io.BytesIO()
+            torch.save(value, buffer)
+            meta["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    return CacheEntry(folder, file, meta, built=True, value=value)

@@ -1,0 +1,133 @@
+"""The study record: every name relkd gives to Optuna study and trial attributes, and how
+a study's trials are counted. Readers (export, confirm, compare, the report) import these;
+writers (the runner, the run queue) too, so no attribute name is spelled twice.
+
+Study user attributes:
+
+- ``relkd.setting``: the setting every trial used (:func:`setting_record`);
+- ``relkd.study``: the canonical study file, passwords redacted;
+- ``relkd.version``: the versions of relkd, torch, optuna and Python that created it;
+- ``relkd.inits``: the SHA-256 of the student's / teacher's init checkpoints;
+- ``relkd.n_trials``: the study's target of counted trials;
+- ``relkd.compare`` and ``relkd.confirm``: the record of a compare run, the confirm results.
+
+Trial user attributes are listed in :data:`TRIAL_ATTRS`.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ..setting import Setting
+
+__all__ = ["SETTING_ATTR", "STUDY_ATTR", "VERSION_ATTR", "INITS_ATTR", "N_TRIALS_ATTR", "COMPARE_ATTR",
+           "CONFIRM_ATTR", "TRIAL_ATTRS", "WORKER", "StudyMismatchError", "versions", "is_counted",
+           "counted_trials", "trial_counts", "setting_record", "setting_differences", "comparable_setting"]
+
+SETTING_ATTR = "relkd.setting"
+STUDY_ATTR = "relkd.study"
+VERSION_ATTR = "relkd.version"
+INITS_ATTR = "relkd.inits"  # SHA-256 of the student's / teacher's init checkpoint (transfer learning)
+N_TRIALS_ATTR = "relkd.n_trials"
+COMPARE_ATTR = "relkd.compare"
+CONFIRM_ATTR = "relkd.confirm"
+
+#: Trial user attributes relkd writes, with what each holds.
+TRIAL_ATTRS = {
+    "objective_config": "the composition, in the format of relkd.load_config",
+    "part_means": "mean of each loss part over the run",
+    "wall_seconds": "the trial's wall time",
+    "seed": "the student's seed",
+    "versions": "relkd, torch, optuna and Python versions",
+    "val_history": "validation accuracy after each epoch",
+    "epochs": "epochs trained",
+    "worker": "host:pid of the process that trained it",
+    "init_sha256": "the student's init checkpoint (transfer learning only)",
+    "anchor": "the preset name, on the known methods",
+    "invalid_combination": "the rules a draw broke (pruned without training)",
+    "skipped": "why a trial was put back without training",
+    "pruned_reason": "the pruner, or a NaN/inf loss",
+    "error": "why the trial failed",
+}
+
+#: Which process trained a trial (its ``worker`` user attribute): host and process id.
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class StudyMismatchError(ValueError):
+    """The study exists with a different setting than the study file's."""
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    from .. import __version__
+
+    return {"relkd": __version__, "torch": torch.__version__, "optuna": optuna.__version__,
+            "python": platform.python_version()}
+
+
+def is_counted(trial: optuna.trial.FrozenTrial) -> bool:
+    """A finished trial that trained: completed or pruned, not an invalid draw or a skip."""
+    if trial.state == TrialState.COMPLETE:
+        return True
+    return trial.state == TrialState.PRUNED and not {"invalid_combination", "skipped"} & set(trial.user_attrs)
+
+
+def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    return [t for t in study.get_trials(deepcopy=False, states=states) if is_counted(t)]
+
+
+def setting_differences(stored: dict[str, Any], current: dict[str, Any], path: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(stored) | set(current)):
+        where = f"{path}.{key}" if path else key
+        a, b = stored.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(setting_differences(a, b, where))
+        elif a != b:
+            out.append(f"{where}: {a!r} in the study, {b!r} in the file")
+    return out
+
+
+def setting_record(setting: Setting) -> dict[str, Any]:
+    """The part of a study file that every trial must share (not search / optuna / compare)."""
+    return {k: v for k, v in setting.to_dict().items() if k not in ("search", "optuna", "compare", "name")}
+
+
+# Where a process runs, not what it trains: may differ between workers and runs.
+EXECUTION_DATA_FIELDS = ("data_dir", "eval_batch_size")
+
+
+def comparable_setting(record: dict[str, Any]) -> dict[str, Any]:
+    """A setting record without the fields that do not change a run's result (device,
+    data folder, evaluation batch size): what workers of one study, and reused confirm
+    runs, must agree on."""
+    out = {k: v for k, v in record.items() if k != "device"}
+    out["data"] = {k: v for k, v in record.get("data", {}).items() if k not in EXECUTION_DATA_FIELDS}
+    for role in ("student", "teacher"):  # where an init file lies; its content is compared by hash (INITS_ATTR)
+        section = out.get(role)
+        if isinstance(section, dict) and isinstance(section.get("init"), dict):
+            out[role] = {**section, "init": {k: v for k, v in section["init"].items() if k not in ("path", "pretrain")}}
+    return out
+
+
+def trial_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state, with the pruned ones split into pruned-after-training and invalid draws."""
+    counts = {state.name.lower(): 0 for state in TrialState}
+    counts["invalid_draws"] = 0
+    counts["skipped"] = 0
+    for t in study.get_trials(deepcopy=False):
+        if "invalid_combination" in t.user_attrs:
+            counts["invalid_draws"] += 1
+        elif "skipped" in t.user_attrs:
+            counts["skipped"] += 1
+        else:
+            counts[t.state.name.lower()] += 1
+    return counts
