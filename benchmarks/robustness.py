@@ -4,8 +4,8 @@ with calibration and accuracy under input degradation, over several seeds.
     .venv/bin/python benchmarks/robustness.py [--setting studies/fmnist_quick.yaml] [--best sp+kd] [--seeds 3]
                                               [--plot docs/robustness_fmnist]
 
-Each method is trained with ``relkd.engine.train_runs(..., eval_test=True)``, exactly as
-``relkd train --eval-test`` does, so every number here is also in that command's
+Each method is trained with ``relkd.engine.train_runs(..., eval_test=True,
+evaluation=TestEvaluation(setting))``, exactly as ``relkd train --eval-test`` does, so every number here is also in that command's
 ``metrics.json``: test accuracy, top-5, ECE (15 bins), NLL, agreement with the teacher (for
 the methods that use it) and the accuracy under each degradation and severity, averaged
 over the seeds. ``--best`` is a preset or an exported config (e.g.
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from relkd.engine import train_runs  # noqa: E402
-from relkd.evaluation import format_degradation_table, plot_degradation  # noqa: E402
+from relkd.evaluation import TestEvaluation, format_degradation_table, plot_degradation  # noqa: E402
 from relkd.setting import load_setting  # noqa: E402
 
 
@@ -36,7 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     setting = load_setting(args.setting)
     methods = {"none": "none", "kd": "kd", f"best ({Path(args.best).name})": args.best}
-    summaries = {label: train_runs(setting, config, list(range(args.seeds)), eval_test=True)
+    summaries = {label: train_runs(setting, config, list(range(args.seeds)), eval_test=True,
+                                      evaluation=TestEvaluation(setting))
                  for label, config in methods.items()}
 
     print(f"\n{setting.name}: {setting.student.model} student, teacher {setting.teacher.model}, "

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import relkd  # noqa: E402
-from relkd.engine import _TeacherOutputs, get_teacher, run_trial  # noqa: E402
+from relkd.engine import TeacherOutputs, get_teacher, run_trial  # noqa: E402
 from relkd.setting import load_setting  # noqa: E402
 
 
@@ -42,8 +42,8 @@ def main() -> None:
     def timed(config, cache: bool) -> dict:
         return run_trial(setting, config, teacher=teacher, teacher_cache=cache)
 
-    _TeacherOutputs.persist = False  # measure computing the outputs, not reading another process's files
-    _TeacherOutputs.clear()
+    TeacherOutputs.persist = False  # measure computing the outputs, not reading another process's files
+    TeacherOutputs.clear()
     first_cached = timed(kd_sp, True)["wall_seconds"]  # pays for the teacher's outputs once
     times: dict[str, list[float]] = {"ce": [], "cached": [], "live": []}
     rates: dict[str, list[float]] = {"ce": [], "cached": [], "live": []}

@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -57,9 +56,9 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     so that a reader (or another process writing the same file) never sees it half done.
     On any failure the temporary file is removed and what was there before stays."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # one name per process: two processes never share it, and one process writing the same
+    # content twice writes the same bytes (torch.save names its archive after the file)
+    tmp_path = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         write(tmp_path)
         os.replace(tmp_path, target)
@@ -149,8 +148,8 @@ class CacheEntry:
 
 
 def cached(kind: str, key: str, build: Callable[[], tuple[Any, dict[str, Any]]], *, name: str = "",
-           filename: str = "model.pt", load: Callable[[Any, dict[str, Any]], None] | None = None,
-           force: bool = False, keep_on_write_error: bool = False) -> CacheEntry:
+           filename: str = "model.pt", load: Callable[[Any, dict[str, Any]], Any] | None = None,
+           force: bool = False, keep_on_write_error: bool = False, what: str = "") -> CacheEntry:
     """The entry ``<root>/<kind>/<name>-<key>/<filename>`` (``meta.json`` beside it).
 
     Under a lock on the folder: an intact file for ``key`` is used (with ``load``, it is
@@ -158,10 +157,11 @@ def cached(kind: str, key: str, build: Callable[[], tuple[Any, dict[str, Any]]],
     ``(object, metadata)``, which is saved with :func:`save_checked` (``key`` is added to
     the metadata). A write error raises, unless ``keep_on_write_error``: then this process
     keeps what it built (the metadata's ``sha256`` is that of its bytes) and later ones
-    build again. ``force`` builds even when an intact entry exists."""
+    build again. ``force`` builds even when an intact entry exists; ``what`` names the entry in
+    log lines ("teacher checkpoint")."""
     folder = cache_root() / kind / (f"{name.replace(':', '_')}-{key}" if name else key)
     file, meta_path = folder / filename, folder / "meta.json"
-    what = f"cached {kind[:-1] if kind.endswith('s') else kind} {name or key}"
+    what = what or f"cached {kind}"
     with file_lock(folder / ".lock", what):
         if not force:
             if load is None:
@@ -179,8 +179,8 @@ def cached(kind: str, key: str, build: Callable[[], tuple[Any, dict[str, Any]]],
         except OSError as err:
             if not keep_on_write_error:
                 raise
-            log.warning("could not write %s (%s): this process uses what it built, later ones build it again",
-                        file, err)
+            log.warning("could not cache %s %s (%s): this process uses what it built, later ones build it again",
+                        what, file, err)
             buffer = io.BytesIO()
             torch.save(value, buffer)
             meta["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()

@@ -98,6 +98,8 @@ def _seeds(text: str) -> list[int]:
 
 
 def _load_setting(args: argparse.Namespace):
+    """The setting file with the command's overrides, its ``pretrain`` inits resolved (a run follows)."""
+    from .pretrain import resolve_inits
     from .setting import load_setting
 
     setting = load_setting(args.setting)
@@ -105,7 +107,7 @@ def _load_setting(args: argparse.Namespace):
         setting = setting.with_budget(epochs=args.epochs)
     if getattr(args, "device", None):
         setting = setting.replace(device=args.device)
-    return setting
+    return resolve_inits(setting, progress=not getattr(args, "quiet", False))
 
 
 def cmd_teacher_train(args: argparse.Namespace) -> int:
@@ -150,10 +152,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine import train_runs
+    from .evaluation import TestEvaluation
 
     setting = _load_setting(args)
     summary = train_runs(setting, args.config, args.seeds, eval_test=args.eval_test, out=args.out,
-                         progress=not args.quiet, teacher_cache=not args.no_teacher_cache)
+                         progress=not args.quiet, teacher_cache=not args.no_teacher_cache,
+                         evaluation=TestEvaluation(setting))
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k != "objective_config"}, indent=2))
         return 0

@@ -28,7 +28,7 @@ from .config import load_config, validate_config
 from .registry import did_you_mean
 from .relation import RelationTerm
 
-__all__ = ["Objective", "build_objective", "kd_loss", "probe_objective"]
+__all__ = ["Objective", "build_objective", "as_objective", "kd_loss", "probe_objective"]
 
 Taps = Mapping[str, torch.Tensor]
 
@@ -146,6 +146,12 @@ def build_objective(config: Mapping[str, Any] | str | os.PathLike) -> Objective:
         [f"{str(config)!r} is neither a config file nor a preset{did_you_mean(str(config), PRESETS.list()) or '.'} "
          f"Presets: {', '.join(PRESETS.list())}"]
     )
+
+
+def as_objective(objective: Objective | Mapping[str, Any] | str | os.PathLike) -> Objective:
+    """``objective`` itself when it is already built, else :func:`build_objective` of it:
+    callers that pass a built objective down are not validated again."""
+    return objective if isinstance(objective, Objective) else build_objective(objective)
 
 
 def probe_objective(

@@ -14,11 +14,13 @@ everything that determines the checkpoint (:func:`pretrain_key`), so the same so
 setting never trains twice and a changed one trains anew. A target setting names the
 checkpoint as ``student.init: PATH`` or, so that one command runs the whole flow on a
 fresh machine, ``student.init: {pretrain: SOURCE.yaml}`` (made on first use, then
-cached). :func:`build_model` gives a setting's model its init and frozen stages; errors
-name the setting field (``student.init.path: no such file ...``).
+cached). :func:`resolve_inits` resolves such a source before any run, and
+:func:`relkd.engine.build_model` gives a model its init and frozen stages; errors name
+the setting field (``student.init.path: no such file ...``).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,16 +28,16 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__
+from .cache import cached, file_sha256
+from .engine import init_file, load_data, run_trial, transfer_ident
 from .fields import ConfigError
-from .models import TappedModel, model_entry
-from .models.transfer import InitError, file_sha256, freeze, load_init
+from .models import model_entry
 from .setting import ModelSpec, Setting, load_setting
 
-__all__ = ["PretrainResult", "pretrain_key", "get_pretrained", "export_pretrained", "resolve_init",
-           "transfer_ident", "prepare_inits", "apply_transfer"]
+__all__ = ["PretrainResult", "pretrain_key", "get_pretrained", "export_pretrained", "resolve_inits", "prepare_inits"]
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +45,14 @@ log = logging.getLogger(__name__)
 PRETRAIN_FORMAT = 1
 
 
-def _hint(field: str) -> str:
-    return (f"make one with `relkd pretrain --setting SOURCE.yaml --out FILE` and give {field}: FILE, or give "
-            f"{field}: {{pretrain: SOURCE.yaml}} to make it on first use (a torchvision weights file also works for "
-            f"tv: models)")
-
-
-def resolve_init(spec: ModelSpec, *, progress: bool = False) -> Path | None:
-    """The checkpoint file ``spec.init`` names (``None`` without an init); for
-    ``{pretrain: SOURCE.yaml}`` the source checkpoint, trained first if it is not cached.
-    Raises :class:`ConfigError` naming the field (``student.init.path: no such file ...``)."""
-    init = spec.init
-    if init is None:
-        return None
+def _resolve_init(spec: ModelSpec | None, progress: bool) -> ModelSpec | None:
+    """``spec`` with its ``{pretrain: SOURCE.yaml}`` init resolved to the source checkpoint
+    (trained first if it is not cached); other specs as they are. Raises
+    :class:`ConfigError` naming the field."""
+    if spec is None or spec.init is None or spec.init.pretrain is None or spec.init.checkpoint is not None:
+        return spec
     field = f"{spec.role}.init"
-    if init.path is not None:
-        path = Path(init.path).expanduser()
-        if not path.is_file():
-            raise ConfigError([f"{field}.path: no such file {str(path)!r}; {_hint(field)}"])
-        return path
-    source_file = Path(init.pretrain).expanduser()
+    source_file = Path(spec.init.pretrain).expanduser()
     if not source_file.is_file():
         raise ConfigError([f"{field}.pretrain: no such setting file {str(source_file)!r}; give the source setting "
                            f"that `relkd pretrain --setting` would train, e.g. studies/pretrain_fmnist_source.yaml"])
@@ -73,50 +63,31 @@ def resolve_init(spec: ModelSpec, *, progress: bool = False) -> Path | None:
     if source.student.init is not None and source.student.init.pretrain is not None:
         if Path(source.student.init.pretrain).expanduser().resolve() == source_file.resolve():
             raise ConfigError([f"{field}.pretrain: {source_file} starts from itself (student.init.pretrain)"])
-    return get_pretrained(source, progress=progress).checkpoint
+    checkpoint = get_pretrained(source, progress=progress).checkpoint
+    return dataclasses.replace(spec, init=dataclasses.replace(spec.init, checkpoint=str(checkpoint)))
 
 
-def transfer_ident(spec: ModelSpec) -> dict[str, Any]:
-    """What ``init`` and ``freeze`` add to a cache key: the checkpoint's SHA-256 (its
-    content, not where it is) and head mode, and the frozen parts. Empty when neither is
-    set, so the keys of settings without them are unchanged."""
-    out: dict[str, Any] = {}
-    path = resolve_init(spec)
-    if path is not None:
-        out["init"] = {"sha256": file_sha256(path), "head": spec.init.head}
-    if spec.freeze:
-        out["freeze"] = list(spec.freeze)
-    return out
-
-
-def apply_transfer(model: TappedModel, spec: ModelSpec, input_shape: Sequence[int]) -> str | None:
-    """Give ``model`` (built for ``spec``) its ``init`` checkpoint and freeze its
-    ``freeze`` parts; return the checkpoint's SHA-256 (``None`` without an init). Errors
-    are :class:`ConfigError` naming the field."""
-    sha = None
-    path = resolve_init(spec)
-    if path is not None:
-        try:
-            report = load_init(model, path, spec.init.head)
-        except (InitError, FileNotFoundError) as err:
-            raise ConfigError([f"{spec.role}.init: {err}"]) from None
-        sha = report.sha256
-    if spec.freeze:
-        try:
-            freeze(model, spec.freeze, input_shape)
-        except ValueError as err:
-            raise ConfigError([f"{spec.role}.freeze: {err}"]) from None
-    return sha
+def resolve_inits(setting: Setting, *, progress: bool = False) -> Setting:
+    """The setting with every ``{pretrain: SOURCE.yaml}`` init of its student and teacher
+    resolved to the source checkpoint (trained on first use, then cached), so the engine
+    never trains a source itself. A setting without such inits comes back as it is."""
+    student = _resolve_init(setting.student, progress)
+    teacher = _resolve_init(setting.teacher, progress)
+    if student is setting.student and teacher is setting.teacher:
+        return setting
+    return setting.replace(student=student, teacher=teacher)
 
 
 def prepare_inits(setting: Setting, *, progress: bool = False) -> dict[str, str]:
     """Resolve the student's and teacher's init files up front (training a ``pretrain``
     source if needed), so a missing file stops a study or compare before its first trial.
-    Returns ``{"student.init": sha256, ...}`` for the models that have one."""
+    Returns ``{"student.init": sha256, ...}`` for the models that have one; runs take
+    the setting from :func:`resolve_inits` (cheap once the sources are cached)."""
+    setting = resolve_inits(setting, progress=progress)
     out = {}
     for spec in (setting.student, setting.teacher):
         if spec is not None and spec.init is not None:
-            out[f"{spec.role}.init"] = file_sha256(resolve_init(spec, progress=progress))
+            out[f"{spec.role}.init"] = file_sha256(init_file(spec))
     return out
 
 
@@ -146,8 +117,6 @@ def pretrain_key(setting: Setting, data: Any = None) -> str:
     """A hash of everything that determines the source checkpoint: the data (content
     fingerprint, classes and split, as a student run sees it), the student model and its
     own init/freeze, the budget, the seed and the format. Not the file paths or device."""
-    from .engine import load_data
-
     data = data if data is not None else load_data(setting)
     recipe = setting.budget.key_fields(setting.data.batch_size)
     recipe["augment"] = setting.data.augment if recipe["augment"] is None else recipe["augment"]
@@ -167,23 +136,16 @@ def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = Fa
     """The setting's source checkpoint: loaded from the cache when an intact one for exactly
     this setting exists, else trained (CE only, the setting's budget and seed, its data as
     a student run sees it) and cached. Processes that start together wait on a file lock."""
-    from .engine import _file_lock, cache_root, intact_meta, load_data, run_trial, save_checked
-
+    setting = resolve_inits(setting, progress=progress)  # a source may start from another source
     data = load_data(setting)
     key = pretrain_key(setting, data)
-    folder = cache_root() / "pretrained" / f"{setting.student.model.replace(':', '_')}-{key}"
-    ckpt, meta_path = folder / "model.pt", folder / "meta.json"
-    with _file_lock(folder / ".lock"):
-        meta = None if force else intact_meta(ckpt, meta_path, key, "pretrained checkpoint")
-        if meta is not None:
-            log.debug("pretrained %s loaded from %s", setting.student.model, ckpt)
-            return PretrainResult(ckpt, meta, trained=False)
-        log.info("pretraining %s on %s (%d epochs) -> %s", setting.student.model, data.name,
-                 setting.budget.epochs, folder)
+
+    def train() -> tuple[dict[str, Any], dict[str, Any]]:
+        log.info("pretraining %s on %s (%d epochs)", setting.student.model, data.name, setting.budget.epochs)
         metrics = run_trial(setting, "none", eval_test=True, return_model=True, progress=progress)
         model = metrics.pop("model")
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        meta = {
+        return state, {
             "key": key, "model": setting.student.model,
             "params": setting.student.params, "dataset": data.name, "classes": list(data.classes),
             "num_classes": data.num_classes, "recipe": setting.budget.to_dict(), "seed": setting.seed,
@@ -192,10 +154,16 @@ def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = Fa
             "setting": {k: v for k, v in setting.to_dict().items() if k not in ("search", "optuna", "compare")},
             "relkd": __version__,
         }
-        meta = save_checked(state, ckpt, meta_path, meta)  # its consumers read the file: a failure is an error
-    log.info("pretrained %s: val accuracy %.4f, test accuracy %.4f", setting.student.model,
-             meta["val_accuracy"], meta["test_accuracy"])
-    return PretrainResult(ckpt, meta, trained=True)
+
+    # its consumers read the file, so a write error is an error
+    entry = cached("pretrained", key, train, name=setting.student.model, force=force,
+                   what="pretrained checkpoint")
+    if not entry.built:
+        log.debug("pretrained %s loaded from %s", setting.student.model, entry.file)
+    else:
+        log.info("pretrained %s: val accuracy %.4f, test accuracy %.4f", setting.student.model,
+                 entry.meta["val_accuracy"], entry.meta["test_accuracy"])
+    return PretrainResult(entry.file, entry.meta, trained=entry.built)
 
 
 def export_pretrained(result: PretrainResult, out: str | os.PathLike) -> tuple[Path, Path]:

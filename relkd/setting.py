@@ -98,6 +98,9 @@ class InitSpec:
     path: str | None = None
     pretrain: str | None = None
     head: str = "replace"
+    #: the checkpoint file a ``pretrain`` source was resolved to (:func:`relkd.pretrain.resolve_inits`);
+    #: where this process found it, not part of the setting's record
+    checkpoint: str | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         where = {"path": self.path} if self.path is not None else {"pretrain": self.pretrain}

@@ -40,11 +40,11 @@ def isolated(tmp_path, monkeypatch):
     distributed tests use it for every test (``pytestmark``)."""
     import optuna
 
-    from relkd.engine import _TeacherOutputs
+    from relkd.engine import TeacherOutputs
 
     monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("RELKD_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
-    _TeacherOutputs.clear()
+    TeacherOutputs.clear()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return tmp_path

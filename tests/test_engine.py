@@ -22,9 +22,9 @@ SETTING = TINY_SETTING
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "cache"))
-    from relkd.engine import _TeacherOutputs
+    from relkd.engine import TeacherOutputs
 
-    _TeacherOutputs.clear()
+    TeacherOutputs.clear()
     return tmp_path / "cache"
 
 
@@ -145,15 +145,15 @@ def test_teacher_output_cache_gives_the_same_run(augment):
 
 
 def test_teacher_outputs_are_written_once_and_read_by_later_processes(cache_dir, monkeypatch):
-    from relkd.engine import _TeacherOutputs
+    from relkd.engine import TeacherOutputs
 
     first = run_trial(setting(), "sp+kd")
     files = sorted(p.name for p in (cache_dir / "teacher_outputs").rglob("*.pt"))
     assert files == ["last_stage.pt", "logits.pt"]
-    _TeacherOutputs.clear()  # as a new process: only the files are left
+    TeacherOutputs.clear()  # as a new process: only the files are left
     calls = {"n": 0}
-    real_save = _TeacherOutputs._save
-    monkeypatch.setattr(_TeacherOutputs, "_save", classmethod(
+    real_save = TeacherOutputs.save
+    monkeypatch.setattr(TeacherOutputs, "save", classmethod(
         lambda cls, *a: calls.__setitem__("n", calls["n"] + 1) or real_save.__func__(cls, *a)))
     again = run_trial(setting(), "sp+kd")
     assert calls["n"] == 0  # read, not computed again
@@ -162,13 +162,13 @@ def test_teacher_outputs_are_written_once_and_read_by_later_processes(cache_dir,
 
 @pytest.mark.parametrize("damage", ["truncated", "altered"])
 def test_a_damaged_teacher_output_file_is_computed_again(cache_dir, caplog, damage):
-    from relkd.engine import _TeacherOutputs
+    from relkd.engine import TeacherOutputs
 
     first = run_trial(setting(), "kd")
     (path,) = (cache_dir / "teacher_outputs").rglob("logits.pt")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else data[:-8] + b"\x7f" * 8)
-    _TeacherOutputs.clear()
+    TeacherOutputs.clear()
     again = run_trial(setting(), "kd")
     assert "teacher-output cache" in caplog.text and "unusable" in caplog.text
     assert again["val_history"] == first["val_history"]  # the damaged file was not used
@@ -194,8 +194,8 @@ def test_a_full_disk_costs_the_cache_but_not_the_run(cache_dir, caplog, monkeypa
     for path in list(cache_dir.rglob("*")):  # a fresh cache, then the disk is full
         if path.is_file():
             path.unlink()
-    engine._TeacherOutputs.clear()
-    monkeypatch.setattr(engine.torch, "save", full_disk)
+    engine.TeacherOutputs.clear()
+    monkeypatch.setattr(torch, "save", full_disk)
     teacher = get_teacher(setting())
     assert teacher.trained and len(teacher.sha256) == 64
     assert "could not cache teacher checkpoint" in caplog.text and "No space left" in caplog.text
@@ -203,7 +203,7 @@ def test_a_full_disk_costs_the_cache_but_not_the_run(cache_dir, caplog, monkeypa
     assert metrics["val_history"] == expected["val_history"]  # the same run as with a disk
     assert "could not write the teacher-output cache" in caplog.text
     assert sorted(p.name for p in cache_dir.rglob("*") if p.is_file()) == [".lock"]  # nothing half-written
-    monkeypatch.setattr(engine.torch, "save", real_save)
+    monkeypatch.setattr(torch, "save", real_save)
     assert get_teacher(setting()).trained  # not cached, so trained again, and now cached
     assert not get_teacher(setting()).trained
 
@@ -301,11 +301,11 @@ def test_real_fashion_mnist_teacher_and_kd_student():
 
 
 def test_step_schedule_decays_at_the_milestones_and_keeps_other_teacher_keys():
-    from relkd.engine import _optimizer
+    from relkd.engine import make_optimizer
     from relkd.setting import Recipe
 
     recipe = Recipe(epochs=8, lr=0.1, schedule="step", milestones=(0.5, 0.75), gamma=0.1)
-    opt, sched = _optimizer(torch.nn.Linear(2, 2), recipe, steps=80)
+    opt, sched = make_optimizer(torch.nn.Linear(2, 2), recipe, steps=80)
     lrs = []
     for _ in range(80):
         lrs.append(opt.param_groups[0]["lr"])

@@ -12,9 +12,10 @@ from hypothesis import given
 from relkd.cli import main
 from relkd.fields import ConfigError
 from relkd.data import load_dataset
-from relkd.engine import _build_model, _optimizer, load_data, run_trial, teacher_key
+from relkd.engine import build_model, make_optimizer, load_data, run_trial, teacher_key
 from relkd.models import create_model
 from relkd.models.transfer import body_and_head, head_name, module_parts
+from relkd.pretrain import resolve_inits
 from relkd.setting import Recipe, load_setting, validate_setting
 from test_hostile_input import FUZZ, check, hostile, mutate
 from tiny import TINY_SETTING
@@ -27,9 +28,9 @@ SYNTH = {"dataset": "synthetic", "batch_size": 32, "params": {"train_size": 600,
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)  # relative init / pretrain paths resolve here
-    from relkd.engine import _TeacherOutputs
+    from relkd.engine import TeacherOutputs
 
-    _TeacherOutputs.clear()
+    TeacherOutputs.clear()
     return tmp_path / "cache"
 
 
@@ -105,21 +106,21 @@ def test_init_loads_the_body_exactly_and_replaces_the_head(tmp_path):
     source = save_source(tmp_path / "source.pt", num_classes=7)
     s = validate_setting(make(student={"init": "source.pt"}))
     data = load_data(s)
-    model = _build_model(s.student, data, seed=0, device=torch.device("cpu"))
+    model = build_model(s.student, data, seed=0, device=torch.device("cpu"))
     state = model.state_dict()
     body = [k for k in source if not k.startswith("net.fc.")]
     assert len(body) == len(state) - 2 and all(torch.equal(state[k], source[k]) for k in body)
     assert state["net.fc.weight"].shape == (10, 16) and state["net.fc.bias"].shape == (10,)
-    fresh = _build_model(validate_setting(make()).student, data, seed=0, device=torch.device("cpu")).state_dict()
+    fresh = build_model(validate_setting(make()).student, data, seed=0, device=torch.device("cpu")).state_dict()
     assert torch.equal(state["net.fc.weight"], fresh["net.fc.weight"])  # the new head's own initialisation
     assert model.init_sha256 == run_trial(s, "none")["init_sha256"]
 
 
 def test_head_is_replaced_even_when_it_fits_unless_kept(tmp_path):
     source = save_source(tmp_path / "source.pt", num_classes=10)
-    replaced = _build_model(validate_setting(make(student={"init": "source.pt"})).student,
+    replaced = build_model(validate_setting(make(student={"init": "source.pt"})).student,
                             load_data(validate_setting(make())), 0, torch.device("cpu")).state_dict()
-    kept = _build_model(validate_setting(make(student={"init": {"path": "source.pt", "head": "keep"}})).student,
+    kept = build_model(validate_setting(make(student={"init": {"path": "source.pt", "head": "keep"}})).student,
                         load_data(validate_setting(make())), 0, torch.device("cpu")).state_dict()
     assert not torch.equal(replaced["net.fc.weight"], source["net.fc.weight"])
     assert torch.equal(kept["net.fc.weight"], source["net.fc.weight"])
@@ -131,13 +132,13 @@ def test_mismatched_or_missing_checkpoints_give_clear_errors(tmp_path):
     data = load_data(validate_setting(make()))
     with pytest.raises(ConfigError, match=r"student.init: checkpoint 'wide.pt' does not fit ConvNet: shape "
                                           r"mismatches: stages.stage1.0.0.weight: file \(8, 1, 3, 3\) vs model"):
-        _build_model(validate_setting(make(student={"init": "wide.pt"})).student, data, 0, torch.device("cpu"))
+        build_model(validate_setting(make(student={"init": "wide.pt"})).student, data, 0, torch.device("cpu"))
     save_source(tmp_path / "resnet.pt", model="resnet8")
     with pytest.raises(ConfigError, match=r"student.init: .* missing keys .* unexpected keys"):
-        _build_model(validate_setting(make(student={"init": "resnet.pt"})).student, data, 0, torch.device("cpu"))
+        build_model(validate_setting(make(student={"init": "resnet.pt"})).student, data, 0, torch.device("cpu"))
     save_source(tmp_path / "five.pt", num_classes=5)
     with pytest.raises(ConfigError, match=r"head 'fc' has another number of classes: use head: replace"):
-        _build_model(validate_setting(make(student={"init": {"path": "five.pt", "head": "keep"}})).student,
+        build_model(validate_setting(make(student={"init": {"path": "five.pt", "head": "keep"}})).student,
                      data, 0, torch.device("cpu"))
     with pytest.raises(ConfigError, match=r"teacher.init.path: no such file 'nothing.pt'; make one with `relkd "
                                           r"pretrain --setting SOURCE.yaml --out FILE`"):
@@ -146,7 +147,10 @@ def test_mismatched_or_missing_checkpoints_give_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"student.init: 'junk.pt' is not a checkpoint torch.load reads"):
         run_trial(validate_setting(make(student={"init": "junk.pt"})), "none")
     with pytest.raises(ConfigError, match=r"student.init.pretrain: no such setting file 'src.yaml'"):
-        run_trial(validate_setting(make(student={"init": {"pretrain": "src.yaml"}})), "none")
+        resolve_inits(validate_setting(make(student={"init": {"pretrain": "src.yaml"}})))
+    with pytest.raises(ConfigError, match=r"student.init.pretrain: the source 'src.yaml' has not been trained or "
+                                          r"loaded yet; call relkd.pretrain.resolve_inits"):
+        run_trial(validate_setting(make(student={"init": {"pretrain": "src.yaml"}})), "none")  # the engine never trains it
     with pytest.raises(ConfigError, match=r"student.freeze: model 'cnn_tiny' has no stage 'stage4'"):
         run_trial(validate_setting(make(student={"freeze": ["stage4"]})), "none")
 
@@ -157,7 +161,7 @@ def test_torchvision_weights_file_initialises_a_tv_model(tmp_path):
     torch.save(source.state_dict(), tmp_path / "mobilenet_v3_small.pth")
     s = validate_setting(make(student={"model": "tv:mobilenet_v3_small", "params": {},
                                        "init": "mobilenet_v3_small.pth", "freeze": "body"}))
-    model = _build_model(s.student, load_data(s), 0, torch.device("cpu"))
+    model = build_model(s.student, load_data(s), 0, torch.device("cpu"))
     assert head_name(model) == "classifier.3"  # torchvision's recipe: replace the last layer only
     state, expected = model.net.state_dict(), source.state_dict()
     assert state["classifier.3.weight"].shape == (10, 1024)
@@ -197,7 +201,7 @@ def test_body_and_head_learning_rates_follow_the_schedule():
     model = create_model("cnn_tiny", num_classes=3, width=4)
     model.net.stages.stage1.requires_grad_(False)
     recipe = Recipe(epochs=1, lr=0.2, body_lr_scale=0.1, schedule="cosine")
-    opt, sched = _optimizer(model, recipe, steps=10)
+    opt, sched = make_optimizer(model, recipe, steps=10)
     body, head = body_and_head(model)
     assert [g["name"] for g in opt.param_groups] == ["body", "head"]
     assert opt.param_groups[1]["params"] == head and len(head) == 2 and head[0] is model.net.fc.weight
@@ -212,7 +216,7 @@ def test_body_and_head_learning_rates_follow_the_schedule():
     for body_lr, head_lr in lrs:
         assert body_lr == pytest.approx(0.1 * head_lr)
     assert lrs[5][1] == pytest.approx(0.2 * 0.5)  # cosine at half the steps
-    opt, sched = _optimizer(model, Recipe(lr=0.2, body_lr_scale=0.5, schedule="onecycle"), steps=10)
+    opt, sched = make_optimizer(model, Recipe(lr=0.2, body_lr_scale=0.5, schedule="onecycle"), steps=10)
     peaks = [max(g["lr"] for g in opt.param_groups)]
     for _ in range(10):
         opt.step()
@@ -220,7 +224,7 @@ def test_body_and_head_learning_rates_follow_the_schedule():
         peaks.append([g["lr"] for g in opt.param_groups])
     assert max(p[0] for p in peaks[1:]) == pytest.approx(0.1, rel=0.05)
     assert max(p[1] for p in peaks[1:]) == pytest.approx(0.2, rel=0.05)
-    one, _ = _optimizer(model, Recipe(lr=0.2), steps=10)  # default: one group, as before
+    one, _ = make_optimizer(model, Recipe(lr=0.2), steps=10)  # default: one group, as before
     assert len(one.param_groups) == 1
 
 
@@ -235,7 +239,7 @@ def test_pretrain_cli_writes_checkpoint_and_meta_then_reuses_them(tmp_path, caps
     first = json.loads(capsys.readouterr().out)
     meta = json.loads((tmp_path / "out" / "src.json").read_text())
     assert first["trained"] and meta["sha256"] == first["sha256"] and meta["classes"][0] == "class_0"
-    from relkd.models.transfer import file_sha256
+    from relkd.cache import file_sha256
 
     assert file_sha256(tmp_path / "out" / "src.pt") == meta["sha256"]
     state = torch.load(tmp_path / "out" / "src.pt", weights_only=True)
@@ -246,7 +250,7 @@ def test_pretrain_cli_writes_checkpoint_and_meta_then_reuses_them(tmp_path, caps
     # a target setting that names the source setting uses the same cached checkpoint
     target = validate_setting(make(data={"classes": [5, 6, 7, 8, 9], "train_per_class": 10},
                                    student={"init": {"pretrain": "src.yaml"}}))
-    assert run_trial(target, "none")["init_sha256"] == first["sha256"]
+    assert run_trial(resolve_inits(target), "none")["init_sha256"] == first["sha256"]
     assert main(["pretrain", "--setting", "missing.yaml"]) == 2
 
 

@@ -26,7 +26,6 @@ plain ``state_dict`` (a torchvision weights ``.pth``), one under a ``state_dict`
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +34,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from relkd.cache import file_sha256
 from relkd.models.taps import TappedModel
 
 __all__ = ["InitError", "InitReport", "HEADS", "BODY", "read_state_dict", "fit_state", "load_init", "head_name",
-           "module_parts", "parameter_parts", "freeze", "body_and_head", "file_sha256"]
+           "module_parts", "parameter_parts", "freeze", "body_and_head"]
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,6 @@ class InitReport:
     head: str
     loaded: list[str] = field(default_factory=list)
     replaced: dict[str, tuple[int, ...]] = field(default_factory=dict)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _under(key: str, prefix: str) -> bool:

@@ -1,0 +1,121 @@
+"""The teacher-output cache: the teacher's taps for every training sample, computed once per
+(teacher, data, augmentation epoch) and shared by every student trained in this process, and
+by other processes through the store's checked files."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..cache import cache_root, load_checked, save_checked
+from ..data import DeviceLoader
+from ..models import TappedModel
+from .device import autocast, prepare_input
+
+__all__ = ["TeacherOutputs"]
+
+log = logging.getLogger(__name__)
+
+
+class TeacherOutputs:
+    """Teacher taps for every training sample, indexed by sample index, computed once
+    per (teacher, data, augmentation epoch) and kept on the device for reuse across
+    epochs and trials in this process.
+
+    Without augmentation (the teacher sees the same images every epoch) they are also
+    written to the cache folder, one file per tap with its sha256 beside it, so other
+    processes (study workers, ``relkd train``, compare, confirm) load them instead of
+    running the teacher again. A file whose hash or shape does not match is computed again
+    and replaced, never used."""
+
+    _store: dict[tuple, dict[str, torch.Tensor]] = {}
+    limit_bytes = int(float(os.environ.get("RELKD_TEACHER_CACHE_MB", "4096")) * 2**20)
+    persist = True  # write and read the files (benchmarks of the first trial's cost turn it off)
+
+    @classmethod
+    def clear(cls) -> None:
+        """Forget what this process holds (the files stay)."""
+        cls._store.clear()
+
+    @classmethod
+    def _bytes(cls) -> int:
+        return sum(t.numel() * t.element_size() for d in cls._store.values() for t in d.values())
+
+    @staticmethod
+    def folder(key: tuple) -> Path:
+        """Where the files of one (teacher, data) pair live."""
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
+        return cache_root() / "teacher_outputs" / digest
+
+    @classmethod
+    def load(cls, key: tuple, tap: str, loader: DeviceLoader) -> torch.Tensor | None:
+        """The tap's outputs from another process's intact file, or ``None``."""
+        if not (cls.persist and key[-1] is None):
+            return None
+        path = cls.folder(key) / f"{tap}.pt"
+
+        def check(value: object, meta: dict) -> None:
+            if not isinstance(value, torch.Tensor) or list(value.shape) != meta.get("shape") \
+                    or value.shape[0] != loader.num_samples:
+                raise ValueError(f"it holds {getattr(value, 'shape', type(value).__name__)}, not {meta.get('shape')} "
+                                 f"for {loader.num_samples} samples")
+
+        found = load_checked(path, path.with_suffix(".json"), None, "teacher-output cache", check)
+        if found is None:
+            return None
+        log.debug("teacher tap %s loaded from %s", tap, path)
+        return found[0].to(loader.device, torch.float32)
+
+    @classmethod
+    def save(cls, key: tuple, tap: str, value: torch.Tensor) -> None:
+        """Write the tap's outputs for other processes (a write error is logged, not raised)."""
+        if not (cls.persist and key[-1] is None):
+            return
+        path = cls.folder(key) / f"{tap}.pt"
+        try:
+            save_checked(value.detach().cpu(), path, path.with_suffix(".json"),
+                         {"shape": list(value.shape), "key": [str(k) for k in key]})
+        except OSError as err:  # a full disk costs the other processes a teacher pass, not this run
+            log.warning("could not write the teacher-output cache %s (%s); this process keeps them in memory",
+                        path, err)
+
+    @classmethod
+    def get(cls, key: tuple, teacher: TappedModel, loader: DeviceLoader, epoch: int,
+            taps: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+        """The teacher's ``taps`` for every sample of ``loader`` at ``epoch``; ``None`` when
+        they would not fit in the memory limit (the caller then runs the teacher live)."""
+        stored = cls._store.setdefault(key, {})
+        missing = tuple(t for t in taps if t not in stored)
+        if missing:
+            with torch.inference_mode():
+                x0 = loader.images[:1].float()
+                probe = teacher(prepare_input(x0, loader.device), taps=missing)
+            need = sum(probe[t].numel() * 4 * loader.num_samples for t in missing)
+            if cls._bytes() + need > cls.limit_bytes:
+                log.info("teacher-output cache would exceed %.0f MiB; running the teacher live",
+                         cls.limit_bytes / 2**20)
+                return None
+            for t in missing:
+                loaded = cls.load(key, t, loader)
+                if loaded is not None:
+                    stored[t] = loaded
+            missing = tuple(t for t in missing if t not in stored)
+        if missing:
+            outputs: dict[str, list[torch.Tensor]] = {t: [] for t in missing}
+            plain = DeviceLoader(loader.images, loader.labels, 1024, loader.device, shuffle=False,
+                                 augment=loader.augment, seed=loader.seed, mean=loader.mean, std=loader.std,
+                                 pad=loader.pad, flip=loader.flip)
+            teacher.eval()
+            with torch.inference_mode(), autocast(loader.device):
+                for x, _ in plain.epoch(epoch):
+                    out = teacher(prepare_input(x, loader.device), taps=missing)
+                    for t in missing:
+                        outputs[t].append(out[t].float())
+            for t in missing:
+                stored[t] = torch.cat(outputs[t])
+                cls.save(key, t, stored[t])
+            log.debug("cached teacher taps %s for %d samples", missing, loader.num_samples)
+        return {t: stored[t] for t in taps}

@@ -1,0 +1,215 @@
+"""The one training loop (:func:`fit`) for teachers and students, its optimizer and learning-rate
+schedule, and top-1 evaluation."""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+
+from ..data import DatasetSplits, DeviceLoader
+from ..models import TappedModel
+from ..models.transfer import body_and_head
+from ..objective import Objective
+from ..setting import Recipe
+from .device import autocast, prepare_input
+from .teacher_outputs import TeacherOutputs
+
+__all__ = ["NonFiniteLossError", "FitResult", "Report", "fit", "evaluate", "param_groups", "make_optimizer",
+           "raise_non_finite", "progress_bar"]
+
+log = logging.getLogger(__name__)
+
+#: ``report(epoch, val_accuracy)``: a truthy return stops training (how studies prune).
+Report = Callable[[int, float], Any]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; ``part`` names the part that went bad."""
+
+    def __init__(self, part: str, epoch: int, step: int, detail: str = ""):
+        self.part, self.epoch, self.step = part, epoch, step
+        super().__init__(
+            f"the loss became NaN or inf in part {part!r} at epoch {epoch}, step {step}{detail}; "
+            f"lower that part's weight or the learning rate"
+        )
+
+
+def param_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
+    """The trainable parameters as optimizer groups: one group, or with ``body_lr_scale``
+    a ``body`` group at ``lr x body_lr_scale`` and a ``head`` group at ``lr``."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if recipe.body_lr_scale == 1.0 or not isinstance(model, TappedModel):
+        return [{"params": trainable, "lr": recipe.lr}]
+    body, head = body_and_head(model)
+    groups = [{"params": [p for p in body if p.requires_grad], "lr": recipe.lr * recipe.body_lr_scale, "name": "body"},
+              {"params": [p for p in head if p.requires_grad], "lr": recipe.lr, "name": "head"}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(model: torch.nn.Module, recipe: Recipe, steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """Optimizer and per-step schedule; every schedule scales each parameter group's own
+    learning rate (frozen parameters are left out)."""
+    groups = param_groups(model, recipe)
+    if recipe.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+            nesterov=recipe.momentum > 0,
+        )
+    else:
+        opt = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps = max(steps, 1)
+    if recipe.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=steps)
+    elif recipe.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    elif recipe.schedule == "step":
+        bounds = [round(m * steps) for m in recipe.milestones]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: recipe.gamma ** sum(s >= b for b in bounds))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return opt, sched
+
+
+@torch.inference_mode()
+def evaluate(model: TappedModel, loader: DeviceLoader) -> float:
+    """Top-1 accuracy of ``model`` over ``loader`` (in [0, 1])."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    device = loader.device
+    with autocast(device):
+        for x, y in loader:
+            logits = model(prepare_input(x, device), taps=("logits",))["logits"]
+            correct += int((logits.argmax(1) == y).sum())
+            total += int(y.numel())
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did: validation accuracy per epoch, mean loss parts, epochs, samples and time."""
+
+    history: list[float]
+    part_means: dict[str, float]
+    epochs: int
+    stopped_early: bool
+    samples: int
+    seconds: float
+
+
+def fit(
+    model: TappedModel,
+    data: DatasetSplits,
+    recipe: Recipe,
+    objective: Objective,
+    *,
+    seed: int,
+    device: torch.device,
+    batch_size: int,
+    augment: bool,
+    eval_batch_size: int = 1024,
+    teacher: TappedModel | None = None,
+    teacher_cache_key: tuple | None = None,
+    report: Report | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> FitResult:
+    """Train ``model`` on the train split with ``objective`` for ``recipe.epochs`` epochs,
+    evaluating validation accuracy after each epoch and calling ``report(epoch, val_acc)``;
+    a truthy return stops training early (pruning). Raises :class:`NonFiniteLossError`."""
+    loader = data.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
+                               drop_last=data.train_labels.numel() > batch_size)
+    val_loader = data.eval_loader("val", batch_size=eval_batch_size, device=device)
+    taps = objective.taps
+    model.resolve_taps(taps)  # a tap the student lacks is an error now, not mid-epoch
+    if objective.needs_teacher:
+        if teacher is None:
+            raise ValueError("this objective uses KD or relation terms, so it needs a teacher")
+        teacher.resolve_taps(taps)
+        teacher.eval()
+    use_cache = objective.needs_teacher and teacher_cache_key is not None
+    opt, sched = make_optimizer(model, recipe, recipe.epochs * len(loader))
+    check_every = 1 if device.type == "cpu" else 25
+    sums: dict[str, torch.Tensor] = {}
+    previous: dict[str, torch.Tensor] | None = None  # weighted parts at the last finite check
+    history: list[float] = []
+    steps = samples = 0
+    stopped = False
+    start = time.perf_counter()
+    bar = progress_bar(range(recipe.epochs), progress, desc)
+    for epoch in bar:
+        model.train()
+        cached = None
+        if use_cache:
+            key = (*teacher_cache_key, loader.seed if loader.augments else None, epoch if loader.augments else None)
+            cached = TeacherOutputs.get(key, teacher, loader, epoch, taps)
+        for x, y, index in loader.epoch(epoch, with_indices=True):
+            x = prepare_input(x, device)
+            with autocast(device):
+                s_taps = model(x, taps=taps)
+                t_taps = None
+                if cached is not None:
+                    t_taps = {t: v.index_select(0, index) for t, v in cached.items()}
+                elif objective.needs_teacher:
+                    with torch.inference_mode():
+                        live = teacher(x, taps=taps)
+                    # inference tensors may not be saved for backward: clone them out
+                    t_taps = {k: v.clone() for k, v in live.items()}
+                parts = objective(s_taps, t_taps, y)
+            opt.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            opt.step()
+            sched.step()
+            steps += 1
+            samples += int(y.numel())
+            for name in objective.part_names:
+                value = parts[name].detach().float()
+                sums[name] = sums[name] + value if name in sums else value
+            if steps % check_every == 0:
+                if not bool(torch.isfinite(parts["total"].detach())):
+                    raise_non_finite(parts, previous, objective, epoch, steps)
+                previous = {name: parts[f"{name}.weighted"].detach() for name in objective.part_names}
+        val_acc = evaluate(model, val_loader)
+        history.append(val_acc)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(val_acc=f"{val_acc:.4f}")
+        log.info("%s epoch %d/%d: val accuracy %.4f", desc, epoch + 1, recipe.epochs, val_acc)
+        if any(not math.isfinite(float(v)) for v in sums.values()):
+            raise_non_finite(sums, None, objective, epoch, steps)
+        if report is not None and report(epoch, val_acc):
+            stopped = epoch + 1 < recipe.epochs
+            break
+    seconds = time.perf_counter() - start
+    means = {name: float(v) / max(steps, 1) for name, v in sums.items()}
+    return FitResult(history, means, len(history), stopped, samples, seconds)
+
+
+def raise_non_finite(parts: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor] | None,
+                      objective: Objective, epoch: int, step: int) -> None:
+    """Name the part that went bad: the non-finite one if the others are finite; if all are
+    (the weights were already corrupted by the previous step), the part with the largest
+    weighted value in the last finite step."""
+    bad = [name for name in objective.part_names
+           if any(key in parts and not bool(torch.isfinite(parts[key].detach()).all())
+                  for key in (name, f"{name}.weighted"))]
+    if bad and (len(bad) < len(objective.part_names) or not previous):
+        raise NonFiniteLossError(bad[0], epoch, step)
+    if previous:
+        culprit = max(previous, key=lambda name: float(previous[name].abs()))
+        raise NonFiniteLossError(culprit, epoch, step, f" (every part is non-finite: the weights diverged after "
+                                                       f"a step where {culprit!r} was the largest weighted part)")
+    raise NonFiniteLossError("total", epoch, step)
+
+
+def progress_bar(iterable: Any, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, unit="epoch", file=sys.stderr, leave=False, dynamic_ncols=True)
