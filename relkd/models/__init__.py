@@ -26,14 +26,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from relkd.registry import Entry, Param, Registry, unknown_name_message
-
-#: Registry of model factories. Entries take ``num_classes``, ``in_channels`` and their
-#: declared parameters and return a :class:`TappedModel`; use :func:`create_model`.
-MODELS = Registry("model", bind=False)
-
-from relkd.models.taps import TapPoints, TappedModel, count_params  # noqa: E402
-from relkd.models import cnn, cifar, tv  # noqa: E402,F401  (registration side effects)
+from relkd.models import cnn, cifar, tv  # noqa: F401,I001  (each family registers its models, in this order)
+from relkd.models.taps import TapPoints, TappedModel, count_params
+from relkd.models.zoo import MODELS
+from relkd.registry import Entry, Param, unknown_name_message
 
 __all__ = [
     "MODELS",

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from relkd.models import MODELS
 from relkd.models.taps import TapPoints, TappedModel
+from relkd.models.zoo import MODELS
 
 __all__ = ["CifarResNet", "WideResNet", "build_cifar_resnet", "build_wrn"]
 

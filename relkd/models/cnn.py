@@ -26,8 +26,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from relkd.models import MODELS
 from relkd.models.taps import TapPoints, TappedModel
+from relkd.models.zoo import MODELS
 from relkd.registry import Param
 
 __all__ = ["ConvNet", "build_cnn"]

@@ -43,8 +43,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from relkd.models import MODELS
 from relkd.models.taps import TapPoints, TappedModel
+from relkd.models.zoo import MODELS
 from relkd.registry import Entry, Param, unknown_name_message
 
 __all__ = [
