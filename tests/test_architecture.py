@@ -249,3 +249,15 @@ def test_a_study_written_before_the_split_is_read_and_resumed(isolated, tmp_path
     assert len(counted_trials(result.study)) == 7  # resumed: one more trial, the anchors not trained again
     anchors = [t.user_attrs["anchor"] for t in result.study.trials if "anchor" in t.user_attrs]
     assert sorted(anchors) == ["kd", "none", "sp+kd"]
+
+
+def test_the_readme_lists_the_samplers_and_pruners_the_tables_hold():
+    import re
+
+    from relkd.study.spec import PRUNERS, SAMPLERS
+
+    readme = (ROOT / "README.md").read_text()
+    for field, table in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+        line = re.search(rf"^\s+{field}: \w+\s+# ([\w |]+?)(?: \(|,|$)", readme, re.M)
+        assert line, f"the README's study file shows no optuna.{field} line"
+        assert {n.strip() for n in line.group(1).split("|")} == set(table)
