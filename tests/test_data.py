@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from relkd import data as D
+from relkd.data import fashion_mnist as FM
+from relkd.data import synthetic
 from relkd.data import (
     DatasetNotFoundError,
     DeviceLoader,
@@ -40,7 +42,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def no_debian(monkeypatch, tmp_path):
     """Pretend Debian's dataset-fashion-mnist is not installed."""
-    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIRS", (tmp_path / "not-installed",))
+    monkeypatch.setattr(FM, "DEBIAN_FASHION_MNIST_DIRS", (tmp_path / "not-installed",))
 
 
 # ----------------------------------------------------------------------------------------
@@ -225,7 +227,7 @@ def test_load_dataset_splits_and_subset():
     assert len(data.train_labels) == 100 and len(data.val_labels) == 120 and len(data.test_labels) == 200
     assert torch.bincount(data.train_labels, minlength=10).tolist() == [10] * 10
     assert set(data.train_index.tolist()).isdisjoint(data.val_index.tolist())
-    raw = D._load_synthetic()
+    raw = synthetic.load_synthetic()
     assert torch.equal(data.train_images, raw.train_images[data.train_index])
     assert torch.equal(data.val_labels, raw.train_labels[data.val_index])
     again = load_dataset("synthetic", val_fraction=0.2, split_seed=3, train_subset=100)
@@ -250,14 +252,14 @@ def test_dataset_splits_attributes():
 
 
 def test_synthetic_deterministic_and_seeded():
-    a = D._load_synthetic(seed=1)
-    b = D._load_synthetic(seed=1)
-    c = D._load_synthetic(seed=2)
+    a = synthetic.load_synthetic(seed=1)
+    b = synthetic.load_synthetic(seed=1)
+    c = synthetic.load_synthetic(seed=2)
     assert torch.equal(a.train_images, b.train_images) and torch.equal(a.test_labels, b.test_labels)
     assert not torch.equal(a.train_images, c.train_images)
     assert a.train_images.shape == (600, 1, 28, 28)
     assert torch.bincount(a.train_labels).tolist() == [60] * 10
-    rgb = D._load_synthetic(channels=3, image_size=32, num_classes=4, train_size=40, test_size=8)
+    rgb = synthetic.load_synthetic(channels=3, image_size=32, num_classes=4, train_size=40, test_size=8)
     assert rgb.train_images.shape == (40, 3, 32, 32)
 
 
@@ -486,18 +488,18 @@ def test_fashion_mnist_cache_write_is_safe_when_concurrent(tmp_path):
     import multiprocessing as mp
 
     make_fake_fmnist(tmp_path / "src", n_train=2000)
-    files = D._find_idx_files(tmp_path / "src")
+    files = FM.find_idx_files(tmp_path / "src")
     root = tmp_path / "cache"
     ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=D._materialise_idx, args=(files, root)) for _ in range(4)]
+    procs = [ctx.Process(target=FM.materialise_idx, args=(files, root)) for _ in range(4)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
     raw = root / "FashionMNIST" / "raw"
-    assert sorted(p.name for p in raw.iterdir()) == sorted(D.FASHION_MNIST_FILES)
-    for base in D.FASHION_MNIST_FILES:
+    assert sorted(p.name for p in raw.iterdir()) == sorted(FM.FASHION_MNIST_FILES)
+    for base in FM.FASHION_MNIST_FILES:
         assert (raw / base).read_bytes() == gzip.decompress(files[base].read_bytes())
 
 
@@ -512,7 +514,7 @@ def test_fashion_mnist_from_env_and_torchvision_layout(tmp_path, monkeypatch, no
 def test_fashion_mnist_env_dir_falls_through_to_debian(tmp_path, monkeypatch):
     debian = tmp_path / "debian"
     make_fake_fmnist(debian)
-    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIRS", (debian,))
+    monkeypatch.setattr(FM, "DEBIAN_FASHION_MNIST_DIRS", (debian,))
     monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "empty"))
     data = load_dataset("fashion-mnist", download=False)
     assert data.source == str(debian)
@@ -528,7 +530,7 @@ def test_fashion_mnist_truncated_file_gives_clear_error(tmp_path):
 
 @pytest.mark.fmnist
 @pytest.mark.skipif(
-    not all((DEBIAN_FMNIST / f"{b}.gz").is_file() for b in D.FASHION_MNIST_FILES),
+    not all((DEBIAN_FMNIST / f"{b}.gz").is_file() for b in FM.FASHION_MNIST_FILES),
     reason="Debian's Fashion-MNIST is not installed (sudo apt-get install dataset-fashion-mnist)",
 )
 def test_real_fashion_mnist_from_debian():

@@ -1,0 +1,157 @@
+"""Your own images: train/, test/ and optional val/ class folders, read once and cached as tensors."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..cache import atomic_write
+from ..registry import Param
+from .base import DATA_DIR_ENV, DATASETS, DatasetNotFoundError, RawDataset, cache_dir, env_data_dir
+
+__all__ = []
+
+logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------
+# Image folders
+
+
+def _imagefolder_help(root: Path | None, problem: str) -> str:
+    return (
+        f"imagefolder: {problem}. Expected layout:\n"
+        "  ROOT/train/<class>/*.png|jpg|...   (required)\n"
+        "  ROOT/test/<class>/*                (required)\n"
+        "  ROOT/val/<class>/*                 (optional; otherwise carved from train)\n"
+        f"Pass the root as --data-dir ROOT (data_dir=ROOT in Python) or set {DATA_DIR_ENV}=ROOT"
+        + (f" (got {root})." if root is not None else ".")
+    )
+
+
+def _read_image(path: str, image_size: int, channels: int) -> Tensor:
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("L" if channels == 1 else "RGB")
+        img = TF.resize(img, image_size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        img = TF.center_crop(img, [image_size, image_size])
+        return TF.pil_to_tensor(img)
+
+
+def _read_folder(folder: Path, class_to_idx: dict[str, int], image_size: int, channels: int,
+                 allow_empty: bool) -> tuple[Tensor, Tensor]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    try:
+        samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=allow_empty)
+    except FileNotFoundError as err:
+        raise DatasetNotFoundError(_imagefolder_help(folder.parent, f"in {folder}: {err}")) from None
+    if not samples:
+        return (torch.empty(0, channels, image_size, image_size, dtype=torch.uint8),
+                torch.empty(0, dtype=torch.int64))
+    paths = [p for p, _ in samples]
+    workers = min(8, os.cpu_count() or 1, len(paths))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        images = list(pool.map(lambda p: _read_image(p, image_size, channels), paths))
+    return torch.stack(images), torch.tensor([c for _, c in samples], dtype=torch.int64)
+
+
+def _folder_fingerprint(root: Path, image_size: int, channels: int) -> str:
+    h = hashlib.sha256(f"v1|{root.resolve()}|{image_size}|{channels}\n".encode())
+    for sub in ("train", "val", "test"):
+        base = root / sub
+        if not base.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                st = os.stat(path)
+                h.update(f"{os.path.relpath(path, root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+@DATASETS.register(
+    "imagefolder",
+    params=[
+        Param("image_size", 32, type=int, min=1, help="images are resized (shorter side) and centre-cropped to this"),
+        Param("channels", 3, type=int, choices=(1, 3), help="1: grey, 3: RGB"),
+        Param("flip", True, type=bool, help="whether horizontal flips are a valid augmentation"),
+        Param("cache", True, type=bool, help="keep the decoded tensors in relkd's cache for the next run"),
+    ],
+    source="your own images: ROOT/train/<class>/*, ROOT/test/<class>/*, optional ROOT/val/<class>/*",
+)
+def _load_imagefolder(data_dir: Path | None = None, image_size: int = 32, channels: int = 3, flip: bool = True,
+                      cache: bool = True) -> RawDataset:
+    """Your own images in class folders, resized to ``image_size`` and read once into tensors.
+
+    Layout ``ROOT/train/<class>/*``, ``ROOT/test/<class>/*`` and optionally
+    ``ROOT/val/<class>/*`` (then used as the validation split instead of carving one from
+    train). Classes are the folder names under ``train`` in sorted order. Images are
+    resized so the shorter side is ``image_size`` and centre-cropped to a square."""
+    root = Path(data_dir) if data_dir is not None else env_data_dir()
+    if root is None:
+        raise DatasetNotFoundError(_imagefolder_help(None, "no root directory given"))
+    for required in ("train", "test"):
+        if not (root / required).is_dir():
+            raise DatasetNotFoundError(_imagefolder_help(root, f"no folder {root / required}"))
+    from torchvision.datasets.folder import find_classes
+
+    try:
+        classes, class_to_idx = find_classes(str(root / "train"))
+    except FileNotFoundError as err:
+        raise DatasetNotFoundError(_imagefolder_help(root, str(err))) from None
+    for sub in ("test", "val"):
+        if (root / sub).is_dir():
+            extra = sorted({e.name for e in os.scandir(root / sub) if e.is_dir()} - set(classes))
+            if extra:
+                raise ValueError(
+                    f"imagefolder: {root / sub} has class folder(s) {', '.join(extra)} that {root / 'train'} "
+                    f"lacks; the classes are taken from train: {', '.join(classes)}"
+                )
+
+    cached = None
+    cache_file = None
+    if cache:
+        cache_file = cache_dir() / "imagefolder" / f"{_folder_fingerprint(root, image_size, channels)}.pt"
+        if cache_file.is_file():
+            try:
+                cached = torch.load(cache_file, weights_only=True)
+                logger.info("imagefolder %s: read decoded images from the cache %s", root, cache_file)
+            except Exception as err:  # noqa: BLE001 - a broken cache entry is rebuilt
+                logger.warning("ignoring unreadable cache file %s: %s", cache_file, err)
+    if cached is None:
+        logger.info("imagefolder %s: decoding images at %dx%d", root, image_size, image_size)
+        cached = {}
+        for sub, allow_empty in (("train", False), ("val", True), ("test", True)):
+            if (root / sub).is_dir():
+                cached[f"{sub}_images"], cached[f"{sub}_labels"] = _read_folder(
+                    root / sub, class_to_idx, image_size, channels, allow_empty
+                )
+        if cache_file is not None:
+            try:
+                atomic_write(cache_file, lambda tmp: torch.save(cached, tmp))
+            except OSError as err:
+                logger.warning("could not write the cache %s: %s", cache_file, err)
+    if len(cached["test_labels"]) == 0:
+        raise DatasetNotFoundError(_imagefolder_help(root, f"no images in {root / 'test'}"))
+    return RawDataset(
+        cached["train_images"],
+        cached["train_labels"],
+        cached["test_images"],
+        cached["test_labels"],
+        tuple(classes),
+        allows_flip=flip,
+        crop_padding=max(1, image_size // 8),
+        source=str(root),
+        val_images=cached.get("val_images"),
+        val_labels=cached.get("val_labels"),
+    )
+
+
