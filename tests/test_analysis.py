@@ -9,7 +9,7 @@ import pytest
 
 from relkd.analysis.choices import NO_TERM, choice_group, choice_stats, completed, trial_choices
 from relkd.analysis.importance import EVALUATORS, study_importance
-from relkd.analysis.plots import _cell_invalid, write_study_plots
+from relkd.analysis.plots import cell_invalid, write_study_plots
 from relkd.analysis.report import render_report, write_report
 from relkd.cli import main
 from relkd.fields import yaml_dump
@@ -98,11 +98,11 @@ def test_cli_importance_json(env, capsys):
 
 
 def test_invalid_interaction_cells_follow_the_rules():
-    assert _cell_invalid("affinity", "normalisation", "angle", "center")     # (B,B,B) into a matrix-only step
-    assert _cell_invalid("affinity", "normalisation", "dot", "row_sum")      # signed into non-negative
-    assert not _cell_invalid("affinity", "normalisation", "dot", "row_l2")
-    assert _cell_invalid("normalisation", "loss", "mean", "kl")               # kl needs distributions
-    assert not _cell_invalid("normalisation", "loss", "row_softmax", "kl")
+    assert cell_invalid("affinity", "normalisation", "angle", "center")     # (B,B,B) into a matrix-only step
+    assert cell_invalid("affinity", "normalisation", "dot", "row_sum")      # signed into non-negative
+    assert not cell_invalid("affinity", "normalisation", "dot", "row_l2")
+    assert cell_invalid("normalisation", "loss", "mean", "kl")               # kl needs distributions
+    assert not cell_invalid("normalisation", "loss", "row_softmax", "kl")
 
 
 def test_plots_are_valid_images(env, tmp_path):
@@ -166,3 +166,40 @@ def test_cli_plot_and_report_write_files(env, tmp_path, capsys):
     assert (tmp_path / "plots" / "importance.svg").exists()
     path = write_report(env[1].study, env[1].storage, tmp_path / "r" / "report.html")
     assert path.stat().st_size > 50_000
+
+
+def test_every_registered_plot_is_written_and_shown_in_the_report(env, tmp_path):
+    from relkd.analysis.plots import PLOTS, study_plots
+
+    _, result = env
+    assert [e.name for e in study_plots()] == ["history", "importance", "marginals",
+                                               "interaction_affinity_normalisation",
+                                               "interaction_normalisation_loss", "weights", "intermediate"]
+    written = {p.stem for p in write_study_plots(result.study, tmp_path)}
+    assert written == set(PLOTS.list())
+    page = render_report(result.study, "sqlite:///x.db")
+    for entry in study_plots():
+        assert f'alt="{entry.name}"' in page and entry.property("caption") in page
+
+
+def test_a_plot_registered_once_reaches_the_files_and_the_report(env, tmp_path):
+    """Registering one function is the whole edit: no list in the report to keep in step."""
+    from relkd.analysis.plots import PLOTS, study_plot
+    from relkd.figures import pyplot
+
+    _, result = env
+
+    def draw(study, evaluator):
+        fig, ax = pyplot().subplots()
+        ax.plot([t.number for t in study.trials], [t.value or 0 for t in study.trials])
+        return fig
+
+    study_plot("trial_values", "Every trial's value, in trial order.")(draw)
+    try:
+        assert {"trial_values.png", "trial_values.svg"} <= {p.name for p in write_study_plots(result.study, tmp_path)}
+        page = render_report(result.study, "sqlite:///x.db")
+        assert 'alt="trial_values"' in page and "Every trial&#x27;s value, in trial order." in page
+        with pytest.raises(ValueError, match="plot 'trial_values' is already registered"):
+            study_plot("trial_values", "again")(draw)
+    finally:
+        PLOTS._entries.pop("trial_values", None)  # noqa: SLF001 - leave the registry as it was

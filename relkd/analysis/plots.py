@@ -1,6 +1,8 @@
 """Plots of a study, as PNG and SVG through matplotlib.
 
-:func:`write_study_plots` writes every plot into a folder and returns the paths:
+:func:`write_study_plots` writes every plot of the registry :data:`PLOTS` into a folder and
+returns the paths; the report shows the same plots, so a new plot is one decorated function
+(:func:`study_plot`). The shipped ones:
 
 - ``importance``: importance of each search parameter, and summed per design choice
   (affinity, normalisation, loss, tap, weights, KD, ...), PED-ANOVA by default;
@@ -22,16 +24,18 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
 
 from ..figures import pyplot, save_figure
+from ..registry import Entry, Registry
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, combination_problems
 from .choices import NO_TERM, choice_stats, completed
+from .importance import study_importance
 
-__all__ = ["write_study_plots", "plot_history", "plot_intermediate", "plot_importance", "plot_marginals",
+__all__ = ["PLOTS", "study_plot", "study_plots", "write_study_plots", "cell_invalid", "plot_history", "plot_intermediate", "plot_importance", "plot_marginals",
            "plot_interaction", "plot_weights"]
 
 log = logging.getLogger(__name__)
@@ -154,7 +158,7 @@ def _registry_names(choice: str) -> list[str]:
     return {"affinity": AFFINITIES, "normalisation": NORMALISATIONS, "loss": LOSSES}[choice].list()
 
 
-def _cell_invalid(rows: str, cols: str, r: str, c: str) -> bool:
+def cell_invalid(rows: str, cols: str, r: str, c: str) -> bool:
     """No valid combination has this pair (whatever the third choice)."""
     third = ({"affinity", "normalisation", "loss"} - {rows, cols}).pop()
     for other in _registry_names(third):
@@ -185,7 +189,7 @@ def plot_interaction(study: optuna.Study, rows: str, cols: str):
                       vmin=finite.min() if finite.size else 0, vmax=finite.max() if finite.size else 1)
     for i, r in enumerate(row_names):
         for j, c in enumerate(col_names):
-            if _cell_invalid(rows, cols, r, c):
+            if cell_invalid(rows, cols, r, c):
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="silver",
                                            linewidth=0))
                 ax.text(j, i, "invalid", ha="center", va="center", fontsize=6, color="grey")
@@ -236,25 +240,68 @@ def plot_weights(study: optuna.Study):
     return fig
 
 
+#: The study plots. Each entry draws one figure, ``draw(study, evaluator) -> figure``;
+#: :func:`write_study_plots` writes every entry as ``<name>.png`` and ``<name>.svg`` and the
+#: report shows them in registration order under their caption, so registering a plot is
+#: the one edit that adds it to both. ``optional`` plots may raise ``ValueError`` when the
+#: study cannot give them yet (they are then left out with a warning).
+PLOTS = Registry("plot", bind=False)
+
+
+def study_plot(name: str, caption: str, *, optional: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator registering ``draw(study, evaluator) -> figure`` as the study plot ``name``::
+
+        @study_plot("trial_time", "Wall time of each trial.")
+        def plot_trial_time(study, evaluator):
+            ...
+            return fig
+    """
+    return PLOTS.register(name, description=caption, caption=caption, optional=optional, order=len(PLOTS))
+
+
+def study_plots() -> list[Entry]:
+    """The registered study plots in registration order (the report's order)."""
+    return sorted(PLOTS.entries(), key=lambda entry: entry.property("order"))
+
+
+def _importance_figure(study: optuna.Study, evaluator: str):
+    return plot_importance(study_importance(study, evaluator))
+
+
+# The shipped plots, in the report's order.
+study_plot("history", "Optimisation history, with the anchors none, kd and the best preset as reference lines.")(
+    lambda study, evaluator: plot_history(study))
+study_plot("importance", "Importance of each search parameter and of each design choice.", optional=True)(
+    _importance_figure)
+study_plot("marginals", "Validation accuracy per affinity, normalisation, loss and tap (diamonds: anchors).")(
+    lambda study, evaluator: plot_marginals(study))
+study_plot("interaction_affinity_normalisation",
+           "Affinity x normalisation: best and mean accuracy, trials per cell.")(
+    lambda study, evaluator: plot_interaction(study, "affinity", "normalisation"))
+study_plot("interaction_normalisation_loss", "Normalisation x loss: best and mean accuracy, trials per cell.")(
+    lambda study, evaluator: plot_interaction(study, "normalisation", "loss"))
+study_plot("weights", "Term weight against accuracy, per loss.")(lambda study, evaluator: plot_weights(study))
+study_plot("intermediate", "Accuracy per epoch; pruned trials in grey.")(
+    lambda study, evaluator: plot_intermediate(study))
+
+
 def write_study_plots(study: optuna.Study, out_dir: str | Path, *, evaluator: str = "ped_anova") -> list[Path]:
-    """Write every plot of the study into ``out_dir``; returns the files written. The
-    importance plot needs at least a few completed search trials and is left out before."""
+    """Write every registered plot of the study into ``out_dir``; returns the files written.
+    The importance plot needs at least a few completed search trials and is left out before."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not completed(study):
         log.warning("study %s has no completed trial: no plots", study.study_name)
         return []
-    paths = save_figure(plot_history(study), out, "history")
-    paths += save_figure(plot_intermediate(study), out, "intermediate")
-    paths += save_figure(plot_marginals(study), out, "marginals")
-    paths += save_figure(plot_interaction(study, "affinity", "normalisation"), out, "interaction_affinity_normalisation")
-    paths += save_figure(plot_interaction(study, "normalisation", "loss"), out, "interaction_normalisation_loss")
-    paths += save_figure(plot_weights(study), out, "weights")
-    from .importance import study_importance
-
-    try:
-        paths += save_figure(plot_importance(study_importance(study, evaluator)), out, "importance")
-    except ValueError as err:
-        log.warning("no importance plot: %s", err)
+    paths: list[Path] = []
+    for entry in study_plots():
+        try:
+            figure = entry.obj(study, evaluator)
+        except ValueError as err:
+            if not entry.property("optional"):
+                raise
+            log.warning("no %s plot: %s", entry.name, err)
+            continue
+        paths += save_figure(figure, out, entry.name)
     log.info("wrote %d plot files to %s", len(paths), out)
     return paths

@@ -19,7 +19,7 @@ from ..fields import yaml_dump
 from ..study import anchor_values, ranked_trials, redact, study_status
 from ..study.record import CONFIRM_ATTR, SETTING_ATTR, versions
 from .importance import study_importance
-from .plots import write_study_plots
+from .plots import study_plots, write_study_plots
 
 __all__ = ["write_report", "render_report"]
 
@@ -35,17 +35,6 @@ pre { background: #f7f7f7; padding: .6em; overflow-x: auto; font-size: .85em; }
 figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .9em; } .muted { color: #777; }
 """
-
-_PLOTS = (
-    ("history", "Optimisation history, with the anchors none, kd and the best preset as reference lines."),
-    ("importance", "Importance of each search parameter and of each design choice."),
-    ("marginals", "Validation accuracy per affinity, normalisation, loss and tap (diamonds: anchors)."),
-    ("interaction_affinity_normalisation", "Affinity x normalisation: best and mean accuracy, trials per cell."),
-    ("interaction_normalisation_loss", "Normalisation x loss: best and mean accuracy, trials per cell."),
-    ("weights", "Term weight against accuracy, per loss."),
-    ("intermediate", "Accuracy per epoch; pruned trials in grey."),
-)
-
 
 def _pct(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}%"
@@ -145,7 +134,8 @@ def _figures(study: optuna.Study, evaluator: str) -> str:
     with tempfile.TemporaryDirectory() as folder:
         written = {p.stem for p in write_study_plots(study, folder, evaluator=evaluator)}
         parts = []
-        for stem, caption in _PLOTS:
+        for entry in study_plots():
+            stem, caption = entry.name, entry.property("caption")
             if stem not in written:
                 continue
             data = base64.b64encode((Path(folder) / f"{stem}.png").read_bytes()).decode("ascii")
