@@ -1,5 +1,6 @@
-"""Design choices of trials: which group a search parameter belongs to, and which
-affinity / normalisation / loss / tap / view a trial's composition uses.
+"""Design choices of trials: which group a search parameter belongs to (declared with each
+search dimension in :mod:`relkd.study.space`), and which affinity / normalisation / loss /
+tap / view a trial's composition uses.
 
 Choices are read from each trial's ``objective_config`` rather than its parameters, so the
 anchors (whose compositions may lie outside the search space) and multi-term trials count
@@ -7,44 +8,20 @@ too: a trial with two terms counts once under each affinity it uses.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import optuna
 from optuna.trial import TrialState
 
+from ..study.space import GROUPS, choice_group
+
 __all__ = ["GROUPS", "CHOICES", "NO_TERM", "choice_group", "trial_choices", "completed", "ChoiceStats",
            "choice_stats"]
 
-# Groups of search parameters, in the order plots show them.
-GROUPS = ("terms", "tap", "view", "affinity", "normalisation", "loss", "component params", "weights", "KD")
 # Categorical choices a composition is made of.
 CHOICES = ("affinity", "normalisation", "loss", "tap", "view")
 NO_TERM = "(no term)"
-
-_TERM_FIELD = re.compile(r"^term\d+\.(tap|view|affinity|normalisation|loss|weight)$")
-_TERM_COMPONENT_PARAM = re.compile(r"^term\d+\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")
-
-
-def choice_group(param: str) -> str:
-    """The design choice a search parameter belongs to (one of :data:`GROUPS`, else ``other``)::
-
-        n_terms -> terms; term0.affinity -> affinity; term1.rbf.gamma -> component params;
-        term0.weight, kd.weight, ce_weight -> weights; kd, kd.temperature -> KD
-    """
-    if param == "n_terms":
-        return "terms"
-    if param in ("kd", "kd.temperature"):
-        return "KD"
-    if param in ("kd.weight", "ce_weight"):
-        return "weights"
-    match = _TERM_FIELD.match(param)
-    if match:
-        return "weights" if match.group(1) == "weight" else match.group(1)
-    if _TERM_COMPONENT_PARAM.match(param):
-        return "component params"
-    return "other"
 
 
 def trial_choices(config: dict[str, Any]) -> dict[str, set[str]]:

@@ -1,8 +1,9 @@
-"""The search space: which objective configs a study may draw, built from the registries.
+"""The search space: which objective configs a study may draw, declared once as a table of
+dimensions built from the registries.
 
 A study file's ``search`` section restricts the space; everything it leaves out takes the
-defaults below. Each value is fixed (a scalar or a single name), a list of choices, or a
-range ``{low, high, log}``::
+defaults of :data:`DIMENSIONS`. Each value is fixed (a scalar or a single name), a list of
+choices, or a range ``{low, high, log}``::
 
     search:
       terms: {low: 0, high: 2}          # number of relation terms
@@ -25,199 +26,179 @@ component's own parameter, named after the component), ``term0.normalisation``,
 rules it breaks (:func:`relkd.combination_problems`); the driver never trains an invalid
 draw. :meth:`SearchSpace.params_for` is the inverse: the parameters under which a given
 config (e.g. a preset) lies in the space, or ``None``.
+
+Every search field is one :class:`Dimension` of :data:`DIMENSIONS`: its study-file field,
+default, parser, Optuna parameter name, where its value goes in the config, and its
+design-choice group. Validation, :data:`DEFAULT_SEARCH`, ``sample``, ``params_for``,
+``describe``, ``grid`` and the analysis' choice groups (:func:`choice_group`) all read the
+table, so adding a search field is one entry, e.g. a per-term categorical field::
+
+    Dimension("mix", "avg", names_parser(("avg", "max")), "{term}.mix", "view", role=TERM_VALUE)
 """
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
-
-from ..fields import ConfigError, FieldChecker, join_path
+from typing import Any, Callable, Mapping, Sequence
 
 from ..config import validate_config
-from ..registry import Registry, did_you_mean
+from ..fields import ConfigError, FieldChecker, join_path
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS, combination_problems
+from .domains import (
+    Choice,
+    Domain,
+    Fixed,
+    Range,
+    bool_domain,
+    free_names,
+    name_domain,
+    names_of,
+    numeric_domain,
+    upper,
+)
 
-__all__ = ["Fixed", "Choice", "Range", "SearchSpace", "validate_search", "DEFAULT_SEARCH"]
+__all__ = ["Fixed", "Choice", "Range", "Dimension", "DIMENSIONS", "SearchSpace", "validate_search",
+           "DEFAULT_SEARCH", "choice_group", "GROUPS"]
 
-DEFAULT_SEARCH: dict[str, Any] = {
-    "terms": {"low": 0, "high": 2},
-    "tap": ["last_stage", "pool"],
-    "view": ["flatten", "avgpool", "maxpool"],
-    "affinity": "all",
-    "normalisation": "all",
-    "loss": "all",
-    "component_params": "search",
-    "weight": {"low": 1e-3, "high": 1e5, "log": True},
-    "kd": {"enabled": [False, True], "temperature": {"low": 1.0, "high": 8.0},
-           "weight": {"low": 0.1, "high": 1.0}},
-    "ce_weight": {"low": 0.1, "high": 1.0, "log": True},
-}
-_FIELDS = tuple(DEFAULT_SEARCH)
-_KD_FIELDS = ("enabled", "temperature", "weight")
-_NAME_FIELDS: dict[str, Registry] = {"view": VIEWS, "affinity": AFFINITIES, "normalisation": NORMALISATIONS,
-                                     "loss": LOSSES}
-_COMPONENTS = ("affinity", "normalisation", "loss")
+# How a dimension's value enters the config (the order of DIMENSIONS is the order of drawing).
+COUNT = "count"                  # the number of relation terms
+TERM_VALUE = "term value"        # a plain value of each term (tap, view)
+COMPONENT = "component"          # a registry name of each term, with its own parameters
+COMPONENT_PARAMS = "params"      # whether components' own parameters are searched (a switch)
+TERM_WEIGHT = "term weight"      # a value of each term drawn once its combination is valid
+SWITCH = "switch"                # a part of the config that is on or off (kd)
+SWITCHED = "switched"            # a value inside a switched part (kd.temperature)
+VALUE = "value"                  # a top-level value (ce_weight)
 
+#: Groups of search parameters, in the order plots show them.
+GROUPS = ("terms", "tap", "view", "affinity", "normalisation", "loss", "component params", "weights", "KD")
 
-# ----------------------------------------------------------------------------- domains
-
-
-@dataclass(frozen=True)
-class Fixed:
-    """One value: nothing is searched and no Optuna parameter is created."""
-
-    value: Any
-
-    def suggest(self, trial: Any, name: str) -> Any:
-        return self.value
-
-    def contains(self, value: Any) -> bool:
-        return _same(value, self.value)
-
-    @property
-    def searched(self) -> bool:
-        return False
-
-    def describe(self) -> Any:
-        return self.value
+Parser = Callable[[FieldChecker, Any, str, "Sequence[str] | None"], Any]
 
 
 @dataclass(frozen=True)
-class Choice:
-    """A categorical parameter."""
+class Dimension:
+    """One search field: ``field`` (dotted path in the ``search`` section), its ``default``,
+    ``parse(checker, value, path, taps) -> Domain``, the Optuna parameter name (``{term}``
+    stands for ``term0``, ``term1``, ...; ``{component}`` and ``{param}`` for a component's
+    own parameter), its design-choice ``group``, its ``role`` and, for values that land in
+    the config under another name, ``config_key`` (default: the last part of ``field``)."""
 
-    choices: tuple[Any, ...]
-
-    def suggest(self, trial: Any, name: str) -> Any:
-        return trial.suggest_categorical(name, list(self.choices))
-
-    def contains(self, value: Any) -> bool:
-        return any(_same(value, c) for c in self.choices)
-
-    @property
-    def searched(self) -> bool:
-        return True
-
-    def describe(self) -> Any:
-        return list(self.choices)
-
-
-@dataclass(frozen=True)
-class Range:
-    """A float or integer range, optionally log-uniform."""
-
-    low: float
-    high: float
-    log: bool = False
-    integer: bool = False
-
-    def suggest(self, trial: Any, name: str) -> Any:
-        if self.integer:
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(name, self.low, self.high, log=self.log)
-
-    def contains(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if self.integer and not float(value).is_integer():
-            return False
-        tolerance = 1e-9 * max(abs(self.low), abs(self.high), 1.0)
-        return self.low - tolerance <= value <= self.high + tolerance
+    field: str
+    default: Any
+    parse: Parser
+    param: str
+    group: str
+    role: str = VALUE
+    config_key: str | None = None
+    registry: Any = None  # components: where their names and parameters come from
 
     @property
-    def searched(self) -> bool:
-        return self.low != self.high
+    def key(self) -> str:
+        return self.config_key or self.field.rsplit(".", 1)[-1]
 
-    def describe(self) -> Any:
-        out = {"low": self.low, "high": self.high}
-        if self.log:
-            out["log"] = True
-        return out
+    def param_name(self, term: int | None = None, component: str = "", param: str = "") -> str:
+        return self.param.format(term=f"term{term}", component=component, param=param)
 
 
-Domain = Fixed | Choice | Range
+def numbers(**options: Any) -> Parser:
+    """A parser of a number, a list of numbers or a range (``numeric_domain``'s options)."""
+    return lambda c, value, path, taps: numeric_domain(c, value, path, **options)
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
-    return a == b
+def names_parser(names: Sequence[str] | Callable[[], Sequence[str]], kind: str = "value") -> Parser:
+    """A parser of ``all``, one name or a list of names out of ``names``."""
+    return lambda c, value, path, taps: name_domain(c, value, path, names() if callable(names) else names, kind)
 
 
-# ----------------------------------------------------------------------------- validation
+def registry_names(registry: Any) -> Parser:
+    return lambda c, value, path, taps: name_domain(c, value, path, registry.list(), registry.kind)
 
 
-def _numeric_domain(c: FieldChecker, value: Any, path: str, *, integer: bool = False, minimum: float = 0.0,
-                    strict: bool = False, log_default: bool = False) -> Domain | None:
-    """A number (fixed), a list of numbers (choices) or ``{low, high, log}`` (range)."""
-    check = (lambda v, p: c.integer(v, p, minimum=int(minimum))) if integer else \
-        (lambda v, p: c.number(v, p, minimum=minimum, strict=strict))
-    if isinstance(value, Mapping):
-        if not c.mapping(value, path, ("low", "high", "log")):
-            return None
-        for key in ("low", "high"):
-            if key not in value:
-                c.error(join_path(path, key), "missing; a range needs low and high")
-        if "low" not in value or "high" not in value:
-            return None
-        low, high = check(value["low"], join_path(path, "low")), check(value["high"], join_path(path, "high"))
-        log = c.boolean(value.get("log", log_default), join_path(path, "log"))
-        if low is None or high is None or log is None:
-            return None
-        if low > high:
-            c.error(path, f"low ({low:g}) must not exceed high ({high:g})")
-            return None
-        if log and low <= 0:
-            c.error(join_path(path, "low"), f"a log range needs low > 0, got {low:g}")
-            return None
-        return Fixed(low) if low == high else Range(low, high, log, integer)
-    if isinstance(value, (list, tuple)):
-        if not value:
-            c.error(path, "expected at least one value")
-            return None
-        values = [check(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        if any(v is None for v in values):
-            return None
-        unique = tuple(dict.fromkeys(values))
-        return Fixed(unique[0]) if len(unique) == 1 else Choice(unique)
-    number = check(value, path)
-    return None if number is None else Fixed(number)
+def parse_terms(c: FieldChecker, value: Any, path: str, taps: Sequence[str] | None) -> Domain | None:
+    domain = numeric_domain(c, value, path, integer=True)
+    if domain is not None and upper(domain) > 8:
+        c.error(path, f"at most 8 relation terms, got up to {upper(domain)}")
+    return domain
 
 
-def _name_domain(c: FieldChecker, value: Any, path: str, allowed: Sequence[str], kind: str) -> Domain | None:
-    """``all``, one name or a list of names out of ``allowed``."""
-    if value == "all":
-        if not allowed:
-            c.error(path, f"no {kind} to choose from")
-            return None
-        return Choice(tuple(allowed)) if len(allowed) > 1 else Fixed(allowed[0])
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-        c.error(path, f"expected 'all', a {kind} name or a list of them; allowed: {', '.join(allowed)}; "
-                      f"got {value!r}")
-        return None
-    ok = True
-    for i, name in enumerate(names):
-        if name not in allowed:
-            where = path if isinstance(value, str) else f"{path}[{i}]"
-            c.error(where, f"unknown {kind} {name!r}{did_you_mean(name, allowed)}; allowed: {', '.join(allowed)}")
-            ok = False
-    if not ok:
-        return None
-    unique = tuple(dict.fromkeys(names))
-    return Fixed(unique[0]) if len(unique) == 1 else Choice(unique)
+def parse_tap(c: FieldChecker, value: Any, path: str, taps: Sequence[str] | None) -> Domain | None:
+    if taps is None:
+        return free_names(c, value, path)
+    return name_domain(c, value, path, tuple(taps), "tap (of both models)")
 
 
-def _bool_domain(c: FieldChecker, value: Any, path: str) -> Domain | None:
-    values = value if isinstance(value, (list, tuple)) else [value]
-    if not values or not all(isinstance(v, bool) for v in values):
-        c.error(path, f"expected true, false or [false, true], got {value!r}")
-        return None
-    unique = tuple(dict.fromkeys(values))
-    return Fixed(unique[0]) if len(unique) == 1 else Choice(unique)
+def parse_switch(c: FieldChecker, value: Any, path: str, taps: Sequence[str] | None) -> Domain | None:
+    return bool_domain(c, value, path)
+
+
+def parse_component_params(c: FieldChecker, value: Any, path: str, taps: Sequence[str] | None) -> Domain | None:
+    choice = c.choice(value, path, ("search", "default"))
+    return None if choice is None else Fixed(choice)
+
+
+#: The search space, one row per search field, in the order a trial draws them.
+DIMENSIONS: tuple[Dimension, ...] = (
+    Dimension("terms", {"low": 0, "high": 2}, parse_terms, "n_terms", "terms", role=COUNT),
+    Dimension("tap", ["last_stage", "pool"], parse_tap, "{term}.tap", "tap", role=TERM_VALUE),
+    Dimension("view", ["flatten", "avgpool", "maxpool"], registry_names(VIEWS), "{term}.view", "view",
+              role=TERM_VALUE),
+    Dimension("affinity", "all", registry_names(AFFINITIES), "{term}.affinity", "affinity", role=COMPONENT,
+              registry=AFFINITIES),
+    Dimension("normalisation", "all", registry_names(NORMALISATIONS), "{term}.normalisation", "normalisation",
+              role=COMPONENT, registry=NORMALISATIONS),
+    Dimension("loss", "all", registry_names(LOSSES), "{term}.loss", "loss", role=COMPONENT, registry=LOSSES),
+    Dimension("component_params", "search", parse_component_params, "{term}.{component}.{param}",
+              "component params", role=COMPONENT_PARAMS),
+    Dimension("weight", {"low": 1e-3, "high": 1e5, "log": True}, numbers(log_default=True), "{term}.weight",
+              "weights", role=TERM_WEIGHT),
+    Dimension("kd.enabled", [False, True], parse_switch, "kd", "KD", role=SWITCH, config_key="kd"),
+    Dimension("kd.temperature", {"low": 1.0, "high": 8.0}, numbers(strict=True), "kd.temperature", "KD",
+              role=SWITCHED),
+    Dimension("kd.weight", {"low": 0.1, "high": 1.0}, numbers(), "kd.weight", "weights", role=SWITCHED),
+    Dimension("ce_weight", {"low": 0.1, "high": 1.0, "log": True}, numbers(log_default=False), "ce_weight",
+              "weights", role=VALUE),
+)
+
+
+def _nested(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    """``{"kd.weight": v}`` pairs as nested mappings ``{"kd": {"weight": v}}``, in order."""
+    out: dict[str, Any] = {}
+    for field, value in pairs:
+        *parents, last = field.split(".")
+        target = out
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[last] = value
+    return out
+
+
+#: The ``search`` section every study starts from.
+DEFAULT_SEARCH: dict[str, Any] = _nested([(d.field, d.default) for d in DIMENSIONS])
+#: Fields of ``search`` that hold fields of their own (``kd: {enabled, temperature, weight}``).
+SECTIONS = tuple(dict.fromkeys(d.field.split(".")[0] for d in DIMENSIONS if "." in d.field))
+
+
+def _param_pattern(dim: Dimension) -> re.Pattern:
+    text = re.escape(dim.param).replace(r"\{term\}", r"term\d+")
+    text = text.replace(r"\{component\}", r"[A-Za-z0-9_]+").replace(r"\{param\}", r"[A-Za-z0-9_]+")
+    return re.compile(f"^{text}$")
+
+
+_GROUP_PATTERNS = [(_param_pattern(d), d.group) for d in DIMENSIONS]
+
+
+def choice_group(param: str) -> str:
+    """The design choice a search parameter belongs to (one of :data:`GROUPS`, else ``other``),
+    read from :data:`DIMENSIONS`::
+
+        n_terms -> terms; term0.affinity -> affinity; term1.rbf.gamma -> component params;
+        term0.weight, kd.weight, ce_weight -> weights; kd, kd.temperature -> KD
+    """
+    for pattern, group in _GROUP_PATTERNS:
+        if pattern.match(param):
+            return group
+    return "other"
 
 
 def validate_search(search: Any, taps: Sequence[str] | None = None, path: str = "search") -> SearchSpace:
@@ -228,39 +209,26 @@ def validate_search(search: Any, taps: Sequence[str] | None = None, path: str = 
     :class:`~relkd.config.ConfigError` listing every problem with its field path."""
     c = FieldChecker()
     search = {} if search is None else search
-    if not c.mapping(search, path, _FIELDS):
+    if not c.mapping(search, path, tuple(DEFAULT_SEARCH)):
         raise ConfigError(c.errors)
     merged = {**DEFAULT_SEARCH, **search}
-    p = lambda key: join_path(path, key)  # noqa: E731
-
-    terms = _numeric_domain(c, merged["terms"], p("terms"), integer=True)
-    if terms is not None and _upper(terms) > 8:
-        c.error(p("terms"), f"at most 8 relation terms, got up to {_upper(terms)}")
-    tap_names = tuple(taps) if taps is not None else None
-    if tap_names is None:
-        tap = _free_names(c, merged["tap"], p("tap"))
-    else:
-        tap = _name_domain(c, merged["tap"], p("tap"), tap_names, "tap (of both models)")
-    names = {key: _name_domain(c, merged[key], p(key), reg.list(), reg.kind) for key, reg in _NAME_FIELDS.items()}
-    component_params = c.choice(merged["component_params"], p("component_params"), ("search", "default"))
-    weight = _numeric_domain(c, merged["weight"], p("weight"), log_default=True)
-
-    kd_in = merged["kd"]
-    kd_enabled = kd_temperature = kd_weight = None
-    if isinstance(kd_in, bool):
-        kd_in = {"enabled": kd_in}
-    if c.mapping(kd_in, p("kd"), _KD_FIELDS):
-        kd_merged = {**DEFAULT_SEARCH["kd"], **kd_in}
-        kd_enabled = _bool_domain(c, kd_merged["enabled"], p("kd.enabled"))
-        kd_temperature = _numeric_domain(c, kd_merged["temperature"], p("kd.temperature"), strict=True)
-        kd_weight = _numeric_domain(c, kd_merged["weight"], p("kd.weight"))
-    ce_weight = _numeric_domain(c, merged["ce_weight"], p("ce_weight"), log_default=False)
+    for section in SECTIONS:  # nested sections (kd): a bare switch, or a mapping of its fields
+        defaults, value = DEFAULT_SEARCH[section], merged[section]
+        if isinstance(value, bool):
+            value = {next(iter(defaults)): value}
+        merged[section] = {**defaults, **value} if c.mapping(value, join_path(path, section), tuple(defaults)) \
+            else None
+    domains: dict[str, Any] = {}
+    for dim in DIMENSIONS:
+        section, _, rest = dim.field.partition(".")
+        value = merged[section] if not rest else (merged[section] or {}).get(rest)
+        if value is None and rest:
+            domains[dim.field] = None  # its section is broken: said above
+            continue
+        domains[dim.field] = dim.parse(c, value, join_path(path, dim.field), taps)
     if c.errors:
         raise ConfigError(c.errors)
-    space = SearchSpace(terms=terms, tap=tap, view=names["view"], affinity=names["affinity"],
-                       normalisation=names["normalisation"], loss=names["loss"],
-                       search_component_params=component_params == "search", weight=weight,
-                        kd=kd_enabled, kd_temperature=kd_temperature, kd_weight=kd_weight, ce_weight=ce_weight)
+    space = SearchSpace(domains)
     if not space.terms.contains(0) and not space.valid_combinations():
         raise ConfigError([f"{path}: no valid affinity x normalisation x loss combination in the space (with "
                            f"default component parameters); widen affinity, normalisation or loss, or allow "
@@ -268,44 +236,45 @@ def validate_search(search: Any, taps: Sequence[str] | None = None, path: str = 
     return space
 
 
-def _free_names(c: FieldChecker, value: Any, path: str) -> Domain | None:
-    """Tap names when the models are not known yet: any non-empty names."""
-    names = [value] if isinstance(value, str) else value
-    if value == "all" or not isinstance(names, (list, tuple)) or not names or \
-            not all(isinstance(n, str) and n for n in names):
-        c.error(path, f"expected a tap name or a list of them (e.g. [last_stage, pool]), got {value!r}")
-        return None
-    unique = tuple(dict.fromkeys(names))
-    return Fixed(unique[0]) if len(unique) == 1 else Choice(unique)
-
-
-def _upper(domain: Domain) -> int:
-    if isinstance(domain, Fixed):
-        return int(domain.value)
-    if isinstance(domain, Choice):
-        return int(max(domain.choices))
-    return int(domain.high)
-
-
-# ----------------------------------------------------------------------------- the space
-
-
-@dataclass(frozen=True)
 class SearchSpace:
-    """Domains for every choice of an objective config; see the module docstring."""
+    """Domains for every search field of :data:`DIMENSIONS` (``space.tap``, ``space.kd`` ...);
+    see the module docstring."""
 
-    terms: Domain
-    tap: Domain
-    view: Domain
-    affinity: Domain
-    normalisation: Domain
-    loss: Domain
-    search_component_params: bool
-    weight: Domain
-    kd: Domain
-    kd_temperature: Domain
-    kd_weight: Domain
-    ce_weight: Domain
+    _ALIASES = {"kd": "kd.enabled", "kd_temperature": "kd.temperature", "kd_weight": "kd.weight"}
+
+    def __init__(self, domains: Mapping[str, Any]):
+        self.domains = dict(domains)
+
+    def __getattr__(self, name: str) -> Any:
+        domains = self.__dict__.get("domains", {})
+        field = self._ALIASES.get(name, name)
+        if field in domains:
+            return domains[field]
+        raise AttributeError(name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SearchSpace) and self.domains == other.domains
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.domains!r})"
+
+    @property
+    def search_component_params(self) -> bool:
+        return self.domains["component_params"].value == "search"
+
+    def _own_params(self, dim: Dimension, name: str) -> list[tuple[Any, Domain]]:
+        """A component's own parameters with the domain each takes here."""
+        out = []
+        for param in dim.registry.get(name).params:
+            if self.search_component_params and param.search is not None:
+                integer = param.type is int
+                out.append((param, Range(param.search[0], param.search[1], param.log and not integer, integer)))
+            else:
+                out.append((param, Fixed(param.default)))
+        return out
+
+    def _dims(self, *roles: str) -> list[Dimension]:
+        return [d for d in DIMENSIONS if d.role in roles]
 
     # -- drawing
 
@@ -313,42 +282,43 @@ class SearchSpace:
         """Draw a config through ``trial`` (an ``optuna.Trial``); return it in canonical form
         with the rules it breaks. An invalid draw stops at the first invalid term, so no
         parameter is drawn that the config does not use."""
-        n_terms = int(self.terms.suggest(trial, "n_terms"))
+        (count,) = self._dims(COUNT)
+        n_terms = int(self.domains[count.field].suggest(trial, count.param))
         terms = []
         for i in range(n_terms):
             term, problems = self._sample_term(trial, i)
             if problems:
                 return {}, [f"term{i}: {problem}" for problem in problems]
             terms.append(term)
-        use_kd = bool(self.kd.suggest(trial, "kd"))
-        kd = None
-        if use_kd:
-            kd = {"temperature": float(self.kd_temperature.suggest(trial, "kd.temperature")),
-                  "weight": float(self.kd_weight.suggest(trial, "kd.weight"))}
-        ce_weight = float(self.ce_weight.suggest(trial, "ce_weight"))
-        config = {"relkd_config": 1, "ce_weight": ce_weight, "kd": kd, "terms": terms}
+        config: dict[str, Any] = {"relkd_config": 1, "terms": terms}
+        for dim in self._dims(SWITCH, SWITCHED, VALUE):
+            if dim.role == SWITCHED:
+                section = dim.field.split(".")[0]
+                if config[section] is not None:
+                    config[section][dim.key] = float(self.domains[dim.field].suggest(trial, dim.param))
+            elif dim.role == SWITCH:
+                config[dim.key] = {} if bool(self.domains[dim.field].suggest(trial, dim.param)) else None
+            else:
+                config[dim.key] = float(self.domains[dim.field].suggest(trial, dim.param))
         return validate_config(config), []
 
     def _sample_term(self, trial: Any, i: int) -> tuple[dict[str, Any], list[str]]:
-        prefix = f"term{i}"
-        term: dict[str, Any] = {"tap": self.tap.suggest(trial, f"{prefix}.tap"),
-                                "view": self.view.suggest(trial, f"{prefix}.view")}
-        for kind in _COMPONENTS:
-            domain: Domain = getattr(self, kind)
-            name = domain.suggest(trial, f"{prefix}.{kind}")
-            entry = _NAME_FIELDS[kind].get(name)
-            spec = {"name": name}
-            for param in entry.params:
-                if self.search_component_params and param.search is not None:
-                    integer = param.type is int
-                    low, high = param.search
-                    log = param.log and not integer
-                    spec[param.name] = Range(low, high, log, integer).suggest(trial, f"{prefix}.{name}.{param.name}")
-            term[kind] = spec
+        term: dict[str, Any] = {}
+        (params_dim,) = self._dims(COMPONENT_PARAMS)
+        for dim in self._dims(TERM_VALUE, COMPONENT):
+            value = self.domains[dim.field].suggest(trial, dim.param_name(i))
+            if dim.role == COMPONENT:
+                spec = {"name": value}
+                for param, domain in self._own_params(dim, value):
+                    if isinstance(domain, Range):
+                        spec[param.name] = domain.suggest(trial, params_dim.param_name(i, value, param.name))
+                value = spec
+            term[dim.key] = value
         problems = combination_problems(term["affinity"], term["normalisation"], term["loss"])
         if problems:
             return term, problems
-        term["weight"] = float(self.weight.suggest(trial, f"{prefix}.weight"))
+        for dim in self._dims(TERM_WEIGHT):
+            term[dim.key] = float(self.domains[dim.field].suggest(trial, dim.param_name(i)))
         return term, []
 
     # -- the inverse
@@ -367,52 +337,37 @@ class SearchSpace:
                 params[name] = value
             return True
 
-        if not put(self.terms, "n_terms", len(cfg["terms"])):
+        (count,) = self._dims(COUNT)
+        (params_dim,) = self._dims(COMPONENT_PARAMS)
+        if not put(self.domains[count.field], count.param, len(cfg["terms"])):
             return None
         for i, term in enumerate(cfg["terms"]):
-            prefix = f"term{i}"
-            if not (put(self.tap, f"{prefix}.tap", term["tap"]) and put(self.view, f"{prefix}.view", term["view"])):
-                return None
-            for kind in _COMPONENTS:
-                spec = term[kind]
-                if not put(getattr(self, kind), f"{prefix}.{kind}", spec["name"]):
+            for dim in self._dims(TERM_VALUE, COMPONENT, TERM_WEIGHT):
+                value = term[dim.key]
+                name = value["name"] if dim.role == COMPONENT else value
+                if not put(self.domains[dim.field], dim.param_name(i), name):
                     return None
-                entry = _NAME_FIELDS[kind].get(spec["name"])
-                for param in entry.params:
-                    value = spec[param.name]
-                    if self.search_component_params and param.search is not None:
-                        domain = Range(*param.search, log=param.log and param.type is not int,
-                                       integer=param.type is int)
-                    else:
-                        domain = Fixed(param.default)
-                    if not put(domain, f"{prefix}.{spec['name']}.{param.name}", value):
-                        return None
-            if not put(self.weight, f"{prefix}.weight", term["weight"]):
+                if dim.role == COMPONENT:
+                    for param, domain in self._own_params(dim, name):
+                        if not put(domain, params_dim.param_name(i, name, param.name), value[param.name]):
+                            return None
+        for dim in self._dims(SWITCH, SWITCHED, VALUE):
+            if dim.role == SWITCH:
+                ok = put(self.domains[dim.field], dim.param, cfg[dim.key] is not None)
+            elif dim.role == SWITCHED:
+                section = cfg[dim.field.split(".")[0]]
+                ok = section is None or put(self.domains[dim.field], dim.param, section[dim.key])
+            else:
+                ok = put(self.domains[dim.field], dim.param, cfg[dim.key])
+            if not ok:
                 return None
-        kd = cfg["kd"]
-        if not put(self.kd, "kd", kd is not None):
-            return None
-        if kd is not None and not (put(self.kd_temperature, "kd.temperature", kd["temperature"])
-                                   and put(self.kd_weight, "kd.weight", kd["weight"])):
-            return None
-        if not put(self.ce_weight, "ce_weight", cfg["ce_weight"]):
-            return None
         return params
 
     # -- description
 
     def describe(self) -> dict[str, Any]:
         """The space as plain data, in the study file's ``search`` format."""
-        return {
-            "terms": self.terms.describe(), "tap": self.tap.describe(), "view": self.view.describe(),
-            "affinity": self.affinity.describe(), "normalisation": self.normalisation.describe(),
-            "loss": self.loss.describe(),
-            "component_params": "search" if self.search_component_params else "default",
-            "weight": self.weight.describe(),
-            "kd": {"enabled": self.kd.describe(), "temperature": self.kd_temperature.describe(),
-                   "weight": self.kd_weight.describe()},
-            "ce_weight": self.ce_weight.describe(),
-        }
+        return _nested([(d.field, self.domains[d.field].describe()) for d in DIMENSIONS])
 
     def grid(self) -> dict[str, list[Any]]:
         """The space as a grid for Optuna's ``GridSampler``: every searched parameter with its
@@ -422,16 +377,17 @@ class SearchSpace:
         if not isinstance(self.terms, Fixed):
             problems.append("search.terms: a grid needs a fixed number of terms, e.g. terms: 1")
         if self.search_component_params and any(
-                p.search is not None for kind in _COMPONENTS for name in _names(getattr(self, kind))
-                for p in _NAME_FIELDS[kind].get(name).params):
+                p.search is not None for dim in self._dims(COMPONENT) for name in names_of(self.domains[dim.field])
+                for p in dim.registry.get(name).params):
             problems.append("search.component_params: a grid keeps component parameters at their defaults; "
                             "set component_params: default")
-        fields = {"tap": self.tap, "view": self.view, "weight": self.weight, "ce_weight": self.ce_weight}
-        if self.kd.contains(True):
-            fields.update({"kd.temperature": self.kd_temperature, "kd.weight": self.kd_weight})
-        for field_name, domain in fields.items():
+        kd_possible = self.kd.contains(True)
+        for dim in self._dims(TERM_VALUE, TERM_WEIGHT, SWITCHED, VALUE):
+            domain = self.domains[dim.field]
+            if dim.role == SWITCHED and not kd_possible:
+                continue
             if isinstance(domain, Range) and not domain.integer:
-                problems.append(f"search.{field_name}: a grid needs a fixed value or a list of values, not a range")
+                problems.append(f"search.{dim.field}: a grid needs a fixed value or a list of values, not a range")
         if isinstance(self.kd, Choice) and (self.kd_temperature.searched or self.kd_weight.searched):
             problems.append("search.kd: a grid cannot search kd.temperature or kd.weight while KD itself is "
                             "switched on and off; fix kd.enabled or the KD values")
@@ -446,21 +402,15 @@ class SearchSpace:
                 grid[name] = list(range(int(domain.low), int(domain.high) + 1))
 
         for i in range(int(self.terms.value)):
-            for key in ("tap", "view", *_COMPONENTS, "weight"):
-                add(f"term{i}.{key}", getattr(self, key))
-        add("kd", self.kd)
-        if self.kd.contains(True):
-            add("kd.temperature", self.kd_temperature)
-            add("kd.weight", self.kd_weight)
-        add("ce_weight", self.ce_weight)
+            for dim in self._dims(TERM_VALUE, COMPONENT, TERM_WEIGHT):
+                add(dim.param_name(i), self.domains[dim.field])
+        for dim in self._dims(SWITCH, SWITCHED, VALUE):
+            if dim.role != SWITCHED or kd_possible:
+                add(dim.param, self.domains[dim.field])
         return grid
 
     def valid_combinations(self) -> list[tuple[str, str, str]]:
         """Every (affinity, normalisation, loss) in the space that is valid with default
         component parameters."""
-        return [(a, n, l_) for a in _names(self.affinity) for n in _names(self.normalisation)
-                for l_ in _names(self.loss) if not combination_problems(a, n, l_)]
-
-
-def _names(domain: Domain) -> tuple[str, ...]:
-    return domain.choices if isinstance(domain, Choice) else (domain.value,)
+        return [(a, n, l_) for a in names_of(self.affinity) for n in names_of(self.normalisation)
+                for l_ in names_of(self.loss) if not combination_problems(a, n, l_)]
