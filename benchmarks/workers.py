@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from relkd.fields import read_yaml_file
 
-from relkd.config import yaml_dump  # noqa: E402
+from relkd.fields import yaml_dump  # noqa: E402
 
 # The same list for every configuration: KD alone, and each relation method with KD.
 ANCHORS = ["kd", "sp+kd", "rkd+kd", "pkt+kd", "cc+kd", "sp", "pkt", "none"]

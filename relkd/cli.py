@@ -294,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the parts as JSON")
     p.set_defaults(func=cmd_check)
 
-    from .cli_study import add_compare_command, add_study_commands
+    from .cli_compare import add_compare_command
+    from .cli_study import add_study_commands
 
     add_study_commands(sub)
     add_compare_command(sub)

@@ -2,15 +2,52 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .fields import yaml_dump
+from .fields import ConfigError, yaml_dump
 
 log = logging.getLogger("relkd")
+
+#: The library's arguments that its errors open with (``top_k: expected ...``), and the flags
+#: of the study commands that give them.
+FLAGS = {"top_k": "--top-k", "trial": "--trial", "seeds": "--seeds", "study_name": "--study-name",
+         "evaluator": "--evaluator"}
+#: How the library names an argument inside a message (advice), and the flag that gives it.
+FLAG_PHRASES = {"the storage argument": "--storage", "StudySpec.renamed": "--study-name"}
+_ARGUMENT = re.compile(r"^(" + "|".join(FLAGS) + r")(?=:)")
+_PHRASE = re.compile("|".join(re.escape(phrase) for phrase in FLAG_PHRASES))
+
+
+def as_flags(err: BaseException) -> str:
+    """The error's message as the command line says it: the arguments the library names
+    (``top_k: expected an integer >= 1``, ``give the storage argument``) become the flags
+    that give them (``--top-k: ...``, ``give --storage``). Errors of files
+    (:class:`ConfigError`) name their fields and stay as they are."""
+    text = str(err)
+    if isinstance(err, ConfigError):
+        return text
+    text = _ARGUMENT.sub(lambda m: FLAGS[m.group(1)], text, count=1)
+    return _PHRASE.sub(lambda m: FLAG_PHRASES[m.group(0)], text)
+
+
+def _shows_flags(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``command`` whose library errors (``ValueError``) name the command's flags, not the
+    library's arguments; the error keeps its type, and ``relkd`` prints it as before."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ValueError as err:
+            if not isinstance(err, ConfigError) and len(err.args) == 1 and isinstance(err.args[0], str):
+                err.args = (as_flags(err),)
+            raise
+    return run
 
 
 def _seed_list(text: str) -> list[int]:
@@ -105,9 +142,10 @@ def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: 
         print(f"plots: {plot_dir}")
 
 
+@_shows_flags
 def cmd_study_run(args: argparse.Namespace) -> int:
     _optuna_logging(args)
-    from .study import export_trials, load_study_spec, run_dir, run_study
+    from .study import load_study_spec, run_study
 
     spec = load_study_spec(args.study)
     if args.study_name:
@@ -117,23 +155,15 @@ def cmd_study_run(args: argparse.Namespace) -> int:
                          "optuna.storage in the study file); workers on one SQLite file must share its disk")
     _sigterm_interrupts()
     result = run_study(spec, storage=args.storage, n_trials=args.n_trials, timeout=args.timeout,
-                       progress=not args.quiet, enqueue_missing_anchors=args.command_name == "run")
+                       progress=not args.quiet, enqueue_missing_anchors=args.command_name == "run",
+                       outputs=args.command_name == "run")
     if result.error:
         log.error("study %s stopped: %s", spec.study_name, result.error)
     if args.command_name == "worker":
         print(f"worker done: {result.trials_run} trials run; stopped because {result.stopped_because}")
         return 1 if result.error else 0
-    export_path = plot_dir = None
-    if any(t.state.name == "COMPLETE" for t in result.study.get_trials(deepcopy=False)):
-        folder = run_dir(result.study.study_name)
-        export_path = export_trials(result.study, result.storage, folder / "best.yaml")[0]
-        try:
-            from .analysis.plots import write_study_plots
-
-            plot_dir = folder / "plots"
-            write_study_plots(result.study, plot_dir)
-        except ImportError:  # pragma: no cover - analysis is part of the package
-            plot_dir = None
+    export_path = result.best_config
+    plot_dir = result.plot_dir
     if args.json:
         print(json.dumps({"stopped_because": result.stopped_because, "counts": result.counts,
                           "export": str(export_path) if export_path else None,
@@ -143,6 +173,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     return 1 if result.error else 0
 
 
+@_shows_flags
 def cmd_study_status(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .study import load_relkd_study, redact, study_status
@@ -171,6 +202,7 @@ def cmd_study_status(args: argparse.Namespace) -> int:
     return 0
 
 
+@_shows_flags
 def cmd_study_export(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .study import export_trials, load_relkd_study
@@ -181,6 +213,7 @@ def cmd_study_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@_shows_flags
 def cmd_study_confirm(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .study import confirm_study, format_table, load_relkd_study
@@ -195,6 +228,7 @@ def cmd_study_confirm(args: argparse.Namespace) -> int:
     return 0
 
 
+@_shows_flags
 def cmd_study_plot(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .analysis.plots import write_study_plots
@@ -207,6 +241,7 @@ def cmd_study_plot(args: argparse.Namespace) -> int:
     return 0 if paths else 1
 
 
+@_shows_flags
 def cmd_study_importance(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .analysis.importance import study_importance
@@ -228,6 +263,7 @@ def cmd_study_importance(args: argparse.Namespace) -> int:
     return 0
 
 
+@_shows_flags
 def cmd_study_report(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .analysis.report import write_report
@@ -238,6 +274,7 @@ def cmd_study_report(args: argparse.Namespace) -> int:
     return 0
 
 
+@_shows_flags
 def cmd_study_validate(args: argparse.Namespace) -> int:
     from .study import load_study_spec
 
@@ -292,7 +329,7 @@ def add_study_commands(sub: Any) -> None:
     q.add_argument("--top-k", type=_positive_int("--top-k"), default=3)
     q.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="a count (3: seeds 0,1,2) or a list 0,4,7")
     q.add_argument("--epochs", type=_positive_int("--epochs"), help="default: twice the study's budget")
-    q.add_argument("--out", help="folder for runs.jsonl / confirm.json / confirm.md (default runs/<study>/confirm)")
+    q.add_argument("--out", help="folder for confirm.db / confirm.json / confirm.md (default runs/<study>/confirm)")
     q.add_argument("--device", help="override the study's device (auto, cpu, cuda, cuda:1, mps)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.add_argument("--json", action="store_true")
@@ -328,28 +365,3 @@ def add_study_commands(sub: Any) -> None:
     q.add_argument("study")
     q.set_defaults(func=cmd_study_validate)
 
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    _optuna_logging(args)
-    from .analysis.compare import format_markdown, load_compare, run_compare
-
-    spec = load_compare(args.compare)
-    table = run_compare(spec, storage=args.storage, out_dir=args.out, progress=not args.quiet)
-    if args.json:
-        print(json.dumps(table, indent=2))
-    else:
-        print(format_markdown(table), end="")
-        print("files: " + ", ".join(table["files"]))
-    return 0
-
-
-def add_compare_command(sub: Any) -> None:
-    """Add ``relkd compare`` to the top-level parser's subcommands."""
-    q = sub.add_parser("compare", help="method comparison: baseline, each preset alone and with KD, N seeds, test")
-    q.add_argument("compare", help="a compare file, e.g. studies/compare_fmnist.yaml")
-    q.add_argument("--storage", help="Optuna storage URL shared by several processes "
-                                     "(default sqlite:///runs/<name>/optuna.db)")
-    q.add_argument("--out", help="folder for compare.csv/.md/.json/.png/.svg (default runs/<name>/compare)")
-    q.add_argument("--quiet", action="store_true", help="no progress bars")
-    q.add_argument("--json", action="store_true")
-    q.set_defaults(func=cmd_compare)

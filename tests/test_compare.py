@@ -4,8 +4,8 @@ import csv
 import optuna
 import pytest
 
-from relkd.analysis import compare as compare_module
-from relkd.analysis.compare import format_markdown, run_compare, validate_compare
+from relkd.study import compare as compare_module
+from relkd.study.compare import format_markdown, run_compare, validate_compare
 from relkd.cli import main
 from relkd.fields import ConfigError, yaml_dump
 from tiny import TINY_SETTING, interrupt_on_call

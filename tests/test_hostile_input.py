@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relkd.analysis.compare import validate_compare
+from relkd.study.compare import validate_compare
 from relkd.cli import main
 from relkd.fields import ConfigError, yaml_dump, yaml_load
 from relkd.config import validate_config

@@ -28,7 +28,8 @@ from relkd.study import (
     trial_counts,
     validate_study,
 )
-from relkd.study import runner as runner_module
+from relkd.study import trial as trial_module
+from relkd.study import worker as worker_module
 from tiny import TINY_SETTING, interrupt_on_call, wait_for_running_trial
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,13 +231,13 @@ def test_resume_keeps_completed_trials_and_does_not_reenqueue_anchors(monkeypatc
 
 
 def test_interrupted_study_keeps_its_trials_and_resumes(monkeypatch):
-    real = runner_module.run_trial
-    monkeypatch.setattr(runner_module, "run_trial", interrupt_on_call(real, 4))
+    real = trial_module.run_trial
+    monkeypatch.setattr(trial_module, "run_trial", interrupt_on_call(real, 4))
     with pytest.raises(KeyboardInterrupt):
         run_study(spec(optuna__anchors=["none", "kd", "sp", "pkt", "cc"], optuna__n_trials=8), progress=False)
     study = load_relkd_study("tiny")[0]
     assert [t.state for t in study.trials[:4]] == [TrialState.COMPLETE] * 3 + [TrialState.FAIL]
-    monkeypatch.setattr(runner_module, "run_trial", real)
+    monkeypatch.setattr(trial_module, "run_trial", real)
     result = run_study(spec(optuna__anchors=["none", "kd", "sp", "pkt", "cc"], optuna__n_trials=8), progress=False)
     assert len(counted_trials(result.study)) == 8
     assert [t.value for t in result.study.trials[:3]] == [t.value for t in study.trials[:3]]
@@ -256,7 +257,7 @@ def test_changed_setting_is_refused_on_resume_but_the_device_may_differ():
 def test_study_name_override_is_checked_and_stored():
     renamed = spec().renamed("other")
     assert renamed.study_name == "other" and renamed.document["optuna"]["study_name"] == "other"
-    with pytest.raises(ValueError, match="--study-name: expected a name without '/'"):
+    with pytest.raises(ValueError, match="^study_name: expected a name without '/'"):  # the CLI says --study-name
         spec().renamed("../x")
 
 
@@ -287,14 +288,14 @@ def test_non_finite_loss_prunes_with_reason_and_errors_fail_with_message(monkeyp
     study.enqueue_trial({"ce_weight": 3e38})  # weighted CE overflows at once
     study.enqueue_trial({"ce_weight": 0.5})
     study.enqueue_trial({"ce_weight": 0.7})
-    real = runner_module.run_trial
+    real = trial_module.run_trial
 
-    def failing_once(setting, config, *args, **kwargs):
-        if config["ce_weight"] == 0.5:
+    def failing_once(setting, objective, *args, **kwargs):  # the trial passes its built objective
+        if objective.ce_weight == 0.5:
             raise RuntimeError("CUDA out of memory (simulated)")
-        return real(setting, config, *args, **kwargs)
+        return real(setting, objective, *args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "run_trial", failing_once)
+    monkeypatch.setattr(trial_module, "run_trial", failing_once)
     run_study(s, progress=False)
     nan_trial, failed, fine = study.trials[1], study.trials[2], study.trials[3]
     assert nan_trial.state == TrialState.PRUNED and "non-finite loss" in nan_trial.user_attrs["pruned_reason"]
@@ -307,8 +308,8 @@ def test_non_finite_loss_prunes_with_reason_and_errors_fail_with_message(monkeyp
 
 def test_invalid_draws_never_train_and_do_not_count(monkeypatch):
     trained = []
-    real = runner_module.run_trial
-    monkeypatch.setattr(runner_module, "run_trial", lambda s, c, *a, **k: trained.append(c) or real(s, c, *a, **k))
+    real = trial_module.run_trial
+    monkeypatch.setattr(trial_module, "run_trial", lambda s, c, *a, **k: trained.append(c) or real(s, c, *a, **k))
     s = spec(search={"terms": 1, "tap": ["pool"], "view": ["flatten"], "affinity": ["dot", "euclidean"],
                      "normalisation": ["row_sum", "mean"], "loss": ["mse"], "kd": False},
              optuna={"anchors": [], "n_trials": 6, "sampler": "random"})
@@ -357,7 +358,7 @@ def test_broken_trials_stop_the_study_with_the_error(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no such device (simulated)")
 
-    monkeypatch.setattr(runner_module, "run_trial", broken)
+    monkeypatch.setattr(trial_module, "run_trial", broken)
     result = run_study(spec(optuna__n_trials=20), progress=False)
     assert result.error.startswith("5 trials failed in a row")
     assert "RuntimeError: no such device (simulated)" in result.error
@@ -367,13 +368,13 @@ def test_broken_trials_stop_the_study_with_the_error(monkeypatch):
 def test_timeout_counts_the_teacher_and_stops_the_run(monkeypatch):
     import time
 
-    real = runner_module.get_teacher
+    real = worker_module.get_teacher
 
     def slow_teacher(*args, **kwargs):
         time.sleep(0.6)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "get_teacher", slow_teacher)
+    monkeypatch.setattr(worker_module, "get_teacher", slow_teacher)
     result = run_study(spec(optuna__n_trials=None), timeout=0.5, progress=False)
     assert result.stopped_because == "timeout of 0.5 s"
     assert counted_trials(result.study) == []

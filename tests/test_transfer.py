@@ -330,7 +330,7 @@ def test_defaults_leave_canonical_form_and_keys_unchanged(tmp_path):
 
 
 def test_shipped_transfer_files_are_valid():
-    from relkd.analysis.compare import load_compare
+    from relkd.study.compare import load_compare
     from relkd.study import load_study_spec
 
     source = load_setting(ROOT / "studies" / "pretrain_fmnist_source.yaml", teacher_required=False)

@@ -1,17 +1,31 @@
-"""Plots of a study, as PNG and SVG through matplotlib.
+"""Plots of a study, as PNG and SVG through matplotlib, kept in the registry :data:`PLOTS`.
 
-:func:`write_study_plots` writes every plot of the registry :data:`PLOTS` into a folder and
-returns the paths; the report shows the same plots, so a new plot is one decorated function
-(:func:`study_plot`). The shipped ones:
+:func:`write_study_plots` writes every registered plot into a folder and returns the paths;
+the report (:mod:`relkd.analysis.report`) shows the same entries under their captions, so a
+new plot is one decorated function and nothing else::
 
+    from relkd.analysis.plots import study_plot
+    from relkd.figures import pyplot
+
+    @study_plot("trial_numbers", "Validation accuracy in trial order.", inputs=("study",))
+    def plot_trial_numbers(study):
+        '''Validation accuracy of every completed trial against its number.'''
+        fig, ax = pyplot().subplots()
+        done = [t for t in study.trials if t.value is not None]
+        ax.plot([t.number for t in done], [t.value for t in done], "o")
+        return fig
+
+The shipped ones, in the report's order:
+
+- ``history``: Optuna's optimisation history with the anchors none, kd and the best
+  preset as reference lines;
 - ``importance``: importance of each search parameter, and summed per design choice
   (affinity, normalisation, loss, tap, weights, KD, ...), PED-ANOVA by default;
 - ``marginals``: validation accuracy of every completed trial per affinity, normalisation,
   loss and tap (box and points, with counts; anchors drawn as diamonds);
 - ``interaction_affinity_normalisation`` and ``interaction_normalisation_loss``: best and
-  mean accuracy per cell with counts; empty cells blank, invalid cells hatched;
-- ``history``: Optuna's optimisation history with the anchors none, kd and the best
-  preset as reference lines;
+  mean accuracy per cell with counts; empty cells blank, invalid cells hatched (one
+  function, two entries);
 - ``weights``: term weight (log scale) against accuracy, one panel per loss;
 - ``intermediate``: accuracy per epoch of every trial; pruned trials in grey, ending in x.
 
@@ -20,11 +34,12 @@ relkd's, since they group by design choice across terms and include the anchors.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -35,14 +50,69 @@ from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, combination_problems
 from .choices import NO_TERM, choice_stats, completed
 from .importance import study_importance
 
-__all__ = ["PLOTS", "study_plot", "study_plots", "write_study_plots", "cell_invalid", "plot_history", "plot_intermediate", "plot_importance", "plot_marginals",
-           "plot_interaction", "plot_weights"]
+__all__ = ["PLOTS", "INPUTS", "study_plot", "study_plots", "write_study_plots", "cell_invalid", "plot_history",
+           "plot_intermediate", "plot_importance", "plot_marginals", "plot_interaction", "plot_weights"]
 
 log = logging.getLogger(__name__)
 REFERENCE_ANCHORS = ("none", "kd")
 GROUP_COLOURS = {"terms": "#8c564b", "tap": "#9467bd", "view": "#c5b0d5", "affinity": "#1f77b4",
                  "normalisation": "#2ca02c", "loss": "#d62728", "component params": "#7f7f7f",
                  "weights": "#ff7f0e", "KD": "#17becf", "other": "#bcbd22"}
+
+#: The study plots. An entry is a drawing function returning one matplotlib figure; its
+#: name is the file stem (``<name>.png``, ``<name>.svg``) and its properties say the rest:
+#: ``caption`` (under the figure in the report), ``order`` (its place in the report),
+#: ``index`` (registration order: the order the files are written and ``relkd study plot``
+#: prints them), ``inputs`` (what the function is given, in order, out of :data:`INPUTS`),
+#: ``arguments`` (keyword arguments it is called with, so one function can be several
+#: plots) and ``optional`` (a ``ValueError`` while drawing leaves the plot out with a
+#: warning instead of failing, as the importance plot does before enough trials finished).
+PLOTS = Registry("plot", bind=False)
+
+#: What a plot function can be given: the study, the importance evaluator's name, or the
+#: result of :func:`~relkd.analysis.importance.study_importance` (computed once per call of
+#: :func:`write_study_plots`, however many plots use it).
+INPUTS = ("study", "evaluator", "importance")
+
+_REGISTERED = itertools.count()  # never reused, so a removed plot leaves no clash behind
+
+
+def study_plot(name: str, caption: str, *, order: float | None = None,
+               inputs: Sequence[str] = ("study", "evaluator"), arguments: Mapping[str, Any] | None = None,
+               optional: bool | None = None) -> Callable[[Callable], Callable]:
+    """Decorator registering a drawing function as the study plot ``name`` (the file stem).
+
+    ``caption`` goes under the figure in the report; ``order`` places it there (the shipped
+    plots use 10, 20, ..., 70; by default a plot goes after all of them). The function is
+    called as ``fn(*inputs, **arguments)``, ``inputs`` naming values out of :data:`INPUTS`.
+    ``optional`` defaults to whether it needs the importance, which a young study cannot
+    give yet. The function is returned unchanged, so decorators stack (one function, two
+    plots)::
+
+        @study_plot("trial_time", "Wall time of each trial.", order=65, inputs=("study",))
+        def plot_trial_time(study):
+            ...
+            return fig
+
+    A taken name raises ``ValueError``, as every relkd registry does.
+    """
+    inputs = tuple(inputs)
+    unknown = [i for i in inputs if i not in INPUTS]
+    if unknown:
+        raise ValueError(f"plot {name!r}: unknown input {unknown[0]!r}; inputs are chosen from {', '.join(INPUTS)}")
+
+    def decorator(fn: Callable) -> Callable:
+        PLOTS.add(name, fn, description=caption, caption=caption, order=math.inf if order is None else order,
+                  index=next(_REGISTERED), inputs=inputs, arguments=dict(arguments or {}),
+                  optional="importance" in inputs if optional is None else optional)
+        return fn
+
+    return decorator
+
+
+def study_plots() -> list[Entry]:
+    """The registered study plots in the report's order (``order``, then registration)."""
+    return sorted(PLOTS.entries(), key=lambda entry: (entry.property("order"), entry.property("index")))
 
 
 def _anchor_lines(study: optuna.Study) -> dict[str, float]:
@@ -57,6 +127,8 @@ def _anchor_lines(study: optuna.Study) -> dict[str, float]:
     return lines
 
 
+@study_plot("history", "Optimisation history, with the anchors none, kd and the best preset as reference lines.",
+            order=10, inputs=("study",))
 def plot_history(study: optuna.Study):
     """Optimisation history (Optuna's plot) with the anchors as horizontal reference lines."""
     with warnings.catch_warnings():
@@ -72,6 +144,7 @@ def plot_history(study: optuna.Study):
     return ax.figure
 
 
+@study_plot("intermediate", "Accuracy per epoch; pruned trials in grey.", order=70, inputs=("study",))
 def plot_intermediate(study: optuna.Study):
     """Validation accuracy per epoch of every trial that trained; pruned ones grey, ending in x."""
     plt = pyplot()
@@ -98,33 +171,8 @@ def plot_intermediate(study: optuna.Study):
     return fig
 
 
-def plot_importance(importance: dict[str, Any]):
-    """Two panels: importance summed per design choice, and per search parameter."""
-    plt = pyplot()
-    from .choices import choice_group
-
-    groups = {g: v for g, v in importance["groups"].items() if v > 0}
-    params = importance["importances"]
-    height = max(3.0, 0.28 * len(params) + 1.0)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, height), gridspec_kw={"width_ratios": [1, 1.6]})
-    names = sorted(groups, key=groups.get)
-    left.barh(names, [groups[n] for n in names], color=[GROUP_COLOURS.get(n, "grey") for n in names])
-    for i, n in enumerate(names):
-        left.annotate(f"{groups[n]:.2f}", xy=(groups[n], i), xytext=(3, 0), textcoords="offset points",
-                      va="center", fontsize=8)
-    left.set_xlabel("importance (sums to 1)")
-    left.set_title("per design choice")
-    pnames = sorted(params, key=params.get)
-    right.barh(pnames, [params[n] for n in pnames], color=[GROUP_COLOURS.get(choice_group(n), "grey") for n in pnames])
-    right.set_xlabel("importance")
-    right.set_title("per search parameter")
-    right.tick_params(axis="y", labelsize=8)
-    fig.suptitle(f"{importance['study']}: importance ({importance['evaluator']}, "
-                 f"{importance['trials_used']} completed trials)")
-    fig.tight_layout()
-    return fig
-
-
+@study_plot("marginals", "Validation accuracy per affinity, normalisation, loss and tap (diamonds: anchors).",
+            order=30, inputs=("study",))
 def plot_marginals(study: optuna.Study):
     """Accuracy of every completed trial per affinity, normalisation, loss and tap."""
     plt = pyplot()
@@ -168,6 +216,10 @@ def cell_invalid(rows: str, cols: str, r: str, c: str) -> bool:
     return True
 
 
+@study_plot("interaction_normalisation_loss", "Normalisation x loss: best and mean accuracy, trials per cell.",
+            order=50, inputs=("study",), arguments={"rows": "normalisation", "cols": "loss"})
+@study_plot("interaction_affinity_normalisation", "Affinity x normalisation: best and mean accuracy, trials per cell.",
+            order=40, inputs=("study",), arguments={"rows": "affinity", "cols": "normalisation"})
 def plot_interaction(study: optuna.Study, rows: str, cols: str):
     """Heatmap of the best validation accuracy per (rows, cols) pair, annotated with best,
     mean and count; cells without trials are blank, invalid pairs hatched."""
@@ -211,6 +263,7 @@ def plot_interaction(study: optuna.Study, rows: str, cols: str):
     return fig
 
 
+@study_plot("weights", "Term weight against accuracy, per loss.", order=60, inputs=("study",))
 def plot_weights(study: optuna.Study):
     """Term weight (log x) against validation accuracy, one panel per loss."""
     plt = pyplot()
@@ -240,49 +293,33 @@ def plot_weights(study: optuna.Study):
     return fig
 
 
-#: The study plots. Each entry draws one figure, ``draw(study, evaluator) -> figure``;
-#: :func:`write_study_plots` writes every entry as ``<name>.png`` and ``<name>.svg`` and the
-#: report shows them in registration order under their caption, so registering a plot is
-#: the one edit that adds it to both. ``optional`` plots may raise ``ValueError`` when the
-#: study cannot give them yet (they are then left out with a warning).
-PLOTS = Registry("plot", bind=False)
+@study_plot("importance", "Importance of each search parameter and of each design choice.", order=20,
+            inputs=("importance",), optional=True)
+def plot_importance(importance: dict[str, Any]):
+    """Two panels: importance summed per design choice, and per search parameter."""
+    plt = pyplot()
+    from .choices import choice_group
 
-
-def study_plot(name: str, caption: str, *, optional: bool = False) -> Callable[[Callable], Callable]:
-    """Decorator registering ``draw(study, evaluator) -> figure`` as the study plot ``name``::
-
-        @study_plot("trial_time", "Wall time of each trial.")
-        def plot_trial_time(study, evaluator):
-            ...
-            return fig
-    """
-    return PLOTS.register(name, description=caption, caption=caption, optional=optional, order=len(PLOTS))
-
-
-def study_plots() -> list[Entry]:
-    """The registered study plots in registration order (the report's order)."""
-    return sorted(PLOTS.entries(), key=lambda entry: entry.property("order"))
-
-
-def _importance_figure(study: optuna.Study, evaluator: str):
-    return plot_importance(study_importance(study, evaluator))
-
-
-# The shipped plots, in the report's order.
-study_plot("history", "Optimisation history, with the anchors none, kd and the best preset as reference lines.")(
-    lambda study, evaluator: plot_history(study))
-study_plot("importance", "Importance of each search parameter and of each design choice.", optional=True)(
-    _importance_figure)
-study_plot("marginals", "Validation accuracy per affinity, normalisation, loss and tap (diamonds: anchors).")(
-    lambda study, evaluator: plot_marginals(study))
-study_plot("interaction_affinity_normalisation",
-           "Affinity x normalisation: best and mean accuracy, trials per cell.")(
-    lambda study, evaluator: plot_interaction(study, "affinity", "normalisation"))
-study_plot("interaction_normalisation_loss", "Normalisation x loss: best and mean accuracy, trials per cell.")(
-    lambda study, evaluator: plot_interaction(study, "normalisation", "loss"))
-study_plot("weights", "Term weight against accuracy, per loss.")(lambda study, evaluator: plot_weights(study))
-study_plot("intermediate", "Accuracy per epoch; pruned trials in grey.")(
-    lambda study, evaluator: plot_intermediate(study))
+    groups = {g: v for g, v in importance["groups"].items() if v > 0}
+    params = importance["importances"]
+    height = max(3.0, 0.28 * len(params) + 1.0)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, height), gridspec_kw={"width_ratios": [1, 1.6]})
+    names = sorted(groups, key=groups.get)
+    left.barh(names, [groups[n] for n in names], color=[GROUP_COLOURS.get(n, "grey") for n in names])
+    for i, n in enumerate(names):
+        left.annotate(f"{groups[n]:.2f}", xy=(groups[n], i), xytext=(3, 0), textcoords="offset points",
+                      va="center", fontsize=8)
+    left.set_xlabel("importance (sums to 1)")
+    left.set_title("per design choice")
+    pnames = sorted(params, key=params.get)
+    right.barh(pnames, [params[n] for n in pnames], color=[GROUP_COLOURS.get(choice_group(n), "grey") for n in pnames])
+    right.set_xlabel("importance")
+    right.set_title("per search parameter")
+    right.tick_params(axis="y", labelsize=8)
+    fig.suptitle(f"{importance['study']}: importance ({importance['evaluator']}, "
+                 f"{importance['trials_used']} completed trials)")
+    fig.tight_layout()
+    return fig
 
 
 def write_study_plots(study: optuna.Study, out_dir: str | Path, *, evaluator: str = "ped_anova") -> list[Path]:
@@ -293,10 +330,11 @@ def write_study_plots(study: optuna.Study, out_dir: str | Path, *, evaluator: st
     if not completed(study):
         log.warning("study %s has no completed trial: no plots", study.study_name)
         return []
+    given = _Inputs(study, evaluator)
     paths: list[Path] = []
-    for entry in study_plots():
+    for entry in sorted(PLOTS.entries(), key=lambda e: e.property("index")):
         try:
-            figure = entry.obj(study, evaluator)
+            figure = entry.obj(*(given[i] for i in entry.property("inputs")), **entry.property("arguments"))
         except ValueError as err:
             if not entry.property("optional"):
                 raise
@@ -305,3 +343,22 @@ def write_study_plots(study: optuna.Study, out_dir: str | Path, *, evaluator: st
         paths += save_figure(figure, out, entry.name)
     log.info("wrote %d plot files to %s", len(paths), out)
     return paths
+
+
+class _Inputs:
+    """The values plot functions are given, each computed at most once (a failure too)."""
+
+    def __init__(self, study: optuna.Study, evaluator: str):
+        self.values: dict[str, Any] = {"study": study, "evaluator": evaluator}
+        self.errors: dict[str, ValueError] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.errors:
+            raise self.errors[name]
+        if name not in self.values:  # only "importance" is computed on demand
+            try:
+                self.values[name] = study_importance(self.values["study"], self.values["evaluator"])
+            except ValueError as err:
+                self.errors[name] = err
+                raise
+        return self.values[name]

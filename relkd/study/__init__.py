@@ -8,6 +8,7 @@ anchors, storage, export and confirmation.
     result = run_study(spec)                 # creates or resumes runs/fmnist_quick/optuna.db
     print(result.study.best_trial.user_attrs["objective_config"])
 """
+from .compare import CompareSpec, compare_table, format_markdown, load_compare, run_compare, validate_compare
 from .confirm import confirm_study, format_table, welch_p
 from .export import (
     anchor_values,
@@ -17,15 +18,19 @@ from .export import (
     study_setting,
     study_status,
 )
+from .opening import open_study
+from .queue import Run, RunQueue
 from .record import StudyMismatchError, counted_trials, trial_counts
-from .runner import StudyRun, open_study, run_study
+from .worker import StudyRun, run_study, write_outputs
 from .space import SearchSpace, validate_search
 from .spec import DEFAULT_ANCHORS, StudySpec, load_study_spec, validate_study
 from .storage import redact, resolve_storage, run_dir
 
 __all__ = [
     "SearchSpace", "validate_search", "StudySpec", "load_study_spec", "validate_study", "DEFAULT_ANCHORS",
-    "open_study", "run_study", "StudyRun", "StudyMismatchError", "counted_trials", "trial_counts",
+    "open_study", "run_study", "StudyRun", "write_outputs", "StudyMismatchError", "counted_trials", "trial_counts",
     "load_relkd_study", "ranked_trials", "study_status", "export_trials", "study_setting", "anchor_values",
     "confirm_study", "format_table", "welch_p", "redact", "resolve_storage", "run_dir",
+    "Run", "RunQueue", "CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_table",
+    "format_markdown",
 ]

@@ -5,9 +5,13 @@ compositions and the anchors that matter (``none``, ``kd`` and the best relation
 the study) with each seed, evaluates every student on the **test split**, and compares
 them with Welch's t-test against ``kd`` and against the best preset.
 
-Every finished run is appended to ``runs/<study>/confirm/runs.jsonl`` as soon as it ends, so
-an interrupted confirm resumes where it stopped; the table goes to ``confirm.json`` and
-``confirm.md`` beside it and to the study attribute ``relkd.confirm``.
+Every run is a run of a :class:`relkd.study.queue.RunQueue`: the Optuna study
+``<study>.confirm`` in ``runs/<study>/confirm/confirm.db`` (``out_dir``; ``storage`` puts it
+elsewhere, e.g. on a database several machines share), so an interrupted confirm resumes
+where it stopped and several processes split the runs. The finished runs of a confirm made
+before run queues (``runs.jsonl`` in the same folder) are read into the queue instead of
+being trained again. The table goes to ``confirm.json`` and ``confirm.md`` beside it and to
+the study attribute ``relkd.confirm``.
 """
 from __future__ import annotations
 
@@ -25,11 +29,11 @@ from typing import Any, Sequence
 import optuna
 
 from ..config import validate_config
-from ..engine import get_teacher, run_trial
-from ..objective import build_objective
+from ..engine import run_trial
 from ..pretrain import prepare_inits
 from ..presets import preset
 from .export import anchor_values, composition_label, ranked_trials, study_setting
+from .queue import Run, RunQueue
 from .record import CONFIRM_ATTR, comparable_setting, setting_record
 from .storage import run_dir
 
@@ -112,6 +116,35 @@ def _candidates(study: optuna.Study, top_k: int) -> list[Candidate]:
     return chosen
 
 
+def _runs(candidates: Sequence[Candidate], seeds: Sequence[int], epochs: int, setting_hash: str) -> list[Run]:
+    """Each candidate with each seed; a run's key is the composition's and the setting's hash."""
+    return [Run(f"{c.key}@{setting_hash}", c.config, seed, epochs, c.label) for c in candidates for seed in seeds]
+
+
+def _import_runs_jsonl(queue: RunQueue, path: Path, runs: Sequence[Run]) -> int:
+    """Store the runs a confirm made before run queues wrote to ``runs.jsonl`` (one JSON
+    record a line: key, setting, label, seed, epochs, val_accuracy, test_accuracy,
+    wall_seconds) as completed runs of ``queue``, for the ``runs`` it does not have yet;
+    the file stays. Return how many were read in."""
+    if not path.exists():
+        return 0
+    found: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            found[Run(f"{record['key']}@{record['setting']}", {}, record["seed"], record["epochs"]).id] = record
+        except (json.JSONDecodeError, KeyError, TypeError):
+            log.warning("skipping a damaged line in %s", path)
+    imported = 0
+    for run in queue.missing(runs):
+        if run.id in found:
+            queue.record(run, found[run.id], imported_from=str(path))
+            imported += 1
+    if imported:
+        log.info("confirm: read %d finished runs from %s", imported, path)
+    return imported
+
+
 def _summary(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
@@ -120,17 +153,18 @@ def _summary(values: list[float]) -> tuple[float | None, float | None]:
 
 def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] = (0, 1, 2),
                   epochs: int | None = None, out_dir: str | os.PathLike | None = None,
-                  device: str | None = None, progress: bool = False) -> dict[str, Any]:
+                  device: str | None = None, progress: bool = False, storage: str | None = None) -> dict[str, Any]:
     """Retrain the top-k compositions and the anchors with each seed; return the table.
 
     ``epochs`` defaults to twice the study's budget; ``device`` overrides the study's. Runs
-    already in ``out_dir`` (same setting, composition, seed and epochs) are reused."""
+    already in the queue (same setting, composition, seed and epochs) are reused; the queue
+    is ``storage`` or, by default, SQLite at ``out_dir/confirm.db``."""
     if top_k < 1:
-        raise ValueError(f"--top-k: expected an integer >= 1, got {top_k}")
+        raise ValueError(f"top_k: expected an integer >= 1, got {top_k}")
     if not seeds:
-        raise ValueError("--seeds: give at least one seed")
+        raise ValueError("seeds: give at least one seed")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds: give each seed once, got {list(seeds)}")
+        raise ValueError(f"seeds: give each seed once, got {list(seeds)}")
     setting = study_setting(study)
     epochs = epochs or 2 * setting.budget.epochs
     setting = setting.with_budget(epochs=epochs)
@@ -142,36 +176,20 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
         log.warning("study %s has no completed search trial yet: confirming the anchors only", study.study_name)
     out = Path(out_dir) if out_dir is not None else run_dir(study.study_name) / "confirm"
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "runs.jsonl"
-    done: dict[tuple[str, int, int], dict[str, Any]] = {}
-    if log_path.exists():
-        for line in log_path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-                if record.get("setting") == setting_hash:
-                    done[(record["key"], record["seed"], record["epochs"])] = record
-            except (json.JSONDecodeError, KeyError):
-                log.warning("skipping a damaged line in %s", log_path)
-    teacher = None
-    for candidate in candidates:
-        for seed in seeds:
-            if (candidate.key, seed, epochs) in done:
-                continue
-            if teacher is None and build_objective(candidate.config).needs_teacher:
-                teacher = get_teacher(setting, progress=progress)
-            log.info("confirm: %s, seed %d, %d epochs", candidate.label, seed, epochs)
-            metrics = run_trial(setting, candidate.config, seed=seed, eval_test=True, teacher=teacher,
-                                progress=progress)
-            record = {"key": candidate.key, "setting": setting_hash, "label": candidate.label, "seed": seed,
-                      "epochs": epochs,
-                      "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
-                      "wall_seconds": metrics["wall_seconds"]}
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            done[(candidate.key, seed, epochs)] = record
+    runs = _runs(candidates, seeds, epochs, setting_hash)
+    url = storage or f"sqlite:///{(out / 'confirm.db').as_posix()}"
+    queue = RunQueue.open(f"{study.study_name}.confirm", url, seed=setting.seed)
+    _import_runs_jsonl(queue, out / "runs.jsonl", runs)
+    results = queue.run(runs, setting, eval_test=True, progress=progress, train=run_trial,
+                        on_start=lambda run: log.info("confirm: %s, seed %d, %d epochs", run.label, run.seed, epochs))
+    missing = [r for r in runs if r.id not in results]
+    if missing:
+        raise ValueError(f"confirm {study.study_name!r}: {len(missing)} runs did not finish (e.g. {missing[0].label}, "
+                         f"seed {missing[0].seed}); run the command again to retry them")
 
     def values(candidate: Candidate, metric: str) -> list[float]:
-        return [done[(candidate.key, s, epochs)][metric] for s in seeds]
+        trials = [results[Run(f"{candidate.key}@{setting_hash}", {}, s, epochs).id] for s in seeds]
+        return [t.value if metric == "val_accuracy" else t.user_attrs[metric] for t in trials]
 
     kd = next((c for c in candidates if c.label == "anchor kd"), None)
     best_preset = next((c for c in candidates if c.label.startswith("anchor ")

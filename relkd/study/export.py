@@ -35,7 +35,7 @@ def load_relkd_study(study_name: str, storage: str | None = None) -> tuple[optun
         path = Path(url[len("sqlite:///"):])
         if not path.exists() or path.stat().st_size == 0:
             raise ValueError(f"no study {study_name!r}: {path} does not exist; run `relkd study run STUDY.yaml` "
-                             f"first or give --storage")
+                             f"first or give the storage argument")
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(url, heartbeat_interval=0))
     except KeyError:
@@ -132,17 +132,17 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
     if trial is not None:
         matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
         if not matches:
-            raise ValueError(f"--trial: study {study.study_name!r} has no trial {trial} "
+            raise ValueError(f"trial: study {study.study_name!r} has no trial {trial} "
                              f"(trials 0..{len(study.trials) - 1})")
         chosen = matches[0]
         if chosen.state != TrialState.COMPLETE or "objective_config" not in chosen.user_attrs:
-            raise ValueError(f"--trial: trial {trial} is {chosen.state.name.lower()}, not complete; "
+            raise ValueError(f"trial: trial {trial} is {chosen.state.name.lower()}, not complete; "
                              f"export a completed trial (see `relkd study status`)")
         selected = [(1, chosen)]
     else:
         k = 1 if top_k is None else top_k
         if k < 1:
-            raise ValueError(f"--top-k: expected an integer >= 1, got {k}")
+            raise ValueError(f"top_k: expected an integer >= 1, got {k}")
         ranked = ranked_trials(study)
         if not ranked:
             raise ValueError(f"study {study.study_name!r} has no completed trial to export yet")

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from ..setting import Setting
 
 __all__ = ["SETTING_ATTR", "STUDY_ATTR", "VERSION_ATTR", "INITS_ATTR", "N_TRIALS_ATTR", "COMPARE_ATTR",
-           "CONFIRM_ATTR", "TRIAL_ATTRS", "WORKER", "StudyMismatchError", "versions", "is_counted",
+           "CONFIRM_ATTR", "RUN_ATTR", "TRIAL_ATTRS", "WORKER", "StudyMismatchError", "versions", "is_counted",
            "counted_trials", "trial_counts", "setting_record", "setting_differences", "comparable_setting"]
 
 SETTING_ATTR = "relkd.setting"
@@ -36,6 +36,7 @@ INITS_ATTR = "relkd.inits"  # SHA-256 of the student's / teacher's init checkpoi
 N_TRIALS_ATTR = "relkd.n_trials"
 COMPARE_ATTR = "relkd.compare"
 CONFIRM_ATTR = "relkd.confirm"
+RUN_ATTR = "relkd.run"  # trial user attribute: the fixed run of a run queue (relkd.study.queue)
 
 #: Trial user attributes relkd writes, with what each holds.
 TRIAL_ATTRS = {
@@ -53,6 +54,9 @@ TRIAL_ATTRS = {
     "skipped": "why a trial was put back without training",
     "pruned_reason": "the pruner, or a NaN/inf loss",
     "error": "why the trial failed",
+    RUN_ATTR: "the run of a run queue (confirm, compare): id, key, label, seed, epochs",
+    "test_accuracy": "accuracy on the test split (runs of a run queue)",
+    "imported_from": "the file a finished run was read from (an older confirm's runs.jsonl)",
 }
 
 #: Which process trained a trial (its ``worker`` user attribute): host and process id.

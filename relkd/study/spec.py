@@ -86,7 +86,7 @@ class StudySpec:
     def renamed(self, study_name: str) -> StudySpec:
         """The same study under another name (``--study-name``)."""
         if not isinstance(study_name, str) or not study_name or "/" in study_name or study_name in (".", ".."):
-            raise ValueError(f"--study-name: expected a name without '/', got {study_name!r}")
+            raise ValueError(f"study_name: expected a name without '/', got {study_name!r}")
         document = copy.deepcopy(self.document)
         document["optuna"]["study_name"] = study_name
         return dataclasses.replace(self, study_name=study_name, document=document)

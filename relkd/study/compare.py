@@ -9,10 +9,12 @@ A compare file is a setting plus a ``compare`` section::
       seeds: 3                               # a count (0, 1, 2) or a list
       storage: null                          # default sqlite:///runs/<name>/optuna.db
 
-Every (method, seed) run is one trial of an Optuna study, enqueued with fixed parameters,
-so a compare resumes after an interruption (failed runs are enqueued again) and several
-processes (``--storage`` on a shared database) split the queued runs between them. The table gives per method the mean ± std test accuracy, the gain over the
-baseline (``none``), the rank, and for relation methods the gain of ``method+kd`` over
+Every (method, seed) run is a run of a :class:`relkd.study.queue.RunQueue` (one trial of
+the compare's Optuna study, named after the setting), so a compare resumes after an
+interruption (finished runs are kept, failed ones are enqueued again) and several processes
+(``--storage`` on a shared database) split the queued runs between them. Compare studies
+written before run queues (trials with the parameters ``method`` and ``seed``) resume too.
+The table gives per method the mean ± std test accuracy, the gain over the baseline (``none``), the rank, and for relation methods the gain of ``method+kd`` over
 ``kd``; the Spearman correlation between the standalone gains and the gains with KD says
 whether a method that helps alone also helps on top of KD.
 """
@@ -24,25 +26,24 @@ import logging
 import math
 import os
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
+from ..engine import run_trial
 from ..fields import ConfigError, FieldChecker, read_yaml_file
-from ..engine import get_teacher, run_trial
-from ..objective import build_objective
+from ..presets import PRESETS, preset
 from ..pretrain import prepare_inits
 from ..registry import unknown_name_message
-from ..presets import PRESETS, preset
 from ..setting import Setting, setting_or_errors
-from ..study.record import COMPARE_ATTR
-from ..study.storage import is_lost_race, open_storage, redact, resolve_storage, run_dir
+from .queue import Run, RunQueue, completed_runs
+from .record import COMPARE_ATTR
+from .storage import redact, resolve_storage, run_dir
 
-__all__ = ["CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_table", "format_markdown"]
+__all__ = ["CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_runs", "compare_table",
+           "format_markdown"]
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,29 @@ def load_compare(path: str | os.PathLike) -> CompareSpec:
     return validate_compare(read_yaml_file(path), path)
 
 
-def _open(spec: CompareSpec, storage: str | None) -> tuple[optuna.Study, str]:
+def _legacy_run(trial: optuna.trial.FrozenTrial) -> Run | None:
+    """The run of a compare trial written before run queues: its parameters ``method`` and
+    ``seed`` (an enqueued trial has them in its fixed parameters until it starts)."""
+    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    method, seed = params.get("method"), params.get("seed")
+    if not isinstance(method, str) or method not in PRESETS.list() or not isinstance(seed, int):
+        return None
+    return Run(method, preset(method), seed, label=method, params={"method": method, "seed": seed})
+
+
+def compare_runs(spec: CompareSpec) -> list[Run]:
+    """Every (method, seed) run of the compare, in the order they are enqueued; its trial
+    has the parameters ``method`` and ``seed``."""
+    return [Run(m, preset(m), seed, label=m, params={"method": m, "seed": seed}) for m in spec.runs
+            for seed in spec.seeds]
+
+
+def _open(spec: CompareSpec, storage: str | None) -> RunQueue:
     name = f"{spec.setting.name}"
     url = resolve_storage(storage, name, spec.storage)
-    study = optuna.create_study(study_name=name, storage=open_storage(url, heartbeat_interval=60),
-                                sampler=optuna.samplers.RandomSampler(seed=spec.setting.seed),
-                                direction="maximize", load_if_exists=True)
+    queue = RunQueue.open(name, url, seed=spec.setting.seed, heartbeat_interval=60, legacy=_legacy_run,
+                          choices={"method": list(spec.runs), "seed": list(spec.seeds)})
+    study = queue.study
     record = {"methods": list(spec.runs), "seeds": list(spec.seeds),
               "setting": {k: v for k, v in spec.setting.to_dict().items() if k not in ("compare", "device")}}
     stored = study.user_attrs.get(COMPARE_ATTR)
@@ -117,30 +135,7 @@ def _open(spec: CompareSpec, storage: str | None) -> tuple[optuna.Study, str]:
     elif stored["setting"] != record["setting"]:
         raise ValueError(f"compare {name!r} in {redact(url)} was run with a different setting; use another name "
                          f"or storage")
-    return study, url
-
-
-def _finished(study: optuna.Study) -> set[tuple[str, int]]:
-    return {(t.params["method"], t.params["seed"])
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-
-
-def _run_of(trial: optuna.trial.FrozenTrial) -> tuple[str | None, int | None]:
-    """(method, seed) of a trial, also before it has drawn them (enqueued, just started)."""
-    params = trial.params or trial.system_attrs.get("fixed_params", {})
-    return params.get("method"), params.get("seed")
-
-
-def _enqueue_missing(study: optuna.Study, spec: CompareSpec) -> int:
-    """Enqueue every (run, seed) that is not completed, running or waiting; return how many
-    trials wait now. Failed or interrupted runs are enqueued again."""
-    taken = set(_finished(study))
-    taken |= {_run_of(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))}
-    for m in spec.runs:
-        for seed in spec.seeds:
-            if (m, seed) not in taken:
-                study.enqueue_trial({"method": m, "seed": seed})
-    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    return queue
 
 
 def run_compare(spec: CompareSpec, *, storage: str | None = None, out_dir: str | os.PathLike | None = None,
@@ -149,37 +144,15 @@ def run_compare(spec: CompareSpec, *, storage: str | None = None, out_dir: str |
     table (``compare.csv``, ``compare.md``, ``compare.json``) and the bar chart
     (``compare.png``, ``compare.svg``) into ``out_dir`` (default ``runs/<name>/compare``)."""
     prepare_inits(spec.setting, progress=progress)  # a missing init file stops here, not in every run
-    study, url = _open(spec, storage)
-    setting = spec.setting
-    teacher = None
-    total = len(spec.runs) * len(spec.seeds)
-
-    def objective(trial: optuna.Trial) -> float:
-        nonlocal teacher
-        method = trial.suggest_categorical("method", list(spec.runs))
-        seed = trial.suggest_categorical("seed", list(spec.seeds))
-        config = preset(method)
-        if teacher is None and build_objective(config).needs_teacher:
-            teacher = get_teacher(setting, progress=progress)
-        metrics = run_trial(setting, config, seed=seed, eval_test=True, teacher=teacher, progress=progress)
-        for key in ("test_accuracy", "wall_seconds", "part_means"):
-            trial.set_user_attr(key, metrics[key])
-        trial.set_user_attr("objective_config", config)
-        return float(metrics["val_accuracy"])
-
-    waiting = _enqueue_missing(study, spec)
+    queue = _open(spec, storage)
+    study = queue.study
+    runs = compare_runs(spec)
+    waiting = queue.add(runs)
     if waiting > 0:
-        log.info("compare %s: %d of %d runs to train", study.study_name, waiting, total)
-    # Take queued runs one at a time, so that processes sharing the storage share the queue.
-    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            study.optimize(objective, n_trials=1, catch=(Exception,))
-        except ValueError as err:
-            if not is_lost_race(err):
-                raise
-            log.info("another process finished the same run first; going on")
-    _wait_for_others(study, spec)
-    missing = sorted(set((m, s) for m in spec.runs for s in spec.seeds) - _finished(study))
+        log.info("compare %s: %d of %d runs to train", study.study_name, waiting, len(runs))
+    # Takes queued runs one at a time, so that processes sharing the storage share the queue.
+    queue.run(runs, spec.setting, eval_test=True, progress=progress, catch=(Exception,), train=run_trial)
+    missing = sorted((r.key, r.seed) for r in queue.missing(runs))
     if missing:
         raise ValueError(f"compare {study.study_name!r}: {len(missing)} runs did not finish (e.g. {missing[0]}); "
                          f"run the command again to retry them")
@@ -200,32 +173,16 @@ def run_compare(spec: CompareSpec, *, storage: str | None = None, out_dir: str |
     return table
 
 
-def _wait_for_others(study: optuna.Study, spec: CompareSpec, poll: float = 2.0) -> None:
-    """Wait while other processes still train runs of this compare (at most three times the
-    longest finished run, and at least 10 minutes)."""
-    wanted = {(m, s) for m in spec.runs for s in spec.seeds}
-    longest = max((t.user_attrs.get("wall_seconds", 0.0)
-                   for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))), default=0.0)
-    deadline = time.monotonic() + max(600.0, 3 * longest)
-    while time.monotonic() < deadline:
-        running = {_run_of(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        if not (running & (wanted - _finished(study))):
-            return
-        time.sleep(poll)
-
-
 def compare_table(study: optuna.Study, spec: CompareSpec) -> dict[str, Any]:
     """Per run: seeds, test mean ± std, validation mean, gain over ``none``, rank; per
     relation method: gain of ``method+kd`` over ``kd``; Spearman of the two gains."""
     test: dict[str, list[float]] = {m: [] for m in spec.runs}
     val: dict[str, list[float]] = {m: [] for m in spec.runs}
-    seen: set[tuple[str, int]] = set()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        method, seed = t.params["method"], t.params["seed"]
-        if method in test and seed in spec.seeds and (method, seed) not in seen:  # one run per seed
-            seen.add((method, seed))
-            test[method].append(t.user_attrs["test_accuracy"])
-            val[method].append(t.value)
+    done = completed_runs(study, _legacy_run)  # one trial per run: the first that completed
+    found = sorted((done[r.id].number, r.key, done[r.id]) for r in compare_runs(spec) if r.id in done)
+    for _, method, t in found:
+        test[method].append(t.user_attrs["test_accuracy"])
+        val[method].append(t.value)
     means = {m: statistics.fmean(v) for m, v in test.items() if v}
     baseline = means["none"]
     ranking = sorted(means, key=lambda m: -means[m])

@@ -1,0 +1,37 @@
+"""``relkd compare``: a thin command over :mod:`relkd.study.compare`."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+__all__ = ["add_compare_command", "cmd_compare"]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import optuna
+
+    # Optuna logs every trial at INFO and a failed trial's traceback at WARNING: only with -v
+    optuna.logging.set_verbosity(optuna.logging.INFO if getattr(args, "verbose", 0) else optuna.logging.ERROR)
+    from .study.compare import format_markdown, load_compare, run_compare
+
+    spec = load_compare(args.compare)
+    table = run_compare(spec, storage=args.storage, out_dir=args.out, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(table, indent=2))
+    else:
+        print(format_markdown(table), end="")
+        print("files: " + ", ".join(table["files"]))
+    return 0
+
+
+def add_compare_command(sub: Any) -> None:
+    """Add ``relkd compare`` to the top-level parser's subcommands."""
+    q = sub.add_parser("compare", help="method comparison: baseline, each preset alone and with KD, N seeds, test")
+    q.add_argument("compare", help="a compare file, e.g. studies/compare_fmnist.yaml")
+    q.add_argument("--storage", help="Optuna storage URL shared by several processes "
+                                     "(default sqlite:///runs/<name>/optuna.db)")
+    q.add_argument("--out", help="folder for compare.csv/.md/.json/.png/.svg (default runs/<name>/compare)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_compare)

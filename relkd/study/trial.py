@@ -1,0 +1,169 @@
+"""One trial of a study: draw a composition (or take an anchor's), train the student, report
+each epoch, prune, and record everything as ordinary Optuna attributes.
+
+What a trial stores (``optuna.load_study``, the ``optuna`` CLI and optuna-dashboard read it):
+
+- the trial's value is the student's validation accuracy after the last epoch; every epoch
+  is reported as an intermediate value (step = epochs trained);
+- user attributes: :data:`relkd.study.record.TRIAL_ATTRS` (``objective_config``,
+  ``part_means``, ``wall_seconds``, ``seed``, ``versions``, ``val_history``, ``epochs``,
+  ``worker``, ``init_sha256``; ``anchor`` on the known methods; ``invalid_combination``,
+  ``pruned_reason``, ``skipped`` or ``error``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from ..engine import NonFiniteLossError, TeacherResult, get_teacher, run_trial
+from ..objective import build_objective
+from ..presets import preset
+from ..setting import Setting
+from .record import WORKER, is_counted, versions
+from .spec import StudySpec
+
+__all__ = ["TrialObjective", "put_back", "frozen", "MAX_INVALID_IN_A_ROW"]
+
+log = logging.getLogger(__name__)
+
+# After this many invalid draws in a row the space is hopeless: stop and say so.
+MAX_INVALID_IN_A_ROW = 200
+
+
+@dataclass
+class TrialObjective:
+    """The objective Optuna calls once per trial; ``setting`` is the spec's with its inits resolved."""
+
+    spec: StudySpec
+    n_trials: int | None
+    setting: Setting | None = None  # the spec's setting with its init checkpoints resolved (default: as it is)
+    teacher: TeacherResult | None = None
+    heartbeat: float = 0.0  # the storage's heartbeat interval (s); 0: none, so dead workers' trials stay RUNNING
+    deadline: float = float("inf")  # time.time() at which the study's timeout ends
+    invalid_in_a_row: int = 0
+    stop_reason: str = ""  # set when a trial stops the study
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._train(trial)
+        except KeyboardInterrupt:  # Optuna marks the trial failed; an anchor or a retry must not be lost
+            try:
+                if put_back(trial.study, frozen(trial)):
+                    log.info("trial %d was interrupted; enqueued it again for the next worker", trial.number)
+            except Exception as err:  # noqa: BLE001 - the interrupt matters more than the queue
+                log.warning("trial %d was interrupted and could not be enqueued again: %s", trial.number, err)
+            raise
+
+    def _train(self, trial: optuna.Trial) -> float:
+        self._check_room(trial)
+        anchor = trial.user_attrs.get("anchor")
+        if anchor:
+            config = preset(anchor)
+            if trial.user_attrs.get("anchor_in_space"):
+                self.spec.space.sample(trial)  # replays the enqueued parameters
+        else:
+            config, problems = self.spec.space.sample(trial)
+            if problems:
+                self.invalid_in_a_row += 1
+                trial.set_user_attr("invalid_combination", problems)
+                if self.invalid_in_a_row >= MAX_INVALID_IN_A_ROW:
+                    self.stop_reason = (f"{self.invalid_in_a_row} invalid draws in a row: the search space allows "
+                                        f"almost no valid combination ({problems[0]})")
+                    trial.study.stop()
+                raise optuna.TrialPruned(f"invalid combination, not trained: {'; '.join(problems)}")
+            self.invalid_in_a_row = 0
+        setting = self.setting or self.spec.setting
+        trial.set_user_attr("objective_config", config)
+        trial.set_user_attr("seed", setting.seed)
+        trial.set_user_attr("versions", versions())
+        trial.set_user_attr("worker", WORKER)
+        objective = build_objective(config)
+        if objective.needs_teacher and self.teacher is None:
+            self.teacher = get_teacher(setting)
+
+        def report(epoch: int, accuracy: float) -> bool:
+            trial.report(accuracy, epoch + 1)
+            return not anchor and trial.should_prune()  # anchors always finish: they are the baseline
+
+        try:
+            metrics = run_trial(setting, objective, report, teacher=self.teacher)  # built once, not validated again
+        except NonFiniteLossError as err:
+            trial.set_user_attr("pruned_reason", f"non-finite loss: {err}")
+            raise optuna.TrialPruned(f"non-finite loss: {err}") from None
+        except Exception as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+            raise
+        for key in ("part_means", "wall_seconds", "train_seconds", "val_history", "epochs", "samples_per_second",
+                    "init_sha256"):
+            if key in metrics:
+                trial.set_user_attr(key, metrics[key])
+        if metrics["stopped_early"]:
+            reason = f"pruned by the {self.spec.pruner[0]} pruner after epoch {metrics['epochs']}"
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
+        return float(metrics["val_accuracy"])
+
+    def _check_room(self, trial: optuna.Trial) -> None:
+        """With several workers, two may start the last trial at once: the later one is
+        pruned before it draws anything (marked ``skipped``, not counted), an enqueued trial
+        it took is enqueued again, and its worker stops.
+
+        While the trials of other workers fill the rest of ``n_trials`` but have not finished,
+        this worker waits (on storages with a heartbeat): one whose worker died is failed by
+        Optuna's heartbeat check and enqueued again, and then this worker trains it. Without
+        the wait the last trials of a dead worker would be lost."""
+        if self.n_trials is None:
+            return
+        study = trial.study
+        waited = False
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            counted = sum(1 for t in trials if is_counted(t))
+            others = [t for t in trials if t.state == TrialState.RUNNING and t.number < trial.number]
+            if counted + len(others) < self.n_trials:
+                if waited and any(t.state == TrialState.WAITING for t in trials):
+                    break  # a retry of a dead worker's trial waits: skip this one so the retry goes first
+                return
+            if counted >= self.n_trials or not self.heartbeat or time.time() >= self.deadline:
+                break
+            if not waited:
+                log.info("waiting for %d running trials of other workers (the study's last ones)", len(others))
+                waited = True
+            time.sleep(min(5.0, self.heartbeat))
+            with warnings.catch_warnings():  # marked experimental, like the heartbeat itself
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed and enqueued again
+        mine = next(t for t in trials if t.number == trial.number)
+        put_back(study, mine)
+        full = counted >= self.n_trials or not waited
+        trial.set_user_attr("skipped", f"the study already has {self.n_trials} trials" if full
+                            else "a retry of another worker's trial goes first")
+        if full or time.time() >= self.deadline:
+            self.stop_reason = (f"the study has {self.n_trials} trials (other workers finished them)" if full
+                                else "timeout while waiting for other workers' trials")
+            study.stop()
+        raise optuna.TrialPruned(f"not trained: {trial.user_attrs.get('skipped', 'skipped')}")
+
+
+def frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    """The stored state of a running trial."""
+    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+
+
+def put_back(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Enqueue again a trial that was handed to this worker (an anchor or other enqueued
+    trial, or Optuna's retry of a dead worker's trial) and that this worker will not finish:
+    same parameters, anchor attributes and retry history. Returns whether it was one."""
+    system = trial.system_attrs
+    if "fixed_params" not in system and "failed_trial" not in system:
+        return False  # the sampler's own draw: the next trial draws again
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k in ("anchor", "anchor_in_space")},
+        system_attrs={k: v for k, v in system.items() if k in ("fixed_params", "failed_trial", "retry_history")}))
+    return True

@@ -1,0 +1,200 @@
+"""The worker loop: run a study's trials until it has ``n_trials`` (over all workers), the
+timeout passes or something is broken, wait for other workers' last trials, and write what
+the study produced (the best composition, the plots).
+
+``n_trials`` counts the study's finished trials over all workers: completed and pruned
+trials that trained, not invalid draws and not failures.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from ..engine import get_teacher
+from ..objective import build_objective
+from ..presets import preset
+from ..pretrain import prepare_inits, resolve_inits
+from .export import export_trials
+from .opening import open_study
+from .record import N_TRIALS_ATTR, counted_trials, is_counted, trial_counts
+from .spec import StudySpec
+from .storage import is_lost_race, run_dir
+from .trial import MAX_INVALID_IN_A_ROW, TrialObjective
+
+__all__ = ["run_study", "StudyRun", "write_outputs", "MAX_FAILURES_IN_A_ROW"]
+
+log = logging.getLogger(__name__)
+
+# After this many failed trials in a row something is broken (device, memory, data): stop.
+MAX_FAILURES_IN_A_ROW = 5
+
+
+@dataclass
+class StudyRun:
+    """What :func:`run_study` did."""
+
+    study: optuna.Study
+    storage: str
+    created: bool
+    trials_run: int = 0
+    seconds: float = 0.0
+    stopped_because: str = ""
+    error: str | None = None  # set when the study stopped because something is broken
+    counts: dict[str, int] = field(default_factory=dict)
+    best_config: Path | None = None  # the exported best composition (best.yaml), once a trial completed
+    plot_dir: Path | None = None  # where the plots went
+    plots: list[Path] = field(default_factory=list)  # the plot files written
+
+
+class _Progress:
+    """A tqdm bar over the study's counted trials with the best value so far."""
+
+    def __init__(self, enabled: bool, total: int | None, initial: int, best: float | None):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="trials", unit="trial", dynamic_ncols=True)
+            self.show(best)
+
+    def show(self, best: float | None) -> None:
+        if self.bar is not None and best is not None:
+            self.bar.set_postfix(best=f"{best:.4f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return max(values) if values else None
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    progress: bool = True,
+    enqueue_missing_anchors: bool = True,
+    on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+    outputs: bool = True,
+) -> StudyRun:
+    """Create or resume ``spec``'s study and run trials until the study has ``n_trials``
+    counted trials (flag, else the study file), ``timeout`` seconds pass (counted from the
+    start, teacher training included; a trial in flight finishes), the grid is complete,
+    :data:`MAX_FAILURES_IN_A_ROW` trials fail in a row (``error`` says why) or the process
+    is interrupted. Finished trials are kept. Workers joining a study pass
+    ``enqueue_missing_anchors=False``, so only ``relkd study run`` re-enqueues anchors.
+    With ``outputs`` (workers pass ``False``), it ends with :func:`write_outputs`: the best
+    composition and the plots, in ``runs/<study>/``, their paths in the result."""
+    n_trials = n_trials if n_trials is not None else spec.n_trials
+    timeout = timeout if timeout is not None else spec.timeout
+    inits = prepare_inits(spec.setting, progress=progress)  # a missing init file stops here, before the study
+    setting = resolve_inits(spec.setting)  # cached by now: the checkpoint files the runs start from
+    study, url, created = open_study(spec, storage, enqueue_missing_anchors=enqueue_missing_anchors, inits=inits)
+    if n_trials is not None:
+        study.set_user_attr(N_TRIALS_ATTR, n_trials)
+    start = time.perf_counter()
+    done_before = len(counted_trials(study))
+    result = StudyRun(study, url, created)
+    if n_trials is not None and done_before >= n_trials:
+        result.stopped_because = f"the study already has {done_before} of {n_trials} trials"
+        result.counts = trial_counts(study)
+        return write_outputs(result) if outputs else result
+    if n_trials is None and timeout is None:
+        log.warning("neither n_trials nor timeout is set: running until the sampler is exhausted or interrupted")
+
+    heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)()  # None: journal files
+    # the same timeout as the optimize loop's, counted from ``start``, as a wall-clock time
+    deadline = float("inf") if timeout is None else time.time() + timeout - (time.perf_counter() - start)
+    objective = TrialObjective(spec, n_trials, setting, heartbeat=float(heartbeat or 0), deadline=deadline)
+    if _needs_teacher(spec):  # trained (or loaded) before the first trial: it counts against the timeout
+        objective.teacher = get_teacher(setting, progress=progress)
+    remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 0.0)
+    bar = _Progress(progress, n_trials, done_before, _best_value(study))
+
+    failures: list[str] = []  # errors of the failed trials since the last one that trained
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL:
+            failures.append(trial.user_attrs.get("error") or trial.system_attrs.get("fail_reason", "unknown error"))
+            log.warning("trial %d failed: %s", trial.number, failures[-1])
+            if len(failures) >= MAX_FAILURES_IN_A_ROW:
+                result.error = f"{len(failures)} trials failed in a row; the last one: {failures[-1]}"
+                result.stopped_because = result.error
+                study.stop()
+        elif is_counted(trial):
+            failures.clear()
+        if is_counted(trial):
+            result.trials_run += 1
+            if bar.bar is not None:
+                bar.bar.update(1)
+            bar.show(_best_value(study))
+            log.info("trial %d %s: %s", trial.number, trial.state.name.lower(),
+                     f"{trial.value:.4f}" if trial.value is not None else trial.user_attrs.get("pruned_reason", ""))
+        if n_trials is not None and len(counted_trials(study)) >= n_trials and not result.stopped_because:
+            result.stopped_because = f"the study has {n_trials} trials"
+            study.stop()
+        if on_trial is not None:
+            on_trial(study, trial)
+
+    try:
+        while remaining is None or remaining > 0:
+            try:
+                study.optimize(objective, timeout=remaining, callbacks=[callback], catch=(Exception,))
+                break
+            except ValueError as err:
+                if not is_lost_race(err) or objective.stop_reason:
+                    raise
+                log.info("another worker finished the same enqueued trial first; going on")
+            remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 0.0)
+    finally:
+        bar.close()
+    if objective.stop_reason and not result.stopped_because:
+        result.stopped_because = objective.stop_reason
+        if objective.invalid_in_a_row >= MAX_INVALID_IN_A_ROW:
+            result.error = objective.stop_reason
+    if not result.stopped_because:
+        elapsed = time.perf_counter() - start
+        if timeout is not None and elapsed >= timeout:
+            result.stopped_because = f"timeout of {timeout:g} s"
+        elif spec.sampler[0] == "grid":
+            result.stopped_because = "every cell of the grid has been run"
+        else:
+            result.stopped_because = "the sampler stopped the study"
+    result.seconds = time.perf_counter() - start
+    result.counts = trial_counts(study)
+    return write_outputs(result) if outputs else result
+
+
+def write_outputs(result: StudyRun) -> StudyRun:
+    """Once the study has a completed trial: export the best composition to
+    ``runs/<study>/best.yaml`` and write the plots into ``runs/<study>/plots``; their paths
+    go into ``result`` (returned)."""
+    study = result.study
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return result
+    from ..analysis.plots import write_study_plots  # here: relkd.analysis reads relkd.study when it loads
+
+    folder = run_dir(study.study_name)
+    result.best_config = export_trials(study, result.storage, folder / "best.yaml")[0]
+    result.plot_dir = folder / "plots"
+    result.plots = write_study_plots(study, result.plot_dir)
+    return result
+
+
+def _needs_teacher(spec: StudySpec) -> bool:
+    """Whether any anchor or any draw of the space uses the teacher."""
+    space = spec.space
+    kd_possible = space.kd.contains(True)
+    terms_possible = any(space.terms.contains(n) for n in range(1, 9))
+    return kd_possible or terms_possible or any(build_objective(preset(a)).needs_teacher for a in spec.anchors)
