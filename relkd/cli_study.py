@@ -111,30 +111,37 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def _spread(composition) -> str:
+    """``80.12%`` or ``80.12% ± 0.40% (3 seeds)``."""
+    text = _pct(composition.mean)
+    return text if composition.std is None else f"{text} ± {_pct(composition.std)} ({composition.n} seeds)"
+
+
 def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: Path | None) -> None:
-    from .study import anchor_values, ranked_trials, redact
+    from .study import redact
+    from .study.seeds import compositions, verdict_line
 
     study = result.study
     counts = result.counts
     print(f"\nstudy {study.study_name} ({redact(result.storage)}): stopped because {result.stopped_because}; "
           f"{result.trials_run} trials run now in {result.seconds:.0f} s")
     print("trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
-    anchors = anchor_values(study)
-    search = ranked_trials(study, include_anchors=False)
+    ranked = compositions(study)
+    anchors = [c for c in ranked if c.anchor is not None]
+    search = [c for c in ranked if c.anchor is None]
     if anchors:
-        print("\nanchors (validation accuracy):")
-        for name, value in sorted(anchors.items(), key=lambda kv: -kv[1]):
-            print(f"  {name:<10} {_pct(value)}")
+        print("\nanchors (validation accuracy; mean ± std over seeds where re-run):")
+        for c in anchors:
+            print(f"  {c.anchor:<10} {_spread(c)}")
     if search:
-        print(f"best search trial: {_pct(search[0].value)} (trial {search[0].number})")
-    ranked = ranked_trials(study)
+        print(f"best searched composition: {search[0].label}, {_spread(search[0])}")
     if not ranked:
         print("no completed trial yet")
         return
     best = ranked[0]
-    label = f"anchor {best.user_attrs['anchor']}" if "anchor" in best.user_attrs else f"trial {best.number}"
-    print(f"\nbest composition: {label}, validation accuracy {_pct(best.value)}")
-    print(yaml_dump(best.user_attrs["objective_config"]), end="")
+    print(f"\nbest composition: {best.label}, validation accuracy {_spread(best)}")
+    print(yaml_dump(best.trial.user_attrs["objective_config"]), end="")
+    print(f"\nverdict: {verdict_line(result.verdict)}")
     if export_path is not None:
         print(f"exported config: {export_path}\n  retrain it: relkd train --setting {study_file} --config {export_path}"
               f"\n  confirm the winners on the test split: relkd study confirm --study-name {study.study_name}")
@@ -166,6 +173,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     plot_dir = result.plot_dir
     if args.json:
         print(json.dumps({"stopped_because": result.stopped_because, "counts": result.counts,
+                          "verdict": result.verdict,
                           "export": str(export_path) if export_path else None,
                           "plots": str(plot_dir) if plot_dir else None}, indent=2))
     else:
@@ -197,8 +205,10 @@ def cmd_study_status(args: argparse.Namespace) -> int:
                                                                            key=lambda kv: -kv[1])))
     best = status["best"]
     if best:
-        print(f"best: {best['label']}, validation accuracy {_pct(best['value'])}")
+        print(f"best: {best['label']}, validation accuracy {_pct(best['value'])}"
+              + (f" ± {_pct(best['std'])} over {len(best['seeds'])} seeds" if best["std"] is not None else ""))
         print(yaml_dump(best["objective_config"]), end="")
+    print(f"verdict: {status['verdict_line']}")
     return 0
 
 
@@ -252,7 +262,8 @@ def cmd_study_importance(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"importance ({result['evaluator']}, {result['trials_used']} completed trials with parameters)")
+    print(f"importance ({result['evaluator']}, {result['trials_used']} searched trials, {result['pruned_used']} "
+          f"of them pruned and counted at the rung they reached)")
     for group, value in sorted(result["groups"].items(), key=lambda kv: -kv[1]):
         print(f"  {group:<18} {value:.3f}")
     print("best value of each choice (validation accuracy, trials):")

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import TrialState
 
+from ..study.record import RERUN_ATTR
 from ..study.space import GROUPS, choice_group
 
 __all__ = ["GROUPS", "CHOICES", "NO_TERM", "choice_group", "trial_choices", "completed", "ChoiceStats",
@@ -41,9 +42,10 @@ def trial_choices(config: dict[str, Any]) -> dict[str, set[str]]:
 
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials that carry a composition."""
+    """Completed trials that carry a composition, one per composition: re-runs with another
+    seed (:data:`relkd.study.record.RERUN_ATTR`) are not counted again."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if "objective_config" in t.user_attrs]
+            if "objective_config" in t.user_attrs and RERUN_ATTR not in t.user_attrs]
 
 
 @dataclass

@@ -317,7 +317,7 @@ def plot_importance(importance: dict[str, Any]):
     right.set_title("per search parameter")
     right.tick_params(axis="y", labelsize=8)
     fig.suptitle(f"{importance['study']}: importance ({importance['evaluator']}, "
-                 f"{importance['trials_used']} completed trials)")
+                 f"{importance['trials_used']} trials, {importance['pruned_used']} pruned)")
     fig.tight_layout()
     return fig
 

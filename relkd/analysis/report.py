@@ -16,7 +16,8 @@ from typing import Any
 import optuna
 
 from ..fields import yaml_dump
-from ..study import anchor_values, ranked_trials, redact, study_status
+from ..study import redact, study_status
+from ..study.seeds import Composition, compositions, search_verdict, verdict_line
 from ..study.record import CONFIRM_ATTR, SETTING_ATTR, versions
 from .importance import study_importance
 from .plots import study_plots, write_study_plots
@@ -68,26 +69,27 @@ def _summary(study: optuna.Study, url: str) -> str:
     return _table(None, rows)
 
 
+def _spread(c: Composition) -> str:
+    return _pct(c.mean) + ("" if c.std is None else f" ± {100 * c.std:.2f} ({c.n} seeds)")
+
+
 def _anchors_vs_best(study: optuna.Study) -> str:
-    anchors = anchor_values(study)
-    search = ranked_trials(study, include_anchors=False)
-    kd = anchors.get("kd")
-    rows = []
-    for name, value in sorted(anchors.items(), key=lambda kv: -kv[1]):
-        rows.append((f"anchor <code>{html.escape(name)}</code>", value))
-    for t in search[:3]:
-        rows.append((f"search trial {t.number}", t.value))
-    rows.sort(key=lambda r: -r[1])
-    body = [[label, _pct(value), "" if kd is None else f"{100 * (value - kd):+.2f}"] for label, value in rows]
-    return _table(["composition", "validation accuracy", "vs kd (points)"], body, numeric={1, 2})
+    ranked = compositions(study)
+    kd = next((c.mean for c in ranked if c.anchor == "kd"), None)
+    rows = [c for c in ranked if c.anchor is not None] + [c for c in ranked if c.anchor is None][:3]
+    rows.sort(key=lambda c: (-c.mean, c.trial.number))
+    body = [[f"anchor <code>{html.escape(c.anchor)}</code>" if c.anchor else f"search trial {c.trial.number}",
+             _spread(c), "" if kd is None else f"{100 * (c.mean - kd):+.2f}"] for c in rows]
+    verdict = f"<p><strong>Verdict:</strong> {html.escape(verdict_line(search_verdict(study)))}</p>"
+    return verdict + _table(["composition", "validation accuracy (mean ± std over seeds)", "vs kd (points)"], body,
+                            numeric={1, 2})
 
 
 def _top_k(study: optuna.Study, k: int) -> str:
     parts = []
-    for rank, t in enumerate(ranked_trials(study)[:k], start=1):
-        label = f"anchor {t.user_attrs['anchor']}" if "anchor" in t.user_attrs else f"trial {t.number}"
-        parts.append(f"<h3>{rank}. {html.escape(label)}: {_pct(t.value)}</h3>"
-                     f"<pre>{html.escape(yaml_dump(t.user_attrs['objective_config']))}</pre>")
+    for rank, c in enumerate(compositions(study)[:k], start=1):
+        parts.append(f"<h3>{rank}. {html.escape(c.label)}: {_spread(c)}</h3>"
+                     f"<pre>{html.escape(yaml_dump(c.trial.user_attrs['objective_config']))}</pre>")
     return "".join(parts) or "<p class=\"muted\">No completed trial yet.</p>"
 
 
@@ -103,7 +105,9 @@ def _importance(study: optuna.Study, evaluator: str) -> str:
             name, stats = next(iter(values.items()))
             best.append([html.escape(choice), f"<code>{html.escape(name)}</code>", _pct(stats["best"]),
                          str(stats["count"])])
-    return (f"<p>{html.escape(evaluator)} over {result['trials_used']} completed trials with search parameters."
+    return (f"<p>{html.escape(evaluator)} over {result['trials_used']} searched trials, "
+            f"{result['pruned_used']} of them pruned and counted at the rung they reached "
+            f"(score: {html.escape(result['score'])})."
             f"</p>{_table(['design choice', 'importance'], rows, numeric={1})}"
             f"<h3>Best value of each choice</h3>"
             f"{_table(['choice', 'best value', 'best accuracy', 'trials using it'], best, numeric={2, 3})}")

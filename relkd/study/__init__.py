@@ -21,6 +21,7 @@ from .export import (
 from .opening import open_study
 from .queue import Run, RunQueue
 from .record import StudyMismatchError, counted_trials, trial_counts
+from .seeds import compositions, search_verdict, verdict_line
 from .worker import StudyRun, run_study, write_outputs
 from .space import SearchSpace, validate_search
 from .spec import DEFAULT_ANCHORS, StudySpec, load_study_spec, validate_study
@@ -32,5 +33,5 @@ __all__ = [
     "load_relkd_study", "ranked_trials", "study_status", "export_trials", "study_setting", "anchor_values",
     "confirm_study", "format_table", "welch_p", "redact", "resolve_storage", "run_dir",
     "Run", "RunQueue", "CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_table",
-    "format_markdown",
+    "format_markdown", "compositions", "search_verdict", "verdict_line",
 ]

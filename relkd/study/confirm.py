@@ -18,10 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import statistics
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +32,7 @@ from ..pretrain import prepare_inits
 from ..presets import preset
 from .export import anchor_values, composition_label, ranked_trials, study_setting
 from .queue import Run, RunQueue
+from .seeds import welch_p
 from .record import CONFIRM_ATTR, comparable_setting, setting_record
 from .storage import run_dir
 
@@ -73,21 +72,6 @@ def _setting_hash(setting: Any) -> str:
     if inits:
         record["inits"] = inits
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Two-sided p-value of Welch's t-test, or ``None`` when undefined (fewer than two
-    values on a side, or no variance on either)."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
-        return None
-    from scipy import stats
-
-    with warnings.catch_warnings():  # nearly equal samples: scipy warns about precision, p is still defined
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return p if math.isfinite(p) else None
 
 
 def _candidates(study: optuna.Study, top_k: int) -> list[Candidate]:

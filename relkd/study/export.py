@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from ..config import save_config, validate_config
 from ..setting import Setting, validate_setting
+from .seeds import compositions, search_verdict, verdict_line
 from .record import N_TRIALS_ATTR, SETTING_ATTR, counted_trials, trial_counts, versions
 from .storage import open_storage, redact, resolve_storage
 
@@ -54,16 +55,16 @@ def study_setting(study: optuna.Study) -> Setting:
 
 
 def ranked_trials(study: optuna.Study, *, include_anchors: bool = True) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials, best first; ties broken by trial number."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if include_anchors or "anchor" not in t.user_attrs]
-    return sorted(trials, key=lambda t: (-t.value, t.number))
+    """Completed compositions, best mean validation accuracy over seeds first (re-runs are
+    folded into the trial they re-run: :func:`relkd.study.seeds.compositions`); ties broken
+    by trial number. A trial of a study with a fidelity ladder completes only at the top rung,
+    so this ranks by the top rung reached."""
+    return [c.trial for c in compositions(study, include_anchors=include_anchors)]
 
 
 def anchor_values(study: optuna.Study) -> dict[str, float]:
-    """Validation accuracy of each completed anchor, by preset name."""
-    return {t.user_attrs["anchor"]: t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if "anchor" in t.user_attrs}
+    """Validation accuracy of each completed anchor (mean over its seeds), by preset name."""
+    return {c.anchor: c.mean for c in compositions(study) if c.anchor is not None}
 
 
 def composition_label(trial: optuna.trial.FrozenTrial) -> str:
@@ -84,8 +85,9 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     if target is not None and durations:
         remaining = max(target - len(counted), 0)
         eta = remaining * statistics.fmean(durations) / max(running, 1)
-    ranked = ranked_trials(study)
+    ranked = compositions(study)
     best = ranked[0] if ranked else None
+    verdict = search_verdict(study)
     return {
         "study": study.study_name,
         "counts": counts,
@@ -94,15 +96,17 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "mean_trial_seconds": statistics.fmean(durations) if durations else None,
         "eta_seconds": eta,
         "best": None if best is None else {
-            "trial": best.number, "value": best.value, "label": composition_label(best),
-            "objective_config": best.user_attrs.get("objective_config"),
+            **best.summary(), "value": best.mean, "objective_config": best.trial.user_attrs.get("objective_config"),
         },
         "anchors": anchor_values(study),
+        "verdict": verdict,
+        "verdict_line": verdict_line(verdict),
     }
 
 
 def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, rank: int) -> dict[str, Any]:
     setting = study.user_attrs[SETTING_ATTR]
+    seeds = next((c for c in compositions(study) if c.trial.number == trial.number), None)
     return {
         "source": "relkd study export",
         "study": study.study_name,
@@ -110,8 +114,9 @@ def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, 
         "trial": trial.number,
         "rank": rank,
         "anchor": trial.user_attrs.get("anchor"),
-        "value": trial.value,
-        "metric": "validation accuracy",
+        "value": seeds.mean if seeds else trial.value,
+        "metric": "validation accuracy" + (f" (mean over {seeds.n} seeds)" if seeds and seeds.n > 1 else ""),
+        "values_by_seed": {str(s): v for s, v in sorted(seeds.values.items())} if seeds else None,
         "budget": setting.get("budget"),
         "teacher": setting.get("teacher", {}).get("model"),
         "student": setting.get("student", {}).get("model"),

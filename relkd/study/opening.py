@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from ..presets import preset
 from .record import (
     INITS_ATTR,
+    LADDER_ATTR,
     SETTING_ATTR,
     STUDY_ATTR,
     VERSION_ATTR,
@@ -55,6 +56,7 @@ def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_a
         study.set_user_attr(STUDY_ATTR, _redacted_document(spec))
         if inits:
             study.set_user_attr(INITS_ATTR, inits)
+        _record_ladder(study, spec)
         enqueue_anchors(study, spec)
         study.set_user_attr(SETTING_ATTR, record)
         log.info("created study %s in %s", spec.study_name, redact(url))
@@ -85,9 +87,16 @@ def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_a
             log.warning("study %s: the search section differs from the one the study was created with; "
                         "earlier trials were drawn from the old space", spec.study_name)
         study.set_user_attr(STUDY_ATTR, _redacted_document(spec))
+        _record_ladder(study, spec)
         if enqueue_missing_anchors:
             enqueue_anchors(study, spec)
     return study, url, created
+
+
+def _record_ladder(study: optuna.Study, spec: StudySpec) -> None:
+    """Keep the ladder's rungs with the study, so readers know the rung each trial reached."""
+    if spec.ladder is not None and study.user_attrs.get(LADDER_ATTR) != spec.ladder.record():
+        study.set_user_attr(LADDER_ATTR, spec.ladder.record())
 
 
 def _wait_for_setting(study: optuna.Study, seconds: float = 30.0) -> dict[str, Any] | None:

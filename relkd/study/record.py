@@ -26,7 +26,8 @@ from optuna.trial import TrialState
 from ..setting import Setting
 
 __all__ = ["SETTING_ATTR", "STUDY_ATTR", "VERSION_ATTR", "INITS_ATTR", "N_TRIALS_ATTR", "COMPARE_ATTR",
-           "CONFIRM_ATTR", "RUN_ATTR", "TRIAL_ATTRS", "WORKER", "StudyMismatchError", "versions", "is_counted",
+           "CONFIRM_ATTR", "RUN_ATTR", "LADDER_ATTR", "RERUN_ATTR", "TRIAL_ATTRS", "WORKER", "StudyMismatchError",
+           "versions", "is_counted",
            "counted_trials", "trial_counts", "setting_record", "setting_differences", "comparable_setting"]
 
 SETTING_ATTR = "relkd.setting"
@@ -36,6 +37,8 @@ INITS_ATTR = "relkd.inits"  # SHA-256 of the student's / teacher's init checkpoi
 N_TRIALS_ATTR = "relkd.n_trials"
 COMPARE_ATTR = "relkd.compare"
 CONFIRM_ATTR = "relkd.confirm"
+LADDER_ATTR = "relkd.ladder"  # the fidelity ladder's rungs, the top one included (relkd.study.ladder)
+RERUN_ATTR = "rerun"  # trial user attribute of a re-run: {"of": trial number, "seed": seed} (relkd.study.seeds)
 RUN_ATTR = "relkd.run"  # trial user attribute: the fixed run of a run queue (relkd.study.queue)
 
 #: Trial user attributes relkd writes, with what each holds.
@@ -54,6 +57,8 @@ TRIAL_ATTRS = {
     "skipped": "why a trial was put back without training",
     "pruned_reason": "the pruner, or a NaN/inf loss",
     "error": "why the trial failed",
+    RERUN_ATTR: "a re-run of trial 'of' with another 'seed' (not counted in n_trials; folded into that trial)",
+    "refined_from": "the anchor a refinement started from",
     RUN_ATTR: "the run of a run queue (confirm, compare): id, key, label, seed, epochs",
     "test_accuracy": "accuracy on the test split (runs of a run queue)",
     "imported_from": "the file a finished run was read from (an older confirm's runs.jsonl)",
@@ -77,7 +82,10 @@ def versions() -> dict[str, str]:
 
 
 def is_counted(trial: optuna.trial.FrozenTrial) -> bool:
-    """A finished trial that trained: completed or pruned, not an invalid draw or a skip."""
+    """A finished trial that trained: completed or pruned, not an invalid draw, a skip or a
+    re-run of a composition with another seed (the re-run phase comes after ``n_trials``)."""
+    if RERUN_ATTR in trial.user_attrs:
+        return False
     if trial.state == TrialState.COMPLETE:
         return True
     return trial.state == TrialState.PRUNED and not {"invalid_combination", "skipped"} & set(trial.user_attrs)
@@ -127,11 +135,14 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
     counts = {state.name.lower(): 0 for state in TrialState}
     counts["invalid_draws"] = 0
     counts["skipped"] = 0
+    counts["reruns"] = 0
     for t in study.get_trials(deepcopy=False):
         if "invalid_combination" in t.user_attrs:
             counts["invalid_draws"] += 1
         elif "skipped" in t.user_attrs:
             counts["skipped"] += 1
+        elif RERUN_ATTR in t.user_attrs:
+            counts["reruns"] += 1
         else:
             counts[t.state.name.lower()] += 1
     return counts

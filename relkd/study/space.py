@@ -194,7 +194,15 @@ def choice_group(param: str) -> str:
 
         n_terms -> terms; term0.affinity -> affinity; term1.rbf.gamma -> component params;
         term0.weight, kd.weight, ce_weight -> weights; kd, kd.temperature -> KD
+
+    A refinement's parameters (:mod:`relkd.study.refine`) belong where the value they change
+    does: ``refine.term0.scale`` -> weights, ``refine.extra`` -> terms,
+    ``refine.extra.term0.loss`` -> loss, ``refine.kd.temperature`` -> KD.
     """
+    if param.startswith("refine."):
+        rest = param.removeprefix("refine.")
+        rest = "n_terms" if rest == "extra" else rest.removeprefix("extra.")
+        return choice_group(re.sub(r"\.scale$", ".weight", rest)) if rest != "base" else "other"
     for pattern, group in _GROUP_PATTERNS:
         if pattern.match(param):
             return group
@@ -273,6 +281,11 @@ class SearchSpace:
                 out.append((param, Fixed(param.default)))
         return out
 
+    def choices(self, field: str) -> tuple[Any, ...]:
+        """The values a categorical search field may take here (one for a fixed field)."""
+        domain = self.domains[field]
+        return tuple(domain.choices) if isinstance(domain, Choice) else (domain.value,)
+
     def _dims(self, *roles: str) -> list[Dimension]:
         return [d for d in DIMENSIONS if d.role in roles]
 
@@ -286,7 +299,7 @@ class SearchSpace:
         n_terms = int(self.domains[count.field].suggest(trial, count.param))
         terms = []
         for i in range(n_terms):
-            term, problems = self._sample_term(trial, i)
+            term, problems = self.sample_term(trial, i)
             if problems:
                 return {}, [f"term{i}: {problem}" for problem in problems]
             terms.append(term)
@@ -302,7 +315,9 @@ class SearchSpace:
                 config[dim.key] = float(self.domains[dim.field].suggest(trial, dim.param))
         return validate_config(config), []
 
-    def _sample_term(self, trial: Any, i: int) -> tuple[dict[str, Any], list[str]]:
+    def sample_term(self, trial: Any, i: int) -> tuple[dict[str, Any], list[str]]:
+        """Draw term ``i`` (parameters ``term<i>.*``); return it with the rules it breaks
+        (then without its weight: nothing more is drawn for an invalid term)."""
         term: dict[str, Any] = {}
         (params_dim,) = self._dims(COMPONENT_PARAMS)
         for dim in self._dims(TERM_VALUE, COMPONENT):

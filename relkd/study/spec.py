@@ -17,6 +17,12 @@
       timeout: null              # seconds per `relkd study run` / `worker` process, teacher training included
       anchors: default           # the known methods enqueued first: default | [] | [none, kd, sp+kd, ...]
       heartbeat_interval: 60     # seconds; RDB storages only; 0 turns heartbeats off
+      ladder: null               # a fidelity ladder instead of the pruner (relkd.study.ladder):
+                                 # {rungs: [1], reduction: 3, min_trials: 3, compare: searched}
+      refine: null               # search around the best anchors too (relkd.study.refine):
+                                 # {share: 0.5, anchors: 2, weight_decades: 1, extra_term: true}
+      rerun: null                # re-run the leaders with more seeds at the end (relkd.study.seeds):
+                                 # {top_k: 2, anchors: 1, seeds: 3}
 
 :func:`load_study_spec` reads and validates a study file; every error names its field.
 """
@@ -37,6 +43,9 @@ from ..fields import ConfigError, FieldChecker, join_path, read_yaml_file
 from ..registry import unknown_name_message
 from ..presets import PRESETS
 from ..setting import Setting, setting_or_errors
+from .ladder import Ladder, validate_ladder
+from .refine import Refinement, validate_refine
+from .seeds import Rerun, validate_rerun
 from .space import SearchSpace, validate_search
 
 __all__ = ["StudySpec", "load_study_spec", "validate_study", "DEFAULT_ANCHORS", "SAMPLERS", "PRUNERS",
@@ -62,7 +71,7 @@ PRUNERS: dict[str, type] = {
 MEDIAN_DEFAULTS = {"n_startup_trials": 5}
 
 _OPTUNA_FIELDS = ("study_name", "storage", "sampler", "pruner", "seed", "n_trials", "timeout", "anchors",
-                  "heartbeat_interval")
+                  "heartbeat_interval", "ladder", "refine", "rerun")
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,9 @@ class StudySpec:
     timeout: float | None = None
     anchors: tuple[str, ...] = DEFAULT_ANCHORS
     heartbeat_interval: int = 60
+    ladder: Ladder | None = None  # replaces the pruner
+    refine: Refinement | None = None
+    rerun: Rerun | None = None
     source: str | None = None
     document: dict[str, Any] = field(default_factory=dict)  # the canonical study file
 
@@ -103,6 +115,8 @@ class StudySpec:
             return SAMPLERS[name](**kwargs)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
+        if self.ladder is not None:
+            return self.ladder.pruner()
         name, params = self.pruner
         kwargs = dict(MEDIAN_DEFAULTS) if name == "median" else {}
         if name == "median":
@@ -208,9 +222,15 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
         for i, anchor in enumerate(anchors):
             if anchor not in PRESETS:
                 c.error(f"optuna.anchors[{i}]", unknown_name_message("preset", anchor, PRESETS.list()))
+        ladder = c.optional(opt.get("ladder"), lambda v: validate_ladder(
+            c, v, "optuna.ladder", setting.budget.epochs if setting else None))
+        if opt.get("ladder") is not None and "pruner" in opt:
+            c.error("optuna.ladder", "a ladder replaces the pruner: give optuna.ladder or optuna.pruner, not both")
+        refine = c.optional(opt.get("refine"), lambda v: validate_refine(c, v, "optuna.refine"))
+        rerun = c.optional(opt.get("rerun"), lambda v: validate_rerun(c, v, "optuna.rerun"))
         spec_kwargs = dict(study_name=name, storage=storage, sampler=sampler, pruner=pruner, seed=seed,
                            n_trials=n_trials, timeout=timeout, anchors=tuple(dict.fromkeys(anchors)),
-                           heartbeat_interval=heartbeat)
+                           heartbeat_interval=heartbeat, ladder=ladder, refine=refine, rerun=rerun)
     if not c.errors and spec_kwargs["sampler"][0] == "grid":
         try:
             space.grid()
@@ -227,6 +247,11 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
         "seed": spec_kwargs["seed"], "n_trials": spec_kwargs["n_trials"], "timeout": spec_kwargs["timeout"],
         "anchors": list(spec_kwargs["anchors"]), "heartbeat_interval": spec_kwargs["heartbeat_interval"],
     }
+    for key in ("ladder", "refine", "rerun"):  # written only when set, so older study documents stay the same
+        if spec_kwargs[key] is not None:
+            canonical["optuna"][key] = spec_kwargs[key].describe()
+    if spec_kwargs["ladder"] is not None:  # the ladder is the pruner
+        del canonical["optuna"]["pruner"]
     return StudySpec(setting=setting, space=space, source=str(source) if source else None, document=canonical,
                      **spec_kwargs)
 

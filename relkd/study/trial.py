@@ -7,8 +7,13 @@ What a trial stores (``optuna.load_study``, the ``optuna`` CLI and optuna-dashbo
   is reported as an intermediate value (step = epochs trained);
 - user attributes: :data:`relkd.study.record.TRIAL_ATTRS` (``objective_config``,
   ``part_means``, ``wall_seconds``, ``seed``, ``versions``, ``val_history``, ``epochs``,
-  ``worker``, ``init_sha256``; ``anchor`` on the known methods; ``invalid_combination``,
+  ``worker``, ``init_sha256``; ``anchor`` on the known methods; ``refined_from`` on
+  refinements of an anchor (:mod:`relkd.study.refine`); ``rerun`` on re-runs of a
+  composition with another seed (:mod:`relkd.study.seeds`); ``invalid_combination``,
   ``pruned_reason``, ``skipped`` or ``error``).
+
+Anchors and re-runs always train to the end (they are the baseline and the seeds of a
+ranking); searched trials may be stopped by the pruner or the fidelity ladder.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from ..objective import build_objective
 from ..presets import preset
 from ..setting import Setting
 from .record import WORKER, is_counted, versions
+from .seeds import compositions
 from .spec import StudySpec
 
 __all__ = ["TrialObjective", "put_back", "frozen", "MAX_INVALID_IN_A_ROW"]
@@ -47,6 +53,7 @@ class TrialObjective:
     deadline: float = float("inf")  # time.time() at which the study's timeout ends
     invalid_in_a_row: int = 0
     stop_reason: str = ""  # set when a trial stops the study
+    reruns_only: bool = False  # the re-run phase: a trial the sampler draws afresh is put back untrained
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
@@ -60,14 +67,28 @@ class TrialObjective:
             raise
 
     def _train(self, trial: optuna.Trial) -> float:
-        self._check_room(trial)
+        rerun = trial.user_attrs.get("rerun")
+        if self.reruns_only and not rerun:
+            trial.set_user_attr("skipped", "the search has ended: only re-runs are trained now")
+            put_back(trial.study, frozen(trial))
+            trial.study.stop()
+            raise optuna.TrialPruned("not trained: the search has ended")
+        if not rerun:
+            self._check_room(trial)
         anchor = trial.user_attrs.get("anchor")
-        if anchor:
+        setting = self.setting or self.spec.setting
+        seed = setting.seed
+        if rerun:
+            self._check_rerun_is_new(trial, rerun)
+            original = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == rerun["of"])
+            config, seed = original.user_attrs["objective_config"], int(rerun["seed"])
+            anchor = original.user_attrs.get("anchor")
+        elif anchor:
             config = preset(anchor)
             if trial.user_attrs.get("anchor_in_space"):
                 self.spec.space.sample(trial)  # replays the enqueued parameters
         else:
-            config, problems = self.spec.space.sample(trial)
+            config, problems = self._draw(trial)
             if problems:
                 self.invalid_in_a_row += 1
                 trial.set_user_attr("invalid_combination", problems)
@@ -77,9 +98,8 @@ class TrialObjective:
                     trial.study.stop()
                 raise optuna.TrialPruned(f"invalid combination, not trained: {'; '.join(problems)}")
             self.invalid_in_a_row = 0
-        setting = self.setting or self.spec.setting
         trial.set_user_attr("objective_config", config)
-        trial.set_user_attr("seed", setting.seed)
+        trial.set_user_attr("seed", seed)
         trial.set_user_attr("versions", versions())
         trial.set_user_attr("worker", WORKER)
         objective = build_objective(config)
@@ -88,10 +108,10 @@ class TrialObjective:
 
         def report(epoch: int, accuracy: float) -> bool:
             trial.report(accuracy, epoch + 1)
-            return not anchor and trial.should_prune()  # anchors always finish: they are the baseline
+            return not anchor and not rerun and trial.should_prune()  # anchors always finish: the baseline
 
-        try:
-            metrics = run_trial(setting, objective, report, teacher=self.teacher)  # built once, not validated again
+        try:  # the objective is built once, not validated again
+            metrics = run_trial(setting, objective, report, seed=seed, teacher=self.teacher)
         except NonFiniteLossError as err:
             trial.set_user_attr("pruned_reason", f"non-finite loss: {err}")
             raise optuna.TrialPruned(f"non-finite loss: {err}") from None
@@ -103,10 +123,31 @@ class TrialObjective:
             if key in metrics:
                 trial.set_user_attr(key, metrics[key])
         if metrics["stopped_early"]:
-            reason = f"pruned by the {self.spec.pruner[0]} pruner after epoch {metrics['epochs']}"
+            by = "the fidelity ladder" if self.spec.ladder else f"the {self.spec.pruner[0]} pruner"
+            reason = f"pruned by {by} after epoch {metrics['epochs']}"
             trial.set_user_attr("pruned_reason", reason)
             raise optuna.TrialPruned(reason)
         return float(metrics["val_accuracy"])
+
+    @staticmethod
+    def _check_rerun_is_new(trial: optuna.Trial, rerun: dict) -> None:
+        """Two workers may enqueue the same re-run at once: the later trial is skipped."""
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if t.number != trial.number and t.user_attrs.get("rerun") == rerun and (
+                    t.state == TrialState.COMPLETE or t.number < trial.number):
+                trial.set_user_attr("skipped", f"re-run {rerun} is {t.state.name.lower()} in trial {t.number}")
+                raise optuna.TrialPruned("not trained: the same re-run is in another trial")
+
+    def _draw(self, trial: optuna.Trial) -> tuple[dict, list[str]]:
+        """A searched composition: a refinement of a best anchor (for the share of trials the
+        study's ``refine`` gives, once an anchor has completed) or a draw of the open space."""
+        refine = self.spec.refine
+        if refine is not None and refine.chooses(self.spec.seed, trial.number):
+            bases = [(c.anchor, c.trial.user_attrs["objective_config"])
+                     for c in compositions(trial.study) if c.anchor is not None][:refine.anchors]
+            if bases:
+                return refine.sample(trial, bases, self.spec.space)
+        return self.spec.space.sample(trial)
 
     def _check_room(self, trial: optuna.Trial) -> None:
         """With several workers, two may start the last trial at once: the later one is
@@ -164,6 +205,6 @@ def put_back(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         return False  # the sampler's own draw: the next trial draws again
     study.add_trial(optuna.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs={k: v for k, v in trial.user_attrs.items() if k in ("anchor", "anchor_in_space")},
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k in ("anchor", "anchor_in_space", "rerun")},
         system_attrs={k: v for k, v in system.items() if k in ("fixed_params", "failed_trial", "retry_history")}))
     return True

@@ -22,7 +22,8 @@ from ..presets import preset
 from ..pretrain import prepare_inits, resolve_inits
 from .export import export_trials
 from .opening import open_study
-from .record import N_TRIALS_ATTR, counted_trials, is_counted, trial_counts
+from .record import N_TRIALS_ATTR, RERUN_ATTR, WORKER, counted_trials, is_counted, trial_counts
+from .seeds import enqueue_reruns, search_verdict
 from .spec import StudySpec
 from .storage import is_lost_race, run_dir
 from .trial import MAX_INVALID_IN_A_ROW, TrialObjective
@@ -31,6 +32,8 @@ __all__ = ["run_study", "StudyRun", "write_outputs", "MAX_FAILURES_IN_A_ROW"]
 
 log = logging.getLogger(__name__)
 
+#: Rounds of re-runs at the end of a search: the leaders are looked at again after each round.
+RERUN_ROUNDS = 3
 # After this many failed trials in a row something is broken (device, memory, data): stop.
 MAX_FAILURES_IN_A_ROW = 5
 
@@ -50,6 +53,8 @@ class StudyRun:
     best_config: Path | None = None  # the exported best composition (best.yaml), once a trial completed
     plot_dir: Path | None = None  # where the plots went
     plots: list[Path] = field(default_factory=list)  # the plot files written
+    reruns: int = 0  # re-runs of the leading compositions with more seeds this process trained
+    verdict: dict | None = None  # whether the search beat the best anchor (relkd.study.seeds.search_verdict)
 
 
 class _Progress:
@@ -108,7 +113,10 @@ def run_study(
     result = StudyRun(study, url, created)
     if n_trials is not None and done_before >= n_trials:
         result.stopped_because = f"the study already has {done_before} of {n_trials} trials"
+        if spec.rerun is not None:  # the re-runs an earlier run did not finish
+            result.reruns = _rerun_phase(study, spec, TrialObjective(spec, n_trials, setting))  # teacher: lazily
         result.counts = trial_counts(study)
+        result.verdict = search_verdict(study)
         return write_outputs(result) if outputs else result
     if n_trials is None and timeout is None:
         log.warning("neither n_trials nor timeout is set: running until the sampler is exhausted or interrupted")
@@ -159,6 +167,8 @@ def run_study(
             remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 0.0)
     finally:
         bar.close()
+    if spec.rerun is not None and not result.error:
+        result.reruns = _rerun_phase(study, spec, objective)
     if objective.stop_reason and not result.stopped_because:
         result.stopped_because = objective.stop_reason
         if objective.invalid_in_a_row >= MAX_INVALID_IN_A_ROW:
@@ -173,7 +183,44 @@ def run_study(
             result.stopped_because = "the sampler stopped the study"
     result.seconds = time.perf_counter() - start
     result.counts = trial_counts(study)
+    result.verdict = search_verdict(study)
     return write_outputs(result) if outputs else result
+
+
+def _waiting_reruns(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if RERUN_ATTR in t.user_attrs)
+
+
+def _mine(study: optuna.Study) -> int:
+    """How many re-runs this process has completed."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if RERUN_ATTR in t.user_attrs and t.user_attrs.get("worker") == WORKER)
+
+
+def _rerun_phase(study: optuna.Study, spec: StudySpec, objective: TrialObjective) -> int:
+    """Once the search has ended: enqueue the re-runs of the leaders with more seeds (only
+    those no process has made or taken yet) and train waiting re-runs, of this process or
+    others, until none waits. A re-run can change the ranking (a leader that one lucky seed
+    put first falls back), so the leaders are looked at again, for at most
+    :data:`RERUN_ROUNDS` rounds. Returns how many re-runs this process trained."""
+    objective.reruns_only, stop_reason = True, objective.stop_reason
+    before = _mine(study)
+    try:
+        for _ in range(RERUN_ROUNDS):
+            added = enqueue_reruns(study, spec.rerun, spec.setting.seed)
+            if not added and not _waiting_reruns(study):
+                break
+            log.info("re-running the leading compositions and anchors with more seeds: %d runs", added)
+            while _waiting_reruns(study):
+                try:
+                    study.optimize(objective, n_trials=1, catch=(Exception,))
+                except ValueError as err:
+                    if not is_lost_race(err):
+                        raise
+    finally:
+        objective.reruns_only, objective.stop_reason = False, stop_reason
+    trained = _mine(study) - before
+    return trained
 
 
 def write_outputs(result: StudyRun) -> StudyRun:

@@ -1,0 +1,220 @@
+"""Noise-aware ranking: the leading compositions re-run with more seeds inside the study, a
+ranking by the mean over seeds, and the verdict whether the search beat the known methods.
+
+A composition is not better because one seed said so. When a study's search ends, the
+``top_k`` best searched compositions and the ``anchors`` best anchors are trained again with
+further seeds (the study's seed + 1, + 2, ...), so that each has ``seeds`` values. Each re-run
+is an ordinary trial of the study carrying the user attribute ``rerun`` (``{"of": N, "seed":
+S}``: the trial whose composition it re-runs and its seed); its value is the validation
+accuracy of that run. Re-runs never count towards ``n_trials``, are never pruned and are not
+compositions of their own: :func:`compositions` folds them into the trial they re-run, whose
+``values`` are then one accuracy per seed. Ranking, ``best``, export, status, confirm and the
+report use the mean over seeds and show the spread. In a study file::
+
+    optuna:
+      rerun: {top_k: 2, anchors: 1, seeds: 3}   # seeds: how many each gets in all
+
+Anchors get the same seeds as the searched compositions, so the comparison is fair; the
+verdict (:func:`search_verdict`) compares the best searched composition with the best
+anchor over the seeds both were run with.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ..fields import FieldChecker, join_path
+
+__all__ = ["Rerun", "validate_rerun", "RERUN_FIELDS", "Composition", "compositions", "rerun_plan",
+           "enqueue_reruns", "search_verdict", "verdict_line", "welch_p", "SIGNIFICANCE"]
+
+RERUN_FIELDS = ("top_k", "anchors", "seeds")
+#: The Welch p-value below which a lead over the best anchor counts as a win.
+SIGNIFICANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """How many compositions are re-run at the end of the search, and with how many seeds in all."""
+
+    top_k: int = 2
+    anchors: int = 1
+    seeds: int = 3
+
+    def describe(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "anchors": self.anchors, "seeds": self.seeds}
+
+
+def validate_rerun(c: FieldChecker, value: Any, path: str) -> Rerun | None:
+    """Check an ``optuna.rerun`` section; errors go to ``c`` with their field paths."""
+    if not c.mapping(value, path, RERUN_FIELDS):
+        return None
+    top_k = c.integer(value.get("top_k", 2), join_path(path, "top_k"), minimum=1)
+    anchors = c.integer(value.get("anchors", 1), join_path(path, "anchors"), minimum=0)
+    seeds = c.integer(value.get("seeds", 3), join_path(path, "seeds"), minimum=2)
+    if None in (top_k, anchors, seeds):
+        return None
+    return Rerun(top_k, anchors, seeds)
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test, or ``None`` when undefined (fewer than two
+    values on a side, or no variance on either)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
+        return None
+    from scipy import stats
+
+    with warnings.catch_warnings():  # nearly equal samples: scipy warns about precision, p is still defined
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return p if math.isfinite(p) else None
+
+
+@dataclass
+class Composition:
+    """A completed trial with the values of its re-runs: ``values`` maps seed -> validation accuracy."""
+
+    trial: FrozenTrial
+    values: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def anchor(self) -> str | None:
+        return self.trial.user_attrs.get("anchor")
+
+    @property
+    def label(self) -> str:
+        return f"anchor {self.anchor}" if self.anchor else f"trial {self.trial.number}"
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values.values())
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values.values()) if len(self.values) > 1 else None
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    def summary(self) -> dict[str, Any]:
+        return {"trial": self.trial.number, "label": self.label, "mean": self.mean, "std": self.std,
+                "seeds": sorted(self.values), "values": [self.values[s] for s in sorted(self.values)]}
+
+
+def _seed(trial: FrozenTrial, default: int = 0) -> int:
+    seed = trial.user_attrs.get("seed", default)
+    return int(seed) if isinstance(seed, (int, float)) else default
+
+
+def compositions(study: optuna.Study, *, include_anchors: bool = True) -> list[Composition]:
+    """Completed compositions (re-runs folded into the trial they re-run), best mean first;
+    ties broken by trial number."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    found: dict[int, Composition] = {}
+    for t in trials:
+        if "rerun" not in t.user_attrs and "objective_config" in t.user_attrs:
+            found[t.number] = Composition(t, {_seed(t): float(t.value)})
+    for t in trials:
+        rerun = t.user_attrs.get("rerun")
+        if isinstance(rerun, dict) and rerun.get("of") in found:
+            found[rerun["of"]].values.setdefault(int(rerun["seed"]), float(t.value))
+    ranked = [c for c in found.values() if include_anchors or c.anchor is None]
+    return sorted(ranked, key=lambda c: (-c.mean, c.trial.number))
+
+
+def rerun_plan(study: optuna.Study, rerun: Rerun, base_seed: int) -> list[tuple[int, int]]:
+    """``(trial number, seed)`` of every re-run still missing: the ``top_k`` best searched
+    compositions and the ``anchors`` best anchors, each with seeds ``base_seed + 1 ..
+    base_seed + seeds - 1``, less those with a completed, running or waiting re-run."""
+    ranked = compositions(study)
+    chosen = [c for c in ranked if c.anchor is None][:rerun.top_k]
+    chosen += [c for c in ranked if c.anchor is not None][:rerun.anchors]
+    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    taken = {(r["of"], int(r["seed"])) for t in study.get_trials(deepcopy=False, states=live)
+             if isinstance(r := t.user_attrs.get("rerun"), dict)}
+    seeds = [base_seed + i for i in range(1, rerun.seeds)]
+    return [(c.trial.number, s) for c in chosen for s in seeds
+            if (c.trial.number, s) not in taken and s not in c.values]
+
+
+def enqueue_reruns(study: optuna.Study, rerun: Rerun, base_seed: int) -> int:
+    """Enqueue the missing re-runs (:func:`rerun_plan`); return how many."""
+    plan = rerun_plan(study, rerun, base_seed)
+    for number, seed in plan:
+        study.enqueue_trial({}, user_attrs={"rerun": {"of": number, "seed": seed}})
+    return len(plan)
+
+
+def search_verdict(study: optuna.Study) -> dict[str, Any] | None:
+    """Whether the best searched composition beat the best anchor, as plain data, or ``None``
+    without a completed anchor and a completed searched composition.
+
+    Both are ranked by their mean over seeds, and both were picked as leaders on the seed
+    their first trial ran with: among many compositions, the best one on that seed is
+    lucky on it (the winner's curse), more so for the search, which picks among more. So
+    the difference is taken over the **re-run seeds** both have, leaving the selection seed
+    out, when there are at least two of them; otherwise over all the seeds both have
+    (``selection_seed_left_out`` says which). It comes with its standard error (Welch) and
+    Welch's p-value. ``outcome`` is ``beat`` (ahead with p < :data:`SIGNIFICANCE`), ``ahead
+    within noise`` (ahead, but p is larger or undefined: fewer than two seeds each) or ``did
+    not beat``."""
+    ranked = compositions(study)
+    anchors = [c for c in ranked if c.anchor is not None]
+    searched = [c for c in ranked if c.anchor is None]
+    if not anchors or not searched:
+        return None
+    anchor, best = anchors[0], searched[0]
+    common = sorted(set(anchor.values) & set(best.values))
+    selection = {_seed(anchor.trial), _seed(best.trial)}
+    fresh = [s for s in common if s not in selection]
+    seeds = fresh if len(fresh) >= 2 else common
+    a = [anchor.values[s] for s in seeds] if seeds else list(anchor.values.values())
+    b = [best.values[s] for s in seeds] if seeds else list(best.values.values())
+    difference = statistics.fmean(b) - statistics.fmean(a)
+    se = (math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+          if len(a) > 1 and len(b) > 1 else None)
+    p = welch_p(b, a)
+    if difference > 0 and p is not None and p < SIGNIFICANCE:
+        outcome = "beat"
+    elif difference > 0:
+        outcome = "ahead within noise"
+    else:
+        outcome = "did not beat"
+    return {"outcome": outcome, "best_anchor": anchor.summary(), "best_searched": best.summary(),
+            "seeds": seeds, "selection_seed_left_out": seeds is fresh and bool(fresh),
+            "anchor_mean": statistics.fmean(a), "searched_mean": statistics.fmean(b),
+            "difference": difference, "standard_error": se, "p": p}
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def verdict_line(verdict: dict[str, Any] | None) -> str:
+    """The verdict in one plain sentence."""
+    if verdict is None:
+        return "no verdict yet: the study needs a completed anchor and a completed searched composition"
+    a, b = verdict["best_anchor"], verdict["best_searched"]
+    n = len(verdict["seeds"])
+    diff = f"{100 * verdict['difference']:+.2f}"
+    if verdict["standard_error"] is not None:
+        diff += f" ± {100 * verdict['standard_error']:.2f}"
+    over = f"over {n} seeds" if n > 1 else "on one seed, without uncertainty"
+    if verdict.get("selection_seed_left_out"):
+        over = f"over the {n} re-run seeds, leaving out the seed they were picked on"
+    p = f", Welch p = {verdict['p']:.3f}" if verdict["p"] is not None else ""
+    head = {"beat": "the search beat the known methods",
+            "ahead within noise": "the search did not beat the known methods beyond seed noise",
+            "did not beat": "the search did not beat the known methods"}[verdict["outcome"]]
+    return (f"{head}: best searched {b['label']} {_pct(verdict['searched_mean'])} vs best anchor "
+            f"{a['label'].removeprefix('anchor ')} {_pct(verdict['anchor_mean'])} (validation accuracy, "
+            f"mean {over}): {diff} points{p}")
