@@ -120,6 +120,8 @@ def main() -> None:
 
     names = [name for name, _ in compositions]
     keys = [config_key(config) for _, config in compositions]
+    # the epochs at which every run is read: the budgets, and every epoch of the study's own budget
+    rungs = sorted(set(budgets) | set(range(1, study_budget + 1)))
     budgets = [b for b in budgets if all((k, s, b) in done for k in keys for s in seeds)]  # complete ones
     if not budgets:
         sys.exit("no budget has all its runs yet")
@@ -131,17 +133,26 @@ def main() -> None:
 
     reference = [statistics.mean(values(k, top, top)) for k in keys]
     own = [statistics.mean(values(k, study_budget, study_budget)) for k in keys] if study_budget in budgets else None
-    fidelities = [(epoch, length) for length in budgets for epoch in budgets if epoch <= length]
+    fidelities = [(epoch, length) for length in budgets for epoch in rungs if epoch <= length]
     rows = []
-    for epoch, length in fidelities:
-        per = [values(k, epoch, length) for k in keys]
-        means = [statistics.mean(v) for v in per]
-        tau, rho = rank_agreement(means, reference)
-        tau_study = rank_agreement(means, own)[0] if own is not None else float("nan")
-        std = statistics.mean(statistics.stdev(v) for v in per) if len(seeds) > 1 else float("nan")
-        best = max(range(len(keys)), key=lambda j: means[j])
-        rows.append({"fidelity": f"epoch {epoch} of {length}", "epoch": epoch, "length": length, "tau": tau,
-                     "rho": rho, "tau_study": tau_study, "seed_std": std, "leader": names[best]})
+    # The ladder compares searched trials with searched trials: where the study's search fixes KD
+    # (on or off), the rows "(KD on only)" / "(KD off only)" rank just the compositions it could meet.
+    kd_fixed = spec.space.kd.describe() if not spec.space.kd.searched else None
+    families = [("", list(range(len(keys))))]
+    if kd_fixed is not None:
+        same = [j for j, (_, config) in enumerate(compositions) if bool(config.get("kd")) == bool(kd_fixed)]
+        families.append((f" (KD {'on' if kd_fixed else 'off'} only)", same))
+    for suffix, members in families:
+        for epoch, length in fidelities:
+            per = [values(keys[j], epoch, length) for j in members]
+            means = [statistics.mean(v) for v in per]
+            tau, rho = rank_agreement(means, [reference[j] for j in members])
+            tau_study = rank_agreement(means, [own[j] for j in members])[0] if own is not None else float("nan")
+            std = statistics.mean(statistics.stdev(v) for v in per) if len(seeds) > 1 else float("nan")
+            best = members[max(range(len(members)), key=lambda j: means[j])]
+            rows.append({"fidelity": f"epoch {epoch} of {length}{suffix}", "epoch": epoch, "length": length,
+                         "family": suffix.strip(" ()") or "all", "n": len(members), "tau": tau, "rho": rho,
+                         "tau_study": tau_study, "seed_std": std, "leader": names[best]})
     if len(seeds) > 1:  # the noise ceiling: one seed against the mean of the others, at the top budget
         taus, rhos = [], []
         for seed in seeds:
@@ -151,6 +162,7 @@ def main() -> None:
             taus.append(tau)
             rhos.append(rho)
         rows.append({"fidelity": f"one seed of {top} vs the mean of the others", "epoch": top, "length": None,
+                     "family": "all", "n": len(keys),
                      "tau": statistics.mean(taus), "rho": statistics.mean(rhos), "tau_study": float("nan"),
                      "seed_std": float("nan"),
                      "leader": ""})
@@ -179,7 +191,7 @@ def main() -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for length in budgets:
-        pts = [(r["epoch"], r["tau"]) for r in rows if r["length"] == length]
+        pts = [(r["epoch"], r["tau"]) for r in rows if r["length"] == length and r["family"] == "all"]
         ax.plot(*zip(*pts), marker="o", label=f"epoch B of a {length}-epoch run")
     noise = [r["tau"] for r in rows if r["length"] is None]
     if noise:

@@ -4,7 +4,8 @@ time and the best validation accuracy reached.
 
     .venv/bin/python benchmarks/pruning.py [--study studies/fmnist_quick.yaml] [--n-trials 30] [--markdown]
 
-Both studies live in a temporary SQLite file that is removed afterwards. Anchors are left out so that every trial is
+The study's fidelity ladder, refinement and re-runs are switched off: this compares the
+median pruner with none on the open space. Both studies live in a temporary SQLite file that is removed afterwards. Anchors are left out so that every trial is
 a search trial the pruner may stop (anchors are never pruned). The teacher is trained
 first; each timed run then only loads it from the cache (well under a second). The "pruned"
 column counts trials the pruner stopped (not NaN/inf losses). The two runs share the
@@ -30,7 +31,7 @@ from relkd.study import counted_trials, load_study_spec, ranked_trials, run_stud
 
 
 def run(spec, pruner: tuple[str, dict], n_trials: int, storage: str) -> dict:
-    spec = dataclasses.replace(spec, pruner=pruner, anchors=(), timeout=None,
+    spec = dataclasses.replace(spec, pruner=pruner, anchors=(), timeout=None, ladder=None, refine=None, rerun=None,
                                study_name=f"{spec.study_name}-pruning-{pruner[0]}")
     start = time.perf_counter()
     result = run_study(spec, storage=storage, n_trials=n_trials, progress=False)

@@ -42,8 +42,8 @@ def bench_study(source: str, folder: Path, trials: int) -> Path:
     anchors = (ANCHORS * (trials // len(ANCHORS) + 1))[:trials]
     if len(set(anchors)) != len(anchors):
         raise SystemExit(f"--trials: at most {len(ANCHORS)} (one per anchor)")
-    doc["optuna"] = {**doc.get("optuna", {}), "anchors": anchors, "n_trials": trials, "timeout": None,
-                     "pruner": "none"}
+    kept = {k: v for k, v in doc.get("optuna", {}).items() if k not in ("ladder", "refine", "rerun")}
+    doc["optuna"] = {**kept, "anchors": anchors, "n_trials": trials, "timeout": None, "pruner": "none"}
     path = folder / "bench.yaml"
     path.write_text(yaml_dump(doc))
     return path

@@ -269,7 +269,8 @@ def test_the_verdict_says_beat_only_when_the_rerun_seeds_say_so(searched, outcom
     assert line.startswith({"beat": "the search beat the known methods",
                             "ahead within noise": "the search did not beat the known methods beyond seed noise",
                             "did not beat": "the search did not beat the known methods:"}[outcome])
-    assert "over the 3 re-run seeds, leaving out the seed they were picked on" in line and "Welch p = " in line
+    assert "over the 3 re-run seeds, leaving out the seed they were picked on" in line
+    assert ("Welch p < 0.001" if verdict["p"] < 0.001 else f"Welch p = {verdict['p']:.3f}") in line
 
 
 def test_the_verdict_keeps_the_selection_seed_when_too_few_reruns():
@@ -411,5 +412,5 @@ def test_the_quick_strategy_on_real_fashion_mnist(tmp_path):
     assert {TrialState.PRUNED, TrialState.COMPLETE} <= {t.state for t in searched}
     assert any("refined_from" in t.user_attrs for t in searched)
     assert len([t for t in study.trials if "rerun" in t.user_attrs]) >= 6
-    assert result.verdict is not None and result.verdict["seeds"] == [0, 1, 2]
-    assert all(v > 0.5 for c in compositions(study) for v in c.values.values())
+    assert result.verdict["seeds"] == [1, 2] and result.verdict["selection_seed_left_out"]
+    assert all(v > 0.25 for c in compositions(study) for v in c.values.values())  # chance: 0.10

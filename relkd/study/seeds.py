@@ -208,13 +208,14 @@ def verdict_line(verdict: dict[str, Any] | None) -> str:
     diff = f"{100 * verdict['difference']:+.2f}"
     if verdict["standard_error"] is not None:
         diff += f" ± {100 * verdict['standard_error']:.2f}"
-    over = f"over {n} seeds" if n > 1 else "on one seed, without uncertainty"
+    over = f"mean over {n} seeds" if n > 1 else "on one seed, without uncertainty"
     if verdict.get("selection_seed_left_out"):
-        over = f"over the {n} re-run seeds, leaving out the seed they were picked on"
-    p = f", Welch p = {verdict['p']:.3f}" if verdict["p"] is not None else ""
+        over = f"mean over the {n} re-run seeds, leaving out the seed they were picked on"
+    p = "" if verdict["p"] is None else (", Welch p < 0.001" if verdict["p"] < 0.001
+                                         else f", Welch p = {verdict['p']:.3f}")
     head = {"beat": "the search beat the known methods",
             "ahead within noise": "the search did not beat the known methods beyond seed noise",
             "did not beat": "the search did not beat the known methods"}[verdict["outcome"]]
     return (f"{head}: best searched {b['label']} {_pct(verdict['searched_mean'])} vs best anchor "
             f"{a['label'].removeprefix('anchor ')} {_pct(verdict['anchor_mean'])} (validation accuracy, "
-            f"mean {over}): {diff} points{p}")
+            f"{over}): {diff} points{p}")
