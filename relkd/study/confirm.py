@@ -32,7 +32,7 @@ from ..pretrain import prepare_inits
 from ..presets import preset
 from .export import anchor_values, composition_label, ranked_trials, study_setting
 from .queue import Run, RunQueue
-from .seeds import welch_p
+from .seeds import compositions, welch_p
 from .record import CONFIRM_ATTR, comparable_setting, setting_record
 from .storage import run_dir
 
@@ -85,10 +85,11 @@ def _candidates(study: optuna.Study, top_k: int) -> list[Candidate]:
               for name in (*BASELINE_ANCHORS, *([best_preset] if best_preset else []))]
     seen = {c.key for c in chosen}
     found = 0
-    for t in ranked_trials(study, include_anchors=False):
+    for c in compositions(study, include_anchors=False):  # best mean over seeds first, like the anchors'
         if found >= top_k:
             break
-        candidate = Candidate(composition_label(t), t.user_attrs["objective_config"], t.number, t.value)
+        t = c.trial
+        candidate = Candidate(composition_label(t), t.user_attrs["objective_config"], t.number, c.mean)
         if candidate.key in seen:  # the same composition as an anchor or a better trial
             continue
         seen.add(candidate.key)
