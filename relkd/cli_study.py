@@ -111,12 +111,6 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def _spread(composition) -> str:
-    """``80.12%`` or ``80.12% ± 0.40% (3 seeds)``."""
-    text = _pct(composition.mean)
-    return text if composition.std is None else f"{text} ± {_pct(composition.std)} ({composition.n} seeds)"
-
-
 def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: Path | None) -> None:
     from .study import redact
     from .study.seeds import compositions, verdict_line
@@ -132,14 +126,14 @@ def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: 
     if anchors:
         print("\nanchors (validation accuracy; mean ± std over seeds where re-run):")
         for c in anchors:
-            print(f"  {c.anchor:<10} {_spread(c)}")
+            print(f"  {c.anchor:<10} {c.spread()}")
     if search:
-        print(f"best searched composition: {search[0].label}, {_spread(search[0])}")
+        print(f"best searched composition: {search[0].label}, {search[0].spread()}")
     if not ranked:
         print("no completed trial yet")
         return
     best = ranked[0]
-    print(f"\nbest composition: {best.label}, validation accuracy {_spread(best)}")
+    print(f"\nbest composition: {best.label}, validation accuracy {best.spread()}")
     print(yaml_dump(best.trial.user_attrs["objective_config"]), end="")
     print(f"\nverdict: {verdict_line(result.verdict)}")
     if export_path is not None:

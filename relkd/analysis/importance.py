@@ -26,6 +26,7 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import TrialState
 
+from ..study.ladder import ladder_of
 from ..study.record import LADDER_ATTR
 from .choices import CHOICES, GROUPS, choice_group, choice_stats, completed
 
@@ -65,10 +66,8 @@ def _trained_searched_trials(study: optuna.Study) -> list[optuna.trial.FrozenTri
 
 def _rungs(study: optuna.Study, trials: Iterable[optuna.trial.FrozenTrial], rungs: Iterable[int] | None) -> list[int]:
     if rungs is None:
-        ladder = study.user_attrs.get(LADDER_ATTR)
-        if isinstance(ladder, dict) and ladder.get("rungs"):
-            rungs = ladder["rungs"]
-        else:
+        rungs = ladder_of(study.user_attrs.get(LADDER_ATTR))
+        if not rungs:
             top = max((step for t in trials for step in t.intermediate_values), default=0)
             return list(range(1, top + 1))
     rungs = list(rungs)
@@ -101,7 +100,11 @@ def rung_scores(study: optuna.Study, rungs: Iterable[int] | None = None) -> dict
     top rung with its final value.
     """
     trials = _trained_searched_trials(study)
-    ladder = _rungs(study, trials, rungs)
+    return _scores(trials, _rungs(study, trials, rungs))
+
+
+def _scores(trials: list[optuna.trial.FrozenTrial], ladder: list[int]) -> dict[int, float]:
+    """:func:`rung_scores` of ``trials`` on the sorted rungs ``ladder``."""
     scores: dict[int, float] = {}
     for t in trials:
         if not t.intermediate_values:  # completed without per-epoch reports
@@ -120,8 +123,9 @@ def _searched_trials_study(study: optuna.Study) -> tuple[optuna.Study, int, int]
     """An in-memory copy holding, for every trial :func:`rung_scores` scores, a completed trial
     with its search parameters and its score as value; with the number of those trials and how
     many of them were pruned."""
-    scores = rung_scores(study)
-    trials = [t for t in _trained_searched_trials(study) if t.number in scores]
+    trained = _trained_searched_trials(study)
+    scores = _scores(trained, _rungs(study, trained, None))
+    trials = [t for t in trained if t.number in scores]
     copy = optuna.create_study(direction="maximize")
     copy.add_trials([optuna.trial.create_trial(state=TrialState.COMPLETE, params=t.params,
                                                distributions=t.distributions, value=scores[t.number])

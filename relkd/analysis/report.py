@@ -17,7 +17,7 @@ import optuna
 
 from ..fields import yaml_dump
 from ..study import redact, study_status
-from ..study.seeds import Composition, compositions, search_verdict, verdict_line
+from ..study.seeds import compositions, search_verdict, verdict_line
 from ..study.record import CONFIRM_ATTR, SETTING_ATTR, versions
 from .importance import study_importance
 from .plots import study_plots, write_study_plots
@@ -69,17 +69,13 @@ def _summary(study: optuna.Study, url: str) -> str:
     return _table(None, rows)
 
 
-def _spread(c: Composition) -> str:
-    return _pct(c.mean) + ("" if c.std is None else f" ± {100 * c.std:.2f} ({c.n} seeds)")
-
-
 def _anchors_vs_best(study: optuna.Study) -> str:
     ranked = compositions(study)
     kd = next((c.mean for c in ranked if c.anchor == "kd"), None)
     rows = [c for c in ranked if c.anchor is not None] + [c for c in ranked if c.anchor is None][:3]
     rows.sort(key=lambda c: (-c.mean, c.trial.number))
     body = [[f"anchor <code>{html.escape(c.anchor)}</code>" if c.anchor else f"search trial {c.trial.number}",
-             _spread(c), "" if kd is None else f"{100 * (c.mean - kd):+.2f}"] for c in rows]
+             c.spread(), "" if kd is None else f"{100 * (c.mean - kd):+.2f}"] for c in rows]
     verdict = f"<p><strong>Verdict:</strong> {html.escape(verdict_line(search_verdict(study)))}</p>"
     return verdict + _table(["composition", "validation accuracy (mean ± std over seeds)", "vs kd (points)"], body,
                             numeric={1, 2})
@@ -88,7 +84,7 @@ def _anchors_vs_best(study: optuna.Study) -> str:
 def _top_k(study: optuna.Study, k: int) -> str:
     parts = []
     for rank, c in enumerate(compositions(study)[:k], start=1):
-        parts.append(f"<h3>{rank}. {html.escape(c.label)}: {_spread(c)}</h3>"
+        parts.append(f"<h3>{rank}. {html.escape(c.label)}: {c.spread()}</h3>"
                      f"<pre>{html.escape(yaml_dump(c.trial.user_attrs['objective_config']))}</pre>")
     return "".join(parts) or "<p class=\"muted\">No completed trial yet.</p>"
 

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from ..config import save_config, validate_config
 from ..setting import Setting, validate_setting
-from .seeds import compositions, search_verdict, verdict_line
+from .seeds import Composition, compositions, search_verdict, verdict_line
 from .record import N_TRIALS_ATTR, SETTING_ATTR, counted_trials, trial_counts, versions
 from .storage import open_storage, redact, resolve_storage
 
@@ -104,9 +104,9 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     }
 
 
-def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, rank: int) -> dict[str, Any]:
+def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, rank: int,
+                seeds: Composition | None) -> dict[str, Any]:
     setting = study.user_attrs[SETTING_ATTR]
-    seeds = next((c for c in compositions(study) if c.trial.number == trial.number), None)
     return {
         "source": "relkd study export",
         "study": study.study_name,
@@ -157,9 +157,10 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
                         study.study_name, len(selected), len(selected), k)
     out = Path(out)
     paths = []
+    seeds = {c.trial.number: c for c in compositions(study)}
     for rank, t in selected:
         config = validate_config(t.user_attrs["objective_config"])
-        config["meta"] = _provenance(study, t, url, rank)
+        config["meta"] = _provenance(study, t, url, rank, seeds.get(t.number))
         path = out if top_k is None else out.with_name(f"{out.stem}_rank{rank}{out.suffix or '.yaml'}")
         path.parent.mkdir(parents=True, exist_ok=True)
         save_config(config, path)

@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..fields import FieldChecker, join_path
 
-__all__ = ["Ladder", "LadderPruner", "validate_ladder", "LADDER_FIELDS", "COMPARE", "rung_reached"]
+__all__ = ["Ladder", "LadderPruner", "validate_ladder", "LADDER_FIELDS", "COMPARE", "ladder_of"]
 
 LADDER_FIELDS = ("rungs", "reduction", "min_trials", "compare")
 COMPARE = ("searched", "all")
@@ -101,12 +101,6 @@ def validate_ladder(c: FieldChecker, value: Any, path: str, budget_epochs: int |
             or len(rungs) != len(rungs_value) or rungs != sorted(set(rungs)) or rungs[-1] >= budget_epochs):
         return None
     return Ladder(tuple(rungs), budget_epochs, float(reduction), int(min_trials), str(compare))
-
-
-def rung_reached(trial: FrozenTrial, rungs: tuple[int, ...]) -> int | None:
-    """The highest of ``rungs`` at which ``trial`` reported a value, or ``None``."""
-    reached = [r for r in rungs if r in trial.intermediate_values]
-    return reached[-1] if reached else None
 
 
 class LadderPruner(optuna.pruners.BasePruner):
