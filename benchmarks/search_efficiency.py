@@ -7,8 +7,7 @@ with several sampler seeds, on the study file's setting:
   another); no ladder, refinement or re-runs;
 - ``tpe``: Optuna's default TPE (multivariate, group and constant_liar off), same pruner;
 - ``tpe_mv``: relkd's TPE defaults (multivariate, group, constant_liar), same pruner;
-- ``gp``: Optuna's GPSampler, same pruner (GPSampler is not a sampler study files accept;
-  this process adds it to ``relkd.study.spec.SAMPLERS`` while such a run lasts);
+- ``gp``: Optuna's GPSampler (``sampler: gp`` in a study file), same pruner;
 - ``relkd``: the study file's own strategy: its sampler, fidelity ladder and refinement.
 
 Re-runs with more seeds (``optuna.rerun``) are off during the timed search for every
@@ -73,7 +72,6 @@ from optuna.trial import TrialState  # noqa: E402
 from relkd.study import load_study_spec, run_study  # noqa: E402
 from relkd.study.opening import open_study  # noqa: E402
 from relkd.study.record import is_counted  # noqa: E402
-from relkd.study import spec as spec_module  # noqa: E402
 
 #: The sampler of each strategy; ``None``: the study file's own search (sampler, ladder, refinement).
 STRATEGIES: dict[str, tuple[str, dict[str, Any]] | None] = {
@@ -119,11 +117,12 @@ def time_to_target(points: Sequence[dict[str, Any]], target: float | None) -> fl
     return next((p["seconds"] for p in points if p["best"] is not None and p["best"] >= target), None)
 
 
-def best_at(points: Sequence[dict[str, Any]], seconds: float) -> float | None:
-    """The best-so-far value at ``seconds`` (``None`` before the first completed trial)."""
+def best_at(points: Sequence[dict[str, Any]], seconds: float, axis: str = "seconds") -> float | None:
+    """The best-so-far value at ``seconds`` (or at that many epochs trained, ``axis="epochs"``;
+    ``None`` before the first completed trial)."""
     best = None
     for p in points:
-        if p["seconds"] > seconds:
+        if p[axis] > seconds:
             break
         best = p["best"]
     return best
@@ -205,20 +204,6 @@ def strategy_spec(spec, strategy: str, seed: int, budget: float, name: str):
     if s.ladder is None:
         opt["pruner"] = {"name": s.pruner[0], **s.pruner[1]}
     return s
-
-
-@contextlib.contextmanager
-def sampler_available(strategy: str) -> Iterator[None]:
-    """GPSampler is not a sampler study files accept: this benchmark adds it to relkd's table of
-    samplers in its own process, for the time a ``gp`` run lasts, and removes it afterwards."""
-    if STRATEGIES[strategy] is None or STRATEGIES[strategy][0] != "gp" or "gp" in spec_module.SAMPLERS:
-        yield
-        return
-    spec_module.SAMPLERS["gp"] = optuna.samplers.GPSampler
-    try:
-        yield
-    finally:
-        spec_module.SAMPLERS.pop("gp", None)
 
 
 class _Notes(logging.Handler):
@@ -332,7 +317,7 @@ def run_strategy(spec, strategy: str, seed: int, budget: float, url: str, name: 
     """One timed search: a fresh study with the shared anchors copied in, then ``budget``
     seconds of ``strategy``; its start, end and notes are kept in the study."""
     s = strategy_spec(spec, strategy, seed, budget, name)
-    with sampler_available(strategy), recorded_notes() as notes:
+    with recorded_notes() as notes:
         study, _, created = open_study(s, url)
         if not created:
             raise RuntimeError(f"study {name} exists already")
@@ -463,12 +448,12 @@ def markdown(spec_name: str, budget: float, seeds: Sequence[int], anchor: tuple[
     return "\n".join(lines) + "\n"
 
 
-def curve(runs: Sequence[dict[str, Any]], grid: Sequence[float]) -> tuple[list, list, list]:
-    """Median, min and max over runs of the best-so-far at each grid time (NaN where undefined:
-    a run without a completed trial yet counts as the worst)."""
+def curve(runs: Sequence[dict[str, Any]], grid: Sequence[float], axis: str = "seconds") -> tuple[list, list, list]:
+    """Median, min and max over runs of the best-so-far at each grid time or epoch count (NaN
+    where undefined: a run without a completed trial yet counts as the worst)."""
     med, low, high = [], [], []
     for t in grid:
-        s = summarize((best_at(within(r["trajectory"], r["budget"]), t) for r in runs), -math.inf)
+        s = summarize((best_at(within(r["trajectory"], r["budget"]), t, axis) for r in runs), -math.inf)
         med.append(math.nan if s["median"] is None else s["median"])
         low.append(math.nan if s["min"] is None else s["min"])
         high.append(math.nan if s["max"] is None else s["max"])
@@ -480,19 +465,22 @@ def plot(runs: Sequence[dict[str, Any]], strategies: Sequence[str], budget: floa
     from relkd.figures import pyplot, save_figure
 
     plt = pyplot()
-    grid = [budget * i / 240 for i in range(241)]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in strategies:
-        med, low, high = curve([r for r in runs if r["strategy"] == name], grid)
-        (line,) = ax.plot(grid, [100 * v for v in med], label=name, drawstyle="steps-post")
-        ax.fill_between(grid, [100 * v for v in low], [100 * v for v in high], step="post", alpha=0.15,
-                        color=line.get_color())
-    if anchor:
-        ax.axhline(100 * anchor[1], color="black", linestyle="--", linewidth=1, label=f"best anchor ({anchor[0]})")
-    ax.set_xlabel("wall seconds of search")
-    ax.set_ylabel("best validation accuracy so far (%)")
-    ax.set_title(f"{spec_name}: search efficiency (median over seeds, min–max shaded)")
-    ax.legend(fontsize=7)
+    most_epochs = max((p["epochs"] for r in runs for p in within(r["trajectory"], r["budget"])), default=1)
+    axes_grids = {"seconds": [budget * i / 240 for i in range(241)], "epochs": list(range(most_epochs + 1))}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, (axis, grid) in zip(axes, axes_grids.items()):
+        for name in strategies:
+            med, low, high = curve([r for r in runs if r["strategy"] == name], grid, axis)
+            (line,) = ax.plot(grid, [100 * v for v in med], label=name, drawstyle="steps-post")
+            ax.fill_between(grid, [100 * v for v in low], [100 * v for v in high], step="post", alpha=0.15,
+                            color=line.get_color())
+        if anchor:
+            ax.axhline(100 * anchor[1], color="black", linestyle="--", linewidth=1,
+                       label=f"best anchor ({anchor[0]})")
+        ax.set_xlabel("wall seconds of search" if axis == "seconds" else "epochs trained by the search")
+    axes[0].set_ylabel("best validation accuracy so far (%)")
+    fig.suptitle(f"{spec_name}: search efficiency (median over sampler seeds, min–max shaded)")
+    axes[1].legend(fontsize=7)
     return save_figure(fig, out, "search_efficiency")
 
 

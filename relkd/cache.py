@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .files import atomic_write, file_sha256
+
 __all__ = ["cache_root", "file_sha256", "atomic_write", "file_lock", "save_checked", "intact_meta", "load_checked",
            "CacheEntry", "cached"]
 
@@ -40,31 +42,6 @@ def cache_root() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "relkd"
     )
     return Path(root)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's content (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
-    """Produce ``target`` by writing a temporary file beside it and renaming it into place,
-    so that a reader (or another process writing the same file) never sees it half done.
-    On any failure the temporary file is removed and what was there before stays."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # one name per process: two processes never share it, and one process writing the same
-    # content twice writes the same bytes (torch.save names its archive after the file)
-    tmp_path = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, target)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from . import __version__
+from .cli_args import MAX_SEED, Parser, device_flag, integer, out_file, out_folder, print_json, seed_list
 from .fields import ConfigError, yaml_dump
 from .config import validate_config
 from .objective import build_objective, probe_objective
@@ -61,15 +62,20 @@ def cmd_show_config(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     objective = build_objective(args.config)
-    print(repr(objective))
     result = probe_objective(objective.to_config(), batch_size=args.batch_size, seed=args.seed)
+    bad = [name for name, value in result.items() if not math.isfinite(value)]
     if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(f"\nparts on random features (B={args.batch_size}, student width 64, teacher width 256):")
-    for name in objective.part_names:
-        print(f"  {name:<12} {result[name]:>12.6g}   weighted {result[name + '.weighted']:>12.6g}")
-    print(f"  {'total':<12} {result['total']:>12.6g}   grad norm {result['grad_norm']:.4g}")
+        print_json(result)
+    else:
+        print(repr(objective))
+        print(f"\nparts on random features (B={args.batch_size}, student width 64, teacher width 256):")
+        for name in objective.part_names:
+            print(f"  {name:<12} {result[name]:>12.6g}   weighted {result[name + '.weighted']:>12.6g}")
+        print(f"  {'total':<12} {result['total']:>12.6g}   grad norm {result['grad_norm']:.4g}")
+    if bad:
+        raise FloatingPointError(f"{args.config}: the objective is not finite on random features "
+                                 f"({', '.join(bad)}); expected finite parts: lower the weights or the KD "
+                                 f"temperature")
     return 0
 
 
@@ -85,16 +91,6 @@ def cmd_list_models(args: argparse.Namespace) -> int:
         if row.params:
             print(f"  {'':<14}   params: {', '.join(_format_param(p) for p in row.params)}")
     return 0
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}")
-    if not seeds:
-        raise argparse.ArgumentTypeError("--seeds: give at least one seed")
-    return seeds
 
 
 def _load_setting(args: argparse.Namespace):
@@ -116,7 +112,7 @@ def cmd_teacher_train(args: argparse.Namespace) -> int:
     result = get_teacher(_load_setting(args), progress=not args.quiet, force=args.force)
     summary = result.summary()
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
     else:
         what = "trained" if result.trained else "loaded from the cache"
         print(f"teacher {what}: val accuracy {result.val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}")
@@ -139,7 +135,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         checkpoint, meta = export_pretrained(result, args.out)
         summary.update(out=str(checkpoint), meta=str(meta))
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
         return 0
     what = "trained" if result.trained else "loaded from the cache"
     print(f"{setting.student.model} {what}: val accuracy {summary['val_accuracy']:.4f}, "
@@ -159,7 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          progress=not args.quiet, teacher_cache=not args.no_teacher_cache,
                          evaluation=TestEvaluation(setting))
     if args.json:
-        print(json.dumps({k: v for k, v in summary.items() if k != "objective_config"}, indent=2))
+        print_json({k: v for k, v in summary.items() if k != "objective_config"})
         return 0
     test = "test_accuracy" in summary
     test_head = f"{'test acc':>10}" if test else ""
@@ -198,7 +194,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_checkpoints(setting, _checkpoints(args.checkpoint), out=args.out, split=args.split,
                                    with_teacher=not args.no_teacher, seed=args.seed)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print_json(results)
         return 0
     for label, r in results.items():
         agree = f", teacher agreement {r['teacher_agreement']:.4f}" if "teacher_agreement" in r else ""
@@ -222,7 +218,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="relkd", description="Search the design space of relation-based knowledge distillation."
     )
     parser.add_argument("--version", action="version", version=f"relkd {__version__}")
@@ -238,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--setting", required=True, help="a setting or study YAML file (e.g. studies/fmnist_quick.yaml)")
-        p.add_argument("--device", help="override the setting's device (auto, cpu, cuda, cuda:1, mps)")
+        p.add_argument("--device", type=device_flag, help="override the setting's device (auto, cpu, cuda, cuda:1, mps)")
         p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -252,18 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="train the setting's student with CE only as a source checkpoint for "
                                         "transfer learning (student.init), or load it from the cache")
     run_options(p)
-    p.add_argument("--out", help="also copy the checkpoint here, with its metadata (and sha256) beside it as .json")
-    p.add_argument("--epochs", type=int, help="override the budget's epochs")
+    p.add_argument("--out", type=out_file, help="also copy the checkpoint here, with its metadata (and sha256) beside it as .json")
+    p.add_argument("--epochs", type=integer("--epochs"), help="override the budget's epochs")
     p.add_argument("--force", action="store_true", help="train again even if a cached checkpoint exists")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("train", help="train the setting's student with an objective (config file or preset)")
     run_options(p)
     p.add_argument("--config", required=True, help="an objective config file or a preset name (relkd list presets)")
-    p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default 0)")
-    p.add_argument("--epochs", type=int, help="override the budget's epochs")
+    p.add_argument("--seeds", type=seed_list, default=[0], help="comma-separated seeds (default 0)")
+    p.add_argument("--epochs", type=integer("--epochs"), help="override the budget's epochs")
     p.add_argument("--eval-test", action="store_true", help="also evaluate on the test split (final evaluation)")
-    p.add_argument("--out", help="write metrics.json, objective.yaml and student weights here")
+    p.add_argument("--out", type=out_folder, help="write metrics.json, objective.yaml and student weights here")
     p.add_argument("--no-teacher-cache", action="store_true", help="run the teacher live in every step")
     p.set_defaults(func=cmd_train)
 
@@ -274,9 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a student checkpoint (relkd train --out DIR writes DIR/student_seed0.pt); repeat as "
                         "LABEL=PATH to compare several (e.g. none=..., kd=..., best=...)")
     p.add_argument("--split", default="test", choices=["test", "val"], help="the split to evaluate (default test)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the degradations (the same for every checkpoint)")
+    p.add_argument("--seed", type=integer("--seed", 0, MAX_SEED), default=0,
+                   help="seed of the degradations (the same for every checkpoint)")
     p.add_argument("--no-teacher", action="store_true", help="skip agreement with the setting's teacher")
-    p.add_argument("--out", help="write evaluation.json, evaluation.md and degradation.png/.svg here")
+    p.add_argument("--out", type=out_folder, help="write evaluation.json, evaluation.md and degradation.png/.svg here")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("show-config", help="print a preset's objective config as YAML")
@@ -289,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="build an objective (config file or preset) and evaluate it on random features")
     p.add_argument("config", help="a YAML objective config or a preset name")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=integer("--batch-size", 2, 4096), default=64,
+                   help="samples per random batch (2 to 4096: relations need two samples)")
+    p.add_argument("--seed", type=integer("--seed", 0, MAX_SEED), default=0)
     p.add_argument("--json", action="store_true", help="print the parts as JSON")
     p.set_defaults(func=cmd_check)
 
@@ -308,8 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as err:
-        print(f"relkd: error: {_redacted(str(err))}", file=sys.stderr)
+    except (ConfigError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            FloatingPointError) as err:  # the user's input: a file, a value, a path
+        print(f"relkd: error: {_redacted(_describe_input(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("relkd: interrupted", file=sys.stderr)
@@ -329,9 +328,18 @@ def _environment_error(err: BaseException) -> bool:
         or type(err).__module__ == "optuna.exceptions"
 
 
+def _describe_input(err: BaseException) -> str:
+    """An error in the user's input in one line; a path error says the path first."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return str(err)
+
+
 def _describe(err: BaseException) -> str:
     """The first line of an error and of its cause (Optuna's storage errors wrap the database's)."""
     def first_line(e: BaseException) -> str:
+        if isinstance(e, OSError) and e.filename is not None and e.strerror:
+            return f"{type(e).__name__}: {e.filename}: {e.strerror}"
         text = str(e).strip()
         return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 

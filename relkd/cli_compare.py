@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
+
+from .cli_args import out_folder, print_json, storage_flag
 
 __all__ = ["add_compare_command", "cmd_compare"]
 
@@ -18,7 +19,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     spec = load_compare(args.compare)
     table = run_compare(spec, storage=args.storage, out_dir=args.out, progress=not args.quiet)
     if args.json:
-        print(json.dumps(table, indent=2))
+        print_json(table)
     else:
         print(format_markdown(table), end="")
         print("files: " + ", ".join(table["files"]))
@@ -29,9 +30,9 @@ def add_compare_command(sub: Any) -> None:
     """Add ``relkd compare`` to the top-level parser's subcommands."""
     q = sub.add_parser("compare", help="method comparison: baseline, each preset alone and with KD, N seeds, test")
     q.add_argument("compare", help="a compare file, e.g. studies/compare_fmnist.yaml")
-    q.add_argument("--storage", help="Optuna storage URL shared by several processes "
+    q.add_argument("--storage", type=storage_flag, help="Optuna storage URL shared by several processes "
                                      "(default sqlite:///runs/<name>/optuna.db)")
-    q.add_argument("--out", help="folder for compare.csv/.md/.json/.png/.svg (default runs/<name>/compare)")
+    q.add_argument("--out", type=out_folder, help="folder for compare.csv/.md/.json/.png/.svg (default runs/<name>/compare)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_compare)

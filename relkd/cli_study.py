@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import re
 from pathlib import Path
 from typing import Any, Callable
 
+from .cli_args import (device_flag, integer, out_file, out_folder, positive_float, print_json, seed_count_or_list,
+                       storage_flag)
 from .fields import ConfigError, yaml_dump
 
 log = logging.getLogger("relkd")
@@ -48,44 +49,6 @@ def _shows_flags(command: Callable[[argparse.Namespace], int]) -> Callable[[argp
                 err.args = (as_flags(err),)
             raise
     return run
-
-
-def _seed_list(text: str) -> list[int]:
-    """``3`` means three seeds (0, 1, 2); ``0,4,7`` lists them (each once)."""
-    try:
-        if "," not in text:
-            count = int(text)
-            if count < 1:
-                raise ValueError
-            return list(range(count))
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds: expected a count like 3 or a list like 0,1,2, got {text!r}")
-    if len(set(seeds)) != len(seeds) or not seeds:
-        raise argparse.ArgumentTypeError(f"--seeds: give each seed once, got {text!r}")
-    return seeds
-
-
-def _positive_int(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name}: expected an integer >= 1, got {text!r}")
-        return value
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"--timeout: expected seconds > 0, got {text!r}")
-    return value
 
 
 def _optuna_logging(args: argparse.Namespace) -> None:
@@ -166,10 +129,10 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     export_path = result.best_config
     plot_dir = result.plot_dir
     if args.json:
-        print(json.dumps({"stopped_because": result.stopped_because, "counts": result.counts,
-                          "verdict": result.verdict,
-                          "export": str(export_path) if export_path else None,
-                          "plots": str(plot_dir) if plot_dir else None}, indent=2))
+        print_json({"stopped_because": result.stopped_because, "counts": result.counts,
+                    "verdict": result.verdict,
+                    "export": str(export_path) if export_path else None,
+                    "plots": str(plot_dir) if plot_dir else None})
     else:
         _print_summary(result, args.study, export_path, plot_dir)
     return 1 if result.error else 0
@@ -183,7 +146,7 @@ def cmd_study_status(args: argparse.Namespace) -> int:
     study, url = load_relkd_study(args.study_name, args.storage)
     status = study_status(study)
     if args.json:
-        print(json.dumps(status, indent=2))
+        print_json(status)
         return 0
     counts = status["counts"]
     target = status["n_trials"]
@@ -226,7 +189,7 @@ def cmd_study_confirm(args: argparse.Namespace) -> int:
     table = confirm_study(study, top_k=args.top_k, seeds=args.seeds, epochs=args.epochs, out_dir=args.out,
                           device=args.device, progress=not args.quiet)
     if args.json:
-        print(json.dumps(table, indent=2))
+        print_json(table)
     else:
         print(format_table(table), end="")
     return 0
@@ -254,7 +217,7 @@ def cmd_study_importance(args: argparse.Namespace) -> int:
     study, _ = load_relkd_study(args.study_name, args.storage)
     result = study_importance(study, args.evaluator)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
         return 0
     print(f"importance ({result['evaluator']}, {result['trials_used']} searched trials, {result['pruned_used']} "
           f"of them pruned and counted at the rung they reached)")
@@ -297,7 +260,7 @@ def add_study_commands(sub: Any) -> None:
     study_sub = p.add_subparsers(dest="study_command", required=True)
 
     def storage_option(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--storage", help="Optuna storage URL (default: OPTUNA_STORAGE, the study file, "
+        q.add_argument("--storage", type=storage_flag, help="Optuna storage URL (default: OPTUNA_STORAGE, the study file, "
                                          "then sqlite:///runs/<study>/optuna.db)")
 
     for name, help_text in (("run", "create or resume a study and run trials"),
@@ -306,9 +269,9 @@ def add_study_commands(sub: Any) -> None:
         q.add_argument("study", help="a study file, e.g. studies/fmnist_quick.yaml")
         storage_option(q)
         q.add_argument("--study-name", help="override the study's name")
-        q.add_argument("--n-trials", type=_positive_int("--n-trials"),
+        q.add_argument("--n-trials", type=integer("--n-trials"),
                        help="finished trials of the whole study, over all workers")
-        q.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
+        q.add_argument("--timeout", type=positive_float("--timeout"), help="stop starting trials after this many seconds")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
         q.add_argument("--json", action="store_true", help="print the result as JSON")
         q.set_defaults(func=cmd_study_run, command_name=name)
@@ -323,19 +286,19 @@ def add_study_commands(sub: Any) -> None:
     q.add_argument("--study-name", required=True)
     storage_option(q)
     which = q.add_mutually_exclusive_group()
-    which.add_argument("--trial", type=int, help="export this trial number")
-    which.add_argument("--top-k", type=_positive_int("--top-k"), help="export the k best (files *_rank<r>.yaml)")
-    q.add_argument("--out", required=True, help="output YAML file, e.g. best.yaml")
+    which.add_argument("--trial", type=integer("--trial", 0), help="export this trial number")
+    which.add_argument("--top-k", type=integer("--top-k"), help="export the k best (files *_rank<r>.yaml)")
+    q.add_argument("--out", type=out_file, required=True, help="output YAML file, e.g. best.yaml")
     q.set_defaults(func=cmd_study_export)
 
     q = study_sub.add_parser("confirm", help="retrain the top-k and the anchors with several seeds, on the test split")
     q.add_argument("--study-name", required=True)
     storage_option(q)
-    q.add_argument("--top-k", type=_positive_int("--top-k"), default=3)
-    q.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="a count (3: seeds 0,1,2) or a list 0,4,7")
-    q.add_argument("--epochs", type=_positive_int("--epochs"), help="default: twice the study's budget")
-    q.add_argument("--out", help="folder for confirm.db / confirm.json / confirm.md (default runs/<study>/confirm)")
-    q.add_argument("--device", help="override the study's device (auto, cpu, cuda, cuda:1, mps)")
+    q.add_argument("--top-k", type=integer("--top-k"), default=3)
+    q.add_argument("--seeds", type=seed_count_or_list, default=[0, 1, 2], help="a count (3: seeds 0,1,2) or a list 0,4,7")
+    q.add_argument("--epochs", type=integer("--epochs"), help="default: twice the study's budget")
+    q.add_argument("--out", type=out_folder, help="folder for confirm.db / confirm.json / confirm.md (default runs/<study>/confirm)")
+    q.add_argument("--device", type=device_flag, help="override the study's device (auto, cpu, cuda, cuda:1, mps)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_study_confirm)
@@ -347,7 +310,7 @@ def add_study_commands(sub: Any) -> None:
     q = study_sub.add_parser("plot", help="write the study's plots (PNG and SVG)")
     q.add_argument("--study-name", required=True)
     storage_option(q)
-    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--out", type=out_folder, required=True, help="output folder")
     evaluator_option(q)
     q.set_defaults(func=cmd_study_plot)
 
@@ -361,8 +324,8 @@ def add_study_commands(sub: Any) -> None:
     q = study_sub.add_parser("report", help="one self-contained HTML page: summary, tables, plots")
     q.add_argument("--study-name", required=True)
     storage_option(q)
-    q.add_argument("--out", required=True, help="output HTML file, e.g. report.html")
-    q.add_argument("--top-k", type=_positive_int("--top-k"), default=5, help="compositions shown with their YAML")
+    q.add_argument("--out", type=out_file, required=True, help="output HTML file, e.g. report.html")
+    q.add_argument("--top-k", type=integer("--top-k"), default=5, help="compositions shown with their YAML")
     evaluator_option(q)
     q.set_defaults(func=cmd_study_report)
 

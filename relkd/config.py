@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .fields import ConfigError, FieldChecker, join_path, read_yaml_file, yaml_dump
+from .files import write_text
 from .registry import short_repr, unknown_name_message
 from .relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS, combination_problems
 
@@ -40,6 +41,12 @@ __all__ = [
 ]
 
 CONFIG_VERSION = 1
+#: The largest weight (CE, KD, a term's): a weighted loss stays far from float32's limit
+#: (3.4e38), and no published method comes near (SP: 3000).
+MAX_WEIGHT = 1e8
+#: KD temperatures from MIN to MAX: beyond, logits / T or the T^2 factor leave float32's range.
+KD_TEMPERATURE_RANGE = (0.01, 1000.0)
+
 _TOP_FIELDS = ("relkd_config", "ce_weight", "kd", "terms", "meta")
 _KD_FIELDS = ("weight", "temperature")
 _TERM_FIELDS = ("name", "tap", "view", "affinity", "normalisation", "loss", "weight")
@@ -74,7 +81,7 @@ def _check_term(c: FieldChecker, term: Any, path: str) -> dict[str, Any] | None:
     out["normalisation"] = c.component(term.get("normalisation", "none"), join_path(path, "normalisation"),
                                        NORMALISATIONS)
     out["loss"] = c.component(term.get("loss", "mse"), join_path(path, "loss"), LOSSES)
-    out["weight"] = c.number(term.get("weight", 1.0), join_path(path, "weight"))
+    out["weight"] = c.number(term.get("weight", 1.0), join_path(path, "weight"), maximum=MAX_WEIGHT)
     if len(c.errors) > n_errors:
         return None
     for problem in combination_problems(out["affinity"], out["normalisation"], out["loss"]):
@@ -93,14 +100,15 @@ def validate_config(config: Any, source: str | os.PathLike | None = None) -> dic
     if version != CONFIG_VERSION or isinstance(version, bool):
         c.error("relkd_config", f"unsupported version {short_repr(version)}; this relkd reads version {CONFIG_VERSION}")
     out: dict[str, Any] = {"relkd_config": CONFIG_VERSION}
-    out["ce_weight"] = c.number(config.get("ce_weight", 1.0), "ce_weight")
+    out["ce_weight"] = c.number(config.get("ce_weight", 1.0), "ce_weight", maximum=MAX_WEIGHT)
 
     kd = config.get("kd")
     out["kd"] = None
     if kd is not None and c.mapping(kd, "kd", _KD_FIELDS):
         out["kd"] = {
-            "weight": c.number(kd.get("weight", 1.0), "kd.weight"),
-            "temperature": c.number(kd.get("temperature", 4.0), "kd.temperature", strict=True),
+            "weight": c.number(kd.get("weight", 1.0), "kd.weight", maximum=MAX_WEIGHT),
+            "temperature": c.number(kd.get("temperature", 4.0), "kd.temperature",
+                                    minimum=KD_TEMPERATURE_RANGE[0], maximum=KD_TEMPERATURE_RANGE[1]),
         }
 
     terms = config.get("terms", [])
@@ -140,10 +148,5 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
 def save_config(config: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Validate ``config`` and write its canonical form as YAML (atomically)."""
     canonical = validate_config(config)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    tmp.write_text("# relkd objective config: relkd.build_objective(relkd.load_config(path))\n"
-                   + yaml_dump(canonical), encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    return write_text(path, "# relkd objective config: relkd.build_objective(relkd.load_config(path))\n"
+                      + yaml_dump(canonical))

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from .files import not_a_file
 from .registry import Registry, did_you_mean, short_repr, unknown_name_message
 
 __all__ = ["ConfigError", "FieldChecker", "join_path", "yaml_load", "yaml_dump", "read_yaml_file", "MAX_YAML_VALUES"]
@@ -45,6 +46,27 @@ class ConfigError(ValueError):
 class _SafeLoader(yaml.SafeLoader):
     """PyYAML's safe loader, plus floats written without a dot (``1e3``, ``3e-4``), which
     YAML 1.1 would otherwise read as strings."""
+
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """A mapping, refusing a key written twice: PyYAML would keep the last one silently,
+        and a user who writes ``ce_weight`` twice deserves to hear it. Keys brought in by a
+        merge (``<<: *base``) may still be overridden, as YAML intends."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"{short_repr(key)}: given twice (first at line {first.start_mark.line + 1}); "
+                                    f"expected each key once in a mapping", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _SafeLoader.add_implicit_resolver(
@@ -107,12 +129,15 @@ def yaml_dump(data: Any) -> str:
 def read_yaml_file(path: str | os.PathLike) -> Any:
     """Read and safely parse a YAML file; a missing file is a :class:`ConfigError`."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError([f"no such file {str(p)!r}"])
+    problem = not_a_file(p)
+    if problem:
+        raise ConfigError([problem])
     try:
         text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError([f"cannot read the file: {err}"], p) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["not a text file; expected a YAML file (UTF-8 text)"], p) from None
+    except OSError as err:
+        raise ConfigError([f"cannot read the file ({err.strerror or err}); expected a readable YAML file"], p) from None
     return yaml_load(text, p)
 
 

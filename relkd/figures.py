@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from .files import atomic_write
+
 __all__ = ["FORMATS", "pyplot", "save_figure"]
 
 #: The files every figure is written as.
@@ -25,7 +27,7 @@ def save_figure(figure: Any, out_dir: Path, stem: str, formats: Sequence[str] = 
     paths = []
     for fmt in formats:
         path = Path(out_dir) / f"{stem}.{fmt}"
-        figure.savefig(path, dpi=110, bbox_inches="tight")
+        atomic_write(path, lambda tmp: figure.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight"))
         paths.append(path)
     pyplot().close(figure)
     return paths

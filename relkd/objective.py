@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .fields import ConfigError
+from .files import not_a_file
 
 from .config import load_config, validate_config
 from .registry import did_you_mean
@@ -35,6 +36,9 @@ Taps = Mapping[str, torch.Tensor]
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
     """Hinton KD: T^2 * KL(softmax(t/T) || softmax(s/T)), summed over classes, mean over the batch."""
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"kd: the student's logits have shape {tuple(student_logits.shape)} and the teacher's "
+                         f"{tuple(teacher_logits.shape)}; expected the same samples and classes on both sides")
     t = temperature
     if student_logits.dtype in (torch.float16, torch.bfloat16):  # softmax statistics in float32
         student_logits, teacher_logits = student_logits.float(), teacher_logits.float()
@@ -142,9 +146,12 @@ def build_objective(config: Mapping[str, Any] | str | os.PathLike) -> Objective:
         return Objective(preset(config))
     if Path(config).is_file():
         return Objective(load_config(config))
+    presets = ", ".join(PRESETS.list())
+    if Path(config).exists() or Path(config).suffix in (".yaml", ".yml") or os.sep in str(config):
+        raise ConfigError([f"{not_a_file(config)}; expected an objective config file or a preset ({presets})"])
     raise ConfigError(
         [f"{str(config)!r} is neither a config file nor a preset{did_you_mean(str(config), PRESETS.list()) or '.'} "
-         f"Presets: {', '.join(PRESETS.list())}"]
+         f"Expected a config file or one of the presets: {presets}"]
     )
 
 

@@ -34,6 +34,7 @@ from . import __version__
 from .cache import cached, file_sha256
 from .engine import init_file, load_data, run_trial, transfer_ident
 from .fields import ConfigError
+from .files import atomic_write, write_text
 from .models import model_entry
 from .setting import ModelSpec, Setting, load_setting
 
@@ -174,16 +175,11 @@ def export_pretrained(result: PretrainResult, out: str | os.PathLike) -> tuple[P
     meta_out = out.with_suffix(".json")
     if meta_out == out:
         raise ValueError(f"--out {out}: give the checkpoint a suffix other than .json, e.g. {out.with_suffix('.pt')}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     if not (out.is_file() and file_sha256(out) == result.sha256):
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-        shutil.copyfile(result.checkpoint, tmp)
-        os.replace(tmp, out)
+        atomic_write(out, lambda tmp: shutil.copyfile(result.checkpoint, tmp))
     meta = {**result.meta, "checkpoint": str(out)}
     text = json.dumps(meta, indent=2)
     if not (meta_out.is_file() and meta_out.read_text() == text):
-        tmp = meta_out.with_name(f".{meta_out.name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, meta_out)
+        write_text(meta_out, text)
     return out, meta_out
 

@@ -60,7 +60,7 @@ from .fields import ConfigError, FieldChecker, join_path, read_yaml_file
 from .registry import short_repr
 
 __all__ = ["Setting", "DataSpec", "ModelSpec", "InitSpec", "Recipe", "validate_setting", "setting_or_errors",
-           "load_setting", "resolve_device"]
+           "load_setting", "resolve_device", "device_problem", "require_device_here"]
 
 OPTIMIZERS = ("sgd", "adamw")
 HEADS = ("replace", "keep")
@@ -203,8 +203,41 @@ class Setting:
         return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **changes))
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto``: CUDA if available, then MPS, then the CPU; otherwise ``torch.device(device)``."""
+DEVICE_NAMES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+
+
+def device_problem(value: Any, *, here: bool = True) -> str | None:
+    """What is wrong with a device value, or ``None``: not a device name, or (``here``) a
+    device this machine does not have (``cuda`` without CUDA, ``cuda:N`` past the last GPU,
+    ``mps`` without Metal). ``auto`` is always fine. The one device check: validation of
+    files and flags and :func:`resolve_device` (every run) call it."""
+    if value == "auto":
+        return None
+    try:
+        device = torch.device(value) if isinstance(value, str) and value else None
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        return f"expected {DEVICE_NAMES}, got {short_repr(value)}"
+    if not here or device.type == "cpu":
+        return None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return f"{value!r} asked, but this machine has no CUDA device; expected 'auto' or 'cpu' here"
+        if device.index is not None and device.index >= count:
+            last = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            return f"{value!r} asked, but this machine has {count} CUDA device(s): expected {last}, 'auto' or 'cpu'"
+        return None
+    mps = getattr(torch.backends, "mps", None)
+    if mps is None or not mps.is_available():
+        return f"{value!r} asked, but MPS (Apple Metal) is not available here; expected 'auto' or 'cpu'"
+    return None
+
+
+def resolve_device(device: str = "auto", field: str = "device") -> torch.device:
+    """``auto``: CUDA if available, then MPS, then the CPU; otherwise ``torch.device(device)``
+    after checking this machine has it (``ValueError`` naming ``field`` if not)."""
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -212,19 +245,27 @@ def resolve_device(device: str = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    problem = device_problem(device)
+    if problem:
+        raise ValueError(f"{field}: {problem}")
     return torch.device(device)
 
 
+def require_device_here(setting: Setting, source: str | os.PathLike | None = None) -> Setting:
+    """``setting`` if this machine has its device; otherwise :class:`ConfigError` on ``device``.
+    Files are checked when they are read for a run or a validation; a setting stored in a
+    study (read back for status or export) is not, since it may come from another machine."""
+    problem = device_problem(setting.device)
+    if problem:
+        raise ConfigError([f"device: {problem}"], source)
+    return setting
+
+
 def _check_device(c: FieldChecker, value: Any) -> str:
-    if not isinstance(value, str):
-        c.error("device", f"expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
+    problem = device_problem(value, here=False)
+    if problem:
+        c.error("device", problem)
         return "auto"
-    if value == "auto":
-        return value
-    try:
-        torch.device(value)
-    except (RuntimeError, ValueError):
-        c.error("device", f"expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
     return value
 
 
@@ -332,7 +373,7 @@ def _check_recipe(c: FieldChecker, section: Mapping[str, Any], path: str, defaul
         schedule=c.choice(get("schedule", defaults.schedule), join_path(path, "schedule"), SCHEDULES),
         milestones=_check_milestones(c, get("milestones", defaults.milestones), join_path(path, "milestones")),
         gamma=c.number(get("gamma", defaults.gamma), join_path(path, "gamma"), strict=True, maximum=1.0),
-        batch_size=c.optional(get("batch_size"), lambda v: c.integer(v, join_path(path, "batch_size"), minimum=1)),
+        batch_size=c.optional(get("batch_size"), lambda v: c.integer(v, join_path(path, "batch_size"), minimum=2)),
         augment=c.optional(get("augment", defaults.augment), lambda v: c.boolean(v, join_path(path, "augment"))),
         body_lr_scale=c.number(get("body_lr_scale", defaults.body_lr_scale), join_path(path, "body_lr_scale"),
                                strict=True, maximum=1.0),
@@ -399,7 +440,7 @@ def validate_setting(setting: Any, source: str | os.PathLike | None = None, *,
             split_seed=c.integer(data_in.get("split_seed", data.split_seed), "data.split_seed", minimum=0),
             train_subset=c.optional(data_in.get("train_subset"),
                                     lambda v: c.integer(v, "data.train_subset", minimum=1)),
-            batch_size=c.integer(data_in.get("batch_size", data.batch_size), "data.batch_size", minimum=1),
+            batch_size=c.integer(data_in.get("batch_size", data.batch_size), "data.batch_size", minimum=2),
             eval_batch_size=c.integer(data_in.get("eval_batch_size", data.eval_batch_size), "data.eval_batch_size",
                                       minimum=1),
             augment=c.boolean(data_in.get("augment", data.augment), "data.augment"),
@@ -449,5 +490,6 @@ def setting_or_errors(document: Any, c: FieldChecker, source: str | os.PathLike 
 
 
 def load_setting(path: str | os.PathLike, *, teacher_required: bool = True) -> Setting:
-    """Read a setting or study file (YAML, safe loading) and validate it."""
-    return validate_setting(read_yaml_file(path), path, teacher_required=teacher_required)
+    """Read a setting or study file (YAML, safe loading) and validate it, its device
+    against this machine included."""
+    return require_device_here(validate_setting(read_yaml_file(path), path, teacher_required=teacher_required), path)

@@ -4,23 +4,72 @@ import sys
 # tests/reference.py (the independent oracle) is imported as a top-level module.
 sys.path.insert(0, os.path.dirname(__file__))
 
+import glob
 import itertools
+import shutil
+from pathlib import Path
 
 import pytest
 
 _databases = itertools.count()
 
+DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte")
+
+#: What some tests need from the machine: how to tell it is there, and how to get it. Locally a
+#: missing component skips those tests (``-ra`` lists every skip in the summary); under CI
+#: (``CI=true``, which .ci/run sets) it fails them, so a green CI run has run them all.
+#: ``RELKD_TEST_HIDE=a,b`` makes components look missing (to test this very rule).
+COMPONENTS = {
+    "postgresql": (lambda: bool(glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb")),
+                   "PostgreSQL server binaries (initdb): Debian's postgresql, which scripts/setup.sh installs"),
+    "chromium": (lambda: bool(shutil.which("chromium") or shutil.which("chromium-browser")),
+                 "headless Chromium: Debian's chromium, which scripts/setup.sh installs"),
+    "fashion-mnist": (lambda: all((DEBIAN_FMNIST / f"{f}.gz").is_file() for f in FMNIST_FILES),
+                      f"Fashion-MNIST in {DEBIAN_FMNIST}: Debian's dataset-fashion-mnist, which scripts/setup.sh "
+                      f"installs"),
+    "optuna-cli": (lambda: Path(sys.executable).with_name("optuna").exists(),
+                   "the optuna command beside this Python (installed with relkd's dependencies)"),
+}
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require(component: str) -> None:
+    """Skip (locally) or fail (under CI) the running test when ``component`` is missing."""
+    available, how = COMPONENTS[component]
+    hidden = {c.strip() for c in os.environ.get("RELKD_TEST_HIDE", "").split(",")}
+    if component not in hidden and available():
+        return
+    message = f"{component} is missing: {how}"
+    if under_ci():
+        pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs(component): the test needs a machine component "
+                                       f"({', '.join(COMPONENTS)}); skipped without it, failed under CI=true")
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs"):
+        require(mark.args[0])
+    if item.get_closest_marker("fmnist") is not None:
+        require("fashion-mnist")
+
 
 @pytest.fixture(scope="session")
 def pg_server():
     """A throw-away PostgreSQL server for the whole session (tests/pg.py), stopped and removed
-    afterwards, also when tests fail. Skips only where no server binary exists."""
+    afterwards, also when tests fail. Needs the server binaries (:func:`require`)."""
     import pg
 
-    try:
-        server = pg.start()
-    except pg.NoServerBinaries as err:
-        pytest.skip(str(err))
+    require("postgresql")
+    server = pg.start()
     try:
         yield server
     finally:

@@ -145,7 +145,7 @@ def _chromium(html_path, png_path):
     return console, png_path
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (scripts/setup.sh installs Debian's chromium)")
+@pytest.mark.needs("chromium")
 def test_report_loads_in_a_real_browser(env, tmp_path, capsys):
     import matplotlib.image as mpimg
 

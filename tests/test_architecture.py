@@ -19,7 +19,7 @@ MAX_LINES = 500
 
 #: Layers from the ground floor up: a module imports only from its own layer or below.
 LAYERS = [
-    ("relkd.registry", "relkd.fields", "relkd.cache", "relkd.figures"),
+    ("relkd.registry", "relkd.fields", "relkd.files", "relkd.cache", "relkd.figures"),
     ("relkd.relation", "relkd.config", "relkd.presets", "relkd.objective", "relkd.setting", "relkd.models",
      "relkd.data", "relkd"),
     ("relkd.engine",),

@@ -78,7 +78,7 @@ def test_meta_is_ignored_by_the_objective():
         (lambda c: c["terms"][0].pop("tap"), "terms[0].tap: expected a tap"),
         (lambda c: c["terms"][0].pop("affinity"), "terms[0].affinity: missing; choose one of"),
         (lambda c: c["terms"][0].update(colour="red"), "terms[0].colour: unknown field"),
-        (lambda c: c.update(kd={"weight": 0.9, "temperature": 0}), "kd.temperature: expected a finite number > 0"),
+        (lambda c: c.update(kd={"weight": 0.9, "temperature": 0}), "kd.temperature: expected a finite number >= 0.01"),
         (lambda c: c.update(kd={"wieght": 0.9}), "kd.wieght: unknown field; did you mean 'weight'?"),
         (lambda c: c.update(ce_weight=-1), "ce_weight: expected a finite number >= 0"),
         (lambda c: c.update(relkd_config=2), "relkd_config: unsupported version 2"),

@@ -529,10 +529,6 @@ def test_fashion_mnist_truncated_file_gives_clear_error(tmp_path):
 
 
 @pytest.mark.fmnist
-@pytest.mark.skipif(
-    not all((DEBIAN_FMNIST / f"{b}.gz").is_file() for b in FM.FASHION_MNIST_FILES),
-    reason="Debian's Fashion-MNIST is not installed (sudo apt-get install dataset-fashion-mnist)",
-)
 def test_real_fashion_mnist_from_debian():
     data = load_dataset("fashion-mnist", download=False)
     assert data.source == str(DEBIAN_FMNIST)

@@ -243,3 +243,28 @@ def test_a_compare_interrupted_before_the_run_queue_resumes(tmp_path, monkeypatc
     assert rows["none"]["test_mean"] == pytest.approx((old["none", 0] + old["none", 1]) / 2)
     monkeypatch.setattr(compare_module, "run_trial", lambda *a, **k: pytest.fail("retrained"))
     assert run_compare(spec, storage=url, out_dir=tmp_path / "out")["rows"] == table["rows"]
+
+
+def test_a_process_that_loses_the_race_for_a_run_goes_on(tmp_path, monkeypatch):
+    """SQLite has no row locks: two processes can take the same waiting run. When the other
+    one finishes it between this one's check and its write of the result, the storage
+    raises UpdateFinishedTrialError; the queue drops its copy and goes on with the others."""
+    url = f"sqlite:///{tmp_path}/queue.db"
+    real = optuna.storages.RDBStorage.set_trial_state_values
+    raced = []
+
+    def racing(self, trial_id, state, values=None):
+        if state == TrialState.COMPLETE and not raced:  # the other process tells the same trial first
+            raced.append(trial_id)
+            study = optuna.load_study(study_name="q", storage=url)
+            [running] = study.get_trials(states=(TrialState.RUNNING,))
+            study.tell(running.number, 0.77)
+        return real(self, trial_id, state, values)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values", racing)
+    train = FakeTrain()
+    results = RunQueue.open("q", url).run(runs(), setting(), train=train)
+    assert raced and len(train.calls) == 3
+    # the first run keeps the other process's result; this one's copy is dropped
+    assert {k: t.value for k, t in results.items()} == {"none/seed=0": 0.77, "none/seed=1": 0.51,
+                                                        "none/seed=0/epochs=3": 0.5}

@@ -95,7 +95,7 @@ def test_a_study_whose_student_starts_from_a_pretrain_source_trains_its_trials(i
 
 @pytest.mark.parametrize("message, shown", [
     ("top_k: expected an integer >= 1, got 0", "--top-k: expected an integer >= 1, got 0"),
-    ("seeds: give each seed once, got [0, 0]", "--seeds: give each seed once, got [0, 0]"),
+    ("seeds: expected each seed once, got [0, 0]", "--seeds: expected each seed once, got [0, 0]"),
     ("trial: study 'x' has no trial 9", "--trial: study 'x' has no trial 9"),
     ("study_name: expected a name without '/'", "--study-name: expected a name without '/'"),
     ("no study 'x': runs/x/optuna.db does not exist; run `relkd study run STUDY.yaml` first or give the storage "

@@ -2,7 +2,6 @@
 around the best anchors, re-runs with more seeds and the ranking by their mean, and the
 verdict the main job ends with (tiny models, synthetic data)."""
 import copy
-import os
 import signal
 import time
 from pathlib import Path
@@ -389,13 +388,10 @@ def test_two_workers_on_one_ladder_lose_nothing_when_one_is_killed(tmp_path):
 
 # ----------------------------------------------------------------------------- real Fashion-MNIST
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.mark.slow
 @pytest.mark.fmnist
-@pytest.mark.skipif(not FMNIST.is_dir() and not os.environ.get("RELKD_DATA_DIR"),
-                    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
 def test_the_quick_strategy_on_real_fashion_mnist(tmp_path):
     """The shipped quick study's strategy (ladder, refinement, re-runs) on a small slice of the
     real data: promoted and pruned trials, refinements of the best anchors, three seeds for

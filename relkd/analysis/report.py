@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 
 from ..fields import yaml_dump
+from ..files import write_text
 from ..study import redact, study_status
 from ..study.seeds import compositions, search_verdict, verdict_line
 from ..study.record import CONFIRM_ATTR, SETTING_ATTR, versions
@@ -166,8 +167,6 @@ def render_report(study: optuna.Study, url: str, *, top_k: int = 5, evaluator: s
 def write_report(study: optuna.Study, url: str, out: str | Path, *, top_k: int = 5,
                  evaluator: str = "ped_anova") -> Path:
     """Write the report to ``out`` (an HTML file); returns the path."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(study, url, top_k=top_k, evaluator=evaluator), encoding="utf-8")
+    path = write_text(out, render_report(study, url, top_k=top_k, evaluator=evaluator))
     log.info("wrote report %s", path)
     return path

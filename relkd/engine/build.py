@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..cache import file_sha256
+from ..files import file_sha256, not_a_file
 from ..data import DataFieldError, DatasetSplits, load_dataset
 from ..fields import ConfigError
 from ..models import TappedModel, create_model
@@ -65,9 +65,10 @@ def init_file(spec: ModelSpec) -> Path | None:
         raise ConfigError([f"{field}.pretrain: the source {init.pretrain!r} has not been trained or loaded yet; "
                            f"call relkd.pretrain.resolve_inits(setting) before running it"])
     path = Path(init.path if init.path is not None else init.checkpoint).expanduser()
-    if not path.is_file():
+    problem = not_a_file(path)
+    if problem:
         which = "path" if init.path is not None else "pretrain"
-        raise ConfigError([f"{field}.{which}: no such file {str(path)!r}; {init_hint(field)}"])
+        raise ConfigError([f"{field}.{which}: {problem}; {init_hint(field)}"])
     return path
 
 

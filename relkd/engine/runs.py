@@ -12,6 +12,7 @@ from typing import Any, Mapping, Protocol
 import torch
 
 from ..config import save_config
+from ..files import write_text
 from ..models import TappedModel
 from ..objective import Objective, as_objective
 from ..setting import Setting, resolve_device
@@ -144,9 +145,6 @@ def train_runs(
     summary["objective_config"] = objective.to_config()
     summary["per_seed"] = per_seed
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, out_dir / "metrics.json")
+        write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
         save_config(objective.to_config(), out_dir / "objective.yaml")
     return summary

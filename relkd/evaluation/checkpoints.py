@@ -10,6 +10,7 @@ import torch
 
 from ..data import DatasetSplits
 from ..engine import get_teacher, load_data
+from ..files import not_a_file, write_text
 from ..models import create_model
 from ..models.transfer import InitError, fit_state, head_name, read_state_dict
 from ..setting import resolve_device
@@ -29,8 +30,9 @@ def load_student(setting: Any, checkpoint: str | Path, data: DatasetSplits | Non
     ``torch.load(weights_only=True)``. A missing file or weights of another model raise
     ``ValueError``/``FileNotFoundError`` naming the checkpoint."""
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint {path}: no such file (relkd train --out DIR writes "
+    problem = not_a_file(path)
+    if problem:
+        raise FileNotFoundError(f"--checkpoint {path}: {problem} (relkd train --out DIR writes "
                                 f"DIR/student_seed0.pt)")
     data = data if data is not None else load_data(setting)
     model = create_model(setting.student.model, num_classes=data.num_classes, in_channels=data.in_channels,
@@ -39,8 +41,8 @@ def load_student(setting: Any, checkpoint: str | Path, data: DatasetSplits | Non
         state, _ = fit_state(model.net, read_state_dict(path), head_name(model), replace_head=False,
                              what="the file", head_advice="")
     except InitError as err:
-        raise ValueError(f"--checkpoint {path}: not the weights of student {setting.student.model} for "
-                         f"{data.num_classes} classes ({err})") from None
+        raise ValueError(f"--checkpoint {path}: expected the weights of student {setting.student.model} "
+                         f"{setting.student.params or ''} for {data.num_classes} classes ({err})") from None
     model.net.load_state_dict(state)
     dev = resolve_device(setting.device) if device is None else torch.device(device)
     return model.to(dev).eval()
@@ -70,11 +72,10 @@ def evaluate_checkpoints(
                               severities=severities, seed=seed)
     if out is not None:
         folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
         document = {"setting": setting.name, "split": split, "seed": seed,
                     "checkpoints": {k: str(v) for k, v in checkpoints.items()}, "results": results}
-        (folder / "evaluation.json").write_text(json.dumps(document, indent=2))
-        (folder / "evaluation.md").write_text(format_degradation_table(results) + "\n")
+        write_text(folder / "evaluation.json", json.dumps(document, indent=2))
+        write_text(folder / "evaluation.md", format_degradation_table(results) + "\n")
         plot_degradation(results, folder / "degradation")
         log.info("wrote evaluation.json, evaluation.md and degradation.png/.svg to %s", folder)
     return results

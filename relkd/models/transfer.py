@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from relkd.cache import file_sha256
+from ..files import file_sha256, not_a_file
 from relkd.models.taps import TappedModel
 
 __all__ = ["InitError", "InitReport", "HEADS", "BODY", "read_state_dict", "fit_state", "load_init", "head_name",
@@ -73,8 +73,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     (so it fits the wrapped network). Raises :class:`InitError` for an unreadable file or
     one that holds no state dict; ``FileNotFoundError`` for a missing one."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file {str(path)!r}")
+    problem = not_a_file(path)
+    if problem:
+        raise FileNotFoundError(problem)
     try:
         state: Any = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - pickle, zip and torch errors all mean: not a usable checkpoint
@@ -125,8 +126,14 @@ def fit_state(net: nn.Module, state: Mapping[str, Tensor], head: str, *, replace
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
         hint = ""
-        if replace_head is False and any(_under(m.split(":")[0], head) for m in mismatched):
-            hint = f"; the head {head!r} has another number of classes{head_advice}"
+        head_shapes = [(tuple(v.shape), tuple(own[k].shape)) for k, v in kept.items() if differs(k, v)
+                       and _under(k, head)]
+        if replace_head is False and head_shapes:
+            if any(f[:1] != m[:1] for f, m in head_shapes):
+                hint = f"; the head {head!r} has another number of classes{head_advice}"
+            else:
+                hint = (f"; the head {head!r} has the same number of classes but another input width: "
+                        f"expected a checkpoint of this model with the setting's params (width, ...)")
         raise InitError(f"{what} does not fit {type(net).__name__}: " + ", ".join(parts) + hint)
     return kept, dropped
 

@@ -92,6 +92,7 @@ class RelationTerm:
 
     def __call__(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Unweighted loss between the student's and the teacher's relations."""
+        self._check_batches(student, teacher)
         device_type = student.device.type
         if student.dtype in _LOW_PRECISION or teacher.dtype in _LOW_PRECISION or torch.is_autocast_enabled(
             device_type
@@ -99,6 +100,18 @@ class RelationTerm:
             with torch.autocast(device_type=device_type, enabled=False):
                 return self.loss(self.relation(student.float()), self.relation(teacher.float()))
         return self.loss(self.relation(student), self.relation(teacher))
+
+    def _check_batches(self, student: torch.Tensor, teacher: torch.Tensor) -> None:
+        """Relations compare the same samples on both sides: same batch, at least 2 samples."""
+        where = f"term {self.name!r} at tap {self.tap!r}" if self.name else f"the term at tap {self.tap!r}"
+        if student.dim() == 0 or teacher.dim() == 0:
+            raise ValueError(f"{where}: expected batched features (B, ...), got a scalar")
+        if student.shape[0] != teacher.shape[0]:
+            raise ValueError(f"{where}: the student's batch has {student.shape[0]} samples and the teacher's "
+                             f"{teacher.shape[0]}; expected the same samples on both sides")
+        if student.shape[0] < 2:
+            raise ValueError(f"{where}: a batch of {student.shape[0]} sample(s); relations between samples "
+                             f"expected a batch of at least 2")
 
     def to_config(self) -> dict[str, Any]:
         """This term in the config format (canonical: every parameter spelled out)."""

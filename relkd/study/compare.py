@@ -21,6 +21,7 @@ whether a method that helps alone also helps on top of KD.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ import optuna
 
 from ..engine import run_trial
 from ..fields import ConfigError, FieldChecker, read_yaml_file
+from ..files import write_text
 from ..presets import PRESETS, preset
 from ..pretrain import prepare_inits
 from ..registry import unknown_name_message
@@ -158,15 +160,15 @@ def run_compare(spec: CompareSpec, *, storage: str | None = None, out_dir: str |
                          f"run the command again to retry them")
     table = compare_table(study, spec)
     out = Path(out_dir) if out_dir is not None else run_dir(study.study_name) / "compare"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(table, indent=2))
-    (out / "compare.md").write_text(format_markdown(table))
-    with (out / "compare.csv").open("w", newline="") as f:
-        fields = ["method", "seeds", "test_mean", "test_std", "val_mean", "gain", "rank", "kd_gain"]
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for row in table["rows"]:
-            writer.writerow({k: row.get(k) for k in fields})
+    write_text(out / "compare.json", json.dumps(table, indent=2))
+    write_text(out / "compare.md", format_markdown(table))
+    fields = ["method", "seeds", "test_mean", "test_std", "val_mean", "gain", "rank", "kd_gain"]
+    rows = io.StringIO(newline="")
+    writer = csv.DictWriter(rows, fieldnames=fields)
+    writer.writeheader()
+    for row in table["rows"]:
+        writer.writerow({k: row.get(k) for k in fields})
+    write_text(out / "compare.csv", rows.getvalue())
     _bar_chart(table, out)
     table["files"] = [str(out / n) for n in ("compare.csv", "compare.md", "compare.json", "compare.png",
                                              "compare.svg")]

@@ -28,6 +28,7 @@ import optuna
 
 from ..config import validate_config
 from ..engine import run_trial
+from ..files import write_text
 from ..pretrain import prepare_inits
 from ..presets import preset
 from .export import anchor_values, composition_label, ranked_trials, study_setting
@@ -149,7 +150,7 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
     if not seeds:
         raise ValueError("seeds: give at least one seed")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds: give each seed once, got {list(seeds)}")
+        raise ValueError(f"seeds: expected each seed once, got {list(seeds)}")
     setting = study_setting(study)
     epochs = epochs or 2 * setting.budget.epochs
     setting = setting.with_budget(epochs=epochs)
@@ -196,8 +197,8 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
     rows.sort(key=lambda r: -r["test_mean"])
     table = {"study": study.study_name, "epochs": epochs, "seeds": list(seeds),
              "best_preset": best_preset.label.split(" ", 1)[1] if best_preset else None, "rows": rows}
-    (out / "confirm.json").write_text(json.dumps(table, indent=2))
-    (out / "confirm.md").write_text(format_table(table))
+    write_text(out / "confirm.json", json.dumps(table, indent=2))
+    write_text(out / "confirm.md", format_table(table))
     study.set_user_attr(CONFIRM_ATTR, {k: v for k, v in table.items() if k != "rows"} |
                         {"rows": [{k: v for k, v in r.items() if k != "objective_config"} for r in rows]})
     return table

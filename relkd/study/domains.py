@@ -98,10 +98,10 @@ def same(a: Any, b: Any) -> bool:
 
 
 def numeric_domain(c: FieldChecker, value: Any, path: str, *, integer: bool = False, minimum: float = 0.0,
-                    strict: bool = False, log_default: bool = False) -> Domain | None:
+                    strict: bool = False, log_default: bool = False, maximum: float | None = None) -> Domain | None:
     """A number (fixed), a list of numbers (choices) or ``{low, high, log}`` (range)."""
     check = (lambda v, p: c.integer(v, p, minimum=int(minimum))) if integer else \
-        (lambda v, p: c.number(v, p, minimum=minimum, strict=strict))
+        (lambda v, p: c.number(v, p, minimum=minimum, strict=strict, maximum=maximum))
     if isinstance(value, Mapping):
         if not c.mapping(value, path, ("low", "high", "log")):
             return None

@@ -37,10 +37,11 @@ def load_relkd_study(study_name: str, storage: str | None = None) -> tuple[optun
         if not path.exists() or path.stat().st_size == 0:
             raise ValueError(f"no study {study_name!r}: {path} does not exist; run `relkd study run STUDY.yaml` "
                              f"first or give the storage argument")
+    backend = open_storage(url, heartbeat_interval=0, create=False)
     try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(url, heartbeat_interval=0))
+        study = optuna.load_study(study_name=study_name, storage=backend)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(url, heartbeat_interval=0))]
+        names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
         raise ValueError(f"no study {study_name!r} in {redact(url)}; studies there: {', '.join(names) or 'none'}")
     if SETTING_ATTR not in study.user_attrs:
         raise ValueError(f"study {study_name!r} in {redact(url)} was not made by relkd (no {SETTING_ATTR} attribute)")
@@ -137,8 +138,8 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
     if trial is not None:
         matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
         if not matches:
-            raise ValueError(f"trial: study {study.study_name!r} has no trial {trial} "
-                             f"(trials 0..{len(study.trials) - 1})")
+            raise ValueError(f"trial: study {study.study_name!r} has no trial {trial}; expected one of its "
+                             f"trials 0..{len(study.trials) - 1}")
         chosen = matches[0]
         if chosen.state != TrialState.COMPLETE or "objective_config" not in chosen.user_attrs:
             raise ValueError(f"trial: trial {trial} is {chosen.state.name.lower()}, not complete; "

@@ -41,7 +41,7 @@ from ..engine import TeacherResult, get_teacher, run_trial
 from ..objective import build_objective
 from ..setting import Setting
 from .record import RUN_ATTR, WORKER, versions
-from .storage import is_lost_race, open_storage
+from .storage import RACE_ERRORS, is_lost_race, open_storage
 
 __all__ = ["Run", "RunQueue", "run_id", "completed_runs", "DEFAULT_PATIENCE"]
 
@@ -241,7 +241,7 @@ class RunQueue:
                 deadline = None
                 try:
                     self.study.optimize(objective, n_trials=1, catch=catch)
-                except ValueError as err:
+                except RACE_ERRORS as err:
                     if not is_lost_race(err):
                         raise
                     log.info("another process finished the same run first; going on")

@@ -41,7 +41,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from ..config import validate_config
+from ..config import KD_TEMPERATURE_RANGE, MAX_WEIGHT, validate_config
 from ..fields import ConfigError, FieldChecker, join_path
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS, combination_problems
 from .domains import (
@@ -150,13 +150,16 @@ DIMENSIONS: tuple[Dimension, ...] = (
     Dimension("loss", "all", registry_names(LOSSES), "{term}.loss", "loss", role=COMPONENT, registry=LOSSES),
     Dimension("component_params", "search", parse_component_params, "{term}.{component}.{param}",
               "component params", role=COMPONENT_PARAMS),
-    Dimension("weight", {"low": 1e-3, "high": 1e5, "log": True}, numbers(log_default=True), "{term}.weight",
+    Dimension("weight", {"low": 1e-3, "high": 1e5, "log": True}, numbers(log_default=True, maximum=MAX_WEIGHT),
+              "{term}.weight",
               "weights", role=TERM_WEIGHT),
     Dimension("kd.enabled", [False, True], parse_switch, "kd", "KD", role=SWITCH, config_key="kd"),
-    Dimension("kd.temperature", {"low": 1.0, "high": 8.0}, numbers(strict=True), "kd.temperature", "KD",
+    Dimension("kd.temperature", {"low": 1.0, "high": 8.0},
+              numbers(minimum=KD_TEMPERATURE_RANGE[0], maximum=KD_TEMPERATURE_RANGE[1]), "kd.temperature", "KD",
               role=SWITCHED),
-    Dimension("kd.weight", {"low": 0.1, "high": 1.0}, numbers(), "kd.weight", "weights", role=SWITCHED),
-    Dimension("ce_weight", {"low": 0.1, "high": 1.0, "log": True}, numbers(log_default=False), "ce_weight",
+    Dimension("kd.weight", {"low": 0.1, "high": 1.0}, numbers(maximum=MAX_WEIGHT), "kd.weight", "weights", role=SWITCHED),
+    Dimension("ce_weight", {"low": 0.1, "high": 1.0, "log": True}, numbers(log_default=False, maximum=MAX_WEIGHT),
+              "ce_weight",
               "weights", role=VALUE),
 )
 
@@ -384,12 +387,14 @@ class SearchSpace:
         """The space as plain data, in the study file's ``search`` format."""
         return _nested([(d.field, self.domains[d.field].describe()) for d in DIMENSIONS])
 
-    def grid(self) -> dict[str, list[Any]]:
+    def grid(self, *, tree: bool = False) -> dict[str, list[Any]]:
         """The space as a grid for Optuna's ``GridSampler``: every searched parameter with its
         values. Raises :class:`~relkd.config.ConfigError` naming each field that a grid cannot
-        enumerate (a float range, a varying number of terms, searched component parameters)."""
+        enumerate (a float range, a varying number of terms, searched component parameters).
+        ``tree=True`` checks the space for ``BruteForceSampler``, which walks a conditional
+        space (a varying number of terms) but, like a grid, no float range."""
         problems = []
-        if not isinstance(self.terms, Fixed):
+        if not tree and not isinstance(self.terms, Fixed):
             problems.append("search.terms: a grid needs a fixed number of terms, e.g. terms: 1")
         if self.search_component_params and any(
                 p.search is not None for dim in self._dims(COMPONENT) for name in names_of(self.domains[dim.field])
@@ -404,7 +409,7 @@ class SearchSpace:
             if isinstance(domain, Range) and not domain.integer:
                 problems.append(f"search.{dim.field}: a grid needs a fixed value or a list of values, not a range")
         if isinstance(self.kd, Choice) and (self.kd_temperature.searched or self.kd_weight.searched):
-            problems.append("search.kd: a grid cannot search kd.temperature or kd.weight while KD itself is "
+            problems.append(f"search.kd: a {'brute-force search' if tree else 'grid'} cannot search kd.temperature or kd.weight while KD itself is "
                             "switched on and off; fix kd.enabled or the KD values")
         if problems:
             raise ConfigError(problems)

@@ -8,7 +8,7 @@
     optuna:
       study_name: null           # default: the setting's name
       storage: null              # default: sqlite:///runs/<study>/optuna.db
-      sampler: tpe               # tpe | random | grid, or {name: tpe, n_startup_trials: 10}
+      sampler: tpe               # tpe | random | gp | grid | bruteforce, or {name: tpe, n_startup_trials: 10}
       pruner: median             # median | hyperband | successive_halving | none, or {name: ..., ...};
                                  # steps are epochs trained; median prunes from half the budget on
       seed: null                 # default: the setting's seed
@@ -42,7 +42,7 @@ import optuna
 from ..fields import ConfigError, FieldChecker, join_path, read_yaml_file
 from ..registry import unknown_name_message
 from ..presets import PRESETS
-from ..setting import Setting, setting_or_errors
+from ..setting import Setting, require_device_here, setting_or_errors
 from .ladder import Ladder, validate_ladder
 from .refine import Refinement, validate_refine
 from .seeds import Rerun, validate_rerun
@@ -57,6 +57,8 @@ SAMPLERS: dict[str, type] = {
     "tpe": optuna.samplers.TPESampler,
     "random": optuna.samplers.RandomSampler,
     "grid": optuna.samplers.GridSampler,  # the grid comes from the search space (SearchSpace.grid)
+    "bruteforce": optuna.samplers.BruteForceSampler,  # every combination of the space's choices once
+    "gp": optuna.samplers.GPSampler,  # Gaussian process; models the parameters every trial shares
 }
 # relkd's TPE defaults: the space is conditional (term1.* exists only with two terms), and
 # several workers share one study.
@@ -153,7 +155,9 @@ def _component(c: FieldChecker, value: Any, path: str, table: dict[str, type],
         return None
     params = {k: copy.deepcopy(v) for k, v in value.items() if k != "name"}
     signature = inspect.signature(table[name])
-    allowed = [p for p in signature.parameters if p not in ("self", "seed", "max_resource", "search_space")]
+    # functions and samplers cannot come from a YAML file
+    allowed = [p for p, v in signature.parameters.items() if p not in ("self", "seed", "max_resource", "search_space")
+               and not any(word in str(v.annotation) for word in ("Callable", "Sampler"))]
     bad = False
     for key in params:
         if key == "seed":
@@ -231,11 +235,16 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
         spec_kwargs = dict(study_name=name, storage=storage, sampler=sampler, pruner=pruner, seed=seed,
                            n_trials=n_trials, timeout=timeout, anchors=tuple(dict.fromkeys(anchors)),
                            heartbeat_interval=heartbeat, ladder=ladder, refine=refine, rerun=rerun)
-    if not c.errors and spec_kwargs["sampler"][0] == "grid":
+    if not c.errors and spec_kwargs["sampler"][0] in ("grid", "bruteforce"):
+        sampler_name = spec_kwargs["sampler"][0]
         try:
-            space.grid()
+            space.grid(tree=sampler_name == "bruteforce")
         except ConfigError as err:
-            c.errors.extend(err.errors)
+            c.errors.extend(f"{e} (optuna.sampler: {sampler_name} enumerates the space)" for e in err.errors)
+        if refine is not None:
+            c.error("optuna.refine", f"the {sampler_name} sampler enumerates the search space, and refinement "
+                                     f"draws continuous values around the anchors; remove optuna.refine or "
+                                     f"choose tpe, random or gp")
     if c.errors:
         raise ConfigError(c.errors, source)
     canonical = setting.to_dict()
@@ -258,4 +267,6 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
 
 def load_study_spec(path: str | os.PathLike) -> StudySpec:
     """Read a study file (YAML, safe loading) and validate it."""
-    return validate_study(read_yaml_file(path), path)
+    spec = validate_study(read_yaml_file(path), path)
+    require_device_here(spec.setting, path)
+    return spec

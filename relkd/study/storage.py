@@ -20,7 +20,8 @@ from pathlib import Path
 
 import optuna
 
-__all__ = ["runs_root", "run_dir", "resolve_storage", "open_storage", "redact", "is_rdb", "is_lost_race"]
+__all__ = ["runs_root", "run_dir", "resolve_storage", "open_storage", "redact", "is_rdb", "is_lost_race",
+           "RACE_ERRORS"]
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,13 @@ def run_dir(study_name: str, *, create: bool = True) -> Path:
 
 def resolve_storage(flag: str | None, study_name: str, from_file: str | None = None) -> str:
     """The storage URL for a study: flag, ``OPTUNA_STORAGE``, study file, default SQLite."""
+    if flag is not None and not str(flag).strip():
+        raise ValueError("storage: expected a storage URL such as sqlite:///runs/study.db, "
+                         "postgresql+psycopg://user@host/db or journal:PATH, got ''")
     for url in (flag, os.environ.get("OPTUNA_STORAGE"), from_file):
         if url:
             return url
-    return f"sqlite:///{(run_dir(study_name) / 'optuna.db').as_posix()}"
+    return f"sqlite:///{(run_dir(study_name, create=False) / 'optuna.db').as_posix()}"
 
 
 # user:password@ after a scheme (the password may hold '/', never '@' or blanks), and
@@ -77,21 +81,41 @@ def is_rdb(url: str) -> bool:
     return _journal_path(url) is None
 
 
-def open_storage(url: str, *, heartbeat_interval: int = 60) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``; RDB storages get heartbeats (``heartbeat_interval``
-    seconds, 0 for none) with failed trials retried up to :data:`MAX_RETRY` times."""
+def _local_file(url: str) -> Path | None:
+    """The file a journal or SQLite storage lives in (``None``: a server, or SQLite in memory)."""
     journal = _journal_path(url)
     if journal is not None:
-        Path(journal).parent.mkdir(parents=True, exist_ok=True)
+        return Path(journal)
+    if url.startswith("sqlite:"):
+        database = url.split(":///", 1)[-1] if ":///" in url else ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            return Path(database.split("?", 1)[0])
+    return None
+
+
+def open_storage(url: str, *, heartbeat_interval: int = 60, create: bool = True) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; RDB storages get heartbeats (``heartbeat_interval``
+    seconds, 0 for none) with failed trials retried up to :data:`MAX_RETRY` times.
+
+    ``create=False`` is for commands that only read (status, export, plots, report): a
+    journal or SQLite file that does not exist is an error, and nothing is created (no
+    folder, no file); only commands that run trials create a storage."""
+    local = _local_file(url)
+    if local is not None:
+        if create:
+            local.parent.mkdir(parents=True, exist_ok=True)
+        elif not local.is_file():
+            what = "no such file" if not local.exists() else "not a file"
+            raise ValueError(f"storage {redact(url)}: {what} {str(local)!r}; expected the storage a study was run "
+                             f"with (relkd study run writes it)")
+    journal = _journal_path(url)
+    if journal is not None:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         return JournalStorage(JournalFileBackend(journal))
     engine_kwargs = {}
     if url.startswith("sqlite:"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
-        database = url.split(":///", 1)[-1]
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         heartbeat: dict = {}
@@ -134,7 +158,14 @@ def _is_race(err: Exception) -> bool:
             and not any(marker in text for marker in _UNREACHABLE))
 
 
+#: What a worker that lost a race for an enqueued trial may see (then :func:`is_lost_race` says).
+RACE_ERRORS = (ValueError, optuna.exceptions.UpdateFinishedTrialError)
+
+
 def is_lost_race(err: BaseException) -> bool:
     """Another worker finished the trial this one also ran. SQLite has no row locks, so two
-    workers can take the same enqueued trial; the slower one's result is dropped."""
-    return isinstance(err, ValueError) and str(err).startswith("Cannot tell a ")
+    workers can take the same enqueued trial; the slower one's result is dropped, whether it
+    notices when it tells the result (``Cannot tell a COMPLETE trial``) or earlier, when it
+    writes an attribute of the trial the other one finished (``UpdateFinishedTrialError``)."""
+    return (isinstance(err, ValueError) and str(err).startswith("Cannot tell a ")) or \
+        isinstance(err, optuna.exceptions.UpdateFinishedTrialError)

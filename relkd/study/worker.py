@@ -25,7 +25,7 @@ from .opening import open_study
 from .record import N_TRIALS_ATTR, RERUN_ATTR, WORKER, counted_trials, is_counted, trial_counts
 from .seeds import enqueue_reruns, search_verdict
 from .spec import StudySpec
-from .storage import is_lost_race, run_dir
+from .storage import RACE_ERRORS, is_lost_race, run_dir
 from .trial import MAX_INVALID_IN_A_ROW, TrialObjective
 
 __all__ = ["run_study", "StudyRun", "write_outputs", "MAX_FAILURES_IN_A_ROW"]
@@ -160,7 +160,7 @@ def run_study(
             try:
                 study.optimize(objective, timeout=remaining, callbacks=[callback], catch=(Exception,))
                 break
-            except ValueError as err:
+            except RACE_ERRORS as err:
                 if not is_lost_race(err) or objective.stop_reason:
                     raise
                 log.info("another worker finished the same enqueued trial first; going on")
@@ -214,7 +214,7 @@ def _rerun_phase(study: optuna.Study, spec: StudySpec, objective: TrialObjective
             while _waiting_reruns(study):
                 try:
                     study.optimize(objective, n_trials=1, catch=(Exception,))
-                except ValueError as err:
+                except RACE_ERRORS as err:
                     if not is_lost_race(err):
                         raise
     finally:

@@ -1,0 +1,163 @@
+"""What every ``relkd`` command shares on its command line: the parser, which reports a bad
+argument in one line, the types of its flags, which name the flag and what it allows, and
+``--json`` output that is always valid JSON."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, NoReturn
+
+__all__ = ["Parser", "integer", "positive_float", "seed_list", "seed_count_or_list",
+           "device_flag", "storage_flag", "out_file", "out_folder", "MAX_SEED", "json_text", "print_json"]
+
+#: The largest seed (NumPy's and torch's generators take 32-bit seeds).
+MAX_SEED = 2**32 - 1
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line: the command, the flag, what it
+    allows, and where the usage is (``relkd train -h``), exit status 2. Sub-commands get
+    the same class (``add_subparsers`` uses the parser's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse writes "argument --seeds: MSG"; our types already open MSG with the flag
+        message = re.sub(r"^argument (\S+): \1: ", r"\1: ", message)
+        message = re.sub(r"^argument (\S+): ", r"\1: ", message)
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (usage: {self.prog} -h)\n")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise SystemExit(status)
+
+
+def _integer(flag: str, text: str, minimum: int, maximum: int | None = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        upper = f" and <= {maximum}" if maximum is not None else ""
+        raise argparse.ArgumentTypeError(f"{flag}: expected an integer >= {minimum}{upper}, got {text!r}")
+    return value
+
+
+def integer(flag: str, minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
+    """An integer from ``minimum`` to ``maximum`` (``--epochs``, ``--top-k``, ``--seed``...)."""
+    return lambda text: _integer(flag, text, minimum, maximum)
+
+
+def positive_float(flag: str) -> Callable[[str], float]:
+    """A finite number > 0 (``--timeout`` seconds)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{flag}: expected a finite number > 0, got {text!r}")
+        return value
+    return parse
+
+
+def _seeds(flag: str, text: str, example: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{flag}: expected {example}, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"{flag}: expected {example}, got {text!r}")
+    if any(not 0 <= s <= MAX_SEED for s in seeds):
+        raise argparse.ArgumentTypeError(f"{flag}: expected seeds from 0 to {MAX_SEED}, got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{flag}: expected each seed once, got {text!r}")
+    return seeds
+
+
+def seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2``: each seed once."""
+    return _seeds("--seeds", text, "comma-separated integers like 0,1,2")
+
+
+def seed_count_or_list(text: str) -> list[int]:
+    """``--seeds 3`` means three seeds (0, 1, 2); ``--seeds 0,4,7`` lists them."""
+    if "," not in text:
+        try:
+            count = int(text)
+        except ValueError:
+            count = None
+        if count is None or not 1 <= count <= 1000:
+            raise argparse.ArgumentTypeError(f"--seeds: expected a count from 1 to 1000 or a list like 0,4,7, "
+                                             f"got {text!r}")
+        return list(range(count))
+    return _seeds("--seeds", text, "a count like 3 or a list like 0,1,2")
+
+
+def device_flag(text: str) -> str:
+    """``--device``: a device this machine has (:func:`relkd.setting.device_problem`)."""
+    from .setting import device_problem
+
+    problem = device_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"--device: {problem}")
+    return text
+
+
+def _out(text: str, want_folder: bool) -> str:
+    """``--out``: checked before anything runs, so that a result is never lost for want of a
+    place to write it."""
+    path = Path(text)
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"--out: expected a {'folder' if want_folder else 'file'} path, got ''")
+    if want_folder and path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"--out: {text!r} is a file; expected a folder (new or existing)")
+    if not want_folder and path.is_dir():
+        raise argparse.ArgumentTypeError(f"--out: {text!r} is a folder; expected a file name, e.g. "
+                                         f"{path / 'best.yaml'}")
+    for parent in path.parents:  # a file where a folder of the path should be
+        if parent.exists() and not parent.is_dir():
+            raise argparse.ArgumentTypeError(f"--out: {str(parent)!r} is a file; expected a folder on the way to "
+                                             f"{text!r}")
+    return text
+
+
+def out_folder(text: str) -> str:
+    """``--out`` naming a folder that results go into."""
+    return _out(text, want_folder=True)
+
+
+def out_file(text: str) -> str:
+    """``--out`` naming a file to write."""
+    return _out(text, want_folder=False)
+
+
+def storage_flag(text: str) -> str:
+    """``--storage``: a non-empty URL or path (an empty one would silently mean the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("--storage: expected a storage URL such as sqlite:///runs/study.db, "
+                                         "postgresql+psycopg://user@host/db or journal:PATH, got ''")
+    return text
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_text(document: Any) -> str:
+    """``document`` as strict JSON: NaN and infinities (which ``json.dumps`` writes as bare
+    ``NaN``/``Infinity``, not JSON) become ``null``."""
+    return json.dumps(_finite(document), indent=2, allow_nan=False)
+
+
+def print_json(document: Any) -> None:
+    print(json_text(document))
