@@ -400,12 +400,20 @@ def _span(s: dict[str, Any], fmt, none: str) -> str:
     return f"{show(s['median'])} ({show(s['min'])}–{show(s['max'])})"
 
 
-def ratio_line(summary: dict[str, dict[str, Any]], reference: str = REFERENCE) -> str:
+def ratio_line(summary: dict[str, dict[str, Any]], reference: str = REFERENCE, budget: float | None = None) -> str:
+    """The ratio line under the table. When ``reference``'s median run never reached the best
+    anchor, its time is only known to exceed ``budget``: each ratio is then an upper bound."""
     if reference not in summary:
         return f"time to the best anchor relative to {reference}: {reference} was not run"
     if summary[reference]["time_to_anchor"]["median"] is None:
-        return (f"time to the best anchor relative to {reference}: undefined, {reference}'s median run never "
+        line = (f"time to the best anchor relative to {reference}: undefined, {reference}'s median run never "
                 f"reached the best anchor within the budget")
+        bounds = [f"{name} < {t / budget:.2f}× ({t:.0f} s)" for name, s in summary.items()
+                  if budget and (t := s["time_to_anchor"]["median"]) is not None]
+        if bounds:
+            line += (f" ({budget:g} s), so its time exceeds {budget:g} s and the ratios are upper bounds "
+                     f"(target: relkd ≤ 0.5×): " + ", ".join(bounds))
+        return line
     parts = []
     for name, r in ratios(summary, reference).items():
         parts.append(f"{name} {r:.2f}×" if r is not None else f"{name} never reached it (median run)")
@@ -441,7 +449,7 @@ def markdown(spec_name: str, budget: float, seeds: Sequence[int], anchor: tuple[
         beat = "n/a" if s["beat_anchor"] is None else f"{s['beat_anchor']:.0%}"
         lines.append(f"| {name} | {_span(s['best'], pct, 'none')} | {_span(s['compositions'], num, '0')} | "
                      f"{_span(s['epochs'], num, '0')} | {_span(s['time_to_anchor'], sec, 'never')} | {beat} |")
-    lines += ["", ratio_line(summary)]
+    lines += ["", ratio_line(summary, budget=budget)]
     notes = note_lines(summary)
     if notes:
         lines += ["", "Notes:", *notes]
@@ -491,7 +499,7 @@ def report(runs: Sequence[dict[str, Any]], strategies: Sequence[str], seeds: Seq
     (out / "search_efficiency.md").write_text(text)
     table = {"study": spec_name, "budget": budget, "seeds": list(seeds), "strategies": list(strategies),
              "best_anchor": {"name": anchor[0], "value": anchor[1]} if anchor else None, "summary": summary,
-             "ratio_to": REFERENCE, "ratios": ratios(summary), "ratio_line": ratio_line(summary),
+             "ratio_to": REFERENCE, "ratios": ratios(summary), "ratio_line": ratio_line(summary, budget=budget),
              "runs": [{k: v for k, v in r.items() if k != "configs"} for r in runs]}
     (out / "search_efficiency.json").write_text(json.dumps(table, indent=2))
     plot(runs, strategies, budget, anchor, spec_name, out)

@@ -107,6 +107,8 @@ def test_ratios_and_ratio_line():
     table["tpe"] = summary([None, None, 10.0])
     assert "undefined" in bench.ratio_line(table)
     assert bench.ratios(table)["relkd"] is None
+    # tpe never reached it within 200 s: relkd's median 50 s is below 0.25x of tpe's unknown time
+    assert "relkd < 0.25× (50 s)" in bench.ratio_line(table, budget=200.0)
 
 
 def test_resume_skips_runs_in_runs_jsonl(tmp_path):

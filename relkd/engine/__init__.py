@@ -15,11 +15,14 @@ asks for it (``eval_test=True``). The rooms:
 - :mod:`.training`: :func:`fit`, the optimizer and schedule, :func:`evaluate`;
 - :mod:`.teacher_outputs`: the teacher's taps cached per sample;
 - :mod:`.teacher`: the teacher's key and :func:`get_teacher`;
-- :mod:`.runs`: :func:`run_trial` and :func:`train_runs`.
+- :mod:`.runs`: :func:`run_trial` and :func:`train_runs`;
+- :mod:`.population`: :func:`run_population`, K students with their own objectives in one pass
+  (experimental: studies do not use it yet).
 """
 from ..cache import cache_root
 from .build import apply_transfer, build_model, init_file, load_data, transfer_ident
 from .device import autocast, prepare_input
+from .population import run_population
 from .runs import RunEvaluation, run_trial, train_runs
 from .teacher import CHECKPOINT_FORMAT, TeacherResult, get_teacher, teacher_key
 from .teacher_outputs import TeacherOutputs
@@ -29,5 +32,5 @@ __all__ = [
     "NonFiniteLossError", "TeacherResult", "TeacherOutputs", "FitResult", "Report", "RunEvaluation",
     "CHECKPOINT_FORMAT", "cache_root", "load_data", "build_model", "init_file", "apply_transfer", "transfer_ident",
     "get_teacher", "teacher_key", "fit", "evaluate", "make_optimizer", "param_groups", "autocast", "prepare_input",
-    "run_trial", "train_runs",
+    "run_trial", "train_runs", "run_population",
 ]

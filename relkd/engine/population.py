@@ -1,0 +1,381 @@
+"""Population training: K students of the setting's architecture, each with its own objective
+config, trained at once on the same batches, sharing the teacher's taps per batch.
+
+    results = run_population(setting, ["sp+kd", "rkd", "none"], seed=0,
+                             report=lambda member, epoch, acc: False)
+
+Every member is what :func:`relkd.engine.run_trial` would train for its config and seed: the
+same initial weights (one seed for all), the same shuffled batches, the same teacher outputs
+(from the teacher-output cache exactly as :func:`~relkd.engine.training.fit` gets them, or
+the teacher run live once per batch), and its own optimizer state and learning-rate schedule
+built by :func:`~relkd.engine.training.make_optimizer`.
+
+The fused path (the default) keeps the members' parameters and buffers stacked along a first
+dimension of size K and runs one forward/backward with :func:`torch.vmap` over
+:func:`torch.func.functional_call` of the student. BatchNorm in training mode works there
+because its running statistics are stacked too (each member updates its own slice in place).
+One optimizer over the stacked tensors is the same as one optimizer per member because SGD
+(momentum, Nesterov, weight decay) and AdamW act elementwise and every member shares the
+recipe, so the same schedule; the parameter groups (``body_lr_scale``) are those of
+:func:`~relkd.engine.training.param_groups`. The loss is the sum of the members' totals: each
+member's gradient is that of its own loss. A member that leaves (``report`` returns true, or
+its loss goes non-finite) is cut out of the stacked parameters, buffers and optimizer state;
+the others go on undisturbed. ``fused=False`` trains K separate models in a Python loop (the
+baseline), still sharing the data and the teacher.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..data import DeviceLoader
+from ..models import TappedModel
+from ..objective import Objective, as_objective
+from ..setting import Recipe, Setting, resolve_device
+from .build import build_model, load_data
+from .device import autocast, prepare_input
+from .teacher import TeacherResult, get_teacher
+from .teacher_outputs import TeacherOutputs
+from .training import NonFiniteLossError, evaluate, make_optimizer, progress_bar, raise_non_finite
+
+__all__ = ["PopulationReport", "run_population", "FusedStudents", "LoopStudents"]
+
+log = logging.getLogger(__name__)
+
+#: ``report(member_index, epoch, val_accuracy)``: a truthy return stops that member (a pruner).
+PopulationReport = Callable[[int, int, float], Any]
+
+ObjectiveLike = Objective | Mapping[str, Any] | str
+
+
+class FusedStudents:
+    """K copies of ``template`` as stacked parameters and buffers, run with ``vmap``.
+
+    ``template`` gives the structure (and the training mode) only; its own weights are not
+    used. The stacked parameters live in ``twin``, a copy of the template whose parameters
+    are the stacked leaves, so that :func:`make_optimizer` builds the optimizer (and its
+    groups) exactly as for one model."""
+
+    def __init__(self, template: TappedModel, count: int, recipe: Recipe, steps: int):
+        self.template = template
+        self.twin = copy.deepcopy(template)
+        with torch.no_grad():
+            for name, param in template.named_parameters():
+                owner, _, leaf = name.rpartition(".")
+                stacked = torch.stack([param.detach()] * count).contiguous()
+                setattr(self.twin.get_submodule(owner), leaf, nn.Parameter(stacked, requires_grad=param.requires_grad))
+            self.buffers = {name: torch.stack([b.detach()] * count).contiguous()
+                            for name, b in template.named_buffers()}
+        self.opt, self.sched = make_optimizer(self.twin, recipe, steps)
+
+    def _call(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
+              taps: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        return functional_call(self.template, (params, buffers), (x,), {"taps": taps})
+
+    def forward(self, x: torch.Tensor, taps: tuple[str, ...]) -> list[dict[str, torch.Tensor]]:
+        """Every member's taps for the batch ``x`` (training mode, running statistics updated)."""
+        self.template.train()
+        params = dict(self.twin.named_parameters())
+        out = torch.vmap(self._call, in_dims=(0, 0, None, None), randomness="different")(params, self.buffers, x, taps)
+        count = next(iter(out.values())).shape[0]
+        return [{t: v[k] for t, v in out.items()} for k in range(count)]
+
+    def step(self, total: torch.Tensor) -> None:
+        """One optimizer and schedule step on the sum of the members' losses."""
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        self.sched.step()
+
+    def evaluate(self, loader: DeviceLoader) -> list[float]:
+        """Top-1 accuracy of every member over ``loader`` (in [0, 1]): one vmapped pass per
+        batch on an accelerator; on the CPU each member on its own (measured faster there:
+        vmap's layout copies cost more than they save without kernel launches to amortise)."""
+        if loader.device.type == "cpu":
+            return [evaluate(self.export(k), loader) for k in range(self.count)]
+        return self.evaluate_fused(loader)
+
+    @property
+    def count(self) -> int:
+        """Members in the population now."""
+        return next(self.twin.parameters()).shape[0]
+
+    @torch.inference_mode()
+    def evaluate_fused(self, loader: DeviceLoader) -> list[float]:
+        self.template.eval()
+        params = {name: p.detach() for name, p in self.twin.named_parameters()}
+        correct: torch.Tensor | None = None
+        total = 0
+        with autocast(loader.device):
+            for x, y in loader:
+                logits = torch.vmap(self._call, in_dims=(0, 0, None, None), randomness="different")(
+                    params, self.buffers, prepare_input(x, loader.device), ("logits",))["logits"]
+                hits = (logits.argmax(-1) == y).sum(1)
+                correct = hits if correct is None else correct + hits
+                total += int(y.numel())
+        self.template.train()
+        return [int(c) / max(total, 1) for c in correct] if correct is not None else []
+
+    def keep(self, positions: Sequence[int]) -> None:
+        """Keep only the members at ``positions``: their slices of the parameters, buffers and
+        optimizer state become new leaves (autograd caches a leaf's shape, so a leaf's data
+        cannot shrink in place); the schedule goes on where it was."""
+        index = torch.as_tensor(list(positions), dtype=torch.long, device=self.device)
+        replaced: dict[int, nn.Parameter] = {}
+        with torch.no_grad():
+            for name, old in list(self.twin.named_parameters()):
+                new = nn.Parameter(old.detach().index_select(0, index), requires_grad=old.requires_grad)
+                owner, _, leaf = name.rpartition(".")
+                setattr(self.twin.get_submodule(owner), leaf, new)
+                state = self.opt.state.pop(old, None)
+                if state is not None:
+                    self.opt.state[new] = {key: value.index_select(0, index)
+                                           if isinstance(value, torch.Tensor) and value.shape == old.shape else value
+                                           for key, value in state.items()}
+                replaced[id(old)] = new
+            for group in self.opt.param_groups:
+                group["params"] = [replaced.get(id(p), p) for p in group["params"]]
+            self.buffers = {name: b.index_select(0, index) for name, b in self.buffers.items()}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.twin.parameters()).device
+
+    def export(self, position: int) -> TappedModel:
+        """A standalone model with the weights of the member at ``position``."""
+        model = copy.deepcopy(self.template)
+        state = {name: p.detach()[position].clone() for name, p in self.twin.named_parameters()}
+        state.update({name: b[position].clone() for name, b in self.buffers.items()})
+        model.load_state_dict(state, strict=False)
+        return model
+
+
+class LoopStudents:
+    """The baseline: K separate copies of ``template``, each with its own optimizer and
+    schedule, run one after the other on each batch."""
+
+    def __init__(self, template: TappedModel, count: int, recipe: Recipe, steps: int):
+        self.models = [copy.deepcopy(template) for _ in range(count)]
+        self.optimizers = [make_optimizer(model, recipe, steps) for model in self.models]
+
+    def forward(self, x: torch.Tensor, taps: tuple[str, ...]) -> list[dict[str, torch.Tensor]]:
+        out = []
+        for model in self.models:
+            model.train()
+            out.append(model(x, taps=taps))
+        return out
+
+    def step(self, total: torch.Tensor) -> None:
+        for opt, _ in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        for opt, sched in self.optimizers:
+            opt.step()
+            sched.step()
+
+    def evaluate(self, loader: DeviceLoader) -> list[float]:
+        return [evaluate(model, loader) for model in self.models]
+
+    def keep(self, positions: Sequence[int]) -> None:
+        self.models = [self.models[p] for p in positions]
+        self.optimizers = [self.optimizers[p] for p in positions]
+
+    def export(self, position: int) -> TappedModel:
+        return self.models[position]
+
+
+@dataclass(eq=False)
+class _Member:
+    """One member's objective and what it has done so far."""
+
+    index: int
+    objective: Objective
+    history: list[float] = field(default_factory=list)
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    previous: dict[str, torch.Tensor] | None = None
+    steps: int = 0
+    samples: int = 0
+    stopped: str | None = None
+    stopped_early: bool = False
+    error: str | None = None
+    left_at: float | None = None
+    model: TappedModel | None = None
+
+    def record(self, parts: Mapping[str, torch.Tensor], batch: int) -> None:
+        self.steps += 1
+        self.samples += batch
+        for name in self.objective.part_names:
+            value = parts[name].detach().float()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+
+    def fail(self, parts: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor] | None,
+             epoch: int) -> None:
+        """Record why the loss went non-finite (the part :func:`raise_non_finite` names)."""
+        try:
+            raise_non_finite(parts, previous, self.objective, epoch, self.steps)
+        except NonFiniteLossError as err:
+            self.stopped, self.error = f"non-finite: {err.part}", str(err)
+        else:  # raise_non_finite always raises; keep a reason regardless
+            self.stopped, self.error = "non-finite: total", "the loss became NaN or inf"
+
+
+def _teacher_taps(members: Sequence[_Member]) -> tuple[str, ...]:
+    names: dict[str, None] = {}
+    for m in members:
+        if m.objective.needs_teacher:
+            names.update(dict.fromkeys(m.objective.taps))
+    return tuple(names)
+
+
+def run_population(
+    setting: Setting,
+    configs: Sequence[ObjectiveLike],
+    *,
+    seed: int | None = 0,
+    report: PopulationReport | None = None,
+    teacher: TeacherResult | None = None,
+    progress: bool = False,
+    fused: bool = True,
+    teacher_cache: bool = True,
+    return_models: bool = False,
+) -> list[dict[str, Any]]:
+    """Train one student per objective config at once and return one summary per config.
+
+    ``seed`` (``None``: the setting's) seeds every member's initial weights and the batch
+    order, as :func:`relkd.engine.run_trial` does. After each epoch ``report(member_index,
+    epoch, val_accuracy)`` is called for every member still training; a truthy return stops
+    that member. A member whose loss becomes NaN or inf leaves with its reason; the others
+    go on. ``fused=False`` uses the loop baseline (:class:`LoopStudents`).
+
+    Each summary has ``member``, ``objective_config``, ``seed``, ``val_accuracy`` (last epoch,
+    ``None`` if it left before one), ``val_history``, ``epochs``, ``stopped`` (``None``,
+    ``"pruned"`` or ``"non-finite: PART"``), ``stopped_early``, ``error`` (the full message of
+    a non-finite loss), ``part_means``, ``train_seconds`` and ``wall_seconds`` (from the start
+    of the population until the member left), ``samples_per_second`` and ``population``
+    (K); with ``return_models``, ``model`` (its weights when it left).
+    """
+    start = time.perf_counter()
+    if not configs:
+        return []
+    seed = setting.seed if seed is None else seed
+    members = [_Member(i, as_objective(c)) for i, c in enumerate(configs)]
+    device = resolve_device(setting.device)
+    data = load_data(setting)
+    teacher_taps = _teacher_taps(members)
+    if teacher_taps and teacher is None:
+        teacher = get_teacher(setting, device=device)
+    template = build_model(setting.student, data, seed, device)
+    student_taps = tuple(dict.fromkeys(t for m in members for t in m.objective.taps))
+    template.resolve_taps(student_taps)  # a tap the student lacks is an error now, not mid-epoch
+    if teacher_taps:
+        teacher.model.resolve_taps(teacher_taps)
+        teacher.model.eval()
+    budget = setting.budget
+    augment = setting.data.augment if budget.augment is None else budget.augment
+    batch_size = budget.batch_size or setting.data.batch_size
+    loader = data.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
+                               drop_last=data.train_labels.numel() > batch_size)
+    val_loader = data.eval_loader("val", batch_size=setting.data.eval_batch_size, device=device)
+    cache_key = (teacher.key, teacher.sha256, data.fingerprint()) if (teacher is not None and teacher_cache) else None
+    students = (FusedStudents if fused else LoopStudents)(template, len(members), budget, budget.epochs * len(loader))
+    active = list(members)
+    check_every = 1 if device.type == "cpu" else 25
+    train_start = time.perf_counter()
+    desc = f"population of {len(members)} {setting.student.model} seed {seed}"
+
+    def leave(leaving: list[_Member]) -> None:
+        nonlocal active
+        if not leaving:
+            return
+        now = time.perf_counter()
+        for m in leaving:
+            m.left_at = now
+            if return_models:
+                m.model = students.export(active.index(m))
+        positions = [i for i, m in enumerate(active) if m not in leaving]
+        if positions:
+            students.keep(positions)
+        active = [active[i] for i in positions]
+
+    for epoch in progress_bar(range(budget.epochs), progress, desc):
+        cached = None
+        live_teacher = bool(teacher_taps) and any(m.objective.needs_teacher for m in active)
+        if live_teacher and cache_key is not None:
+            key = (*cache_key, loader.seed if loader.augments else None, epoch if loader.augments else None)
+            cached = TeacherOutputs.get(key, teacher.model, loader, epoch, teacher_taps)
+        for x, y, index in loader.epoch(epoch, with_indices=True):
+            if not active:
+                break
+            x = prepare_input(x, device)
+            with autocast(device):
+                per_member = students.forward(x, student_taps)
+                t_taps = None
+                if cached is not None:
+                    t_taps = {t: v.index_select(0, index) for t, v in cached.items()}
+                elif live_teacher:
+                    with torch.inference_mode():
+                        live = teacher.model(x, taps=teacher_taps)
+                    t_taps = {k: v.clone() for k, v in live.items()}  # inference tensors cannot be saved for backward
+                parts = [m.objective(s, t_taps if m.objective.needs_teacher else None, y)
+                         for m, s in zip(active, per_member)]
+            total = parts[0]["total"] if len(parts) == 1 else torch.stack([p["total"] for p in parts]).sum()
+            students.step(total)
+            failed = []
+            for m, p in zip(active, parts):
+                m.record(p, int(y.numel()))
+                if m.steps % check_every == 0:
+                    if not bool(torch.isfinite(p["total"].detach())):
+                        m.fail(p, m.previous, epoch)
+                        failed.append(m)
+                    else:
+                        m.previous = {name: p[f"{name}.weighted"].detach() for name in m.objective.part_names}
+            leave(failed)
+        if not active:
+            break
+        accuracies = students.evaluate(val_loader)
+        leaving = []
+        for m, acc in zip(active, accuracies):
+            m.history.append(acc)
+            log.info("%s member %d epoch %d/%d: val accuracy %.4f", desc, m.index, epoch + 1, budget.epochs, acc)
+            if any(not math.isfinite(float(v)) for v in m.sums.values()):
+                m.fail(m.sums, None, epoch)
+                leaving.append(m)
+            elif report is not None and report(m.index, epoch, acc):
+                m.stopped_early = epoch + 1 < budget.epochs
+                m.stopped = "pruned" if m.stopped_early else None
+                leaving.append(m)
+        leave(leaving)
+    leave(list(active))
+    return [_summary(m, seed, len(members), start, train_start) for m in members]
+
+
+def _summary(m: _Member, seed: int, population: int, start: float, train_start: float) -> dict[str, Any]:
+    left_at = m.left_at if m.left_at is not None else time.perf_counter()
+    train_seconds = left_at - train_start
+    out: dict[str, Any] = {
+        "member": m.index,
+        "objective_config": m.objective.to_config(),
+        "seed": seed,
+        "val_accuracy": m.history[-1] if m.history else None,
+        "val_history": m.history,
+        "epochs": len(m.history),
+        "stopped": m.stopped,
+        "stopped_early": m.stopped_early or m.stopped is not None,
+        "error": m.error,
+        "part_means": {name: float(v) / max(m.steps, 1) for name, v in m.sums.items()},
+        "train_seconds": train_seconds,
+        "samples_per_second": m.samples / max(train_seconds, 1e-9),
+        "wall_seconds": left_at - start,
+        "population": population,
+    }
+    if m.model is not None:
+        out["model"] = m.model
+    return out
