@@ -311,6 +311,31 @@ def test_non_finite_loss_prunes_with_reason_and_errors_fail_with_message(monkeyp
     assert len(counted_trials(study)) == 3
 
 
+def test_out_of_memory_prunes_with_reason_and_does_not_stop_the_study(monkeypatch):
+    """A composition too big for the device (angle over a flattened map, say) is pruned with
+    the reason, its memory given back; six in a row do not stop the study the way five
+    failures in a row would."""
+    from relkd.engine import device as device_module
+
+    real, freed = trial_module.run_trial, []
+    monkeypatch.setattr(trial_module, "free_device_memory", lambda: freed.append(True))
+
+    def big(setting, objective, *args, **kwargs):
+        if objective.terms:  # every searched draw here has a term; the anchor 'none' has none
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return real(setting, objective, *args, **kwargs)
+
+    monkeypatch.setattr(trial_module, "run_trial", big)
+    result = run_study(spec(search={"terms": 1, "tap": ["pool"]}, optuna={"anchors": ["none"], "n_trials": 7}),
+                       progress=False)
+    searched = [t for t in counted_trials(result.study) if "anchor" not in t.user_attrs]  # invalid draws left out
+    assert result.error is None and len(searched) == 6 and len(freed) == 6
+    assert all(t.state == TrialState.PRUNED for t in searched)
+    assert all(t.user_attrs["pruned_reason"].startswith("out of device memory (CUDA out of memory. Tried to allocate "
+                                                        "2.00 GiB (simulated)); pruned, not failed") for t in searched)
+    assert device_module.OUT_OF_MEMORY == (torch.OutOfMemoryError,)
+
+
 def test_invalid_draws_never_train_and_do_not_count(monkeypatch):
     trained = []
     real = trial_module.run_trial

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 
 import torch
 
-__all__ = ["autocast", "prepare_input"]
+__all__ = ["autocast", "prepare_input", "free_device_memory", "OUT_OF_MEMORY"]
+
+#: What a trial that asks for more device memory than there is raises (CUDA, MPS, the CPU allocator).
+OUT_OF_MEMORY = (torch.OutOfMemoryError,)
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -13,6 +17,14 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def free_device_memory() -> None:
+    """Give back what a failed run held: its tensors are garbage once its frames are gone, and
+    CUDA's caching allocator keeps freed blocks until asked to return them."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def prepare_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from ..engine import NonFiniteLossError, TeacherResult, get_teacher, run_trial
+from ..engine import OUT_OF_MEMORY, NonFiniteLossError, TeacherResult, free_device_memory, get_teacher, run_trial
 from ..objective import build_objective
 from ..presets import preset
 from ..setting import Setting
@@ -115,6 +115,13 @@ class TrialObjective:
         except NonFiniteLossError as err:
             trial.set_user_attr("pruned_reason", f"non-finite loss: {err}")
             raise optuna.TrialPruned(f"non-finite loss: {err}") from None
+        except OUT_OF_MEMORY as err:  # a composition too big for the device: pruned, not a failure of the study
+            free_device_memory()
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            reason = (f"out of device memory ({first}); pruned, not failed: this composition needs more memory "
+                      f"than the device has (a smaller batch, another tap or view may fit)")
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason) from None
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}")
             raise
