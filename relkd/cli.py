@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--setting", required=True, help="a setting or study YAML file (e.g. studies/fmnist_quick.yaml)")
-        p.add_argument("--device", type=device_flag, help="override the setting's device (auto, cpu, cuda, cuda:1, mps)")
+        p.add_argument("--device", type=device_flag,
+                       help="override the setting's device (auto, cpu, cuda, cuda:1, mps)")
         p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -248,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="train the setting's student with CE only as a source checkpoint for "
                                         "transfer learning (student.init), or load it from the cache")
     run_options(p)
-    p.add_argument("--out", type=out_file, help="also copy the checkpoint here, with its metadata (and sha256) beside it as .json")
+    p.add_argument("--out", type=out_file,
+                   help="also copy the checkpoint here, with its metadata (and sha256) beside it as .json")
     p.add_argument("--epochs", type=integer("--epochs"), help="override the budget's epochs")
     p.add_argument("--force", action="store_true", help="train again even if a cached checkpoint exists")
     p.set_defaults(func=cmd_pretrain)
@@ -328,18 +330,23 @@ def _environment_error(err: BaseException) -> bool:
         or type(err).__module__ == "optuna.exceptions"
 
 
-def _describe_input(err: BaseException) -> str:
-    """An error in the user's input in one line; a path error says the path first."""
+def _path_error(err: BaseException) -> str | None:
+    """``PATH: reason`` for an error about a path (``None`` for any other)."""
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         return f"{err.filename}: {err.strerror}"
-    return str(err)
+    return None
+
+
+def _describe_input(err: BaseException) -> str:
+    """An error in the user's input in one line; a path error says the path first."""
+    return _path_error(err) or str(err)
 
 
 def _describe(err: BaseException) -> str:
     """The first line of an error and of its cause (Optuna's storage errors wrap the database's)."""
     def first_line(e: BaseException) -> str:
-        if isinstance(e, OSError) and e.filename is not None and e.strerror:
-            return f"{type(e).__name__}: {e.filename}: {e.strerror}"
+        if _path_error(e):
+            return f"{type(e).__name__}: {_path_error(e)}"
         text = str(e).strip()
         return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 

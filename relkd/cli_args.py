@@ -7,7 +7,6 @@ import argparse
 import json
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -28,11 +27,6 @@ class Parser(argparse.ArgumentParser):
         message = re.sub(r"^argument (\S+): \1: ", r"\1: ", message)
         message = re.sub(r"^argument (\S+): ", r"\1: ", message)
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (usage: {self.prog} -h)\n")
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        if message:
-            sys.stderr.write(message)
-        raise SystemExit(status)
 
 
 def _integer(flag: str, text: str, minimum: int, maximum: int | None = None) -> int:

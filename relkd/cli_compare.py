@@ -32,7 +32,8 @@ def add_compare_command(sub: Any) -> None:
     q.add_argument("compare", help="a compare file, e.g. studies/compare_fmnist.yaml")
     q.add_argument("--storage", type=storage_flag, help="Optuna storage URL shared by several processes "
                                      "(default sqlite:///runs/<name>/optuna.db)")
-    q.add_argument("--out", type=out_folder, help="folder for compare.csv/.md/.json/.png/.svg (default runs/<name>/compare)")
+    q.add_argument("--out", type=out_folder,
+                   help="folder for compare.csv/.md/.json/.png/.svg (default runs/<name>/compare)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_compare)

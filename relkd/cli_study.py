@@ -260,8 +260,9 @@ def add_study_commands(sub: Any) -> None:
     study_sub = p.add_subparsers(dest="study_command", required=True)
 
     def storage_option(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--storage", type=storage_flag, help="Optuna storage URL (default: OPTUNA_STORAGE, the study file, "
-                                         "then sqlite:///runs/<study>/optuna.db)")
+        q.add_argument("--storage", type=storage_flag,
+                       help="Optuna storage URL (default: OPTUNA_STORAGE, the study file, "
+                            "then sqlite:///runs/<study>/optuna.db)")
 
     for name, help_text in (("run", "create or resume a study and run trials"),
                             ("worker", "join a study on a shared storage and run trials")):
@@ -271,7 +272,8 @@ def add_study_commands(sub: Any) -> None:
         q.add_argument("--study-name", help="override the study's name")
         q.add_argument("--n-trials", type=integer("--n-trials"),
                        help="finished trials of the whole study, over all workers")
-        q.add_argument("--timeout", type=positive_float("--timeout"), help="stop starting trials after this many seconds")
+        q.add_argument("--timeout", type=positive_float("--timeout"),
+                       help="stop starting trials after this many seconds")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
         q.add_argument("--json", action="store_true", help="print the result as JSON")
         q.set_defaults(func=cmd_study_run, command_name=name)
@@ -295,9 +297,11 @@ def add_study_commands(sub: Any) -> None:
     q.add_argument("--study-name", required=True)
     storage_option(q)
     q.add_argument("--top-k", type=integer("--top-k"), default=3)
-    q.add_argument("--seeds", type=seed_count_or_list, default=[0, 1, 2], help="a count (3: seeds 0,1,2) or a list 0,4,7")
+    q.add_argument("--seeds", type=seed_count_or_list, default=[0, 1, 2],
+                   help="a count (3: seeds 0,1,2) or a list 0,4,7")
     q.add_argument("--epochs", type=integer("--epochs"), help="default: twice the study's budget")
-    q.add_argument("--out", type=out_folder, help="folder for confirm.db / confirm.json / confirm.md (default runs/<study>/confirm)")
+    q.add_argument("--out", type=out_folder,
+                   help="folder for confirm.db / confirm.json / confirm.md (default runs/<study>/confirm)")
     q.add_argument("--device", type=device_flag, help="override the study's device (auto, cpu, cuda, cuda:1, mps)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.add_argument("--json", action="store_true")

@@ -114,7 +114,7 @@ def test_a_read_only_opening_creates_no_folder_and_no_file(tmp_path):
         with pytest.raises(ValueError, match="no such file .*expected the storage a study was run with"):
             open_storage(url, heartbeat_interval=0, create=False)
     (tmp_path / "folder.db").mkdir()
-    with pytest.raises(ValueError, match="not a file"):
+    with pytest.raises(ValueError, match="folder.db' is a folder; expected a file"):
         open_storage(f"sqlite:///{tmp_path}/folder.db", create=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.db"]
     open_storage(f"sqlite:///{tmp_path}/made/x.db", heartbeat_interval=0)  # a run creates its storage

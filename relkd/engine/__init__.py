@@ -21,7 +21,7 @@ asks for it (``eval_test=True``). The rooms:
 """
 from ..cache import cache_root
 from .build import apply_transfer, build_model, init_file, load_data, transfer_ident
-from .device import OUT_OF_MEMORY, autocast, free_device_memory, prepare_input
+from .device import autocast, free_device_memory, prepare_input
 from .population import run_population
 from .runs import RunEvaluation, run_trial, train_runs
 from .teacher import CHECKPOINT_FORMAT, TeacherResult, get_teacher, teacher_key
@@ -31,6 +31,7 @@ from .training import FitResult, NonFiniteLossError, Report, evaluate, fit, make
 __all__ = [
     "NonFiniteLossError", "TeacherResult", "TeacherOutputs", "FitResult", "Report", "RunEvaluation",
     "CHECKPOINT_FORMAT", "cache_root", "load_data", "build_model", "init_file", "apply_transfer", "transfer_ident",
-    "get_teacher", "teacher_key", "fit", "evaluate", "make_optimizer", "param_groups", "autocast", "prepare_input", "free_device_memory", "OUT_OF_MEMORY",
+    "get_teacher", "teacher_key", "fit", "evaluate", "make_optimizer", "param_groups", "autocast", "prepare_input",
+    "free_device_memory",
     "run_trial", "train_runs", "run_population",
 ]

@@ -6,10 +6,7 @@ import gc
 
 import torch
 
-__all__ = ["autocast", "prepare_input", "free_device_memory", "OUT_OF_MEMORY"]
-
-#: What a trial that asks for more device memory than there is raises (CUDA, MPS, the CPU allocator).
-OUT_OF_MEMORY = (torch.OutOfMemoryError,)
+__all__ = ["autocast", "prepare_input", "free_device_memory"]
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

@@ -220,11 +220,9 @@ class _Member:
              epoch: int) -> None:
         """Record why the loss went non-finite (the part :func:`raise_non_finite` names)."""
         try:
-            raise_non_finite(parts, previous, self.objective, epoch, self.steps)
+            raise_non_finite(parts, previous, self.objective, epoch, self.steps)  # always raises
         except NonFiniteLossError as err:
             self.stopped, self.error = f"non-finite: {err.part}", str(err)
-        else:  # raise_non_finite always raises; keep a reason regardless
-            self.stopped, self.error = "non-finite: total", "the loss became NaN or inf"
 
 
 def _teacher_taps(members: Sequence[_Member]) -> tuple[str, ...]:

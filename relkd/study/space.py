@@ -157,7 +157,8 @@ DIMENSIONS: tuple[Dimension, ...] = (
     Dimension("kd.temperature", {"low": 1.0, "high": 8.0},
               numbers(minimum=KD_TEMPERATURE_RANGE[0], maximum=KD_TEMPERATURE_RANGE[1]), "kd.temperature", "KD",
               role=SWITCHED),
-    Dimension("kd.weight", {"low": 0.1, "high": 1.0}, numbers(maximum=MAX_WEIGHT), "kd.weight", "weights", role=SWITCHED),
+    Dimension("kd.weight", {"low": 0.1, "high": 1.0}, numbers(maximum=MAX_WEIGHT), "kd.weight", "weights",
+              role=SWITCHED),
     Dimension("ce_weight", {"low": 0.1, "high": 1.0, "log": True}, numbers(log_default=False, maximum=MAX_WEIGHT),
               "ce_weight",
               "weights", role=VALUE),
@@ -409,7 +410,8 @@ class SearchSpace:
             if isinstance(domain, Range) and not domain.integer:
                 problems.append(f"search.{dim.field}: a grid needs a fixed value or a list of values, not a range")
         if isinstance(self.kd, Choice) and (self.kd_temperature.searched or self.kd_weight.searched):
-            problems.append(f"search.kd: a {'brute-force search' if tree else 'grid'} cannot search kd.temperature or kd.weight while KD itself is "
+            what = "brute-force search" if tree else "grid"
+            problems.append(f"search.kd: a {what} cannot search kd.temperature or kd.weight while KD itself is "
                             "switched on and off; fix kd.enabled or the KD values")
         if problems:
             raise ConfigError(problems)

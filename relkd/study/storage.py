@@ -20,6 +20,8 @@ from pathlib import Path
 
 import optuna
 
+from ..files import not_a_file
+
 __all__ = ["runs_root", "run_dir", "resolve_storage", "open_storage", "redact", "is_rdb", "is_lost_race",
            "RACE_ERRORS"]
 
@@ -104,9 +106,8 @@ def open_storage(url: str, *, heartbeat_interval: int = 60, create: bool = True)
     if local is not None:
         if create:
             local.parent.mkdir(parents=True, exist_ok=True)
-        elif not local.is_file():
-            what = "no such file" if not local.exists() else "not a file"
-            raise ValueError(f"storage {redact(url)}: {what} {str(local)!r}; expected the storage a study was run "
+        elif not_a_file(local):
+            raise ValueError(f"storage {redact(url)}: {not_a_file(local)}; expected the storage a study was run "
                              f"with (relkd study run writes it)")
     journal = _journal_path(url)
     if journal is not None:

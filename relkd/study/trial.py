@@ -23,9 +23,10 @@ import warnings
 from dataclasses import dataclass
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
-from ..engine import OUT_OF_MEMORY, NonFiniteLossError, TeacherResult, free_device_memory, get_teacher, run_trial
+from ..engine import NonFiniteLossError, TeacherResult, free_device_memory, get_teacher, run_trial
 from ..objective import build_objective
 from ..presets import preset
 from ..setting import Setting
@@ -115,7 +116,7 @@ class TrialObjective:
         except NonFiniteLossError as err:
             trial.set_user_attr("pruned_reason", f"non-finite loss: {err}")
             raise optuna.TrialPruned(f"non-finite loss: {err}") from None
-        except OUT_OF_MEMORY as err:  # a composition too big for the device: pruned, not a failure of the study
+        except torch.OutOfMemoryError as err:  # a composition too big for the device: pruned, not a failure of the study
             free_device_memory()
             first = (str(err).strip().splitlines() or [""])[0][:200]
             reason = (f"out of device memory ({first}); pruned, not failed: this composition needs more memory "
