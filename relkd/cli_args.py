@@ -45,6 +45,19 @@ def integer(flag: str, minimum: int = 1, maximum: int | None = None) -> Callable
     return lambda text: _integer(flag, text, minimum, maximum)
 
 
+def population_flag(text: str) -> int | str:
+    """``--population``: ``auto`` or a whole number of trials a worker trains together."""
+    from .study.spec import MAX_POPULATION
+
+    if text == "auto":
+        return text
+    try:
+        return _integer("--population", text, 1, MAX_POPULATION)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"--population: expected 'auto' or an integer >= 1 and <= {MAX_POPULATION}"
+                                         f", got {text!r}") from None
+
+
 def positive_float(flag: str) -> Callable[[str], float]:
     """A finite number > 0 (``--timeout`` seconds)."""
     def parse(text: str) -> float:

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from .cli_args import (device_flag, integer, out_file, out_folder, positive_float, print_json, seed_count_or_list,
-                       storage_flag)
+from .cli_args import (device_flag, integer, out_file, out_folder, population_flag, positive_float, print_json,
+                       seed_count_or_list, storage_flag)
 from .fields import ConfigError, yaml_dump
 
 log = logging.getLogger("relkd")
@@ -81,7 +81,8 @@ def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: 
     study = result.study
     counts = result.counts
     print(f"\nstudy {study.study_name} ({redact(result.storage)}): stopped because {result.stopped_because}; "
-          f"{result.trials_run} trials run now in {result.seconds:.0f} s")
+          f"{result.trials_run} trials run now in {result.seconds:.0f} s"
+          + (f", {result.population} at a time" if result.population > 1 else ""))
     print("trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     ranked = compositions(study)
     anchors = [c for c in ranked if c.anchor is not None]
@@ -120,7 +121,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     _sigterm_interrupts()
     result = run_study(spec, storage=args.storage, n_trials=args.n_trials, timeout=args.timeout,
                        progress=not args.quiet, enqueue_missing_anchors=args.command_name == "run",
-                       outputs=args.command_name == "run")
+                       outputs=args.command_name == "run", population=args.population)
     if result.error:
         log.error("study %s stopped: %s", spec.study_name, result.error)
     if args.command_name == "worker":
@@ -130,6 +131,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     plot_dir = result.plot_dir
     if args.json:
         print_json({"stopped_because": result.stopped_because, "counts": result.counts,
+                    "population": result.population,
                     "verdict": result.verdict,
                     "export": str(export_path) if export_path else None,
                     "plots": str(plot_dir) if plot_dir else None})
@@ -274,6 +276,9 @@ def add_study_commands(sub: Any) -> None:
                        help="finished trials of the whole study, over all workers")
         q.add_argument("--timeout", type=positive_float("--timeout"),
                        help="stop starting trials after this many seconds")
+        q.add_argument("--population", type=population_flag,
+                       help="trials this process trains together: a number, or auto (measured best for this "
+                            "device); default: optuna.population of the study file (auto)")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
         q.add_argument("--json", action="store_true", help="print the result as JSON")
         q.set_defaults(func=cmd_study_run, command_name=name)

@@ -7,6 +7,8 @@ the student's training budget, a seed and a device. A study file is a setting pl
     name: fmnist_quick
     seed: 0
     device: auto                 # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps
+    precision: auto              # CUDA only (relkd.engine.device): auto | bf16 | fp16 | fp32
+    tf32: false                  # CUDA only: TensorFloat-32 for float32 matrix products
     data:
       dataset: fashion-mnist
       data_dir: null             # else RELKD_DATA_DIR, Debian's files, torchvision's cache
@@ -69,7 +71,8 @@ SCHEDULES = ("cosine", "onecycle", "step", "none")
 # The CIFAR recipe of the distillation literature (CRD): lr x 0.1 at epochs 150, 180 and 210 of 240.
 STEP_MILESTONES = (0.625, 0.75, 0.875)
 STUDY_SECTIONS = ("search", "optuna", "compare")  # validated by the study driver / compare, kept as they are
-_TOP_FIELDS = ("name", "seed", "device", "data", "teacher", "student", "budget", *STUDY_SECTIONS)
+_TOP_FIELDS = ("name", "seed", "device", "precision", "tf32", "data", "teacher", "student", "budget", *STUDY_SECTIONS)
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # what CUDA runs compute in (relkd.engine.device)
 
 
 @dataclass(frozen=True)
@@ -171,11 +174,13 @@ class Setting:
     device: str = "auto"
     name: str = "setting"
     extra: dict[str, Any] = field(default_factory=dict)  # a study file's search / optuna sections
+    precision: str = "auto"  # CUDA autocast: auto | bf16 | fp16 | fp32 (the CPU runs float32)
+    tf32: bool = False  # CUDA: TensorFloat-32 for float32 matrix products (relation matrices included)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical setting as plain data (study sections included when present)."""
         data = dataclasses.asdict(self.data)
-        for key in ("classes", "train_per_class"):  # new fields: absent when unset, as before they existed
+        for key in ("classes", "train_per_class"):  # new fields (also precision, tf32): absent when unset
             if data[key] is None:
                 del data[key]
             elif key == "classes":
@@ -191,6 +196,7 @@ class Setting:
         }
         if self.teacher is None:
             del out["teacher"]
+        out.update({k: v for k, v in (("precision", self.precision), ("tf32", self.tf32)) if v not in ("auto", False)})
         out.update(copy.deepcopy(self.extra))
         return out
 
@@ -245,8 +251,7 @@ def resolve_device(device: str = "auto", field: str = "device") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    problem = device_problem(device)
-    if problem:
+    if problem := device_problem(device):
         raise ValueError(f"{field}: {problem}")
     return torch.device(device)
 
@@ -255,15 +260,13 @@ def require_device_here(setting: Setting, source: str | os.PathLike | None = Non
     """``setting`` if this machine has its device; otherwise :class:`ConfigError` on ``device``.
     Files are checked when they are read for a run or a validation; a setting stored in a
     study (read back for status or export) is not, since it may come from another machine."""
-    problem = device_problem(setting.device)
-    if problem:
+    if problem := device_problem(setting.device):
         raise ConfigError([f"device: {problem}"], source)
     return setting
 
 
 def _check_device(c: FieldChecker, value: Any) -> str:
-    problem = device_problem(value, here=False)
-    if problem:
+    if problem := device_problem(value, here=False):
         c.error("device", problem)
         return "auto"
     return value
@@ -470,10 +473,12 @@ def validate_setting(setting: Any, source: str | os.PathLike | None = None, *,
         c.error("name", f"expected a short name without '/', got {name!r}")
     seed = c.integer(setting.get("seed", 0), "seed", minimum=0)
     device = _check_device(c, setting.get("device", "auto"))
+    precision = c.choice(setting.get("precision", "auto"), "precision", PRECISIONS)
+    tf32 = c.boolean(setting.get("tf32", False), "tf32")
     if c.errors:
         raise ConfigError(c.errors, source)
     extra = {k: copy.deepcopy(setting[k]) for k in STUDY_SECTIONS if k in setting}
-    return Setting(data, teacher, teacher_recipe, student, budget, seed, device, name, extra)
+    return Setting(data, teacher, teacher_recipe, student, budget, seed, device, name, extra, precision, tf32)
 
 
 def setting_or_errors(document: Any, c: FieldChecker, source: str | os.PathLike | None = None) -> Setting | None:

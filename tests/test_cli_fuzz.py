@@ -178,6 +178,7 @@ def flag_cases():
               ["study", "confirm", "--study-name", "tiny", "--epochs", "0"],
               ["study", "run", "study.yaml", "--n-trials", "0"], ["study", "run", "study.yaml", "--timeout", "-1"],
               ["study", "run", "study.yaml", "--timeout", "nan"], ["study", "run", "study.yaml", "--timeout", "inf"],
+              *[["study", c, "study.yaml", "--population", v] for c in ("run", "worker") for v in ("0", "x", "257", "")],
               ["study", "importance", "--study-name", "tiny", "--evaluator", "magic"]]
     for path in ("folder", "missing.yaml", "/dev/null", "wide.pt"):
         cases += [["validate", path], ["check", path], ["study", "validate", path], ["train", "--setting", path,

@@ -17,7 +17,8 @@ asks for it (``eval_test=True``). The rooms:
 - :mod:`.teacher`: the teacher's key and :func:`get_teacher`;
 - :mod:`.runs`: :func:`run_trial` and :func:`train_runs`;
 - :mod:`.population`: :func:`run_population`, K students with their own objectives in one pass
-  (experimental: studies do not use it yet).
+  (engines: :mod:`.fold`, vmap, a loop); :mod:`.calibrate` measures the size to use;
+- :mod:`.memory`: what a composition's relation terms need in memory.
 """
 from ..cache import cache_root
 from .build import apply_transfer, build_model, init_file, load_data, transfer_ident

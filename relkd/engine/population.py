@@ -10,8 +10,13 @@ same initial weights (one seed for all), the same shuffled batches, the same tea
 the teacher run live once per batch), and its own optimizer state and learning-rate schedule
 built by :func:`~relkd.engine.training.make_optimizer`.
 
-The fused path (the default) keeps the members' parameters and buffers stacked along a first
-dimension of size K and runs one forward/backward with :func:`torch.vmap` over
+Three engines train the members (``engine``):
+
+- ``fold`` (:mod:`relkd.engine.fold`): the K students as one channel-folded network, every
+  convolution grouped K ways; for networks of convolutions, batch norms and linear layers
+  (checked on a probe batch before use);
+- ``vmap``: the members' parameters and buffers stacked along a first
+  dimension of size K and one forward/backward with :func:`torch.vmap` over
 :func:`torch.func.functional_call` of the student. BatchNorm in training mode works there
 because its running statistics are stacked too (each member updates its own slice in place).
 One optimizer over the stacked tensors is the same as one optimizer per member because SGD
@@ -20,12 +25,20 @@ recipe, so the same schedule; the parameter groups (``body_lr_scale``) are those
 :func:`~relkd.engine.training.param_groups`. The loss is the sum of the members' totals: each
 member's gradient is that of its own loss. A member that leaves (``report`` returns true, or
 its loss goes non-finite) is cut out of the stacked parameters, buffers and optimizer state;
-the others go on undisturbed. ``fused=False`` trains K separate models in a Python loop (the
-baseline), still sharing the data and the teacher.
+the others go on undisturbed;
+- ``loop``: K separate models in a Python loop (the baseline), still sharing the data and the
+  teacher.
+
+``auto`` (the default) is ``loop`` on the CPU, where benchmarks/population.py measured it
+fastest (on 2 cores a training step is arithmetic, not overhead: folded and vmapped
+populations were no faster than separate trials, the loop about 1.1x, by sharing the data,
+the teacher's outputs and the set-up); on an accelerator it folds where the student folds
+and uses ``vmap`` elsewhere (fewer, larger kernels; not yet measured).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import time
@@ -41,12 +54,13 @@ from ..models import TappedModel
 from ..objective import Objective, as_objective
 from ..setting import Recipe, Setting, resolve_device
 from .build import build_model, load_data
-from .device import autocast, prepare_input
+from .device import autocast, grad_scaler, prepare_input, tf32
+from .fold import FoldedStudents, FoldError
 from .teacher import TeacherResult, get_teacher
 from .teacher_outputs import TeacherOutputs
 from .training import NonFiniteLossError, evaluate, make_optimizer, progress_bar, raise_non_finite
 
-__all__ = ["PopulationReport", "run_population", "FusedStudents", "LoopStudents"]
+__all__ = ["PopulationReport", "run_population", "FusedStudents", "LoopStudents", "make_students", "ENGINES"]
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +78,9 @@ class FusedStudents:
     are the stacked leaves, so that :func:`make_optimizer` builds the optimizer (and its
     groups) exactly as for one model."""
 
-    def __init__(self, template: TappedModel, count: int, recipe: Recipe, steps: int):
+    def __init__(self, template: TappedModel, count: int, recipe: Recipe, steps: int, precision: str = "auto"):
         self.template = template
+        self.precision = precision
         self.twin = copy.deepcopy(template)
         with torch.no_grad():
             for name, param in template.named_parameters():
@@ -75,6 +90,7 @@ class FusedStudents:
             self.buffers = {name: torch.stack([b.detach()] * count).contiguous()
                             for name, b in template.named_buffers()}
         self.opt, self.sched = make_optimizer(self.twin, recipe, steps)
+        self.scaler = grad_scaler(self.device, precision)
 
     def _call(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
               taps: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -91,8 +107,9 @@ class FusedStudents:
     def step(self, total: torch.Tensor) -> None:
         """One optimizer and schedule step on the sum of the members' losses."""
         self.opt.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt.step()
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
         self.sched.step()
 
     def evaluate(self, loader: DeviceLoader) -> list[float]:
@@ -100,7 +117,7 @@ class FusedStudents:
         batch on an accelerator; on the CPU each member on its own (measured faster there:
         vmap's layout copies cost more than they save without kernel launches to amortise)."""
         if loader.device.type == "cpu":
-            return [evaluate(self.export(k), loader) for k in range(self.count)]
+            return [evaluate(self.export(k), loader, self.precision) for k in range(self.count)]
         return self.evaluate_fused(loader)
 
     @property
@@ -114,7 +131,7 @@ class FusedStudents:
         params = {name: p.detach() for name, p in self.twin.named_parameters()}
         correct: torch.Tensor | None = None
         total = 0
-        with autocast(loader.device):
+        with autocast(loader.device, self.precision):
             for x, y in loader:
                 logits = torch.vmap(self._call, in_dims=(0, 0, None, None), randomness="different")(
                     params, self.buffers, prepare_input(x, loader.device), ("logits",))["logits"]
@@ -162,9 +179,12 @@ class LoopStudents:
     """The baseline: K separate copies of ``template``, each with its own optimizer and
     schedule, run one after the other on each batch."""
 
-    def __init__(self, template: TappedModel, count: int, recipe: Recipe, steps: int):
+    def __init__(self, template: TappedModel, count: int, recipe: Recipe, steps: int, precision: str = "auto"):
+        self.precision = precision
         self.models = [copy.deepcopy(template) for _ in range(count)]
         self.optimizers = [make_optimizer(model, recipe, steps) for model in self.models]
+        device = next(template.parameters()).device
+        self.scaler = grad_scaler(device, precision)  # one scaler: the members' losses are summed
 
     def forward(self, x: torch.Tensor, taps: tuple[str, ...]) -> list[dict[str, torch.Tensor]]:
         out = []
@@ -176,13 +196,14 @@ class LoopStudents:
     def step(self, total: torch.Tensor) -> None:
         for opt, _ in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        total.backward()
+        self.scaler.scale(total).backward()
         for opt, sched in self.optimizers:
-            opt.step()
+            self.scaler.step(opt)
             sched.step()
+        self.scaler.update()
 
     def evaluate(self, loader: DeviceLoader) -> list[float]:
-        return [evaluate(model, loader) for model in self.models]
+        return [evaluate(model, loader, self.precision) for model in self.models]
 
     def keep(self, positions: Sequence[int]) -> None:
         self.models = [self.models[p] for p in positions]
@@ -233,6 +254,42 @@ def _teacher_taps(members: Sequence[_Member]) -> tuple[str, ...]:
     return tuple(names)
 
 
+ENGINES = ("auto", "fold", "vmap", "loop")
+
+
+def _on_cpu(model: torch.nn.Module) -> bool:
+    return next(model.parameters()).device.type == "cpu"
+
+
+def make_students(engine: str, template: TappedModel, count: int, recipe: Recipe, steps: int,
+                  precision: str = "auto") -> FusedStudents | FoldedStudents | LoopStudents:
+    """The members' engine (see the module)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "auto" and _on_cpu(template):
+        engine = "loop"
+    if engine in ("auto", "fold"):
+        try:
+            return FoldedStudents(template, count, recipe, steps, precision)
+        except FoldError as err:
+            if engine == "fold":
+                raise
+            log.debug("population: %s; using vmap", err)
+    if engine == "loop":
+        return LoopStudents(template, count, recipe, steps, precision)
+    return FusedStudents(template, count, recipe, steps, precision)
+
+
+def _with_tf32(run: Callable[..., Any]) -> Callable[..., Any]:
+    """``run(setting, ...)`` with the setting's TensorFloat-32 choice on its device."""
+    @functools.wraps(run)
+    def wrapped(setting: Setting, *args: Any, **kwargs: Any) -> Any:
+        with tf32(resolve_device(setting.device), setting.tf32):
+            return run(setting, *args, **kwargs)
+    return wrapped
+
+
+@_with_tf32
 def run_population(
     setting: Setting,
     configs: Sequence[ObjectiveLike],
@@ -241,7 +298,7 @@ def run_population(
     report: PopulationReport | None = None,
     teacher: TeacherResult | None = None,
     progress: bool = False,
-    fused: bool = True,
+    engine: str = "auto",
     teacher_cache: bool = True,
     return_models: bool = False,
 ) -> list[dict[str, Any]]:
@@ -251,14 +308,15 @@ def run_population(
     order, as :func:`relkd.engine.run_trial` does. After each epoch ``report(member_index,
     epoch, val_accuracy)`` is called for every member still training; a truthy return stops
     that member. A member whose loss becomes NaN or inf leaves with its reason; the others
-    go on. ``fused=False`` uses the loop baseline (:class:`LoopStudents`).
+    go on. ``engine``: ``auto``, ``fold``, ``vmap`` or ``loop`` (see the module).
 
     Each summary has ``member``, ``objective_config``, ``seed``, ``val_accuracy`` (last epoch,
     ``None`` if it left before one), ``val_history``, ``epochs``, ``stopped`` (``None``,
     ``"pruned"`` or ``"non-finite: PART"``), ``stopped_early``, ``error`` (the full message of
     a non-finite loss), ``part_means``, ``train_seconds`` and ``wall_seconds`` (from the start
-    of the population until the member left), ``samples_per_second`` and ``population``
-    (K); with ``return_models``, ``model`` (its weights when it left).
+    of the population until the member left), ``samples_per_second``, ``population`` (K) and,
+    when the student starts from a checkpoint, ``init_sha256``; with ``return_models``,
+    ``model`` (its weights when it left).
     """
     start = time.perf_counter()
     if not configs:
@@ -283,7 +341,7 @@ def run_population(
                                drop_last=data.train_labels.numel() > batch_size)
     val_loader = data.eval_loader("val", batch_size=setting.data.eval_batch_size, device=device)
     cache_key = (teacher.key, teacher.sha256, data.fingerprint()) if (teacher is not None and teacher_cache) else None
-    students = (FusedStudents if fused else LoopStudents)(template, len(members), budget, budget.epochs * len(loader))
+    students = make_students(engine, template, len(members), budget, budget.epochs * len(loader), setting.precision)
     active = list(members)
     check_every = 1 if device.type == "cpu" else 25
     train_start = time.perf_counter()
@@ -308,12 +366,12 @@ def run_population(
         live_teacher = bool(teacher_taps) and any(m.objective.needs_teacher for m in active)
         if live_teacher and cache_key is not None:
             key = (*cache_key, loader.seed if loader.augments else None, epoch if loader.augments else None)
-            cached = TeacherOutputs.get(key, teacher.model, loader, epoch, teacher_taps)
+            cached = TeacherOutputs.get(key, teacher.model, loader, epoch, teacher_taps, setting.precision)
         for x, y, index in loader.epoch(epoch, with_indices=True):
             if not active:
                 break
             x = prepare_input(x, device)
-            with autocast(device):
+            with autocast(device, setting.precision):
                 per_member = students.forward(x, student_taps)
                 t_taps = None
                 if cached is not None:
@@ -352,7 +410,11 @@ def run_population(
                 leaving.append(m)
         leave(leaving)
     leave(list(active))
-    return [_summary(m, seed, len(members), start, train_start) for m in members]
+    summaries = [_summary(m, seed, len(members), start, train_start) for m in members]
+    if getattr(template, "init_sha256", None):  # the student's init checkpoint, as run_trial records it
+        for s in summaries:
+            s["init_sha256"] = template.init_sha256
+    return summaries
 
 
 def _summary(m: _Member, seed: int, population: int, start: float, train_start: float) -> dict[str, Any]:

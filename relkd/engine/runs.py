@@ -17,6 +17,7 @@ from ..models import TappedModel
 from ..objective import Objective, as_objective
 from ..setting import Setting, resolve_device
 from .build import build_model, load_data
+from .device import tf32
 from .teacher import TeacherResult, get_teacher
 from .training import Report, evaluate, fit
 
@@ -64,13 +65,15 @@ def run_trial(
     budget = setting.budget
     augment = setting.data.augment if budget.augment is None else budget.augment
     cache_key = (teacher.key, teacher.sha256, data.fingerprint()) if (teacher is not None and teacher_cache) else None
-    result = fit(
-        model, data, budget, objective, seed=seed, device=device,
-        batch_size=budget.batch_size or setting.data.batch_size, augment=augment,
-        eval_batch_size=setting.data.eval_batch_size,
-        teacher=teacher.model if teacher is not None else None, teacher_cache_key=cache_key,
-        report=report, progress=progress, desc=f"student {setting.student.model} seed {seed}",
-    )
+    with tf32(device, setting.tf32):
+        result = fit(
+            model, data, budget, objective, seed=seed, device=device,
+            batch_size=budget.batch_size or setting.data.batch_size, augment=augment,
+            eval_batch_size=setting.data.eval_batch_size,
+            teacher=teacher.model if teacher is not None else None, teacher_cache_key=cache_key,
+            report=report, progress=progress, desc=f"student {setting.student.model} seed {seed}",
+            precision=setting.precision,
+        )
     metrics: dict[str, Any] = {
         "seed": seed,
         "val_accuracy": result.history[-1],
@@ -82,7 +85,8 @@ def run_trial(
         "samples_per_second": result.samples / max(result.seconds, 1e-9),
     }
     if eval_test:
-        metrics["test_accuracy"] = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device))
+        metrics["test_accuracy"] = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device),
+                                            setting.precision)
     if getattr(model, "init_sha256", None):
         metrics["init_sha256"] = model.init_sha256
     metrics["wall_seconds"] = time.perf_counter() - start

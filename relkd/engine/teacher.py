@@ -19,6 +19,7 @@ from ..objective import build_objective
 from ..presets import preset
 from ..setting import Setting, resolve_device
 from .build import build_model, load_data, transfer_ident
+from .device import tf32
 from .training import evaluate, fit
 
 __all__ = ["CHECKPOINT_FORMAT", "TeacherResult", "teacher_key", "get_teacher"]
@@ -79,14 +80,16 @@ def get_teacher(setting: Setting, *, progress: bool = False, force: bool = False
         model = model.to(device)
         recipe = setting.teacher_recipe
         log.info("training teacher %s (%d epochs)", setting.teacher.model, recipe.epochs)
-        result = fit(
-            model, data, recipe, build_objective(preset("none")), seed=setting.seed, device=device,
-            batch_size=recipe.batch_size or setting.data.batch_size,
-            augment=True if recipe.augment is None else recipe.augment,
-            eval_batch_size=setting.data.eval_batch_size, progress=progress,
-            desc=f"teacher {setting.teacher.model}",
-        )
-        test_acc = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device))
+        with tf32(device, setting.tf32):
+            result = fit(
+                model, data, recipe, build_objective(preset("none")), seed=setting.seed, device=device,
+                batch_size=recipe.batch_size or setting.data.batch_size,
+                augment=True if recipe.augment is None else recipe.augment,
+                eval_batch_size=setting.data.eval_batch_size, progress=progress,
+                desc=f"teacher {setting.teacher.model}", precision=setting.precision,
+            )
+            test_acc = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device),
+                                setting.precision)
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         return state, {
             "key": key, "model": setting.teacher.model,

@@ -13,7 +13,7 @@ import torch
 from ..cache import cache_root, load_checked, save_checked
 from ..data import DeviceLoader
 from ..models import TappedModel
-from .device import autocast, prepare_input
+from .device import autocast, autocast_dtype, prepare_input
 
 __all__ = ["TeacherOutputs"]
 
@@ -24,6 +24,11 @@ class TeacherOutputs:
     """Teacher taps for every training sample, indexed by sample index, computed once
     per (teacher, data, augmentation epoch) and kept on the device for reuse across
     epochs and trials in this process.
+
+    The store holds at most ``RELKD_TEACHER_CACHE_MB`` (4096 by default) and, on CUDA, half
+    the device memory free besides itself: past that, the least recently used outputs
+    (with augmentation, epochs already trained past; another teacher's) are evicted, and
+    when even that is not enough the caller runs the teacher live.
 
     Without augmentation (the teacher sees the same images every epoch) they are also
     written to the cache folder, one file per tap with its sha256 beside it, so other
@@ -43,6 +48,30 @@ class TeacherOutputs:
     @classmethod
     def _bytes(cls) -> int:
         return sum(t.numel() * t.element_size() for d in cls._store.values() for t in d.values())
+
+    @classmethod
+    def _budget(cls, device: torch.device) -> int:
+        """Bytes the store may hold: the limit, and on CUDA half the free memory besides itself."""
+        if device.type != "cuda":
+            return cls.limit_bytes
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # cached by PyTorch
+        return min(cls.limit_bytes, free // 2 + cls._bytes())
+
+    @classmethod
+    def _make_room(cls, need: int, keep: tuple, device: torch.device) -> bool:
+        """Evict the least recently used entries (never ``keep``) until ``need`` more bytes
+        fit; whether they do."""
+        budget = cls._budget(device)
+        kept = sum(t.numel() * t.element_size() for t in cls._store.get(keep, {}).values())
+        if kept + need > budget:  # it would not fit even alone: evict nothing
+            return False
+        for old in [k for k in cls._store if k != keep]:
+            if cls._bytes() + need <= budget:
+                break
+            log.debug("teacher-output cache: evicting %s", old[-2:])
+            del cls._store[old]
+        return cls._bytes() + need <= budget
 
     @staticmethod
     def folder(key: tuple) -> Path:
@@ -84,19 +113,25 @@ class TeacherOutputs:
 
     @classmethod
     def get(cls, key: tuple, teacher: TappedModel, loader: DeviceLoader, epoch: int,
-            taps: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+            taps: tuple[str, ...], precision: str = "auto") -> dict[str, torch.Tensor] | None:
         """The teacher's ``taps`` for every sample of ``loader`` at ``epoch``; ``None`` when
-        they would not fit in the memory limit (the caller then runs the teacher live)."""
-        stored = cls._store.setdefault(key, {})
+        they would not fit in the memory limit (the caller then runs the teacher live). On
+        CUDA the outputs are those of ``precision``'s autocast, so they are kept apart per
+        autocast dtype."""
+        dtype = autocast_dtype(loader.device, precision)
+        if dtype is not None:
+            key = (*key[:-2], str(dtype), *key[-2:])  # the last two (augmentation seed, epoch) stay last
+        stored = cls._store.pop(key, {})
+        cls._store[key] = stored  # the most recently used goes last
         missing = tuple(t for t in taps if t not in stored)
         if missing:
             with torch.inference_mode():
                 x0 = loader.images[:1].float()
                 probe = teacher(prepare_input(x0, loader.device), taps=missing)
             need = sum(probe[t].numel() * 4 * loader.num_samples for t in missing)
-            if cls._bytes() + need > cls.limit_bytes:
+            if not cls._make_room(need, key, loader.device):
                 log.info("teacher-output cache would exceed %.0f MiB; running the teacher live",
-                         cls.limit_bytes / 2**20)
+                         cls._budget(loader.device) / 2**20)
                 return None
             for t in missing:
                 loaded = cls.load(key, t, loader)
@@ -109,7 +144,7 @@ class TeacherOutputs:
                                  augment=loader.augment, seed=loader.seed, mean=loader.mean, std=loader.std,
                                  pad=loader.pad, flip=loader.flip)
             teacher.eval()
-            with torch.inference_mode(), autocast(loader.device):
+            with torch.inference_mode(), autocast(loader.device, precision):
                 for x, _ in plain.epoch(epoch):
                     out = teacher(prepare_input(x, loader.device), taps=missing)
                     for t in missing:

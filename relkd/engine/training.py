@@ -16,7 +16,7 @@ from ..models import TappedModel
 from ..models.transfer import body_and_head
 from ..objective import Objective
 from ..setting import Recipe
-from .device import autocast, prepare_input
+from .device import autocast, grad_scaler, prepare_input
 from .teacher_outputs import TeacherOutputs
 
 __all__ = ["NonFiniteLossError", "FitResult", "Report", "fit", "evaluate", "param_groups", "make_optimizer",
@@ -76,19 +76,21 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe, steps: int) -> tuple[
 
 
 @torch.inference_mode()
-def evaluate(model: TappedModel, loader: DeviceLoader) -> float:
-    """Top-1 accuracy of ``model`` over ``loader`` (in [0, 1])."""
+def evaluate(model: TappedModel, loader: DeviceLoader, precision: str = "auto") -> float:
+    """Top-1 accuracy of ``model`` over ``loader`` (in [0, 1]); the hits are counted on the
+    device and read once."""
     was_training = model.training
     model.eval()
-    correct = total = 0
     device = loader.device
-    with autocast(device):
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    total = 0
+    with autocast(device, precision):
         for x, y in loader:
             logits = model(prepare_input(x, device), taps=("logits",))["logits"]
-            correct += int((logits.argmax(1) == y).sum())
+            correct += (logits.argmax(1) == y).sum()
             total += int(y.numel())
     model.train(was_training)
-    return correct / max(total, 1)
+    return int(correct) / max(total, 1)
 
 
 @dataclass
@@ -119,10 +121,14 @@ def fit(
     report: Report | None = None,
     progress: bool = False,
     desc: str = "train",
+    precision: str = "auto",
 ) -> FitResult:
     """Train ``model`` on the train split with ``objective`` for ``recipe.epochs`` epochs,
     evaluating validation accuracy after each epoch and calling ``report(epoch, val_acc)``;
-    a truthy return stops training early (pruning). Raises :class:`NonFiniteLossError`."""
+    a truthy return stops training early (pruning). Raises :class:`NonFiniteLossError`.
+    ``precision``: the setting's (:mod:`relkd.engine.device`); on CUDA the loss parts are
+    summed on the device and the finiteness checked every 25 steps, so no step waits for
+    the host."""
     loader = data.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
                                drop_last=data.train_labels.numel() > batch_size)
     val_loader = data.eval_loader("val", batch_size=eval_batch_size, device=device)
@@ -135,6 +141,7 @@ def fit(
         teacher.eval()
     use_cache = objective.needs_teacher and teacher_cache_key is not None
     opt, sched = make_optimizer(model, recipe, recipe.epochs * len(loader))
+    scaler = grad_scaler(device, precision)
     check_every = 1 if device.type == "cpu" else 25
     sums: dict[str, torch.Tensor] = {}
     previous: dict[str, torch.Tensor] | None = None  # weighted parts at the last finite check
@@ -148,10 +155,10 @@ def fit(
         cached = None
         if use_cache:
             key = (*teacher_cache_key, loader.seed if loader.augments else None, epoch if loader.augments else None)
-            cached = TeacherOutputs.get(key, teacher, loader, epoch, taps)
+            cached = TeacherOutputs.get(key, teacher, loader, epoch, taps, precision)
         for x, y, index in loader.epoch(epoch, with_indices=True):
             x = prepare_input(x, device)
-            with autocast(device):
+            with autocast(device, precision):
                 s_taps = model(x, taps=taps)
                 t_taps = None
                 if cached is not None:
@@ -163,8 +170,9 @@ def fit(
                     t_taps = {k: v.clone() for k, v in live.items()}
                 parts = objective(s_taps, t_taps, y)
             opt.zero_grad(set_to_none=True)
-            parts["total"].backward()
-            opt.step()
+            scaler.scale(parts["total"]).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             steps += 1
             samples += int(y.numel())
@@ -175,7 +183,7 @@ def fit(
                 if not bool(torch.isfinite(parts["total"].detach())):
                     raise_non_finite(parts, previous, objective, epoch, steps)
                 previous = {name: parts[f"{name}.weighted"].detach() for name in objective.part_names}
-        val_acc = evaluate(model, val_loader)
+        val_acc = evaluate(model, val_loader, precision)
         history.append(val_acc)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(val_acc=f"{val_acc:.4f}")

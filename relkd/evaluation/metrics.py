@@ -186,18 +186,18 @@ def evaluate_models(
 ) -> dict[str, dict[str, Any]]:
     """:func:`evaluate_model` for several models, degrading each image set once for all.
 
-    Every model sees exactly the same degraded images (made once per kind and severity
-    with :func:`degrade` and ``seed``, on the CPU, so they do not depend on ``device``);
-    ``device`` (where the models already are) defaults to each model's own. Returns
-    ``{label: result}`` in the order of ``models``.
+    Every model sees exactly the same degraded images, made once per kind and severity with
+    :func:`degrade` and ``seed`` on the evaluation device: ``device`` (where the models
+    already are), default the first model's. Their random draws come from a CPU generator,
+    so the images are the same on every device up to float rounding. Returns ``{label:
+    result}`` in the order of ``models``.
     """
     if not models:
         raise ValueError("no models to evaluate")
     kinds, levels = _check_plan(degradations, severities, seed)
     images, labels = data.split(split)
-    # Degraded on the CPU (float32): the same images on every device and in every call.
-    # predict_logits moves each batch to ``device`` (default: each model's own).
-    images = images.cpu()
+    where = torch.device(device) if device is not None else _model_device(next(iter(models.values())))
+    images = images.to(where)  # degraded where the models run; predict_logits' batches are already there
     teacher_logits = None
     if teacher is not None:
         teacher_logits = predict_logits(teacher, images, data.mean, data.std, device, batch_size)

@@ -51,6 +51,7 @@ TRIAL_ATTRS = {
     "val_history": "validation accuracy after each epoch",
     "epochs": "epochs trained",
     "worker": "host:pid of the process that trained it",
+    "population": "how many trials its worker trained together with it (relkd.study.population)",
     "init_sha256": "the student's init checkpoint (transfer learning only)",
     "anchor": "the preset name, on the known methods",
     "invalid_combination": "the rules a draw broke (pruned without training)",

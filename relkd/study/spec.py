@@ -23,6 +23,8 @@
                                  # {share: 0.5, anchors: 2, weight_decades: 1, extra_term: true}
       rerun: null                # re-run the leaders with more seeds at the end (relkd.study.seeds):
                                  # {top_k: 2, anchors: 1, seeds: 3}
+      population: auto           # trials a worker trains together (relkd.study.population): a number,
+                                 # or auto: the size measured best for this device (relkd.engine.calibrate)
 
 :func:`load_study_spec` reads and validates a study file; every error names its field.
 """
@@ -35,7 +37,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import optuna
 
@@ -49,7 +51,7 @@ from .seeds import Rerun, validate_rerun
 from .space import SearchSpace, validate_search
 
 __all__ = ["StudySpec", "load_study_spec", "validate_study", "DEFAULT_ANCHORS", "SAMPLERS", "PRUNERS",
-           "common_taps"]
+           "common_taps", "population_or_error", "MAX_POPULATION"]
 
 DEFAULT_ANCHORS = ("none", "kd", "sp", "rkd", "pkt", "cc", "sp+kd", "rkd+kd", "pkt+kd", "cc+kd")
 
@@ -73,7 +75,9 @@ PRUNERS: dict[str, type] = {
 MEDIAN_DEFAULTS = {"n_startup_trials": 5}
 
 _OPTUNA_FIELDS = ("study_name", "storage", "sampler", "pruner", "seed", "n_trials", "timeout", "anchors",
-                  "heartbeat_interval", "ladder", "refine", "rerun")
+                  "heartbeat_interval", "ladder", "refine", "rerun", "population")
+#: The largest population a study may ask for.
+MAX_POPULATION = 256
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class StudySpec:
     ladder: Ladder | None = None  # replaces the pruner
     refine: Refinement | None = None
     rerun: Rerun | None = None
+    population: int | str = "auto"  # trials a worker trains together, or "auto" (measured per device)
     source: str | None = None
     document: dict[str, Any] = field(default_factory=dict)  # the canonical study file
 
@@ -186,6 +191,16 @@ def _component(c: FieldChecker, value: Any, path: str, table: dict[str, type],
     return name, params
 
 
+def population_or_error(value: Any, field: str, error: Callable[[str, str], None]) -> int | str:
+    """``auto`` or a population size in [1, :data:`MAX_POPULATION`]; else ``error(field,
+    message)`` is called and ``"auto"`` returned."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_POPULATION):
+        return value
+    error(field, f"expected 'auto' or a whole number from 1 to {MAX_POPULATION} (trials a worker trains "
+                 f"together), got {value!r}")
+    return "auto"
+
+
 def validate_study(document: Any, source: str | os.PathLike | None = None, *, check_taps: bool = True) -> StudySpec:
     """Check a study mapping and return a :class:`StudySpec`, or raise
     :class:`~relkd.config.ConfigError` listing every problem with its field path."""
@@ -232,9 +247,11 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
             c.error("optuna.ladder", "a ladder replaces the pruner: give optuna.ladder or optuna.pruner, not both")
         refine = c.optional(opt.get("refine"), lambda v: validate_refine(c, v, "optuna.refine"))
         rerun = c.optional(opt.get("rerun"), lambda v: validate_rerun(c, v, "optuna.rerun"))
+        population = population_or_error(opt.get("population", "auto"), "optuna.population", c.error)
         spec_kwargs = dict(study_name=name, storage=storage, sampler=sampler, pruner=pruner, seed=seed,
                            n_trials=n_trials, timeout=timeout, anchors=tuple(dict.fromkeys(anchors)),
-                           heartbeat_interval=heartbeat, ladder=ladder, refine=refine, rerun=rerun)
+                           heartbeat_interval=heartbeat, ladder=ladder, refine=refine, rerun=rerun,
+                           population=population)
     if not c.errors and spec_kwargs["sampler"][0] in ("grid", "bruteforce"):
         sampler_name = spec_kwargs["sampler"][0]
         try:
@@ -259,6 +276,8 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
     for key in ("ladder", "refine", "rerun"):  # written only when set, so older study documents stay the same
         if spec_kwargs[key] is not None:
             canonical["optuna"][key] = spec_kwargs[key].describe()
+    if spec_kwargs["population"] != "auto":
+        canonical["optuna"]["population"] = spec_kwargs["population"]
     if spec_kwargs["ladder"] is not None:  # the ladder is the pruner
         del canonical["optuna"]["pruner"]
     return StudySpec(setting=setting, space=space, source=str(source) if source else None, document=canonical,

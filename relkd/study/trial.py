@@ -20,26 +20,45 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable, NoReturn
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from ..engine import NonFiniteLossError, TeacherResult, free_device_memory, get_teacher, run_trial
-from ..objective import build_objective
+from ..engine import NonFiniteLossError, TeacherResult, free_device_memory, get_teacher, load_data, run_trial
+from ..engine.memory import memory_problems
+from ..objective import Objective, build_objective
 from ..presets import preset
-from ..setting import Setting
+from ..setting import Setting, resolve_device
 from .record import WORKER, is_counted, versions
 from .seeds import compositions
 from .spec import StudySpec
 
-__all__ = ["TrialObjective", "put_back", "frozen", "MAX_INVALID_IN_A_ROW"]
+__all__ = ["TrialObjective", "Draw", "put_back", "frozen", "MAX_INVALID_IN_A_ROW"]
 
 log = logging.getLogger(__name__)
 
 # After this many invalid draws in a row the space is hopeless: stop and say so.
 MAX_INVALID_IN_A_ROW = 200
+
+
+@dataclass
+class Draw:
+    """What one trial trains: its composition (built) and seed; anchors and re-runs are
+    never pruned (the baseline and the seeds of a ranking)."""
+
+    trial: optuna.Trial
+    objective: Objective
+    seed: int
+    anchor: str | None = None
+    rerun: dict | None = None
+    reported: set[int] = field(default_factory=set)  # the steps reported so far (a population retrains after a split)
+
+    @property
+    def prunable(self) -> bool:
+        return not self.anchor and not self.rerun
 
 
 @dataclass
@@ -68,6 +87,20 @@ class TrialObjective:
             raise
 
     def _train(self, trial: optuna.Trial) -> float:
+        draw = self.prepare(trial)
+        try:  # the objective is built once, not validated again
+            metrics = run_trial(self.setting or self.spec.setting, draw.objective, self.reporter(draw),
+                                seed=draw.seed, teacher=self.teacher)
+        except Exception as err:
+            self.failed(trial, err)  # raises
+        return self.finish(draw, metrics)
+
+    def prepare(self, trial: optuna.Trial, batch: tuple[int, ...] = ()) -> Draw:
+        """What ``trial`` trains: a re-run, an anchor or a draw of the space, recorded as the
+        trial's attributes (the teacher is loaded once a composition needs it). Raises
+        :class:`optuna.TrialPruned` for a draw that breaks the rules or a trial that is not
+        trained (no room left, or only re-runs now). ``batch``: the trials this worker has
+        asked for along with this one (a population), which leave room for each other."""
         rerun = trial.user_attrs.get("rerun")
         if self.reruns_only and not rerun:
             trial.set_user_attr("skipped", "the search has ended: only re-runs are trained now")
@@ -75,10 +108,10 @@ class TrialObjective:
             trial.study.stop()
             raise optuna.TrialPruned("not trained: the search has ended")
         if not rerun:
-            self._check_room(trial)
+            self._check_room(trial, batch)
         anchor = trial.user_attrs.get("anchor")
         setting = self.setting or self.spec.setting
-        seed = setting.seed
+        seed, built = setting.seed, None
         if rerun:
             self._check_rerun_is_new(trial, rerun)
             original = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == rerun["of"])
@@ -90,6 +123,9 @@ class TrialObjective:
                 self.spec.space.sample(trial)  # replays the enqueued parameters
         else:
             config, problems = self._draw(trial)
+            if not problems:  # built once: the memory check and the run use the same objective
+                built = build_objective(config)
+                problems = self._memory_problems(built)
             if problems:
                 self.invalid_in_a_row += 1
                 trial.set_user_attr("invalid_combination", problems)
@@ -103,33 +139,54 @@ class TrialObjective:
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("versions", versions())
         trial.set_user_attr("worker", WORKER)
-        objective = build_objective(config)
+        objective = built if built is not None else build_objective(config)
         if objective.needs_teacher and self.teacher is None:
             self.teacher = get_teacher(setting)
+        return Draw(trial, objective, seed, anchor, rerun)
+
+    @staticmethod
+    def reporter(draw: Draw) -> Callable[[int, float], bool]:
+        """The per-epoch report of ``draw``'s run: its value at step ``epoch + 1``, and
+        whether the pruner (or the ladder) stops it; anchors and re-runs always finish."""
 
         def report(epoch: int, accuracy: float) -> bool:
-            trial.report(accuracy, epoch + 1)
-            return not anchor and not rerun and trial.should_prune()  # anchors always finish: the baseline
+            if epoch + 1 not in draw.reported:
+                draw.trial.report(accuracy, epoch + 1)
+                draw.reported.add(epoch + 1)
+            return draw.prunable and draw.trial.should_prune()
 
-        try:  # the objective is built once, not validated again
-            metrics = run_trial(setting, objective, report, seed=seed, teacher=self.teacher)
-        except NonFiniteLossError as err:
+        return report
+
+    @staticmethod
+    def failed(trial: optuna.Trial, err: BaseException) -> NoReturn:
+        """What an error while training means for the trial: a non-finite loss or running
+        out of device memory prunes it with the reason; anything else fails it."""
+        if isinstance(err, NonFiniteLossError):
             trial.set_user_attr("pruned_reason", f"non-finite loss: {err}")
             raise optuna.TrialPruned(f"non-finite loss: {err}") from None
-        except torch.OutOfMemoryError as err:  # a composition too big for the device: pruned, not a failure of the study
+        if isinstance(err, torch.OutOfMemoryError):  # a composition too big for the device: not a broken study
             free_device_memory()
             first = (str(err).strip().splitlines() or [""])[0][:200]
             reason = (f"out of device memory ({first}); pruned, not failed: this composition needs more memory "
                       f"than the device has (a smaller batch, another tap or view may fit)")
             trial.set_user_attr("pruned_reason", reason)
             raise optuna.TrialPruned(reason) from None
-        except Exception as err:
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
-            raise
+        trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+        raise err
+
+    def finish(self, draw: Draw, metrics: dict) -> float:
+        """Record a run's metrics on its trial and return the trial's value; a run the pruner
+        stopped (or, in a population, whose loss went non-finite) raises
+        :class:`optuna.TrialPruned` with the reason."""
+        trial = draw.trial
         for key in ("part_means", "wall_seconds", "train_seconds", "val_history", "epochs", "samples_per_second",
-                    "init_sha256"):
+                    "init_sha256", "population"):
             if key in metrics:
                 trial.set_user_attr(key, metrics[key])
+        if metrics.get("error"):  # a population member's non-finite loss
+            reason = f"non-finite loss: {metrics['error']}"
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
         if metrics["stopped_early"]:
             by = "the fidelity ladder" if self.spec.ladder else f"the {self.spec.pruner[0]} pruner"
             reason = f"pruned by {by} after epoch {metrics['epochs']}"
@@ -146,6 +203,13 @@ class TrialObjective:
                 trial.set_user_attr("skipped", f"re-run {rerun} is {t.state.name.lower()} in trial {t.number}")
                 raise optuna.TrialPruned("not trained: the same re-run is in another trial")
 
+    def _memory_problems(self, objective: Objective) -> list[str]:
+        """The draw's terms that the device could not hold (:mod:`relkd.engine.memory`)."""
+        setting = self.setting or self.spec.setting
+        data = load_data(setting)
+        return memory_problems(objective, setting, resolve_device(setting.device),
+                               tuple(data.train_images.shape[1:]), data.num_classes)
+
     def _draw(self, trial: optuna.Trial) -> tuple[dict, list[str]]:
         """A searched composition: a refinement of a best anchor (for the share of trials the
         study's ``refine`` gives, once an anchor has completed) or a draw of the open space."""
@@ -157,7 +221,7 @@ class TrialObjective:
                 return refine.sample(trial, bases, self.spec.space)
         return self.spec.space.sample(trial)
 
-    def _check_room(self, trial: optuna.Trial) -> None:
+    def _check_room(self, trial: optuna.Trial, batch: tuple[int, ...] = ()) -> None:
         """With several workers, two may start the last trial at once: the later one is
         pruned before it draws anything (marked ``skipped``, not counted), an enqueued trial
         it took is enqueued again, and its worker stops.
@@ -165,7 +229,8 @@ class TrialObjective:
         While the trials of other workers fill the rest of ``n_trials`` but have not finished,
         this worker waits (on storages with a heartbeat): one whose worker died is failed by
         Optuna's heartbeat check and enqueued again, and then this worker trains it. Without
-        the wait the last trials of a dead worker would be lost."""
+        the wait the last trials of a dead worker would be lost. The trials in ``batch`` (this
+        worker's population) are not waited for."""
         if self.n_trials is None:
             return
         study = trial.study
@@ -173,7 +238,8 @@ class TrialObjective:
         while True:
             trials = study.get_trials(deepcopy=False)
             counted = sum(1 for t in trials if is_counted(t))
-            others = [t for t in trials if t.state == TrialState.RUNNING and t.number < trial.number]
+            others = [t for t in trials if t.state == TrialState.RUNNING and t.number < trial.number
+                      and t.number not in batch]
             if counted + len(others) < self.n_trials:
                 if waited and any(t.state == TrialState.WAITING for t in trials):
                     break  # a retry of a dead worker's trial waits: skip this one so the retry goes first

@@ -8,6 +8,7 @@ trials that trained, not invalid draws and not failures.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +18,17 @@ import optuna
 from optuna.trial import TrialState
 
 from ..engine import get_teacher
+from ..engine.calibrate import best_population
 from ..objective import build_objective
 from ..presets import preset
 from ..pretrain import prepare_inits, resolve_inits
+from ..setting import Setting
 from .export import export_trials
 from .opening import open_study
+from .population import optimize_population
 from .record import N_TRIALS_ATTR, RERUN_ATTR, WORKER, counted_trials, is_counted, trial_counts
 from .seeds import enqueue_reruns, search_verdict
-from .spec import StudySpec
+from .spec import StudySpec, population_or_error
 from .storage import RACE_ERRORS, is_lost_race, run_dir
 from .trial import MAX_INVALID_IN_A_ROW, TrialObjective
 
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Rounds of re-runs at the end of a search: the leaders are looked at again after each round.
 RERUN_ROUNDS = 3
+#: The environment variable that sets the population size where no flag does (over the study file's).
+POPULATION_ENV = "RELKD_POPULATION"
 # After this many failed trials in a row something is broken (device, memory, data): stop.
 MAX_FAILURES_IN_A_ROW = 5
 
@@ -55,6 +61,7 @@ class StudyRun:
     plots: list[Path] = field(default_factory=list)  # the plot files written
     reruns: int = 0  # re-runs of the leading compositions with more seeds this process trained
     verdict: dict | None = None  # whether the search beat the best anchor (relkd.study.seeds.search_verdict)
+    population: int = 1  # trials this process trained together
 
 
 class _Progress:
@@ -92,6 +99,7 @@ def run_study(
     enqueue_missing_anchors: bool = True,
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
     outputs: bool = True,
+    population: int | str | None = None,
 ) -> StudyRun:
     """Create or resume ``spec``'s study and run trials until the study has ``n_trials``
     counted trials (flag, else the study file), ``timeout`` seconds pass (counted from the
@@ -100,7 +108,12 @@ def run_study(
     is interrupted. Finished trials are kept. Workers joining a study pass
     ``enqueue_missing_anchors=False``, so only ``relkd study run`` re-enqueues anchors.
     With ``outputs`` (workers pass ``False``), it ends with :func:`write_outputs`: the best
-    composition and the plots, in ``runs/<study>/``, their paths in the result."""
+    composition and the plots, in ``runs/<study>/``, their paths in the result.
+
+    ``population`` (flag, else ``$RELKD_POPULATION``, else the study file's
+    ``optuna.population``): how many trials this process trains together
+    (:mod:`relkd.study.population`); ``"auto"`` measures the best size for this device once
+    (:func:`relkd.engine.calibrate.best_population`). Re-runs train one at a time."""
     n_trials = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     inits = prepare_inits(spec.setting, progress=progress)  # a missing init file stops here, before the study
@@ -127,6 +140,8 @@ def run_study(
     objective = TrialObjective(spec, n_trials, setting, heartbeat=float(heartbeat or 0), deadline=deadline)
     if _needs_teacher(spec):  # trained (or loaded) before the first trial: it counts against the timeout
         objective.teacher = get_teacher(setting, progress=progress)
+    size = _population_size(spec, setting, population)
+    result.population = size
     remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 0.0)
     bar = _Progress(progress, n_trials, done_before, _best_value(study))
 
@@ -158,7 +173,10 @@ def run_study(
     try:
         while remaining is None or remaining > 0:
             try:
-                study.optimize(objective, timeout=remaining, callbacks=[callback], catch=(Exception,))
+                if size > 1:
+                    optimize_population(study, objective, size, timeout=remaining, callback=callback)
+                else:
+                    study.optimize(objective, timeout=remaining, callbacks=[callback], catch=(Exception,))
                 break
             except RACE_ERRORS as err:
                 if not is_lost_race(err) or objective.stop_reason:
@@ -237,6 +255,25 @@ def write_outputs(result: StudyRun) -> StudyRun:
     result.plot_dir = folder / "plots"
     result.plots = write_study_plots(study, result.plot_dir)
     return result
+
+
+def _population_size(spec: StudySpec, setting: Setting, population: int | str | None) -> int:
+    """The population size this process trains with: the flag, else ``$RELKD_POPULATION``,
+    else the study file's; ``auto`` is measured for this device (cached per machine)."""
+    field, value = "population", population
+    if value is None and os.environ.get(POPULATION_ENV):
+        text = os.environ[POPULATION_ENV]
+        field, value = POPULATION_ENV, int(text) if text.strip().isdigit() else text
+    if value is None:
+        field, value = "optuna.population", spec.population
+    value = population_or_error(value, field, _raise_value_error)
+    if value == "auto":
+        return best_population(setting)
+    return int(value)
+
+
+def _raise_value_error(field: str, message: str) -> None:
+    raise ValueError(f"{field}: {message}")
 
 
 def _needs_teacher(spec: StudySpec) -> bool:
