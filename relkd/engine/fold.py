@@ -28,8 +28,8 @@ from torch import nn
 from ..data import DeviceLoader
 from ..models import TappedModel
 from ..setting import Recipe
-from .device import autocast, grad_scaler, prepare_input, tf32
-from .training import make_optimizer
+from .device import grad_scaler, tf32
+from .training import make_optimizer, member_accuracies, optimizer_step
 
 __all__ = ["FoldedStudents", "FoldedLinear", "FoldError", "fold_network"]
 
@@ -173,26 +173,20 @@ class FoldedStudents:
 
     def step(self, total: torch.Tensor) -> None:
         """One optimizer and schedule step on the sum of the members' losses."""
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.sched.step()
+        optimizer_step(self.opt, self.sched, self.scaler, total)
 
-    @torch.inference_mode()
     def evaluate(self, loader: DeviceLoader) -> list[float]:
         """Top-1 accuracy of every member over ``loader``: one folded pass per batch."""
         self.net.eval()
-        correct = torch.zeros(self._count, dtype=torch.long, device=loader.device)
-        total = 0
-        with autocast(loader.device, self.precision):
-            for x, y in loader:
-                x = prepare_input(x, loader.device)
-                logits = self.net(x.repeat(1, self._count, 1, 1), taps=("logits",))["logits"]
-                correct += (logits.unflatten(1, (self._count, -1)).argmax(-1) == y.unsqueeze(1)).sum(0)
-                total += int(y.numel())
-        self.net.train()
-        return [int(c) / max(total, 1) for c in correct]
+
+        def member_logits(x: torch.Tensor) -> torch.Tensor:  # (B, K classes) -> (K, B, classes)
+            logits = self.net(x.repeat(1, self._count, 1, 1), taps=("logits",))["logits"]
+            return logits.unflatten(1, (self._count, -1)).transpose(0, 1)
+
+        try:
+            return member_accuracies(loader, member_logits, self.precision)
+        finally:
+            self.net.train()
 
     def keep(self, positions: Sequence[int]) -> None:
         """Keep only the members at ``positions``: a network folded for them takes their slices

@@ -58,7 +58,8 @@ from .device import autocast, grad_scaler, prepare_input, tf32
 from .fold import FoldedStudents, FoldError
 from .teacher import TeacherResult, get_teacher
 from .teacher_outputs import TeacherOutputs
-from .training import NonFiniteLossError, evaluate, make_optimizer, progress_bar, raise_non_finite
+from .training import (NonFiniteLossError, evaluate, make_optimizer, member_accuracies, optimizer_step,
+                       progress_bar, raise_non_finite)
 
 __all__ = ["PopulationReport", "run_population", "FusedStudents", "LoopStudents", "make_students", "ENGINES"]
 
@@ -106,11 +107,7 @@ class FusedStudents:
 
     def step(self, total: torch.Tensor) -> None:
         """One optimizer and schedule step on the sum of the members' losses."""
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.sched.step()
+        optimizer_step(self.opt, self.sched, self.scaler, total)
 
     def evaluate(self, loader: DeviceLoader) -> list[float]:
         """Top-1 accuracy of every member over ``loader`` (in [0, 1]): one vmapped pass per
@@ -125,21 +122,15 @@ class FusedStudents:
         """Members in the population now."""
         return next(self.twin.parameters()).shape[0]
 
-    @torch.inference_mode()
     def evaluate_fused(self, loader: DeviceLoader) -> list[float]:
         self.template.eval()
         params = {name: p.detach() for name, p in self.twin.named_parameters()}
-        correct: torch.Tensor | None = None
-        total = 0
-        with autocast(loader.device, self.precision):
-            for x, y in loader:
-                logits = torch.vmap(self._call, in_dims=(0, 0, None, None), randomness="different")(
-                    params, self.buffers, prepare_input(x, loader.device), ("logits",))["logits"]
-                hits = (logits.argmax(-1) == y).sum(1)
-                correct = hits if correct is None else correct + hits
-                total += int(y.numel())
-        self.template.train()
-        return [int(c) / max(total, 1) for c in correct] if correct is not None else []
+        vmapped = torch.vmap(self._call, in_dims=(0, 0, None, None), randomness="different")
+        try:
+            return member_accuracies(loader, lambda x: vmapped(params, self.buffers, x, ("logits",))["logits"],
+                                     self.precision)
+        finally:
+            self.template.train()
 
     def keep(self, positions: Sequence[int]) -> None:
         """Keep only the members at ``positions``: their slices of the parameters, buffers and

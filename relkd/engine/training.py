@@ -19,7 +19,8 @@ from ..setting import Recipe
 from .device import autocast, grad_scaler, prepare_input
 from .teacher_outputs import TeacherOutputs
 
-__all__ = ["NonFiniteLossError", "FitResult", "Report", "fit", "evaluate", "param_groups", "make_optimizer",
+__all__ = ["NonFiniteLossError", "FitResult", "Report", "fit", "evaluate", "member_accuracies", "optimizer_step",
+           "param_groups", "make_optimizer",
            "raise_non_finite", "progress_bar"]
 
 log = logging.getLogger(__name__)
@@ -76,21 +77,41 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe, steps: int) -> tuple[
 
 
 @torch.inference_mode()
+def member_accuracies(loader: DeviceLoader, member_logits: Callable[[torch.Tensor], torch.Tensor],
+                      precision: str = "auto") -> list[float]:
+    """Top-1 accuracy over ``loader`` (in [0, 1]) of each of K models whose logits for a
+    batch ``member_logits(x)`` gives as ``(K, B, classes)``; the hits are counted on the
+    device and read once. The callers put their models in eval mode."""
+    correct: torch.Tensor | None = None
+    total = 0
+    with autocast(loader.device, precision):
+        for x, y in loader:
+            hits = (member_logits(prepare_input(x, loader.device)).argmax(-1) == y).sum(1)
+            correct = hits if correct is None else correct + hits
+            total += int(y.numel())
+    return [int(c) / max(total, 1) for c in correct] if correct is not None else []
+
+
 def evaluate(model: TappedModel, loader: DeviceLoader, precision: str = "auto") -> float:
-    """Top-1 accuracy of ``model`` over ``loader`` (in [0, 1]); the hits are counted on the
-    device and read once."""
+    """Top-1 accuracy of ``model`` over ``loader`` (in [0, 1])."""
     was_training = model.training
     model.eval()
-    device = loader.device
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    total = 0
-    with autocast(device, precision):
-        for x, y in loader:
-            logits = model(prepare_input(x, device), taps=("logits",))["logits"]
-            correct += (logits.argmax(1) == y).sum()
-            total += int(y.numel())
-    model.train(was_training)
-    return int(correct) / max(total, 1)
+    try:
+        accuracies = member_accuracies(loader, lambda x: model(x, taps=("logits",))["logits"].unsqueeze(0),
+                                       precision)
+    finally:
+        model.train(was_training)
+    return accuracies[0] if accuracies else 0.0
+
+
+def optimizer_step(opt: torch.optim.Optimizer, sched: Any, scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
+    """One training step on ``loss``: gradients (scaled where the precision needs it), the
+    optimizer, the schedule."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
 
 
 @dataclass
@@ -169,11 +190,7 @@ def fit(
                     # inference tensors may not be saved for backward: clone them out
                     t_taps = {k: v.clone() for k, v in live.items()}
                 parts = objective(s_taps, t_taps, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(parts["total"]).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
+            optimizer_step(opt, sched, scaler, parts["total"])
             steps += 1
             samples += int(y.numel())
             for name in objective.part_names:

@@ -211,11 +211,11 @@ def _train(batch: _Batch, objective: TrialObjective, draws: list[Draw]) -> None:
         for draw, summary in zip(draws, summaries):
             _end(batch, draw, functools.partial(objective.finish, draw, summary))
         return
-    if isinstance(failure, torch.OutOfMemoryError):
-        free_device_memory()
-    if len(draws) == 1:
+    if len(draws) == 1:  # ends as a single trial ends (failed() gives an out-of-memory error's memory back)
         _end(batch, draws[0], functools.partial(objective.failed, draws[0].trial, failure))
         return
+    if isinstance(failure, torch.OutOfMemoryError):
+        free_device_memory()
     log.warning("a population of %d failed (%s: %s); training its halves again", len(draws),
                 type(failure).__name__, (str(failure).splitlines() or [""])[0])
     half = len(draws) // 2
