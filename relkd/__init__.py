@@ -15,6 +15,7 @@ import logging
 from .fields import ConfigError
 
 from .config import load_config, save_config, validate_config
+from .features import FEATURES, FeatureTerm
 from .objective import Objective, build_objective, kd_loss
 from .relation import (
     AFFINITIES,
@@ -45,11 +46,13 @@ __all__ = [
     "kd_loss",
     "Objective",
     "RelationTerm",
+    "FeatureTerm",
     "ConfigError",
     "AFFINITIES",
     "NORMALISATIONS",
     "LOSSES",
     "VIEWS",
+    "FEATURES",
     "PRESETS",
 ]
 

@@ -13,6 +13,7 @@ from .cli_args import MAX_SEED, Parser, device_flag, integer, out_file, out_fold
 from .fields import ConfigError, yaml_dump
 from .config import validate_config
 from .objective import build_objective, probe_objective
+from .features import FEATURES
 from .registry import Registry
 from .relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS
 from .presets import PRESETS, preset
@@ -24,6 +25,7 @@ _LISTS: dict[str, Registry] = {
     "normalisations": NORMALISATIONS,
     "losses": LOSSES,
     "views": VIEWS,
+    "features": FEATURES,
     "presets": PRESETS,
 }
 
@@ -69,9 +71,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print(repr(objective))
         print(f"\nparts on random features (B={args.batch_size}, student width 64, teacher width 256):")
+        width = max(12, *(len(name) for name in objective.part_names))
         for name in objective.part_names:
-            print(f"  {name:<12} {result[name]:>12.6g}   weighted {result[name + '.weighted']:>12.6g}")
-        print(f"  {'total':<12} {result['total']:>12.6g}   grad norm {result['grad_norm']:.4g}")
+            print(f"  {name:<{width}} {result[name]:>12.6g}   weighted {result[name + '.weighted']:>12.6g}")
+        print(f"  {'total':<{width}} {result['total']:>12.6g}   grad norm {result['grad_norm']:.4g}")
     if bad:
         raise FloatingPointError(f"{args.config}: the objective is not finite on random features "
                                  f"({', '.join(bad)}); expected finite parts: lower the weights or the KD "

@@ -6,12 +6,16 @@ The objective config is relkd's public contract (it is also the export format)::
     ce_weight: 1.0
     kd: {weight: 0.9, temperature: 4.0}      # or null
     terms:
-      - tap: pool
+      - tap: pool                             # or {student: stage2, teacher: stage3}, or a list of those
         view: avgpool
         affinity: {name: euclidean}
         normalisation: {name: mean}
         loss: {name: smooth_l1, beta: 1.0}
         weight: 25.0
+      - kind: feature                         # a feature term (relkd.features): FitNets, AT, NST, VID, CRD
+        tap: stage2
+        method: {name: at, p: 2.0}
+        weight: 1000.0
     meta: {...}                               # optional, ignored by build_objective
 
 :func:`validate_config` returns the *canonical* form: defaults filled in, every component
@@ -30,11 +34,17 @@ from typing import Any, Mapping
 from .fields import ConfigError, FieldChecker, join_path, read_yaml_file, yaml_dump
 from .files import write_text
 from .registry import short_repr, unknown_name_message
+from .features import FEATURES
+from .features.term import MAP_TAPS_HINT
 from .relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS, combination_problems
 
 __all__ = [
     "CONFIG_VERSION",
     "ConfigError",
+    "TERM_KINDS",
+    "feature_problems",
+    "tap_pairs",
+    "tap_label",
     "validate_config",
     "load_config",
     "save_config",
@@ -49,27 +59,54 @@ KD_TEMPERATURE_RANGE = (0.01, 1000.0)
 
 _TOP_FIELDS = ("relkd_config", "ce_weight", "kd", "terms", "meta")
 _KD_FIELDS = ("weight", "temperature")
-_TERM_FIELDS = ("name", "tap", "view", "affinity", "normalisation", "loss", "weight")
+_TERM_FIELDS = ("kind", "name", "tap", "view", "affinity", "normalisation", "loss", "weight")
+_FEATURE_FIELDS = ("kind", "name", "tap", "method", "weight")
+#: The two families of terms: relation terms (:mod:`relkd.relation`, the default) and feature
+#: terms (:mod:`relkd.features`, ``kind: feature``).
+TERM_KINDS = ("relation", "feature")
+#: Taps every model gives as vectors (B, D), never feature maps.
+VECTOR_TAPS = ("pool", "logits")
+#: The two sides of a tap pair.
+TAP_SIDES = ("student", "teacher")
 _RESERVED_NAMES = ("total", "ce", "kd")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_+\-]*$")
 
 
 def _check_term(c: FieldChecker, term: Any, path: str) -> dict[str, Any] | None:
-    if not c.mapping(term, path, _TERM_FIELDS):
+    kind = term.get("kind", "relation") if isinstance(term, Mapping) else "relation"
+    if kind not in TERM_KINDS:
+        c.error(join_path(path, "kind"), f"expected one of {', '.join(TERM_KINDS)} (relation when left out), "
+                                         f"got {short_repr(kind)}")
+        return None
+    if kind == "relation" and isinstance(term, Mapping) and "method" in term and "affinity" not in term:
+        c.error(join_path(path, "kind"), f"missing: a term with a method ({short_repr(term['method'])}) is a "
+                                         f"feature term; add kind: feature")
+        return None
+    if not c.mapping(term, path, _FEATURE_FIELDS if kind == "feature" else _TERM_FIELDS):
         return None
     n_errors = len(c.errors)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"kind": "feature"} if kind == "feature" else {}
     if "name" in term:
         name = term["name"]
         if not isinstance(name, str) or not _NAME_RE.match(name) or name in _RESERVED_NAMES:
             c.error(join_path(path, "name"), f"expected a name of letters, digits, '_', '+' or '-' that is not "
                                          f"{', '.join(_RESERVED_NAMES)}; got {short_repr(name)}")
         out["name"] = name
-    tap = term.get("tap")
-    if not isinstance(tap, str) or not tap:
-        c.error(join_path(path, "tap"),
-                f"expected a tap (layer) name such as 'pool' or 'last_stage', got {short_repr(tap)}")
-    out["tap"] = tap
+    out["tap"] = _check_tap(c, term.get("tap"), join_path(path, "tap"))
+    if kind == "feature":
+        _check_feature(c, term, path, out)
+    else:
+        _check_relation(c, term, path, out)
+    out["weight"] = c.number(term.get("weight", 1.0), join_path(path, "weight"), maximum=MAX_WEIGHT)
+    if len(c.errors) > n_errors:
+        return None
+    if kind == "relation":
+        for problem in combination_problems(out["affinity"], out["normalisation"], out["loss"]):
+            c.error(path, problem)
+    return out if len(c.errors) == n_errors else None
+
+
+def _check_relation(c: FieldChecker, term: Mapping[str, Any], path: str, out: dict[str, Any]) -> None:
     view = term.get("view", "auto")
     if not isinstance(view, str) or view not in VIEWS:
         c.error(join_path(path, "view"), unknown_name_message("view", view, VIEWS.list()))
@@ -81,12 +118,90 @@ def _check_term(c: FieldChecker, term: Any, path: str) -> dict[str, Any] | None:
     out["normalisation"] = c.component(term.get("normalisation", "none"), join_path(path, "normalisation"),
                                        NORMALISATIONS)
     out["loss"] = c.component(term.get("loss", "mse"), join_path(path, "loss"), LOSSES)
-    out["weight"] = c.number(term.get("weight", 1.0), join_path(path, "weight"), maximum=MAX_WEIGHT)
-    if len(c.errors) > n_errors:
+
+
+def _check_feature(c: FieldChecker, term: Mapping[str, Any], path: str, out: dict[str, Any]) -> None:
+    if "method" not in term:
+        c.error(join_path(path, "method"), f"missing; choose one of {', '.join(FEATURES.list())}")
+        return
+    out["method"] = method = c.component(term["method"], join_path(path, "method"), FEATURES)
+    if method is not None and out["tap"] is not None:
+        for problem in feature_problems(method["name"], out["tap"]):
+            c.error(join_path(path, "tap"), problem)
+
+
+_TAP_HINT = ("a tap (layer) name such as 'pool' or 'last_stage', a pair {student: stage2, teacher: stage3}, or a "
+             "list of them")
+
+
+def _tap_name(c: FieldChecker, value: Any, path: str) -> str | None:
+    if not isinstance(value, str) or not value:
+        c.error(path, f"expected a tap (layer) name such as 'pool' or 'last_stage', got {short_repr(value)}")
         return None
-    for problem in combination_problems(out["affinity"], out["normalisation"], out["loss"]):
-        c.error(path, problem)
-    return out if len(c.errors) == n_errors else None
+    return value
+
+
+def _check_tap(c: FieldChecker, value: Any, path: str) -> Any:
+    """A term's ``tap``: one name (the same layer on both models), a pair ``{student: ...,
+    teacher: ...}`` or a list of those (the term summed over the pairs). Canonical form: a
+    pair with one name on both sides is that name, a list of one is its element."""
+    if isinstance(value, list):
+        if not value:
+            c.error(path, f"expected {_TAP_HINT}; got an empty list")
+            return None
+        taps = [_check_tap_pair(c, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if None in taps:
+            return None
+        keys = ["{} -> {}".format(*tap_pairs(t)[0]) for t in taps]
+        for key in {k for k in keys if keys.count(k) > 1}:
+            c.error(path, f"the layer pair {key} is listed more than once; list each pair once")
+        return taps[0] if len(taps) == 1 else taps
+    return _check_tap_pair(c, value, path)
+
+
+def _check_tap_pair(c: FieldChecker, value: Any, path: str) -> Any:
+    if isinstance(value, Mapping):
+        if not c.mapping(value, path, TAP_SIDES):
+            return None
+        missing = [side for side in TAP_SIDES if side not in value]
+        for side in missing:
+            c.error(join_path(path, side), "missing; a tap pair names the student's and the teacher's layer")
+        if missing:
+            return None
+        student, teacher = (_tap_name(c, value[side], join_path(path, side)) for side in TAP_SIDES)
+        if student is None or teacher is None:
+            return None
+        return student if student == teacher else {"student": student, "teacher": teacher}
+    if isinstance(value, str) and value:
+        return value
+    c.error(path, f"expected {_TAP_HINT}; got {short_repr(value)}")
+    return None
+
+
+def tap_pairs(tap: Any) -> list[tuple[str, str]]:
+    """The (student layer, teacher layer) pairs of a canonical ``tap``."""
+    if isinstance(tap, list):
+        return [pair for t in tap for pair in tap_pairs(t)]
+    if isinstance(tap, Mapping):
+        return [(tap["student"], tap["teacher"])]
+    return [(tap, tap)]
+
+
+def tap_label(tap: Any) -> str:
+    """A canonical ``tap`` in words: ``pool``, ``stage2->stage3`` (student -> teacher),
+    ``stage1 + stage2`` (a list)."""
+    return " + ".join(s if s == t else f"{s}->{t}" for s, t in tap_pairs(tap))
+
+
+def feature_problems(method: str, tap: Any) -> list[str]:
+    """Why feature method ``method`` cannot read ``tap`` (a name, pair or list; empty: it can)."""
+    pairs = tap_pairs(tap)
+    if FEATURES.get(method).property("map"):
+        flat = sorted({name for pair in pairs for name in pair if name in VECTOR_TAPS})
+        return [f"{method} compares feature maps (B, C, H, W); tap {name!r} has no spatial dimensions (it is "
+                f"(B, D)); use {MAP_TAPS_HINT}" for name in flat]
+    return [f"{method} compares a student tap with a teacher tap of the same kind; {s!r} and {t!r} are one a "
+            f"vector (B, D) and one a feature map" for s, t in pairs if (s in VECTOR_TAPS) != (t in VECTOR_TAPS)]
 
 
 def validate_config(config: Any, source: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -116,13 +231,18 @@ def validate_config(config: Any, source: str | os.PathLike | None = None) -> dic
     if terms is None:
         terms = []
     if not isinstance(terms, list):
-        c.error("terms", f"expected a list of relation terms, got {short_repr(terms)}")
+        c.error("terms", f"expected a list of terms (relation or feature), got {short_repr(terms)}")
         terms = []
     for i, term in enumerate(terms):
         out["terms"].append(_check_term(c, term, f"terms[{i}]"))
     names = [t.get("name") for t in out["terms"] if t and t.get("name")]
     for name in {n for n in names if names.count(n) > 1}:
         c.error("terms", f"term name {name!r} is used more than once; term names must be unique")
+    for i, term in enumerate(out["terms"]):  # an unnamed term's part is called term<index>
+        name = term.get("name") if term else None
+        if isinstance(name, str) and re.fullmatch(r"term\d+", name) and name != f"term{i}":
+            c.error(f"terms[{i}].name", f"{name!r} is the name an unnamed term at another position gets; "
+                                        f"choose another name")
 
     if "meta" in config and config["meta"] is not None:
         if not isinstance(config["meta"], Mapping):

@@ -1,4 +1,4 @@
-"""The distillation objective: CE + KD + a weighted sum of relation terms.
+"""The distillation objective: CE + KD + a weighted sum of terms (relation and feature terms).
 
     total = ce_weight * CE(logits, y) + kd.weight * KD + sum_i weight_i * term_i
 
@@ -11,13 +11,21 @@
 weighted value under ``"<name>.weighted"`` (as in mdistiller: log every part).
 The taps every model must produce are :attr:`Objective.taps`, so training loops derive
 their hooks from the objective and never declare a layer twice.
+
+Feature terms (:mod:`relkd.features`) may have parts that train with the student (FitNets'
+regressor, VID's, CRD's heads and memory banks). Build them for the models' actual taps once,
+then give their parameters to the optimizer; CRD also needs each sample's index::
+
+    objective.bind(student(x0), teacher(x0), num_samples=len(train_set))
+    optimizer = torch.optim.SGD([*student.parameters(), *objective.parameters()], lr=0.05)
+    parts = objective(student(x), teacher(x), y, index=i)
 """
 from __future__ import annotations
 
 import copy
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +33,9 @@ import torch.nn.functional as F
 from .fields import ConfigError
 from .files import not_a_file
 
-from .config import load_config, validate_config
+from .config import load_config, tap_label, tap_pairs, validate_config
 from .registry import did_you_mean
+from .features import FeatureTerm
 from .relation import RelationTerm
 
 __all__ = ["Objective", "build_objective", "as_objective", "kd_loss", "probe_objective"]
@@ -55,24 +64,96 @@ class Objective:
         self.ce_weight: float = cfg["ce_weight"]
         self.kd: dict[str, float] | None = cfg["kd"]
         self.meta: dict[str, Any] | None = cfg.get("meta")
-        self.terms: list[RelationTerm] = [
-            RelationTerm(
-                t["tap"], t["affinity"], t["normalisation"], t["loss"],
-                view=t["view"], weight=t["weight"], name=t.get("name"),
-            )
-            for t in cfg["terms"]
-        ]
+        self.terms: list[RelationTerm | FeatureTerm] = [_term(t) for t in cfg["terms"]]
         self._part_names = [t.name or f"term{i}" for i, t in enumerate(self.terms)]
+        self._taps = [t["tap"] for t in cfg["terms"]]  # canonical: a name, a pair or a list
+        #: each term's (student layer, teacher layer) pairs; the term's value sums over them
+        self.pairs: list[list[tuple[str, str]]] = [tap_pairs(t) for t in self._taps]
+        #: the feature terms' methods (a list over a term's pairs): trainable parts and state, under
+        #: ``t<i>_<part name>`` (``t1_fitnet``): the index keeps keys apart, the prefix off Module's attributes
+        self.modules = torch.nn.ModuleDict({
+            f"t{i}_{name}": t.methods[0] if len(t.methods) == 1 else torch.nn.ModuleList(t.methods)
+            for i, (name, t) in enumerate(zip(self._part_names, self.terms)) if isinstance(t, FeatureTerm)
+        })
+
+    @property
+    def student_taps(self) -> tuple[str, ...]:
+        """Tap names the student must produce (always includes ``logits``)."""
+        return tuple(dict.fromkeys(["logits"] + [s for pairs in self.pairs for s, _ in pairs]))
+
+    @property
+    def teacher_taps(self) -> tuple[str, ...]:
+        """Tap names the teacher must produce (always includes ``logits``)."""
+        return tuple(dict.fromkeys(["logits"] + [t for pairs in self.pairs for _, t in pairs]))
 
     @property
     def taps(self) -> tuple[str, ...]:
-        """Tap names the student and teacher must both produce (always includes ``logits``)."""
-        names = ["logits"] + [t.tap for t in self.terms]
-        return tuple(dict.fromkeys(names))
+        """Every tap name either model reads (:attr:`student_taps` and :attr:`teacher_taps`
+        together; the same names when no term pairs different layers)."""
+        return tuple(dict.fromkeys(self.student_taps + self.teacher_taps))
 
     @property
     def needs_teacher(self) -> bool:
         return self.kd is not None or bool(self.terms)
+
+    @property
+    def trainable(self) -> bool:
+        """Whether a term has parts that train with the student (see :meth:`bind`)."""
+        return any(isinstance(t, FeatureTerm) and t.trainable for t in self.terms)
+
+    @property
+    def needs_index(self) -> bool:
+        """Whether a term needs each sample's index in the training set (``index=`` in a call)."""
+        return any(isinstance(t, FeatureTerm) and t.needs_index for t in self.terms)
+
+    @property
+    def bound(self) -> bool:
+        """Whether every term's parts are built (:meth:`bind`); always true without trainable parts."""
+        return all(m.built for t in self.terms if isinstance(t, FeatureTerm) for m in t.methods)
+
+    def bind(self, student_taps: Taps, teacher_taps: Taps, num_samples: int | None = None) -> "Objective":
+        """Build the feature terms' parts for the models' actual taps (example outputs of both
+        models; only shapes and the device are read). ``num_samples``: the training set's size
+        (CRD's memory banks). Terms already built are left as they are. Returns ``self``."""
+        for name, term, pairs in zip(self._part_names, self.terms, self.pairs):
+            if isinstance(term, FeatureTerm):
+                for i, (s, t) in enumerate(pairs):
+                    term.build(_tap(student_taps, s, "student", name), _tap(teacher_taps, t, "teacher", name),
+                               num_samples, pair=i)
+        return self
+
+    @property
+    def needs_stage(self) -> bool:
+        """Whether a term has a stage to run on the teacher's features before the student trains
+        (SRM's dictionary; see :meth:`prepare_stages`)."""
+        return any(m.needs_stage for t in self.terms if isinstance(t, FeatureTerm) for m in t.methods)
+
+    def prepare_stages(self, teacher_batches: Callable[[str], Callable[[], Iterator[torch.Tensor]]],
+                       teacher_key: str | None = None) -> None:
+        """Run the stages of the bound terms that have one (SRM learns its dictionary):
+        ``teacher_batches(tap)()`` yields the teacher's features at ``tap`` over the training
+        set; ``teacher_key`` (the teacher checkpoint and its data, hashed) makes each stage a
+        cache entry, ``None`` runs it uncached."""
+        for term, pairs in zip(self.terms, self.pairs):
+            if not isinstance(term, FeatureTerm):
+                continue
+            for method, (_, t_tap) in zip(term.methods, pairs):
+                if method.needs_stage and not getattr(method, "staged", False):
+                    key = method.stage_key(teacher_key, t_tap) if teacher_key is not None else None
+                    method.stage(teacher_batches(t_tap), key)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The trainable parameters of the terms (give them to the student's optimizer)."""
+        return list(self.modules.parameters())
+
+    def train(self, mode: bool = True) -> "Objective":
+        """Train or eval mode of the terms' parts (CRD's banks move only in train mode)."""
+        self.modules.train(mode)
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The terms' trained parts and state (saved beside the student's weights)."""
+        return self.modules.state_dict()
 
     @property
     def part_names(self) -> tuple[str, ...]:
@@ -80,7 +161,8 @@ class Objective:
         return ("ce",) + (("kd",) if self.kd is not None else ()) + tuple(self._part_names)
 
     def __call__(
-        self, student_taps: Taps, teacher_taps: Taps | None = None, targets: torch.Tensor | None = None
+        self, student_taps: Taps, teacher_taps: Taps | None = None, targets: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         s_logits = _tap(student_taps, "logits", "student")
         parts: dict[str, torch.Tensor] = {}
@@ -101,10 +183,13 @@ class Objective:
         if self.kd is not None:
             t_logits = _tap(teacher_taps, "logits", "teacher").detach()
             add("kd", kd_loss(s_logits, t_logits, self.kd["temperature"]), self.kd["weight"])
-        for name, term in zip(self._part_names, self.terms):
-            s = _tap(student_taps, term.tap, "student", name)
-            t = _tap(teacher_taps, term.tap, "teacher", name).detach()
-            add(name, term(s, t), term.weight)
+        for name, term, pairs in zip(self._part_names, self.terms, self.pairs):
+            values = []
+            for i, (s_tap, t_tap) in enumerate(pairs):
+                s = _tap(student_taps, s_tap, "student", name)
+                t = _tap(teacher_taps, t_tap, "teacher", name).detach()
+                values.append(term(s, t, index, pair=i) if isinstance(term, FeatureTerm) else term(s, t))
+            add(name, values[0] if len(values) == 1 else torch.stack(values).sum(), term.weight)
         parts["total"] = torch.stack(weighted).sum() if len(weighted) > 1 else weighted[0]
         return parts
 
@@ -114,7 +199,7 @@ class Objective:
             "relkd_config": 1,
             "ce_weight": self.ce_weight,
             "kd": dict(self.kd) if self.kd is not None else None,
-            "terms": [t.to_config() for t in self.terms],
+            "terms": [{**t.to_config(), "tap": copy.deepcopy(tap)} for t, tap in zip(self.terms, self._taps)],
         }
         if self.meta is not None:
             cfg["meta"] = copy.deepcopy(self.meta)
@@ -124,6 +209,14 @@ class Objective:
         kd = f", kd={self.kd}" if self.kd else ""
         terms = "".join(f"\n  {t!r}" for t in self.terms)
         return f"Objective(ce_weight={self.ce_weight:g}{kd}){terms}"
+
+
+def _term(t: Mapping[str, Any]) -> RelationTerm | FeatureTerm:
+    tap = tap_label(t["tap"])  # what messages call the tap
+    if t.get("kind") == "feature":
+        return FeatureTerm(tap, t["method"], weight=t["weight"], name=t.get("name"), pairs=len(tap_pairs(t["tap"])))
+    return RelationTerm(tap, t["affinity"], t["normalisation"], t["loss"], view=t["view"], weight=t["weight"],
+                        name=t.get("name"))
 
 
 def _tap(taps: Taps | None, tap: str, side: str, term: str | None = None) -> torch.Tensor:
@@ -173,13 +266,15 @@ def probe_objective(
     run its backward pass, and return every part as a float plus ``grad_norm``.
 
     Feature maps (B, C, 7, 7) are made for taps named ``stage*`` or ``last_stage``, vectors
-    (B, C) for the others. A quick check that a config builds and gives finite values."""
+    (B, C) for the others. Feature terms' trainable parts are built for these features (and
+    a training set of 4 B samples, the batch its first). A quick check that a config builds
+    and gives finite values."""
     objective = build_objective(config)
     gen = torch.Generator().manual_seed(seed)
 
     def taps(width: int, grad: bool) -> dict[str, torch.Tensor]:
         out = {}
-        for tap in objective.taps:
+        for tap in (objective.student_taps if grad else objective.teacher_taps):
             if tap == "logits":
                 shape: tuple[int, ...] = (batch_size, num_classes)
             elif tap.startswith("stage") or tap == "last_stage":
@@ -191,7 +286,10 @@ def probe_objective(
 
     student, teacher = taps(student_width, True), taps(teacher_width, False)
     targets = torch.randint(num_classes, (batch_size,), generator=gen)
-    parts = objective(student, teacher, targets)
+    samples = 4 * batch_size  # a training set for CRD's memory banks; the batch is its first rows
+    objective.bind(student, teacher, samples)
+    objective.prepare_stages(lambda tap: lambda: iter([teacher[tap]]))  # SRM: a dictionary of this batch
+    parts = objective(student, teacher, targets, index=torch.arange(batch_size))
     parts["total"].backward()
     grad_sq = sum(float(t.grad.pow(2).sum()) for t in student.values() if t.grad is not None)
     result = {k: float(v.detach()) for k, v in parts.items()}

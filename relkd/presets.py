@@ -1,9 +1,12 @@
 """Published methods as objective configs, faithful to the papers.
 
 ``preset(name)`` returns a fresh canonical config dict; ``list_presets()`` lists them.
-Every relation preset also exists with KD added (``sp+kd``, ``rkd+kd``, ...): CE weight
+Each entry's ``family`` property says which terms it has (``relation``, ``feature``; none for
+``none`` and ``kd``) and ``year`` when its method was published. Every relation and feature
+preset also exists with KD added (``sp+kd``, ``rkd+kd``, ...): CE weight
 0.1, KD weight 0.9 at T = 4 (the ``kd`` preset's recipe) plus the relation terms.
-Each preset's values are checked against direct implementations in ``tests/reference.py``.
+Each preset's values are checked against direct implementations in ``tests/reference.py``
+and ``tests/reference_features.py``.
 """
 from __future__ import annotations
 
@@ -79,7 +82,8 @@ def kd() -> dict:
     return _config([], KD_CE_WEIGHT, KD)
 
 
-def _relation_preset(name: str, terms: Callable[[], list[dict[str, Any]]], doc: str) -> None:
+def _relation_preset(name: str, terms: Callable[[], list[dict[str, Any]]], doc: str,
+                     family: str = "relation", year: int | None = None) -> None:
     def plain() -> dict:
         return _config(terms())
 
@@ -88,22 +92,81 @@ def _relation_preset(name: str, terms: Callable[[], list[dict[str, Any]]], doc: 
 
     plain.__doc__ = doc
     with_kd.__doc__ = f"{doc.splitlines()[0].rstrip('.')} plus KD (CE 0.1, KD 0.9, T = 4)."
-    PRESETS.add(name, plain, relation=True)
-    PRESETS.add(f"{name}+kd", with_kd, relation=True, base=name)
+    PRESETS.add(name, plain, relation=family == "relation", family=family, year=year)
+    PRESETS.add(f"{name}+kd", with_kd, relation=family == "relation", family=family, base=name, year=year)
 
 
 _relation_preset("sp", _sp, """Similarity-preserving KD (Tung & Mori 2019), weight 3000.
-    Tap last_stage, flattened; G = F F^T, rows L2-normalised; mean squared difference over B^2 entries.""")
+    Tap last_stage, flattened; G = F F^T, rows L2-normalised; mean squared difference over B^2 entries.""",
+                 year=2019)
 _relation_preset("rkd_d", _rkd_d, """RKD distance (Park et al. 2019), weight 25.
-    Tap pool; pairwise distances / mean positive distance; smooth L1 (beta 1) over B^2 entries.""")
+    Tap pool; pairwise distances / mean positive distance; smooth L1 (beta 1) over B^2 entries.""", year=2019)
 _relation_preset("rkd_a", _rkd_a, """RKD angle (Park et al. 2019), weight 50.
-    Tap pool; triplet angle cosines <e_ij, e_kj>; smooth L1 (beta 1) over B^3 values.""")
+    Tap pool; triplet angle cosines <e_ij, e_kj>; smooth L1 (beta 1) over B^3 values.""", year=2019)
 _relation_preset("rkd", lambda: _rkd_d() + _rkd_a(), """RKD distance (weight 25) plus angle (weight 50).
-    Park et al. 2019: both RKD-D and RKD-A terms at tap pool.""")
+    Park et al. 2019: both RKD-D and RKD-A terms at tap pool.""", year=2019)
 _relation_preset("pkt", _pkt, """Probabilistic knowledge transfer (Passalis & Tefas 2018), weight 30000.
-    Tap pool; (cos + 1)/2, rows sum to one; mean of t log((t + 1e-7)/(s + 1e-7)) over B^2 entries.""")
+    Tap pool; (cos + 1)/2, rows sum to one; mean of t log((t + 1e-7)/(s + 1e-7)) over B^2 entries.""", year=2018)
 _relation_preset("cc", _cc, f"""Correlation congruence (Peng et al. 2019), weight {CC_WEIGHT:g}.
-    Tap pool, rows L2-normalised; 2nd-order Taylor Gaussian kernel (gamma 0.4); mean squared difference.""")
+    Tap pool, rows L2-normalised; 2nd-order Taylor Gaussian kernel (gamma 0.4); mean squared difference.""",
+                 year=2019)
+
+
+# Feature-level methods (relkd.features). Weights: RepDistiller's benchmark commands
+# (scripts/run.sh of Tian et al.'s public code, the CRD paper's Table 1 setup, which Quinn et
+# al. follow): FitNet 100, AT 1000, NST 50, VID 1, CRD 0.8; the taps are its layers: FitNet at
+# the 2nd block's output (hint_layer 2), AT, NST and VID at every stage's output, CRD at the
+# pooled embedding. Alone, CE keeps weight 1 (RepDistiller's -r 1 -a 0). SRM: its authors'
+# code (viebboy/SRM) weighs the pixel and image losses 1 each, at three stages on CIFAR-100.
+STAGES = ("stage1", "stage2", "last_stage")
+
+
+def _feature(name: str, tap: str, method: dict[str, Any], weight: float) -> dict[str, Any]:
+    return {"kind": "feature", "name": name, "tap": tap, "method": method, "weight": weight}
+
+
+def _fitnet() -> list[dict[str, Any]]:
+    return [_feature("fitnet", "stage2", {"name": "fitnet"}, 100.0)]
+
+
+def _at() -> list[dict[str, Any]]:
+    return [_feature(f"at_{tap}", tap, {"name": "at", "p": 2.0}, 1000.0) for tap in STAGES]
+
+
+def _nst() -> list[dict[str, Any]]:
+    return [_feature(f"nst_{tap}", tap, {"name": "nst"}, 50.0) for tap in STAGES]
+
+
+def _vid() -> list[dict[str, Any]]:
+    return [_feature(f"vid_{tap}", tap, {"name": "vid"}, 1.0) for tap in STAGES]
+
+
+def _crd() -> list[dict[str, Any]]:
+    return [_feature("crd", "pool", {"name": "crd"}, 0.8)]
+
+
+def _srm() -> list[dict[str, Any]]:
+    return [_feature(f"srm_{tap}", tap, {"name": "srm"}, 1.0) for tap in STAGES]
+
+
+_relation_preset("fitnet", _fitnet, """FitNets hint (Romero et al. 2015), weight 100.
+    Tap stage2; conv 3x3 + BN + ReLU regressor to the teacher's width, trained jointly; mean squared error.""",
+                 family="feature", year=2015)
+_relation_preset("at", _at, """Attention transfer (Zagoruyko & Komodakis 2017), weight 1000 at each stage.
+    Taps stage1, stage2, last_stage; normalised channel means of squared activations; mean squared error.""",
+                 family="feature", year=2017)
+_relation_preset("nst", _nst, """Neural selectivity transfer (Huang & Wang 2017), weight 50 at each stage.
+    Taps stage1, stage2, last_stage; MMD of normalised channel maps with the kernel (x . y)^2.""",
+                 family="feature", year=2017)
+_relation_preset("vid", _vid, """Variational information distillation (Ahn et al. 2019), weight 1 at each stage.
+    Taps stage1, stage2, last_stage; Gaussian likelihood with a learned variance per teacher channel.""",
+                 family="feature", year=2019)
+_relation_preset("srm", _srm, """Sparse representation matching (Tran et al. 2021), weight 1 at each stage.
+    Taps stage1, stage2, last_stage; pixel and image labels from the teacher's sparse codes (M = 2 C_t).""",
+                 family="feature", year=2021)
+_relation_preset("crd", _crd, """Contrastive representation distillation (Tian et al. 2020), weight 0.8.
+    Tap pool; embedding heads (128), memory banks, NCE with 16384 negatives at temperature 0.07.""",
+                 family="feature", year=2020)
 
 
 def preset(name: str) -> dict:

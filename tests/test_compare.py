@@ -17,8 +17,8 @@ pytestmark = pytest.mark.usefixtures("isolated")  # conftest.py: own cache and r
 
 
 @pytest.mark.parametrize("section, expected", [
-    ({"methods": ["sp", "rdk"]}, "compare.methods[1]: unknown relation preset 'rdk'; did you mean 'rkd'"),
-    ({"methods": ["sp+kd"]}, "compare.methods[0]: unknown relation preset 'sp+kd'"),
+    ({"methods": ["sp", "rdk"]}, "compare.methods[1]: unknown method preset 'rdk'; did you mean 'rkd'"),
+    ({"methods": ["sp+kd"]}, "compare.methods[0]: unknown method preset 'sp+kd'"),
     ({"seeds": 0}, "compare.seeds: expected a count >= 1 or a list of distinct seeds"),
     ({"seeds": [1, 1]}, "compare.seeds: expected a count >= 1 or a list of distinct seeds"),
     ({"with_kd": "yes"}, "compare.with_kd: expected true or false"),
@@ -100,3 +100,54 @@ def test_two_processes_share_one_compare(isolated):
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(done) >= 8 and {(t.params["method"], t.params["seed"]) for t in done} == {
         (m, s) for m in ("none", "kd", "sp", "pkt") for s in (0, 1)}
+
+
+def _table(test_means):
+    """A compare table with these mean test accuracies (the rest as compare_table makes it)."""
+    base = test_means["none"]
+    rows = [{"method": m, "test_mean": v, "gain": v - base, "rank": 0,
+             "kd_gain": (test_means[f"{m}+kd"] - test_means["kd"]) if f"{m}+kd" in test_means else None}
+            for m, v in test_means.items()]
+    return {"rows": rows}
+
+
+def test_quinn_findings_follow_their_stated_criteria():
+    from relkd.study.compare import quinn_findings
+
+    # crd (2020) best alone, fitnet (2015) below none: the newer methods are ahead
+    means = {"none": 0.80, "kd": 0.82, "fitnet": 0.79, "at": 0.81, "sp": 0.805, "crd": 0.83,
+             "fitnet+kd": 0.84, "at+kd": 0.81, "sp+kd": 0.83, "crd+kd": 0.825}
+    found = {f["finding"][:4]: f for f in quinn_findings(_table(means), ("fitnet", "at", "sp", "crd"))}
+    assert found["(i) "]["agrees"] and "fitnet" in found["(i) "]["evidence"]  # fitnet loses to none
+    assert "with KD, 1 do not beat kd (at)" in found["(i) "]["evidence"]
+    assert found["(iv)"]["agrees"] and "CRD ranks 1 of 4 alone" in found["(iv)"]["evidence"]
+    assert "3 with KD (best: fitnet+kd)" in found["(iv)"]["evidence"]
+    assert not found["(iii"]["agrees"]  # newer methods are ahead here: rho(year, gain) > 0
+    # reversed: old methods ahead, crd last, every method helps, gains alone and with KD in one order
+    means = {"none": 0.70, "kd": 0.72, "fitnet": 0.80, "at": 0.78, "sp": 0.76, "crd": 0.74,
+             "fitnet+kd": 0.82, "at+kd": 0.80, "sp+kd": 0.78, "crd+kd": 0.76}
+    found = {f["finding"][:4]: f for f in quinn_findings(_table(means), ("fitnet", "at", "sp", "crd"))}
+    assert not found["(i) "]["agrees"] and not found["(iv)"]["agrees"]
+    assert found["(iii"]["agrees"]
+    assert found["(ii)"]["evidence"].startswith("Spearman rho 1.00")
+
+
+@pytest.mark.parametrize("section, expected", [
+    ({"findings": "quin", "methods": ["sp", "crd", "at"]}, "compare.findings: expected one of quinn or null"),
+    ({"findings": "quinn", "methods": ["sp", "rkd", "pkt"]}, "list crd among at least 3 methods"),
+    ({"findings": "quinn", "methods": ["sp", "crd", "at"], "with_kd": False}, "set with_kd: true"),
+])
+def test_bad_findings_name_the_field(section, expected):
+    with pytest.raises(ConfigError) as err:
+        validate_compare({**TINY_SETTING, "compare": section})
+    assert expected in str(err.value)
+
+
+def test_a_compare_of_feature_and_relation_methods_says_what_it_finds(isolated):
+    doc = {**TINY_SETTING, "name": "cquinn", "budget": {**TINY_SETTING["budget"], "epochs": 1},
+           "compare": {"methods": ["at", "crd", "sp"], "seeds": 1, "findings": "quinn"}}
+    table = run_compare(validate_compare(doc))
+    assert [f["finding"][:4] for f in table["findings"]] == ["(i) ", "(ii)", "(iii", "(iv)"]
+    assert {r["method"] for r in table["rows"]} == {"none", "kd", "at", "crd", "sp", "at+kd", "crd+kd", "sp+kd"}
+    text = format_markdown(table)
+    assert "| Quinn et al.'s finding | this run | evidence |" in text and "(iv) CRD best" in text

@@ -86,5 +86,5 @@ def test_every_dimension_names_its_group_for_the_analysis(dim):
 
 def test_components_read_their_registry():
     components = [d for d in DIMENSIONS if d.role == COMPONENT]
-    assert [d.field for d in components] == ["affinity", "normalisation", "loss"]
-    assert all(d.registry.kind == d.field for d in components)
+    assert [d.field for d in components] == ["affinity", "normalisation", "loss", "method"]
+    assert all(d.registry.kind.split()[-1] == d.field for d in components)  # "feature method" for method

@@ -129,7 +129,7 @@ def test_invalid_draws_report_the_rule_and_stop_drawing():
         ({"tap": ["pool", "stage9"]}, "search.tap[1]: unknown tap (of both models) 'stage9'"),
         ({"weight": {"low": 10, "high": 1}}, "search.weight: low (10) must not exceed high (1)"),
         ({"weight": {"low": 0, "high": 1, "log": True}}, "search.weight.low: a log range needs low > 0"),
-        ({"terms": {"low": 0, "high": 12}}, "search.terms: at most 8 relation terms"),
+        ({"terms": {"low": 0, "high": 12}}, "search.terms: at most 8 terms"),
         ({"kd": {"enabled": "yes"}}, "search.kd.enabled: expected true, false or [false, true]"),
         ({"losses": "all"}, "search.losses: unknown field; did you mean 'loss'"),
         ({"terms": 1, "affinity": ["dot"], "normalisation": ["row_sum"]}, "no valid affinity x normalisation"),

@@ -1,6 +1,6 @@
 """Design choices of trials: which group a search parameter belongs to (declared with each
 search dimension in :mod:`relkd.study.space`), and which affinity / normalisation / loss /
-tap / view a trial's composition uses.
+tap / view a trial's composition uses, and which family of terms (relation, feature).
 
 Choices are read from each trial's ``objective_config`` rather than its parameters, so the
 anchors (whose compositions may lie outside the search space) and multi-term trials count
@@ -14,31 +14,49 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import TrialState
 
+from ..config import tap_label
 from ..study.record import RERUN_ATTR
 from ..study.space import GROUPS, choice_group
 
-__all__ = ["GROUPS", "CHOICES", "NO_TERM", "choice_group", "trial_choices", "completed", "ChoiceStats",
+__all__ = ["GROUPS", "CHOICES", "FAMILY_CHOICES", "NO_TERM", "uses_features", "choice_group", "trial_choices",
+           "completed", "ChoiceStats",
            "choice_stats"]
 
 # Categorical choices a composition is made of.
 CHOICES = ("affinity", "normalisation", "loss", "tap", "view")
+#: Choices of the term families: which families a composition uses and its feature methods
+#: (shown when a study has feature terms).
+FAMILY_CHOICES = ("family", "method")
 NO_TERM = "(no term)"
 
 
 def trial_choices(config: dict[str, Any]) -> dict[str, set[str]]:
-    """The values of each of :data:`CHOICES` a composition uses (``(no term)`` without terms),
-    plus ``terms`` (the number of terms) and ``kd`` (on / off)."""
+    """The values of each of :data:`CHOICES` a composition uses (``(no term)`` without terms;
+    the relation choices come from its relation terms), plus ``terms`` (the number of terms),
+    ``kd`` (on / off) and the :data:`FAMILY_CHOICES`: ``family`` (relation, feature) and
+    ``method`` (the feature terms' methods)."""
     terms = config.get("terms") or []
+    relation = [t for t in terms if t.get("kind", "relation") == "relation"]
     out: dict[str, set[str]] = {}
     for choice in CHOICES:
-        if choice in ("tap", "view"):
-            values = {t[choice] for t in terms}
+        if choice == "tap":
+            values = {tap_label(t["tap"]) for t in terms}
+        elif choice == "view":
+            values = {t["view"] for t in relation}
         else:
-            values = {t[choice]["name"] for t in terms}
+            values = {t[choice]["name"] for t in relation}
         out[choice] = values or {NO_TERM}
     out["terms"] = {str(len(terms))}
     out["kd"] = {"on" if config.get("kd") else "off"}
+    out["family"] = {t.get("kind", "relation") for t in terms} or {NO_TERM}
+    out["method"] = {t["method"]["name"] for t in terms if t.get("kind") == "feature"} or {NO_TERM}
     return out
+
+
+def uses_features(trials: Iterable[optuna.trial.FrozenTrial]) -> bool:
+    """Whether any of ``trials`` has a feature term (then the family is a design choice to show)."""
+    return any(t.get("kind") == "feature" for trial in trials
+               for t in trial.user_attrs.get("objective_config", {}).get("terms") or [])
 
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

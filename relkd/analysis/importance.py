@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from ..study.ladder import ladder_of
 from ..study.record import LADDER_ATTR
-from .choices import CHOICES, GROUPS, choice_group, choice_stats, completed
+from .choices import CHOICES, FAMILY_CHOICES, GROUPS, choice_group, choice_stats, completed, uses_features
 
 __all__ = ["EVALUATORS", "study_importance", "rung_scores", "MIN_TRIALS", "SCORE"]
 
@@ -168,7 +168,7 @@ def study_importance(study: optuna.Study, evaluator: str = "ped_anova", *, seed:
     trials = completed(study)
     by_number = {t.number: t for t in trials}
     best_per_choice, best_composition = {}, {}
-    for choice in (*CHOICES, "terms", "kd"):
+    for choice in (*CHOICES, "terms", "kd", *(FAMILY_CHOICES if uses_features(trials) else ())):
         stats = choice_stats(trials, choice)
         ranked = sorted(stats.items(), key=lambda kv: -kv[1].best)
         best_per_choice[choice] = {

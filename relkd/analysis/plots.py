@@ -230,6 +230,8 @@ def plot_interaction(study: optuna.Study, rows: str, cols: str):
     cells: dict[tuple[str, str], list[float]] = {}
     for t in completed(study):
         for term in t.user_attrs["objective_config"].get("terms") or []:
+            if term.get("kind") == "feature":  # no relation components
+                continue
             key = (term[rows]["name"], term[cols]["name"])
             cells.setdefault(key, []).append(t.value)
     best = np.full((len(row_names), len(col_names)), np.nan)
@@ -265,13 +267,15 @@ def plot_interaction(study: optuna.Study, rows: str, cols: str):
 
 @study_plot("weights", "Term weight against accuracy, per loss.", order=60, inputs=("study",))
 def plot_weights(study: optuna.Study):
-    """Term weight (log x) against validation accuracy, one panel per loss."""
+    """Term weight (log x) against validation accuracy, one panel per loss (per method for
+    feature terms)."""
     plt = pyplot()
     points: dict[str, list[tuple[float, float, bool]]] = {}
     for t in completed(study):
         for term in t.user_attrs["objective_config"].get("terms") or []:
             if term["weight"] > 0:
-                points.setdefault(term["loss"]["name"], []).append((term["weight"], t.value, "anchor" in t.user_attrs))
+                panel = term["method"]["name"] if term.get("kind") == "feature" else term["loss"]["name"]
+                points.setdefault(panel, []).append((term["weight"], t.value, "anchor" in t.user_attrs))
     losses = sorted(points) or ["(no term)"]
     ncols = min(3, len(losses))
     nrows = math.ceil(len(losses) / ncols)

@@ -62,14 +62,16 @@ def _tap_shapes(model: str, params: str, in_shape: tuple[int, ...], num_classes:
     return {t: tuple(v.shape[1:]) for t, v in out.items()}
 
 
-def view_widths(term: RelationTerm, setting: Setting, in_shape: Sequence[int], num_classes: int) -> tuple[int, int]:
-    """The widths D_s, D_t of ``term``'s view at its tap, for the setting's student and teacher."""
+def view_widths(term: RelationTerm, setting: Setting, in_shape: Sequence[int], num_classes: int,
+                pair: tuple[str, str] | None = None) -> tuple[int, int]:
+    """The widths D_s, D_t of ``term``'s view at its tap (or at the layer ``pair`` (student,
+    teacher)), for the setting's student and teacher."""
     import json
 
     widths = []
-    for spec in (setting.student, setting.teacher):
+    for spec, tap in zip((setting.student, setting.teacher), pair or (term.tap, term.tap)):
         shape = _tap_shapes(spec.model, json.dumps(spec.params, sort_keys=True), tuple(in_shape), num_classes,
-                            (term.tap,))[term.tap]
+                            (tap,))[tap]
         widths.append(int(term.view(torch.zeros(2, *shape)).shape[1]))
     return widths[0], widths[1]
 
@@ -82,8 +84,11 @@ def memory_problems(objective: Objective, setting: Setting, device: torch.device
     batch = setting.budget.batch_size or setting.data.batch_size
     budget = device_budget(device)
     problems = []
-    for term in objective.terms:
-        need = term_bytes(term, batch, *view_widths(term, setting, in_shape, num_classes))
+    for term, pairs in zip(objective.terms, objective.pairs):
+        if not isinstance(term, RelationTerm):  # feature terms hold (B, C, H, W) features, no B x B relations
+            continue
+        need = max(term_bytes(term, batch, *view_widths(term, setting, in_shape, num_classes, pair))
+                   for pair in pairs)
         if need > budget:
             problems.append(f"{term.affinity.name} over view {term.view.name} at {term.tap} needs about "
                             f"{need / 2**30:.1f} GiB for a batch of {batch}, more than the "

@@ -241,7 +241,7 @@ def _teacher_taps(members: Sequence[_Member]) -> tuple[str, ...]:
     names: dict[str, None] = {}
     for m in members:
         if m.objective.needs_teacher:
-            names.update(dict.fromkeys(m.objective.taps))
+            names.update(dict.fromkeys(m.objective.teacher_taps))
     return tuple(names)
 
 
@@ -314,13 +314,17 @@ def run_population(
         return []
     seed = setting.seed if seed is None else seed
     members = [_Member(i, as_objective(c)) for i, c in enumerate(configs)]
+    trainable = [m.index for m in members if m.objective.trainable or m.objective.needs_index]
+    if trainable:
+        raise ValueError(f"run_population: the objectives of members {trainable} have feature terms with parts "
+                         f"that train with the student or need sample indices; train them with run_trial")
     device = resolve_device(setting.device)
     data = load_data(setting)
     teacher_taps = _teacher_taps(members)
     if teacher_taps and teacher is None:
         teacher = get_teacher(setting, device=device)
     template = build_model(setting.student, data, seed, device)
-    student_taps = tuple(dict.fromkeys(t for m in members for t in m.objective.taps))
+    student_taps = tuple(dict.fromkeys(t for m in members for t in m.objective.student_taps))
     template.resolve_taps(student_taps)  # a tap the student lacks is an error now, not mid-epoch
     if teacher_taps:
         teacher.model.resolve_taps(teacher_taps)

@@ -52,11 +52,15 @@ def run_trial(
     across epochs and trials when the teacher sees exactly what the student sees.
     Returns ``val_accuracy`` (last epoch), ``val_history``, ``test_accuracy`` (with
     ``eval_test``), ``part_means`` (mean of every loss part over the run), ``epochs``,
-    ``stopped_early``, ``wall_seconds``, ``samples_per_second`` and ``seed``.
+    ``stopped_early``, ``wall_seconds``, ``samples_per_second`` and ``seed``; with
+    ``return_model``, ``model`` and, for an objective with trainable parts (feature terms),
+    ``objective_state`` (their state dict, on the CPU).
     """
     start = time.perf_counter()
     seed = setting.seed if seed is None else seed
     objective = as_objective(objective_config)
+    if objective.trainable and objective.bound:  # every run trains the terms' parts from their start
+        objective = as_objective(objective.to_config())
     device = resolve_device(setting.device)
     data = load_data(setting)
     if objective.needs_teacher and teacher is None:
@@ -92,6 +96,8 @@ def run_trial(
     metrics["wall_seconds"] = time.perf_counter() - start
     if return_model:
         metrics["model"] = model
+        if objective.trainable:
+            metrics["objective_state"] = {k: v.detach().cpu() for k, v in objective.state_dict().items()}
     return metrics
 
 
@@ -107,7 +113,8 @@ def train_runs(
     evaluation: RunEvaluation | None = None,
 ) -> dict[str, Any]:
     """Run :func:`run_trial` once per seed; aggregate means and standard deviations.
-    With ``out``, write ``metrics.json``, the objective config and each student's weights.
+    With ``out``, write ``metrics.json``, the objective config and each student's weights
+    (and, for feature terms with trainable parts, their weights as ``objective_seed{seed}.pt``).
 
     With ``eval_test``, each seed's student is evaluated on the test split; with
     ``evaluation`` as well (``relkd.evaluation.TestEvaluation(setting)``, which ``relkd
@@ -123,11 +130,14 @@ def train_runs(
                       teacher_cache=teacher_cache, progress=progress,
                       return_model=out_dir is not None or eval_test)
         model = m.pop("model", None)
+        objective_state = m.pop("objective_state", None)
         if eval_test and evaluation is not None and model is not None:
             m.update(evaluation.per_seed(model, teacher))
         if out_dir is not None and model is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / f"student_seed{seed}.pt")
+            if objective_state is not None:  # the feature terms' trained parts, beside the student
+                torch.save(objective_state, out_dir / f"objective_seed{seed}.pt")
         per_seed.append(m)
     summary: dict[str, Any] = {"setting": setting.name, "student": setting.student.model,
                                "teacher": setting.teacher.model if teacher else None, "seeds": list(seeds)}

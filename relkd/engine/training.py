@@ -2,12 +2,15 @@
 schedule, and top-1 evaluation."""
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import logging
 import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -16,11 +19,11 @@ from ..models import TappedModel
 from ..models.transfer import body_and_head
 from ..objective import Objective
 from ..setting import Recipe
-from .device import autocast, grad_scaler, prepare_input
+from .device import autocast, autocast_dtype, grad_scaler, prepare_input
 from .teacher_outputs import TeacherOutputs
 
 __all__ = ["NonFiniteLossError", "FitResult", "Report", "fit", "evaluate", "member_accuracies", "optimizer_step",
-           "param_groups", "make_optimizer",
+           "param_groups", "make_optimizer", "bind_objective", "prepare_stages",
            "raise_non_finite", "progress_bar"]
 
 log = logging.getLogger(__name__)
@@ -52,10 +55,14 @@ def param_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict[str, Any]]
     return [g for g in groups if g["params"]]
 
 
-def make_optimizer(model: torch.nn.Module, recipe: Recipe, steps: int) -> tuple[torch.optim.Optimizer, Any]:
+def make_optimizer(model: torch.nn.Module, recipe: Recipe, steps: int,
+                   extra: Sequence[torch.nn.Parameter] = ()) -> tuple[torch.optim.Optimizer, Any]:
     """Optimizer and per-step schedule; every schedule scales each parameter group's own
-    learning rate (frozen parameters are left out)."""
+    learning rate (frozen parameters are left out). ``extra``: parameters that train with the
+    student (an objective's feature-term parts), a group ``objective`` at ``recipe.lr``."""
     groups = param_groups(model, recipe)
+    if extra:
+        groups.append({"params": list(extra), "lr": recipe.lr, "name": "objective"})
     if recipe.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
             groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
@@ -114,6 +121,52 @@ def optimizer_step(opt: torch.optim.Optimizer, sched: Any, scaler: torch.amp.Gra
     sched.step()
 
 
+def bind_objective(objective: Objective, model: TappedModel, teacher: TappedModel | None, loader: DeviceLoader,
+                   precision: str = "auto") -> None:
+    """Build the objective's trainable parts for the taps of ``model`` and ``teacher`` on the
+    first samples of ``loader`` (both models in eval mode for the probe, so no BatchNorm
+    statistic moves; nothing is drawn from a random stream) and the training set's size."""
+    if objective.bound:
+        return
+    x = prepare_input(next(iter(loader.epoch(0)))[0][:2], loader.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast(loader.device, precision):
+            s_taps = model(x, taps=objective.student_taps)
+            t_taps = teacher(x, taps=objective.teacher_taps) if teacher is not None else {}
+    finally:
+        model.train(was_training)
+    objective.bind(s_taps, t_taps, loader.num_samples)
+
+
+def prepare_stages(objective: Objective, teacher: TappedModel | None, loader: DeviceLoader,
+                   teacher_key: tuple | None, precision: str = "auto") -> None:
+    """Run the objective's stages before the student trains (SRM's dictionary) on the teacher's
+    features over the training set in its stored order, without augmentation, so that every
+    seed's run shares one stage; cached by ``teacher_key`` (the teacher checkpoint and its
+    data; ``None``: uncached)."""
+    if teacher is None:
+        raise ValueError("this objective has a stage on the teacher's features (SRM), so it needs a teacher")
+    plain = copy.copy(loader)
+    plain.shuffle, plain.augment = False, False
+
+    def batches(tap: str) -> Callable[[], Iterator[torch.Tensor]]:
+        def run() -> Iterator[torch.Tensor]:
+            for x, _ in plain.epoch(0):
+                with torch.inference_mode(), autocast(loader.device, precision):
+                    out = teacher(prepare_input(x, loader.device), taps=(tap,))[tap]
+                yield out.float().clone()
+        return run
+
+    key = None
+    if teacher_key is not None:
+        text = json.dumps([list(map(str, teacher_key)), plain.batch_size, loader.device.type,
+                           str(autocast_dtype(loader.device, precision))])
+        key = hashlib.sha256(text.encode()).hexdigest()[:20]
+    objective.prepare_stages(batches, key)
+
+
 @dataclass
 class FitResult:
     """What :func:`fit` did: validation accuracy per epoch, mean loss parts, epochs, samples and time."""
@@ -147,21 +200,27 @@ def fit(
     """Train ``model`` on the train split with ``objective`` for ``recipe.epochs`` epochs,
     evaluating validation accuracy after each epoch and calling ``report(epoch, val_acc)``;
     a truthy return stops training early (pruning). Raises :class:`NonFiniteLossError`.
+    The objective's trainable parts (feature terms) are built for these models and train with
+    the student (their state stays in ``objective``).
     ``precision``: the setting's (:mod:`relkd.engine.device`); on CUDA the loss parts are
     summed on the device and the finiteness checked every 25 steps, so no step waits for
     the host."""
     loader = data.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
                                drop_last=data.train_labels.numel() > batch_size)
     val_loader = data.eval_loader("val", batch_size=eval_batch_size, device=device)
-    taps = objective.taps
+    taps, teacher_taps = objective.student_taps, objective.teacher_taps
     model.resolve_taps(taps)  # a tap the student lacks is an error now, not mid-epoch
     if objective.needs_teacher:
         if teacher is None:
             raise ValueError("this objective uses KD or relation terms, so it needs a teacher")
-        teacher.resolve_taps(taps)
+        teacher.resolve_taps(teacher_taps)
         teacher.eval()
     use_cache = objective.needs_teacher and teacher_cache_key is not None
-    opt, sched = make_optimizer(model, recipe, recipe.epochs * len(loader))
+    bind_objective(objective, model, teacher, loader, precision)
+    if objective.needs_stage:
+        prepare_stages(objective, teacher, loader, teacher_cache_key, precision)
+    objective.train()
+    opt, sched = make_optimizer(model, recipe, recipe.epochs * len(loader), objective.parameters())
     scaler = grad_scaler(device, precision)
     check_every = 1 if device.type == "cpu" else 25
     sums: dict[str, torch.Tensor] = {}
@@ -176,7 +235,7 @@ def fit(
         cached = None
         if use_cache:
             key = (*teacher_cache_key, loader.seed if loader.augments else None, epoch if loader.augments else None)
-            cached = TeacherOutputs.get(key, teacher, loader, epoch, taps, precision)
+            cached = TeacherOutputs.get(key, teacher, loader, epoch, teacher_taps, precision)
         for x, y, index in loader.epoch(epoch, with_indices=True):
             x = prepare_input(x, device)
             with autocast(device, precision):
@@ -186,10 +245,10 @@ def fit(
                     t_taps = {t: v.index_select(0, index) for t, v in cached.items()}
                 elif objective.needs_teacher:
                     with torch.inference_mode():
-                        live = teacher(x, taps=taps)
+                        live = teacher(x, taps=teacher_taps)
                     # inference tensors may not be saved for backward: clone them out
                     t_taps = {k: v.clone() for k, v in live.items()}
-                parts = objective(s_taps, t_taps, y)
+                parts = objective(s_taps, t_taps, y, index=index)
             optimizer_step(opt, sched, scaler, parts["total"])
             steps += 1
             samples += int(y.numel())

@@ -4,19 +4,23 @@ each method preset alone and with KD, with N seeds at a fixed budget, on the tes
 A compare file is a setting plus a ``compare`` section::
 
     compare:
-      methods: [sp, rkd_d, rkd_a, pkt, cc]   # relation presets; each runs alone and with KD
+      methods: [sp, rkd_d, rkd_a, pkt, cc]   # method presets (relation or feature); each alone and with KD
       with_kd: true
       seeds: 3                               # a count (0, 1, 2) or a list
       storage: null                          # default sqlite:///runs/<name>/optuna.db
+      findings: null                         # quinn: say whether the run agrees with Quinn et al.'s findings
 
 Every (method, seed) run is a run of a :class:`relkd.study.queue.RunQueue` (one trial of
 the compare's Optuna study, named after the setting), so a compare resumes after an
 interruption (finished runs are kept, failed ones are enqueued again) and several processes
 (``--storage`` on a shared database) split the queued runs between them. Compare studies
 written before run queues (trials with the parameters ``method`` and ``seed``) resume too.
-The table gives per method the mean ± std test accuracy, the gain over the baseline (``none``), the rank, and for relation methods the gain of ``method+kd`` over
-``kd``; the Spearman correlation between the standalone gains and the gains with KD says
-whether a method that helps alone also helps on top of KD.
+The table gives per method the mean ± std test accuracy, the gain over the baseline
+(``none``), the rank, and for each method the gain of ``method+kd`` over ``kd``; the Spearman
+correlation between the standalone gains and the gains with KD says whether a method that
+helps alone also helps on top of KD. With ``findings: quinn`` the table also says, for each of
+Quinn, McGuinness & Mileo's (2021) four findings, whether this run agrees
+(:func:`quinn_findings`; the criteria are fixed here, before any run).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import logging
 import math
 import os
 import statistics
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,13 +50,14 @@ from .record import COMPARE_ATTR
 from .storage import redact, resolve_storage, run_dir
 
 __all__ = ["CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_runs", "compare_table",
-           "format_markdown"]
+           "format_markdown", "quinn_findings"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_METHODS = ("sp", "rkd", "pkt", "cc")
 BASELINES = ("none", "kd")
-_FIELDS = ("methods", "with_kd", "seeds", "storage")
+_FIELDS = ("methods", "with_kd", "seeds", "storage", "findings")
+FINDINGS = ("quinn",)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class CompareSpec:
     with_kd: bool
     seeds: tuple[int, ...]
     storage: str | None = None
+    findings: str | None = None
 
     @property
     def runs(self) -> tuple[str, ...]:
@@ -74,17 +81,17 @@ def validate_compare(document: Any, source: str | os.PathLike | None = None) -> 
     c = FieldChecker()
     setting = setting_or_errors(document, c, source)
     section = document.get("compare") or {}
-    methods, with_kd, seeds, storage = DEFAULT_METHODS, True, (0, 1, 2), None
+    methods, with_kd, seeds, storage, findings = DEFAULT_METHODS, True, (0, 1, 2), None, None
     if c.mapping(section, "compare", _FIELDS):
         methods = section.get("methods", list(DEFAULT_METHODS))
         if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
-            c.error("compare.methods", f"expected a list of relation presets such as [sp, rkd, pkt, cc], got "
+            c.error("compare.methods", f"expected a list of method presets such as [sp, rkd, pkt, cc, crd], got "
                                        f"{methods!r}")
             methods = []
-        relation = [n for n in PRESETS.list() if n not in BASELINES and not n.endswith("+kd")]
+        known = [n for n in PRESETS.list() if n not in BASELINES and not n.endswith("+kd")]
         for i, m in enumerate(methods):
-            if m not in relation:
-                c.error(f"compare.methods[{i}]", unknown_name_message("relation preset", m, relation))
+            if m not in known:
+                c.error(f"compare.methods[{i}]", unknown_name_message("method preset", m, known))
         with_kd = c.boolean(section.get("with_kd", True), "compare.with_kd")
         raw = section.get("seeds", 3)
         if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
@@ -97,9 +104,15 @@ def validate_compare(document: Any, source: str | os.PathLike | None = None) -> 
         storage = section.get("storage")
         if storage is not None and not isinstance(storage, str):
             c.error("compare.storage", f"expected a storage URL, got {storage!r}")
+        findings = section.get("findings")
+        if findings is not None and findings not in FINDINGS:
+            c.error("compare.findings", f"expected one of {', '.join(FINDINGS)} or null, got {findings!r}")
+        elif findings == "quinn" and (not with_kd or "crd" not in methods or len(methods) < 3):
+            c.error("compare.findings", "quinn's findings compare methods alone and with KD and ask whether CRD is "
+                                        "best: set with_kd: true and list crd among at least 3 methods")
     if c.errors:
         raise ConfigError(c.errors, source)
-    return CompareSpec(setting, tuple(dict.fromkeys(methods)), with_kd, seeds, storage)
+    return CompareSpec(setting, tuple(dict.fromkeys(methods)), with_kd, seeds, storage, findings)
 
 
 def load_compare(path: str | os.PathLike) -> CompareSpec:
@@ -177,7 +190,7 @@ def run_compare(spec: CompareSpec, *, storage: str | None = None, out_dir: str |
 
 def compare_table(study: optuna.Study, spec: CompareSpec) -> dict[str, Any]:
     """Per run: seeds, test mean ± std, validation mean, gain over ``none``, rank; per
-    relation method: gain of ``method+kd`` over ``kd``; Spearman of the two gains."""
+    method: gain of ``method+kd`` over ``kd``; Spearman of the two gains; with ``findings``, Quinn's."""
     test: dict[str, list[float]] = {m: [] for m in spec.runs}
     val: dict[str, list[float]] = {m: [] for m in spec.runs}
     done = completed_runs(study, _legacy_run)  # one trial per run: the first that completed
@@ -203,11 +216,64 @@ def compare_table(study: optuna.Study, spec: CompareSpec) -> dict[str, Any]:
 
         alone = [means[m] - baseline for m in spec.methods]
         with_kd = [means[f"{m}+kd"] - means["kd"] for m in spec.methods]
-        rho = stats.spearmanr(alone, with_kd).statistic
+        with warnings.catch_warnings():  # a constant side makes rho NaN: the table then says None
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)
+            rho = stats.spearmanr(alone, with_kd).statistic
         spearman = None if rho is None or math.isnan(rho) else float(rho)
-    return {"compare": study.study_name, "seeds": list(spec.seeds), "budget_epochs": spec.setting.budget.epochs,
-            "teacher": spec.setting.teacher.model, "student": spec.setting.student.model, "rows": rows,
-            "spearman_gain_alone_vs_with_kd": spearman}
+    table = {"compare": study.study_name, "seeds": list(spec.seeds), "budget_epochs": spec.setting.budget.epochs,
+             "teacher": spec.setting.teacher.model, "student": spec.setting.student.model, "rows": rows,
+             "spearman_gain_alone_vs_with_kd": spearman}
+    if spec.findings == "quinn":
+        table["findings"] = quinn_findings(table, spec.methods)
+    return table
+
+
+def quinn_findings(table: dict[str, Any], methods: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Whether the run agrees with each of Quinn, McGuinness & Mileo's (2021) findings, by
+    criteria fixed before any run:
+
+    (i) contradictions with the original papers: every paper reports that its method improves
+        the student over training alone; a method whose mean test gain over ``none`` is <= 0
+        contradicts it. Agrees when at least one method does.
+    (ii) no general correlation between a method's gain alone and its gain with KD: agrees when
+        the Spearman correlation of the two gains is not significant (p >= 0.05).
+    (iii) older, simpler methods ahead of newer ones: agrees when the Spearman correlation
+        between the publication year and the gain alone is negative.
+    (iv) CRD best: agrees when CRD has the highest mean test accuracy of the methods alone.
+    """
+    from scipy import stats
+
+    rows = {r["method"]: r for r in table["rows"]}
+    alone = {m: rows[m]["gain"] for m in methods}
+    with_kd = {m: rows[m]["kd_gain"] for m in methods}
+    out = []
+    losing = [m for m in methods if alone[m] <= 0]
+    losing_kd = [m for m in methods if with_kd[m] is not None and with_kd[m] <= 0]
+    out.append({"finding": "(i) results contradict the original papers", "agrees": bool(losing),
+                "evidence": f"{len(losing)} of {len(methods)} methods do not beat the student trained alone "
+                            f"({', '.join(losing) or 'none'}); with KD, {len(losing_kd)} do not beat kd "
+                            f"({', '.join(losing_kd) or 'none'})"})
+    years = {m: PRESETS.get(m).property("year") for m in methods}
+    dated = [m for m in methods if years[m] is not None]
+    with warnings.catch_warnings():  # a constant side makes rho NaN, which the evidence says
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        correlation = stats.spearmanr([alone[m] for m in methods], [with_kd[m] for m in methods])
+        age = stats.spearmanr([years[m] for m in dated], [alone[m] for m in dated])
+    rho, p = float(correlation.statistic), float(correlation.pvalue)
+    out.append({"finding": "(ii) no general correlation between gains alone and with KD",
+                "agrees": bool(math.isnan(p) or p >= 0.05),
+                "evidence": f"Spearman rho {rho:.2f}, p {p:.2f} over {len(methods)} methods"})
+    rho_age = float(age.statistic)
+    out.append({"finding": "(iii) older, simpler methods ahead of newer ones",
+                "agrees": bool(not math.isnan(rho_age) and rho_age < 0),
+                "evidence": f"Spearman rho between publication year and gain alone {rho_age:.2f} "
+                            f"(p {float(age.pvalue):.2f}; " + ", ".join(f"{m} {years[m]}" for m in dated) + ")"})
+    ranked = sorted(methods, key=lambda m: -rows[m]["test_mean"])
+    ranked_kd = sorted(methods, key=lambda m: -rows[f"{m}+kd"]["test_mean"])
+    out.append({"finding": "(iv) CRD best", "agrees": ranked[0] == "crd",
+                "evidence": f"CRD ranks {ranked.index('crd') + 1} of {len(methods)} alone (best: {ranked[0]}) and "
+                            f"{ranked_kd.index('crd') + 1} with KD (best: {ranked_kd[0]}+kd)"})
+    return out
 
 
 def format_markdown(table: dict[str, Any]) -> str:
@@ -221,6 +287,10 @@ def format_markdown(table: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Spearman correlation between each method's gain alone (over none) and its gain with KD "
                  f"(over kd): {'n/a' if rho is None else f'{rho:.2f}'}")
+    if table.get("findings"):
+        lines += ["", "| Quinn et al.'s finding | this run | evidence |", "|---|---|---|"]
+        lines += [f"| {f['finding']} | {'agrees' if f['agrees'] else 'disagrees'} | {f['evidence']} |"
+                  for f in table["findings"]]
     return "\n".join(lines) + "\n"
 
 

@@ -197,7 +197,14 @@ def _train(batch: _Batch, objective: TrialObjective, draws: list[Draw]) -> None:
     """Train ``draws`` (one seed) as one population and tell each; on an error, train each
     half again, down to single members, which end as single trials do. The halves are
     trained after the failed population's frames are gone (its traceback dropped), so an
-    out-of-memory error gives its memory back first."""
+    out-of-memory error gives its memory back first. A composition whose terms have parts
+    that train with the student (feature terms) trains as a single trial."""
+    alone = [d for d in draws if d.objective.trainable or d.objective.needs_index]
+    for draw in alone:
+        _end(batch, draw, functools.partial(objective.train_draw, draw))
+    draws = [d for d in draws if d not in alone]
+    if not draws:
+        return
     reports = [objective.reporter(d) for d in draws]
     setting = objective.setting or objective.spec.setting
     failure: Exception | None = None

@@ -5,9 +5,9 @@ not even inside the open space: it uses a flattened tap the space leaves out). A
 searched trials therefore starts from one of the ``anchors`` best completed anchors (by mean
 validation accuracy over seeds) and changes it locally:
 
-- each relation term's weight times ``10**u``, ``u`` in ``[-weight_decades, weight_decades]``
+- each term's weight times ``10**u``, ``u`` in ``[-weight_decades, weight_decades]``
   (parameter ``refine.term<i>.scale``, log scale around the anchor's own weight);
-- each term's tap and view: kept, or one the space allows (``refine.term<i>.tap`` / ``.view``;
+- each relation term's tap and view: kept, or one the space allows (``refine.term<i>.tap`` / ``.view``;
   ``keep`` is one of the choices), except for triplet (``angle``) terms, whose cost grows with
   the width;
 - KD's temperature (times 1/4 .. 4) and weight (times 1/3 .. 3) when the anchor has KD
@@ -97,6 +97,8 @@ class Refinement:
         d = self.weight_decades
         for i, term in enumerate(config["terms"]):
             term["weight"] *= trial.suggest_float(f"refine.term{i}.scale", 10.0 ** -d, 10.0 ** d, log=True)
+            if term.get("kind") == "feature":  # its method decides which taps it reads: the weight only
+                continue
             if term["affinity"]["name"] == "angle":  # B^3 x width: a wider view could take minutes
                 continue
             tap = trial.suggest_categorical(f"refine.term{i}.tap", taps)
@@ -112,7 +114,7 @@ class Refinement:
             if problems:
                 return {}, [f"refine.extra: {problem}" for problem in problems]
             config["terms"].append(term)
-        problems = [f"term{i}: {p}" for i, t in enumerate(config["terms"])
+        problems = [f"term{i}: {p}" for i, t in enumerate(config["terms"]) if t.get("kind") != "feature"
                     for p in combination_problems(t["affinity"], t["normalisation"], t["loss"])]
         if problems:
             return {}, problems

@@ -6,8 +6,11 @@ defaults of :data:`DIMENSIONS`. Each value is fixed (a scalar or a single name),
 choices, or a range ``{low, high, log}``::
 
     search:
-      terms: {low: 0, high: 2}          # number of relation terms
+      terms: {low: 0, high: 2}          # number of terms
+      family: relation                  # or [relation, feature]: each term may be a feature term
+      method: all                       # feature terms' methods (relkd.features), when family allows them
       tap: [stage2, last_stage, pool]   # or all: every tap the student and teacher share
+      teacher_tap: same                 # or a list (same among them): the teacher's layer may differ
       view: [flatten, avgpool, maxpool]
       affinity: all                     # or a list of names, or one name
       normalisation: all
@@ -18,9 +21,12 @@ choices, or a range ``{low, high, log}``::
       ce_weight: {low: 0.1, high: 1.0, log: true}
 
 Parameter names are stable and readable, so that importance and plots read well:
-``n_terms``, ``term0.tap``, ``term0.view``, ``term0.affinity``, ``term0.rbf.gamma`` (a
+``n_terms``, ``term0.family``, ``term0.tap``, ``term0.view``, ``term0.affinity``, ``term0.rbf.gamma`` (a
 component's own parameter, named after the component), ``term0.normalisation``,
-``term0.loss``, ``term0.weight``, ``kd``, ``kd.temperature``, ``kd.weight``, ``ce_weight``.
+``term0.loss``, ``term0.method`` (a feature term's), ``term0.teacher_tap``, ``term0.weight``, ``kd``,
+``kd.temperature``, ``kd.weight``, ``ce_weight``. A term draws the fields of its family only (a relation term its
+view, affinity, normalisation and loss; a feature term its method), so a space that mixes the
+families is conditional: TPE, random and brute-force search walk it; a grid does not.
 
 :meth:`SearchSpace.sample` draws a config through an Optuna trial and returns it with the
 rules it breaks (:func:`relkd.combination_problems`); the driver never trains an invalid
@@ -41,37 +47,31 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from ..config import KD_TEMPERATURE_RANGE, MAX_WEIGHT, validate_config
+from ..config import KD_TEMPERATURE_RANGE, MAX_WEIGHT, TERM_KINDS, feature_problems, validate_config
+from ..features import FEATURES
 from ..fields import ConfigError, FieldChecker, join_path
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS, combination_problems
-from .domains import (
-    Choice,
-    Domain,
-    Fixed,
-    Range,
-    bool_domain,
-    free_names,
-    name_domain,
-    names_of,
-    numeric_domain,
-    upper,
-)
+from .domains import (Choice, Domain, Fixed, Range, bool_domain, free_names, name_domain, names_of, numeric_domain,
+                      upper)
 
 __all__ = ["Fixed", "Choice", "Range", "Dimension", "DIMENSIONS", "SearchSpace", "validate_search",
            "DEFAULT_SEARCH", "choice_group", "GROUPS"]
 
 # How a dimension's value enters the config (the order of DIMENSIONS is the order of drawing).
-COUNT = "count"                  # the number of relation terms
+COUNT = "count"                  # the number of terms
+FAMILY = "family"                # each term's family (relation or feature)
 TERM_VALUE = "term value"        # a plain value of each term (tap, view)
 COMPONENT = "component"          # a registry name of each term, with its own parameters
 COMPONENT_PARAMS = "params"      # whether components' own parameters are searched (a switch)
+PAIR = "pair"                    # the teacher's layer of each term, when it may differ from the student's
 TERM_WEIGHT = "term weight"      # a value of each term drawn once its combination is valid
 SWITCH = "switch"                # a part of the config that is on or off (kd)
 SWITCHED = "switched"            # a value inside a switched part (kd.temperature)
 VALUE = "value"                  # a top-level value (ce_weight)
 
 #: Groups of search parameters, in the order plots show them.
-GROUPS = ("terms", "tap", "view", "affinity", "normalisation", "loss", "component params", "weights", "KD")
+GROUPS = ("terms", "family", "tap", "view", "affinity", "normalisation", "loss", "component params", "weights",
+          "KD")
 
 Parser = Callable[[FieldChecker, Any, str, "Sequence[str] | None"], Any]
 
@@ -81,8 +81,9 @@ class Dimension:
     """One search field: ``field`` (dotted path in the ``search`` section), its ``default``,
     ``parse(checker, value, path, taps) -> Domain``, the Optuna parameter name (``{term}``
     stands for ``term0``, ``term1``, ...; ``{component}`` and ``{param}`` for a component's
-    own parameter), its design-choice ``group``, its ``role`` and, for values that land in
-    the config under another name, ``config_key`` (default: the last part of ``field``)."""
+    own parameter), its design-choice ``group``, its ``role``, for values that land in
+    the config under another name, ``config_key`` (default: the last part of ``field``), and
+    for a per-term field of one family only, that ``family``."""
 
     field: str
     default: Any
@@ -92,6 +93,7 @@ class Dimension:
     role: str = VALUE
     config_key: str | None = None
     registry: Any = None  # components: where their names and parameters come from
+    family: str | None = None  # per-term fields: drawn only for terms of this family (None: every term)
 
     @property
     def key(self) -> str:
@@ -118,7 +120,7 @@ def registry_names(registry: Any) -> Parser:
 def parse_terms(c: FieldChecker, value: Any, path: str, taps: Sequence[str] | None) -> Domain | None:
     domain = numeric_domain(c, value, path, integer=True)
     if domain is not None and upper(domain) > 8:
-        c.error(path, f"at most 8 relation terms, got up to {upper(domain)}")
+        c.error(path, f"at most 8 terms, got up to {upper(domain)}")
     return domain
 
 
@@ -126,6 +128,14 @@ def parse_tap(c: FieldChecker, value: Any, path: str, taps: Sequence[str] | None
     if taps is None:
         return free_names(c, value, path)
     return name_domain(c, value, path, tuple(taps), "tap (of both models)")
+
+
+SAME = "same"  # the ``teacher_tap`` value for the student's own layer
+
+
+def parse_teacher_tap(c: FieldChecker, value: Any, path: str, taps: Sequence[str] | None) -> Domain | None:
+    return free_names(c, value, path) if taps is None else name_domain(c, value, path, (SAME, *taps),
+                                                                       "teacher tap (or same)")
 
 
 def parse_switch(c: FieldChecker, value: Any, path: str, taps: Sequence[str] | None) -> Domain | None:
@@ -140,14 +150,20 @@ def parse_component_params(c: FieldChecker, value: Any, path: str, taps: Sequenc
 #: The search space, one row per search field, in the order a trial draws them.
 DIMENSIONS: tuple[Dimension, ...] = (
     Dimension("terms", {"low": 0, "high": 2}, parse_terms, "n_terms", "terms", role=COUNT),
+    Dimension("family", "relation", names_parser(TERM_KINDS, "term family"), "{term}.family", "family", role=FAMILY,
+              config_key="kind"),
     Dimension("tap", ["last_stage", "pool"], parse_tap, "{term}.tap", "tap", role=TERM_VALUE),
     Dimension("view", ["flatten", "avgpool", "maxpool"], registry_names(VIEWS), "{term}.view", "view",
-              role=TERM_VALUE),
+              role=TERM_VALUE, family="relation"),
     Dimension("affinity", "all", registry_names(AFFINITIES), "{term}.affinity", "affinity", role=COMPONENT,
-              registry=AFFINITIES),
+              registry=AFFINITIES, family="relation"),
     Dimension("normalisation", "all", registry_names(NORMALISATIONS), "{term}.normalisation", "normalisation",
-              role=COMPONENT, registry=NORMALISATIONS),
-    Dimension("loss", "all", registry_names(LOSSES), "{term}.loss", "loss", role=COMPONENT, registry=LOSSES),
+              role=COMPONENT, registry=NORMALISATIONS, family="relation"),
+    Dimension("loss", "all", registry_names(LOSSES), "{term}.loss", "loss", role=COMPONENT, registry=LOSSES,
+              family="relation"),
+    Dimension("method", "all", registry_names(FEATURES), "{term}.method", "family", role=COMPONENT,
+              registry=FEATURES, family="feature"),
+    Dimension("teacher_tap", SAME, parse_teacher_tap, "{term}.teacher_tap", "tap", role=PAIR),
     Dimension("component_params", "search", parse_component_params, "{term}.{component}.{param}",
               "component params", role=COMPONENT_PARAMS),
     Dimension("weight", {"low": 1e-3, "high": 1e5, "log": True}, numbers(log_default=True, maximum=MAX_WEIGHT),
@@ -241,7 +257,12 @@ def validate_search(search: Any, taps: Sequence[str] | None = None, path: str = 
     if c.errors:
         raise ConfigError(c.errors)
     space = SearchSpace(domains)
-    if not space.terms.contains(0) and not space.valid_combinations():
+    if "method" in search and not space.family.contains("feature"):
+        raise ConfigError([f"{path}.method: the space draws no feature terms; add feature to search.family"])
+    if not space.family.contains("relation") and not space.terms.contains(0) and not space.valid_features():
+        raise ConfigError([f"{path}: no method in search.method can read a tap in search.tap (AT, NST, VID and SRM "
+                           f"need feature maps such as stage2); widen method or tap"])
+    if not space.terms.contains(0) and not space.family.contains("feature") and not space.valid_combinations():
         raise ConfigError([f"{path}: no valid affinity x normalisation x loss combination in the space (with "
                            f"default component parameters); widen affinity, normalisation or loss, or allow "
                            f"terms: 0. Check a combination with `relkd validate`."])
@@ -320,11 +341,14 @@ class SearchSpace:
         return validate_config(config), []
 
     def sample_term(self, trial: Any, i: int) -> tuple[dict[str, Any], list[str]]:
-        """Draw term ``i`` (parameters ``term<i>.*``); return it with the rules it breaks
-        (then without its weight: nothing more is drawn for an invalid term)."""
-        term: dict[str, Any] = {}
+        """Draw term ``i`` (parameters ``term<i>.*``; its family first, then that family's
+        fields); return it with the rules it breaks (then without its weight: nothing more
+        is drawn for an invalid term)."""
+        (family_dim,) = self._dims(FAMILY)
+        family = self.domains[family_dim.field].suggest(trial, family_dim.param_name(i))
+        term: dict[str, Any] = {"kind": "feature"} if family == "feature" else {}
         (params_dim,) = self._dims(COMPONENT_PARAMS)
-        for dim in self._dims(TERM_VALUE, COMPONENT):
+        for dim in self._term_dims(family, TERM_VALUE, COMPONENT):
             value = self.domains[dim.field].suggest(trial, dim.param_name(i))
             if dim.role == COMPONENT:
                 spec = {"name": value}
@@ -333,12 +357,22 @@ class SearchSpace:
                         spec[param.name] = domain.suggest(trial, params_dim.param_name(i, value, param.name))
                 value = spec
             term[dim.key] = value
-        problems = combination_problems(term["affinity"], term["normalisation"], term["loss"])
+        (pair_dim,) = self._dims(PAIR)
+        teacher = self.domains[pair_dim.field].suggest(trial, pair_dim.param_name(i))
+        if teacher not in (SAME, term["tap"]):
+            term["tap"] = {"student": term["tap"], "teacher": teacher}
+        if family == "feature":
+            problems = feature_problems(term["method"]["name"], term["tap"])
+        else:
+            problems = combination_problems(term["affinity"], term["normalisation"], term["loss"])
         if problems:
             return term, problems
         for dim in self._dims(TERM_WEIGHT):
             term[dim.key] = float(self.domains[dim.field].suggest(trial, dim.param_name(i)))
         return term, []
+
+    def _term_dims(self, family: str, *roles: str) -> list[Dimension]:  # those a term of ``family`` draws
+        return [d for d in self._dims(*roles) if d.family in (None, family)]
 
     # -- the inverse
 
@@ -360,9 +394,24 @@ class SearchSpace:
         (params_dim,) = self._dims(COMPONENT_PARAMS)
         if not put(self.domains[count.field], count.param, len(cfg["terms"])):
             return None
+        (family_dim,) = self._dims(FAMILY)
         for i, term in enumerate(cfg["terms"]):
-            for dim in self._dims(TERM_VALUE, COMPONENT, TERM_WEIGHT):
-                value = term[dim.key]
+            family = term.get("kind", "relation")
+            if not put(self.domains[family_dim.field], family_dim.param_name(i), family):
+                return None
+            tap = term["tap"]
+            if isinstance(tap, list):  # the space draws one layer pair per term
+                return None
+            (pair_dim,) = self._dims(PAIR)
+            pair = self.domains[pair_dim.field]
+            if isinstance(tap, Mapping):
+                student, teacher = tap["student"], tap["teacher"]
+            else:  # the same layer: "same", or the layer's own name when "same" is not offered
+                student, teacher = tap, SAME if pair.contains(SAME) else tap
+            if not put(pair, pair_dim.param_name(i), teacher):
+                return None
+            for dim in self._term_dims(family, TERM_VALUE, COMPONENT, TERM_WEIGHT):
+                value = student if dim.field == "tap" else term[dim.key]
                 name = value["name"] if dim.role == COMPONENT else value
                 if not put(self.domains[dim.field], dim.param_name(i), name):
                     return None
@@ -385,8 +434,13 @@ class SearchSpace:
     # -- description
 
     def describe(self) -> dict[str, Any]:
-        """The space as plain data, in the study file's ``search`` format."""
-        return _nested([(d.field, self.domains[d.field].describe()) for d in DIMENSIONS])
+        """The space as plain data, in the study file's ``search`` format. A space of relation
+        terms only leaves out ``family`` and ``method``, one without pairing ``teacher_tap``
+        (so study records from before them are unchanged)."""
+        features = self.family.contains("feature")
+        paired = not (isinstance(self.teacher_tap, Fixed) and self.teacher_tap.value == SAME)
+        return _nested([(d.field, self.domains[d.field].describe()) for d in DIMENSIONS
+                        if (features or d.field not in ("family", "method")) and (paired or d.field != "teacher_tap")])
 
     def grid(self, *, tree: bool = False) -> dict[str, list[Any]]:
         """The space as a grid for Optuna's ``GridSampler``: every searched parameter with its
@@ -397,9 +451,13 @@ class SearchSpace:
         problems = []
         if not tree and not isinstance(self.terms, Fixed):
             problems.append("search.terms: a grid needs a fixed number of terms, e.g. terms: 1")
+        if not tree and isinstance(self.family, Choice):
+            problems.append("search.family: a grid cannot mix the families (each draws other fields); fix family or "
+                            "use the brute-force sampler")
+        families = names_of(self.family)
         if self.search_component_params and any(
-                p.search is not None for dim in self._dims(COMPONENT) for name in names_of(self.domains[dim.field])
-                for p in dim.registry.get(name).params):
+                p.search is not None for dim in self._dims(COMPONENT) if dim.family in (None, *families)
+                for name in names_of(self.domains[dim.field]) for p in dim.registry.get(name).params):
             problems.append("search.component_params: a grid keeps component parameters at their defaults; "
                             "set component_params: default")
         kd_possible = self.kd.contains(True)
@@ -424,12 +482,16 @@ class SearchSpace:
                 grid[name] = list(range(int(domain.low), int(domain.high) + 1))
 
         for i in range(int(self.terms.value)):
-            for dim in self._dims(TERM_VALUE, COMPONENT, TERM_WEIGHT):
+            for dim in self._term_dims(families[0], TERM_VALUE, COMPONENT, PAIR, TERM_WEIGHT):
                 add(dim.param_name(i), self.domains[dim.field])
         for dim in self._dims(SWITCH, SWITCHED, VALUE):
             if dim.role != SWITCHED or kd_possible:
                 add(dim.param, self.domains[dim.field])
         return grid
+
+    def valid_features(self) -> list[tuple[str, str]]:
+        """Every (feature method, tap) in the space that can work (maps for AT, NST, VID, SRM)."""
+        return [(m, t) for m in names_of(self.method) for t in names_of(self.tap) if not feature_problems(m, t)]
 
     def valid_combinations(self) -> list[tuple[str, str, str]]:
         """Every (affinity, normalisation, loss) in the space that is valid with default

@@ -87,12 +87,15 @@ class TrialObjective:
             raise
 
     def _train(self, trial: optuna.Trial) -> float:
-        draw = self.prepare(trial)
+        return self.train_draw(self.prepare(trial))
+
+    def train_draw(self, draw: Draw) -> float:
+        """Train a prepared draw as a single trial and return its value (raises as :meth:`failed`)."""
         try:  # the objective is built once, not validated again
             metrics = run_trial(self.setting or self.spec.setting, draw.objective, self.reporter(draw),
                                 seed=draw.seed, teacher=self.teacher)
         except Exception as err:
-            self.failed(trial, err)  # raises
+            self.failed(draw.trial, err)  # raises
         return self.finish(draw, metrics)
 
     def prepare(self, trial: optuna.Trial, batch: tuple[int, ...] = ()) -> Draw:

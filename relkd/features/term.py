@@ -1,0 +1,124 @@
+"""A feature term: a tap, a feature method (:data:`relkd.features.FEATURES`) and a weight.
+
+In an objective config a feature term is marked ``kind: feature``; it names its tap and
+weight as a relation term does::
+
+    - kind: feature
+      name: crd
+      tap: pool
+      method: {name: crd, feat_dim: 128, negatives: 16384, temperature: 0.07, momentum: 0.5}
+      weight: 0.8
+
+Like relation terms, feature terms compute in float32 with autocast off whatever the
+features' dtype.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from ..registry import split_spec
+from .methods import FEATURES, FeatureMethod
+
+__all__ = ["FeatureTerm", "MAP_TAPS_HINT"]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+MAP_TAPS_HINT = "a stage tap such as stage2 or last_stage"
+
+
+class FeatureTerm:
+    """One feature-level loss term.
+
+    >>> term = FeatureTerm("stage2", {"name": "at"}, weight=1000.0)
+    >>> loss = term(student_features, teacher_features)   # unweighted scalar
+
+    A method with trainable parts (FitNets, VID, CRD) is built for the actual shapes with
+    :meth:`build` before its first call; its module is :attr:`method`.
+    """
+
+    kind = "feature"
+
+    def __init__(self, tap: str, method: str | Mapping[str, Any], *, weight: float = 1.0, name: str | None = None,
+                 pairs: int = 1):
+        self.tap = tap
+        self.name = name
+        self.weight = float(weight)
+        method_name, params = split_spec(method)
+        self.entry = FEATURES.get(method_name)
+        self.params = self.entry.resolve_params(params)
+        #: one method (with its own trainable parts) per layer pair the term reads
+        self.methods: list[FeatureMethod] = [self.entry.obj(**self.params) for _ in range(max(pairs, 1))]
+
+    @property
+    def method(self) -> FeatureMethod:
+        """The method of the first (or only) layer pair."""
+        return self.methods[0]
+
+    @property
+    def label(self) -> str:
+        where = f"at tap {self.tap!r}"
+        return f"term {self.name!r} {where}" if self.name else f"the {self.entry.name} term {where}"
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the method has parts that train with the student (and must join its optimizer)."""
+        return bool(self.entry.property("trainable"))
+
+    @property
+    def needs_index(self) -> bool:
+        return self.method.needs_index
+
+    def build(self, student: torch.Tensor, teacher: torch.Tensor, num_samples: int | None = None,
+              pair: int = 0) -> None:
+        """Make the parts of layer pair ``pair``'s method for these example features (no-op once built)."""
+        method = self.methods[pair]
+        if method.built:
+            return
+        self._check(student, teacher)
+        try:
+            method.build(student.detach().float(), teacher.detach().float(), num_samples)
+        except ValueError as err:
+            raise ValueError(f"{self.label}: {err}") from None
+
+    def __call__(self, student: torch.Tensor, teacher: torch.Tensor, index: torch.Tensor | None = None,
+                 pair: int = 0) -> torch.Tensor:
+        """Unweighted loss between the student's and the teacher's features (of layer pair ``pair``)."""
+        self._check(student, teacher)
+        method = self.methods[pair]
+        if not method.built:
+            raise RuntimeError(f"{self.label}: the {self.entry.name} method has trainable parts; build them for "
+                               f"the models first (objective.bind(student_taps, teacher_taps, num_samples)) and "
+                               f"give objective.parameters() to the optimizer")
+        device_type = student.device.type
+        try:
+            if student.dtype in _LOW_PRECISION or teacher.dtype in _LOW_PRECISION or torch.is_autocast_enabled(
+                device_type
+            ):
+                with torch.autocast(device_type=device_type, enabled=False):
+                    return method(student.float(), teacher.float(), index)
+            return method(student, teacher, index)
+        except ValueError as err:
+            raise ValueError(f"{self.label}: {err}") from None
+
+    def _check(self, student: torch.Tensor, teacher: torch.Tensor) -> None:
+        if student.dim() == 0 or teacher.dim() == 0 or student.shape[0] != teacher.shape[0]:
+            raise ValueError(f"{self.label}: the student's features have shape {tuple(student.shape)} and the "
+                             f"teacher's {tuple(teacher.shape)}; expected the same samples (B, ...) on both sides")
+        if self.method.needs_map and (student.dim() != 4 or teacher.dim() != 4):
+            raise ValueError(f"{self.label}: {self.entry.name} compares feature maps (B, C, H, W); the student's "
+                             f"tap gave {tuple(student.shape)} and the teacher's {tuple(teacher.shape)}; use "
+                             f"{MAP_TAPS_HINT}")
+
+    def to_config(self) -> dict[str, Any]:
+        """This term in the config format (canonical: every parameter spelled out)."""
+        cfg: dict[str, Any] = {"kind": "feature"}
+        if self.name is not None:
+            cfg["name"] = self.name
+        cfg.update(tap=self.tap, method={"name": self.entry.name, **self.params}, weight=self.weight)
+        return cfg
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return (f"FeatureTerm({self.name or ''} tap={self.tap!r}, {self.entry.name}({params}), "
+                f"weight={self.weight:g})")
