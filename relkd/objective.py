@@ -96,37 +96,44 @@ class Objective:
     def needs_teacher(self) -> bool:
         return self.kd is not None or bool(self.terms)
 
+    def _feature_methods(self) -> Iterator[tuple[str, FeatureTerm, int, tuple[str, str]]]:
+        """``(part name, term, pair index, (student tap, teacher tap))`` of every feature term's
+        method, one per layer pair (``term.methods[pair index]``)."""
+        for name, term, pairs in zip(self._part_names, self.terms, self.pairs):
+            if isinstance(term, FeatureTerm):
+                for i, pair in enumerate(pairs):
+                    yield name, term, i, pair
+
     @property
     def trainable(self) -> bool:
-        """Whether a term has parts that train with the student (see :meth:`bind`)."""
-        return any(isinstance(t, FeatureTerm) and t.trainable for t in self.terms)
+        """Whether a term has parts that train with the student (see :meth:`bind`), or state
+        (CRD's banks, SRM's dictionary): such an objective trains alone, never in a population."""
+        return any(term.trainable for _, term, _, _ in self._feature_methods())
 
     @property
     def needs_index(self) -> bool:
         """Whether a term needs each sample's index in the training set (``index=`` in a call)."""
-        return any(isinstance(t, FeatureTerm) and t.needs_index for t in self.terms)
+        return any(term.method.needs_index for _, term, _, _ in self._feature_methods())
 
     @property
     def bound(self) -> bool:
         """Whether every term's parts are built (:meth:`bind`); always true without trainable parts."""
-        return all(m.built for t in self.terms if isinstance(t, FeatureTerm) for m in t.methods)
+        return all(term.methods[i].built for _, term, i, _ in self._feature_methods())
 
     def bind(self, student_taps: Taps, teacher_taps: Taps, num_samples: int | None = None) -> "Objective":
         """Build the feature terms' parts for the models' actual taps (example outputs of both
         models; only shapes and the device are read). ``num_samples``: the training set's size
         (CRD's memory banks). Terms already built are left as they are. Returns ``self``."""
-        for name, term, pairs in zip(self._part_names, self.terms, self.pairs):
-            if isinstance(term, FeatureTerm):
-                for i, (s, t) in enumerate(pairs):
-                    term.build(_tap(student_taps, s, "student", name), _tap(teacher_taps, t, "teacher", name),
-                               num_samples, pair=i)
+        for name, term, i, (s, t) in self._feature_methods():
+            term.build(_tap(student_taps, s, "student", name), _tap(teacher_taps, t, "teacher", name), num_samples,
+                       pair=i)
         return self
 
     @property
     def needs_stage(self) -> bool:
         """Whether a term has a stage to run on the teacher's features before the student trains
         (SRM's dictionary; see :meth:`prepare_stages`)."""
-        return any(m.needs_stage for t in self.terms if isinstance(t, FeatureTerm) for m in t.methods)
+        return any(term.method.needs_stage for _, term, _, _ in self._feature_methods())
 
     def prepare_stages(self, teacher_batches: Callable[[str], Callable[[], Iterator[torch.Tensor]]],
                        teacher_key: str | None = None) -> None:
@@ -134,13 +141,11 @@ class Objective:
         ``teacher_batches(tap)()`` yields the teacher's features at ``tap`` over the training
         set; ``teacher_key`` (the teacher checkpoint and its data, hashed) makes each stage a
         cache entry, ``None`` runs it uncached."""
-        for term, pairs in zip(self.terms, self.pairs):
-            if not isinstance(term, FeatureTerm):
-                continue
-            for method, (_, t_tap) in zip(term.methods, pairs):
-                if method.needs_stage and not getattr(method, "staged", False):
-                    key = method.stage_key(teacher_key, t_tap) if teacher_key is not None else None
-                    method.stage(teacher_batches(t_tap), key)
+        for _, term, i, (_, t_tap) in self._feature_methods():
+            method = term.methods[i]
+            if not method.staged:
+                key = method.stage_key(teacher_key, t_tap) if teacher_key is not None else None
+                method.stage(teacher_batches(t_tap), key)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """The trainable parameters of the terms (give them to the student's optimizer)."""

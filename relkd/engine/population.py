@@ -314,7 +314,7 @@ def run_population(
         return []
     seed = setting.seed if seed is None else seed
     members = [_Member(i, as_objective(c)) for i, c in enumerate(configs)]
-    trainable = [m.index for m in members if m.objective.trainable or m.objective.needs_index]
+    trainable = [m.index for m in members if m.objective.trainable]
     if trainable:
         raise ValueError(f"run_population: the objectives of members {trainable} have feature terms with parts "
                          f"that train with the student or need sample indices; train them with run_trial")

@@ -19,6 +19,7 @@ which Quinn et al. also build on). Each choice is named in the entry's docstring
 from __future__ import annotations
 
 import math
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +27,8 @@ from torch import Tensor, nn
 
 from ..registry import Param, Registry
 
-__all__ = ["FEATURES", "FeatureMethod", "match_spatial", "FitNet", "Attention", "NeuralStyle", "VariationalInfo",
-           "Contrastive"]
+__all__ = ["FEATURES", "FeatureMethod", "register_method", "match_spatial", "FitNet", "Attention", "NeuralStyle",
+           "VariationalInfo", "Contrastive"]
 
 FEATURES = Registry("feature method", bind=False)
 
@@ -51,7 +52,7 @@ class FeatureMethod(nn.Module):
     Subclasses set :attr:`needs_map` (the tap must be a feature map (B, C, H, W)),
     :attr:`needs_index` (the term needs each sample's index in the training set),
     :attr:`needs_stage` (a stage on the teacher's features before the student trains, with
-    ``stage(batches, key, seed)`` and ``stage_key(teacher_key, tap)``) and override
+    ``stage(batches, key)`` and ``stage_key(teacher_key, tap)``) and override
     :meth:`build` when they have trainable parts."""
 
     needs_map = False
@@ -62,10 +63,12 @@ class FeatureMethod(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.built = not self.has_parts()
+        self.staged = not self.needs_stage  # set by ``stage`` for a method that has one
 
     @classmethod
     def has_parts(cls) -> bool:
-        """Whether :meth:`build` makes parts (trainable or stateful) of this method."""
+        """Whether :meth:`build` makes parts (trainable or stateful) of this method: its
+        objective trains them with the student, and they keep it out of a population."""
         return cls.build is not FeatureMethod.build
 
     def build(self, student: Tensor, teacher: Tensor, num_samples: int | None) -> None:
@@ -76,13 +79,26 @@ class FeatureMethod(nn.Module):
         raise NotImplementedError
 
 
+def register_method(name: str, *, description: str, params: Sequence[Param] = ()) -> Callable[[type], type]:
+    """Register a :class:`FeatureMethod` in :data:`FEATURES`; its entry's properties (``map``,
+    ``index``, ``stage``, ``trainable``: what ``relkd list features --properties`` shows and
+    validation reads) come from the class itself, so they are stated once."""
+    def decorator(cls: type) -> type:
+        if (cls.needs_index or cls.needs_stage) and not cls.has_parts():  # such state lives in built parts
+            raise TypeError(f"feature method {name!r} needs an index or a stage, so it must build parts")
+        FEATURES.add(name, cls, description=description, params=params, map=cls.needs_map, index=cls.needs_index,
+                     stage=cls.needs_stage, trainable=cls.has_parts())
+        return cls
+    return decorator
+
+
 def _ranks_match(method: str, student: Tensor, teacher: Tensor) -> None:
     if student.dim() != teacher.dim() or student.dim() not in (2, 4):
         raise ValueError(f"{method}: the student's features have shape {tuple(student.shape)} and the teacher's "
                          f"{tuple(teacher.shape)}; expected both (B, C, H, W) or both (B, D)")
 
 
-@FEATURES.register("fitnet", map=False, index=False, trainable=True)
+@register_method("fitnet", description="FitNets hint (Romero et al. 2015): MSE of a regressor of the student's map")
 class FitNet(FeatureMethod):
     """FitNets hint (Romero et al. 2015): L = mean((r(f_s) - f_t)^2).
 
@@ -112,9 +128,8 @@ def attention_map(features: Tensor, p: float) -> Tensor:
     return F.normalize(features.abs().pow(p).mean(1).flatten(1), dim=1)
 
 
-@FEATURES.register("at", description="Attention transfer (Zagoruyko & Komodakis 2017): MSE of normalise(mean_c f^p)",
-                   params=[Param("p", 2.0, help="power of the activations", min=0.0, min_inclusive=False)],
-                   map=True, index=False, trainable=False)
+@register_method("at", description="Attention transfer (Zagoruyko & Komodakis 2017): MSE of normalise(mean_c |f|^p)",
+                 params=[Param("p", 2.0, help="power of the activations", min=0.0, min_inclusive=False)])
 class Attention(FeatureMethod):
     """Attention transfer (Zagoruyko & Komodakis 2017): a(f) = normalise(mean_c |f|^p) over
     the H W positions, L = mean over B x H W of (a(f_s) - a(f_t))^2, p = 2 (the paper's |.|;
@@ -140,8 +155,7 @@ def _poly_kernel(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a, b.transpose(1, 2)).pow(2)
 
 
-@FEATURES.register("nst", description="Neural selectivity transfer (Huang & Wang 2017): MMD of channels, (x.y)^2",
-                   map=True, index=False, trainable=False)
+@register_method("nst", description="Neural selectivity transfer (Huang & Wang 2017): MMD of channels, (x.y)^2")
 class NeuralStyle(FeatureMethod):
     """Neural selectivity transfer (Huang & Wang 2017): squared MMD between the student's
     and the teacher's channels, each channel's spatial map L2-normalised, with the
@@ -160,11 +174,11 @@ class NeuralStyle(FeatureMethod):
         return _poly_kernel(s, s).mean() + _poly_kernel(t, t).mean() - 2 * _poly_kernel(s, t).mean()
 
 
-@FEATURES.register("vid", description="Variational information distillation (Ahn et al. 2019): Gaussian NLL",
-                   params=[
+@register_method("vid", description="Variational information distillation (Ahn et al. 2019): Gaussian NLL",
+                 params=[
     Param("init_var", 5.0, help="initial variance of every teacher channel", min=0.0, min_inclusive=False),
     Param("eps", 1e-5, help="lower bound of the variance", min=0.0, min_inclusive=False),
-], map=True, index=False, trainable=True)
+])
 class VariationalInfo(FeatureMethod):
     """Variational information distillation (Ahn et al. 2019): the teacher's features are
     a Gaussian around a regression of the student's, with a learned variance per teacher
@@ -203,13 +217,13 @@ class VariationalInfo(FeatureMethod):
         return (0.5 * ((mean - teacher).pow(2) / var + var.log())).mean()
 
 
-@FEATURES.register("crd", description="Contrastive representation distillation (Tian et al. 2020): NCE, memory banks",
-                   params=[
+@register_method("crd", description="Contrastive representation distillation (Tian et al. 2020): NCE, memory banks",
+                 params=[
     Param("feat_dim", 128, int, help="width of the embedding both sides are projected to", min=1, max=65536),
     Param("negatives", 16384, int, help="negatives per sample, drawn from the training set", min=1, max=1_000_000),
     Param("temperature", 0.07, help="temperature of the scores", min=1e-4, max=100.0),
     Param("momentum", 0.5, help="memory-bank momentum", min=0.0, max=1.0),
-], map=False, index=True, trainable=True)
+])
 class Contrastive(FeatureMethod):
     """Contrastive representation distillation (Tian et al. 2020), NCE form with memory banks.
 

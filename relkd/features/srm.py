@@ -53,7 +53,7 @@ from torch import Tensor, nn
 
 from ..cache import cached
 from ..registry import Param
-from .methods import FEATURES, FeatureMethod, match_spatial
+from .methods import FeatureMethod, match_spatial, register_method
 
 __all__ = ["SparseRepresentation", "sparse_codes", "learn_dictionary"]
 
@@ -98,8 +98,8 @@ def learn_dictionary(batches: Callable[[], Iterator[Tensor]], channels: int, ato
     return {"dictionary": dictionary.detach().cpu(), "bias": bias.detach().cpu()}
 
 
-@FEATURES.register("srm", description="Sparse representation matching (Tran et al. 2021): labels from sparse codes",
-                   params=[
+@register_method("srm", description="Sparse representation matching (Tran et al. 2021): labels from sparse codes",
+                 params=[
     Param("codewords", 2.0, help="dictionary atoms per teacher channel (M = codewords x C_t)", min=0.0,
           min_inclusive=False, max=64.0),
     Param("sparsity", 0.02, help="share of the atoms each pixel's code keeps (k = max(1, int(sparsity M)))",
@@ -108,7 +108,7 @@ def learn_dictionary(batches: Callable[[], Iterator[Tensor]], channels: int, ato
     Param("image_weight", 1.0, help="weight of the image-level loss", min=0.0),
     Param("dict_epochs", 3, int, help="epochs of the dictionary stage over the training set", min=1, max=1000),
     Param("dict_lr", 1e-3, help="Adam learning rate of the dictionary stage", min=0.0, min_inclusive=False, max=1.0),
-], map=True, index=False, trainable=True, stage=True)
+])
 class SparseRepresentation(FeatureMethod):
     """Sparse representation matching (Tran et al. 2021): pixel-level CE and image-level BCE
     of a student head against the teacher's sparse codes on a learned dictionary (see
@@ -123,7 +123,6 @@ class SparseRepresentation(FeatureMethod):
         self.codewords, self.sparsity = codewords, sparsity
         self.pixel_weight, self.image_weight = pixel_weight, image_weight
         self.dict_epochs, self.dict_lr = dict_epochs, dict_lr
-        self.staged = False
 
     @property
     def atoms(self) -> int:

@@ -19,11 +19,11 @@ from typing import Any, Mapping
 import torch
 
 from ..registry import split_spec
+from ..relation.term import in_float32
 from .methods import FEATURES, FeatureMethod
 
 __all__ = ["FeatureTerm", "MAP_TAPS_HINT"]
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 MAP_TAPS_HINT = "a stage tap such as stage2 or last_stage"
 
 
@@ -63,11 +63,7 @@ class FeatureTerm:
     @property
     def trainable(self) -> bool:
         """Whether the method has parts that train with the student (and must join its optimizer)."""
-        return bool(self.entry.property("trainable"))
-
-    @property
-    def needs_index(self) -> bool:
-        return self.method.needs_index
+        return self.method.has_parts()
 
     def build(self, student: torch.Tensor, teacher: torch.Tensor, num_samples: int | None = None,
               pair: int = 0) -> None:
@@ -90,14 +86,8 @@ class FeatureTerm:
             raise RuntimeError(f"{self.label}: the {self.entry.name} method has trainable parts; build them for "
                                f"the models first (objective.bind(student_taps, teacher_taps, num_samples)) and "
                                f"give objective.parameters() to the optimizer")
-        device_type = student.device.type
         try:
-            if student.dtype in _LOW_PRECISION or teacher.dtype in _LOW_PRECISION or torch.is_autocast_enabled(
-                device_type
-            ):
-                with torch.autocast(device_type=device_type, enabled=False):
-                    return method(student.float(), teacher.float(), index)
-            return method(student, teacher, index)
+            return in_float32(method, student, teacher, index)
         except ValueError as err:
             raise ValueError(f"{self.label}: {err}") from None
 

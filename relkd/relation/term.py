@@ -7,7 +7,7 @@ dtype: they are small and their logarithms and divisions need the precision.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -45,6 +45,18 @@ def auto(x: torch.Tensor) -> torch.Tensor:
 
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def in_float32(fn: Callable[..., torch.Tensor], student: torch.Tensor, teacher: torch.Tensor,
+               *args: Any) -> torch.Tensor:
+    """``fn(student, teacher, *args)`` in float32 with autocast off when either side is half
+    precision or autocast is on (a term's logarithms and divisions need the precision); as
+    it is otherwise. Relation and feature terms both compute through it."""
+    device_type = student.device.type
+    if student.dtype in _LOW_PRECISION or teacher.dtype in _LOW_PRECISION or torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type=device_type, enabled=False):
+            return fn(student.float(), teacher.float(), *args)
+    return fn(student, teacher, *args)
 
 
 class RelationTerm:
@@ -93,13 +105,7 @@ class RelationTerm:
     def __call__(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Unweighted loss between the student's and the teacher's relations."""
         self._check_batches(student, teacher)
-        device_type = student.device.type
-        if student.dtype in _LOW_PRECISION or teacher.dtype in _LOW_PRECISION or torch.is_autocast_enabled(
-            device_type
-        ):
-            with torch.autocast(device_type=device_type, enabled=False):
-                return self.loss(self.relation(student.float()), self.relation(teacher.float()))
-        return self.loss(self.relation(student), self.relation(teacher))
+        return in_float32(lambda s, t: self.loss(self.relation(s), self.relation(t)), student, teacher)
 
     def _check_batches(self, student: torch.Tensor, teacher: torch.Tensor) -> None:
         """Relations compare the same samples on both sides: same batch, at least 2 samples."""

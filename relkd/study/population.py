@@ -199,7 +199,7 @@ def _train(batch: _Batch, objective: TrialObjective, draws: list[Draw]) -> None:
     trained after the failed population's frames are gone (its traceback dropped), so an
     out-of-memory error gives its memory back first. A composition whose terms have parts
     that train with the student (feature terms) trains as a single trial."""
-    alone = [d for d in draws if d.objective.trainable or d.objective.needs_index]
+    alone = [d for d in draws if d.objective.trainable]
     for draw in alone:
         _end(batch, draw, functools.partial(objective.train_draw, draw))
     draws = [d for d in draws if d not in alone]
