@@ -97,8 +97,9 @@ def cmd_list_models(args: argparse.Namespace) -> int:
 
 
 def _load_setting(args: argparse.Namespace):
-    """The setting file with the command's overrides, its ``pretrain`` inits resolved (a run follows)."""
-    from .pretrain import resolve_inits
+    """The setting file with the command's overrides, its ``pretrain`` inits and adapted student
+    resolved (a run follows)."""
+    from .adapt import resolve_student
     from .setting import load_setting
 
     setting = load_setting(args.setting)
@@ -106,7 +107,7 @@ def _load_setting(args: argparse.Namespace):
         setting = setting.with_budget(epochs=args.epochs)
     if getattr(args, "device", None):
         setting = setting.replace(device=args.device)
-    return resolve_inits(setting, progress=not getattr(args, "quiet", False))
+    return resolve_student(setting, progress=not getattr(args, "quiet", False))
 
 
 def cmd_teacher_train(args: argparse.Namespace) -> int:
@@ -147,6 +148,46 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.out:
         print(f"metadata: {summary['meta']}")
     return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from .adapt import adapt_setting, export_adapted, get_adapted
+    from .setting import load_setting
+
+    setting = load_setting(args.setting, teacher_required=False)
+    if args.device:
+        setting = setting.replace(device=args.device)
+    setting = adapt_setting(setting, ratio=args.target_ratio, criterion=args.criterion, measure=args.measure)
+    result = get_adapted(setting, progress=not args.quiet, force=args.force)
+    summary = result.summary()
+    if args.out:
+        summary["out"] = str(export_adapted(result, args.out))
+    if args.json:
+        print_json(summary)
+        return 0
+    what = "adapted" if result.built else "loaded from the cache"
+    m = result.meta
+    print(f"{setting.student.model} {what} ({m['criterion']}, {m['steps_taken']} steps): "
+          f"{m['original_params']:,} -> {m['params']:,} parameters, {m['original_macs']:,} -> {m['macs']:,} MACs "
+          f"({m['ratio_reached']:.3f} of the {m['measure']}, target {m['ratio']})")
+    warmup = "n/a" if m["warmup_val_accuracy"] is None else f"{m['warmup_val_accuracy']:.4f}"
+    print(f"val accuracy {m['val_accuracy']:.4f} (unpruned after warm-up: {warmup}), test accuracy "
+          f"{m['test_accuracy']:.4f}")
+    folder = summary.get("out", str(result.checkpoint.parent))
+    print(f"model: {folder}  sha256 {m['sha256']}")
+    print(f"use it as  student: {{model: adapted:{folder}}}")
+    return 0
+
+
+def _ratio_flag(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1 (the adapted size as a "
+                                         f"fraction of the original, e.g. 0.5), got {text!r}")
+    return value
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -257,6 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=integer("--epochs"), help="override the budget's epochs")
     p.add_argument("--force", action="store_true", help="train again even if a cached checkpoint exists")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("adapt", help="prune the setting's pretrained student (student.init) to the target task: "
+                                     "filters removed by activation statistics, fine-tuned in turns (relkd.adapt)")
+    run_options(p)
+    p.add_argument("--target-ratio", type=_ratio_flag, help="the adapted size as a fraction of the original "
+                                                            "(default: student.adapt.ratio)")
+    p.add_argument("--criterion", choices=("activation", "l1"), help="activation: the target-aware method "
+                                                                    "(default); l1: uniform L1-norm pruning")
+    p.add_argument("--measure", choices=("params", "macs"), help="what the ratio counts (default: params)")
+    p.add_argument("--out", type=out_folder, help="also copy the adapted model into this folder (model.pt, "
+                                                  "meta.json); name it student.model: adapted:<folder>")
+    p.add_argument("--force", action="store_true", help="adapt again even if a cached model exists")
+    p.set_defaults(func=cmd_adapt)
 
     p = sub.add_parser("train", help="train the setting's student with an objective (config file or preset)")
     run_options(p)

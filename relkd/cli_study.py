@@ -18,9 +18,11 @@ log = logging.getLogger("relkd")
 #: The library's arguments that its errors open with (``top_k: expected ...``), and the flags
 #: of the study commands that give them.
 FLAGS = {"top_k": "--top-k", "trial": "--trial", "seeds": "--seeds", "study_name": "--study-name",
-         "evaluator": "--evaluator"}
+         "evaluator": "--evaluator", "max_params": "--max-params", "max_macs": "--max-macs"}
 #: How the library names an argument inside a message (advice), and the flag that gives it.
-FLAG_PHRASES = {"the storage argument": "--storage", "StudySpec.renamed": "--study-name"}
+FLAG_PHRASES = {"the storage argument": "--storage", "StudySpec.renamed": "--study-name",
+                "the max_params argument": "--max-params", "the max_macs argument": "--max-macs",
+                "the trial argument": "--trial", "the trial and top_k arguments": "--trial and --top-k"}
 _ARGUMENT = re.compile(r"^(" + "|".join(FLAGS) + r")(?=:)")
 _PHRASE = re.compile("|".join(re.escape(phrase) for phrase in FLAG_PHRASES))
 
@@ -75,6 +77,7 @@ def _pct(value: float | None) -> str:
 
 
 def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: Path | None) -> None:
+    from .analysis.pareto import format_front, is_multi_objective, objective_names, pareto_front
     from .study import redact
     from .study.seeds import compositions, verdict_line
 
@@ -84,6 +87,14 @@ def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: 
           f"{result.trials_run} trials run now in {result.seconds:.0f} s"
           + (f", {result.population} at a time" if result.population > 1 else ""))
     print("trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    if is_multi_objective(study):
+        print(f"\nPareto front ({', '.join(objective_names(study))}):")
+        print(format_front(pareto_front(study)), end="")
+        print(f"export one: relkd study export --study-name {study.study_name} --max-params N (or --max-macs N, "
+              f"or --trial N) --out best.yaml")
+        if plot_dir is not None:
+            print(f"plots: {plot_dir}")
+        return
     ranked = compositions(study)
     anchors = [c for c in ranked if c.anchor is not None]
     search = [c for c in ranked if c.anchor is None]
@@ -143,6 +154,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 @_shows_flags
 def cmd_study_status(args: argparse.Namespace) -> int:
     _optuna_logging(args)
+    from .analysis.pareto import format_front
     from .study import load_relkd_study, redact, study_status
 
     study, url = load_relkd_study(args.study_name, args.storage)
@@ -162,6 +174,9 @@ def cmd_study_status(args: argparse.Namespace) -> int:
     if status["anchors"]:
         print("anchors: " + ", ".join(f"{k} {_pct(v)}" for k, v in sorted(status["anchors"].items(),
                                                                            key=lambda kv: -kv[1])))
+    if "pareto" in status:
+        print(f"Pareto front ({', '.join(status['objectives'])}; accuracy maximised, size minimised):")
+        print(format_front(status["pareto"]), end="")
     best = status["best"]
     if best:
         print(f"best: {best['label']}, validation accuracy {_pct(best['value'])}"
@@ -176,8 +191,13 @@ def cmd_study_export(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .study import export_trials, load_relkd_study
 
+    if (args.max_params is not None or args.max_macs is not None) and (args.trial is not None
+                                                                       or args.top_k is not None):
+        raise ValueError("--max-params and --max-macs choose the trial by size: give them without --trial and "
+                         "--top-k")
     study, url = load_relkd_study(args.study_name, args.storage)
-    for path in export_trials(study, url, args.out, trial=args.trial, top_k=args.top_k):
+    for path in export_trials(study, url, args.out, trial=args.trial, top_k=args.top_k,
+                              max_params=args.max_params, max_macs=args.max_macs):
         print(path)
     return 0
 
@@ -289,12 +309,18 @@ def add_study_commands(sub: Any) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_study_status)
 
-    q = study_sub.add_parser("export", help="write the best (or a chosen) composition as an objective config")
+    q = study_sub.add_parser("export", help="write the best (or a chosen) composition as an objective config; on a "
+                                            "multi-objective study choose one with --max-params/--max-macs or --trial")
     q.add_argument("--study-name", required=True)
     storage_option(q)
     which = q.add_mutually_exclusive_group()
     which.add_argument("--trial", type=integer("--trial", 0), help="export this trial number")
     which.add_argument("--top-k", type=integer("--top-k"), help="export the k best (files *_rank<r>.yaml)")
+    q.add_argument("--max-params", type=integer("--max-params"),
+                   help="export the most accurate trial whose student has at most this many parameters, with its "
+                        "student section in <out stem>.student.yaml (not with --trial / --top-k)")
+    q.add_argument("--max-macs", type=integer("--max-macs"),
+                   help="the same with multiply-accumulates per input (with or without --max-params)")
     q.add_argument("--out", type=out_file, required=True, help="output YAML file, e.g. best.yaml")
     q.set_defaults(func=cmd_study_export)
 

@@ -41,6 +41,7 @@ Transfer learning (all optional; absent, nothing changes)::
     student:                       # (and teacher:)
       init: runs/source.pt         # a state-dict file, or {pretrain: SOURCE.yaml}; head: replace | keep
       freeze: [stage1]             # stage names, or body (everything but the head)
+      adapt: {ratio: 0.5}          # student only: pruned on the target first (relkd.setting_models, relkd.adapt)
     budget:                        # (and teacher:)
       body_lr_scale: 0.1           # every parameter but the head's trains at lr x 0.1
 
@@ -52,7 +53,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -60,13 +60,12 @@ import torch
 
 from .fields import ConfigError, FieldChecker, join_path, read_yaml_file
 from .registry import short_repr
+from .setting_models import AdaptSpec, InitSpec, ModelSpec, check_model
 
-__all__ = ["Setting", "DataSpec", "ModelSpec", "InitSpec", "Recipe", "validate_setting", "setting_or_errors",
+__all__ = ["Setting", "DataSpec", "ModelSpec", "InitSpec", "AdaptSpec", "Recipe", "validate_setting", "setting_or_errors",
            "load_setting", "resolve_device", "device_problem", "require_device_here"]
 
 OPTIMIZERS = ("sgd", "adamw")
-HEADS = ("replace", "keep")
-FREEZE_BODY = "body"
 SCHEDULES = ("cosine", "onecycle", "step", "none")
 # The CIFAR recipe of the distillation literature (CRD): lr x 0.1 at epochs 150, 180 and 210 of 240.
 STEP_MILESTONES = (0.625, 0.75, 0.875)
@@ -88,44 +87,6 @@ class DataSpec:
     params: dict[str, Any] = field(default_factory=dict)
     classes: tuple[int | str, ...] | None = None  # keep these classes (indices or names); None: all
     train_per_class: int | None = None  # student runs: this many training samples of each class
-
-
-@dataclass(frozen=True)
-class InitSpec:
-    """Where a model's starting weights come from: a state-dict file (``path``), or the
-    checkpoint ``relkd pretrain`` makes from a source setting file (``pretrain``).
-    ``head: replace`` (the default) gives the model a new, freshly initialised classifier
-    head, as in torchvision's fine-tuning recipes; ``keep`` loads the file's head too (it
-    must fit: same number of classes)."""
-
-    path: str | None = None
-    pretrain: str | None = None
-    head: str = "replace"
-    #: the checkpoint file a ``pretrain`` source was resolved to (:func:`relkd.pretrain.resolve_inits`);
-    #: where this process found it, not part of the setting's record
-    checkpoint: str | None = field(default=None, compare=False, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        where = {"path": self.path} if self.path is not None else {"pretrain": self.pretrain}
-        return {**where, "head": self.head}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    model: str
-    params: dict[str, Any] = field(default_factory=dict)
-    init: InitSpec | None = None
-    freeze: tuple[str, ...] = ()  # stage names (stage1, ...) or ("body",): everything but the head
-    role: str = field(default="student", compare=False, repr=False)  # "student" | "teacher", for messages
-
-    def to_dict(self) -> dict[str, Any]:
-        """``model`` and ``params``, plus ``init`` and ``freeze`` when set."""
-        out: dict[str, Any] = {"model": self.model, "params": copy.deepcopy(dict(self.params))}
-        if self.init is not None:
-            out["init"] = self.init.to_dict()
-        if self.freeze:
-            out["freeze"] = FREEZE_BODY if self.freeze == (FREEZE_BODY,) else list(self.freeze)
-        return out
 
 
 @dataclass(frozen=True)
@@ -272,89 +233,6 @@ def _check_device(c: FieldChecker, value: Any) -> str:
     return value
 
 
-def _check_init(c: FieldChecker, value: Any, path: str) -> InitSpec | None:
-    """``init``: a path string, ``{path: P}`` or ``{pretrain: SETTING.yaml}``, with ``head``."""
-    if value is None:
-        return None
-    example = f"e.g. {path}: runs/source.pt or {path}: {{pretrain: studies/pretrain_fmnist_source.yaml}}"
-    if isinstance(value, str):
-        value = {"path": value}
-    if not isinstance(value, Mapping):
-        c.error(path, f"expected a checkpoint path or a mapping with path or pretrain (and head); {example}; "
-                      f"got {value!r}")
-        return None
-    if not c.mapping(value, path, ("path", "pretrain", "head")):
-        return None
-    where = [k for k in ("path", "pretrain") if value.get(k) is not None]
-    if len(where) != 1:
-        c.error(path, f"give exactly one of path (a state-dict file) and pretrain (a setting file for "
-                      f"`relkd pretrain`); {example}")
-        return None
-    file = value[where[0]]
-    if not isinstance(file, str) or not file.strip() or "\0" in file:
-        what = "a state-dict file" if where[0] == "path" else "a setting file (YAML)"
-        c.error(join_path(path, where[0]), f"expected the path of {what}, got {file!r}")
-        return None
-    head = c.choice(value.get("head", "replace"), join_path(path, "head"), HEADS)
-    if head is None:
-        return None
-    return InitSpec(**{where[0]: file}, head=head)
-
-
-def _check_freeze(c: FieldChecker, value: Any, path: str) -> tuple[str, ...]:
-    if value is None or value == []:
-        return ()
-    allowed = f"a list of stage names such as [stage1, stage2], or {FREEZE_BODY} (everything but the head)"
-    if value == FREEZE_BODY:
-        return (FREEZE_BODY,)
-    if not isinstance(value, list):
-        c.error(path, f"expected {allowed}, got {value!r}")
-        return ()
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not re.fullmatch(r"stage[1-9][0-9]*", item):
-            hint = f"; {FREEZE_BODY} stands alone (freeze: {FREEZE_BODY})" if item == FREEZE_BODY else ""
-            c.error(f"{path}[{i}]", f"expected a stage name stage1, stage2, ... (see the model's taps){hint}, "
-                                    f"got {item!r}")
-        elif item in out:
-            c.error(f"{path}[{i}]", f"{item} is given twice")
-        else:
-            out.append(item)
-    return tuple(sorted(out, key=lambda name: int(name[len("stage"):])))
-
-
-def _check_model(c: FieldChecker, section: Any, path: str, extra_fields: tuple[str, ...] = ()) -> ModelSpec | None:
-    from .models import model_entry
-
-    if not c.mapping(section, path, ("model", "params", "init", "freeze", *extra_fields)):
-        return None
-    name = section.get("model")
-    params = section.get("params") or {}
-    try:
-        entry = model_entry(name) if isinstance(name, str) else None
-    except ValueError as err:
-        c.error(join_path(path, "model"), str(err))
-        return None
-    if entry is None:
-        c.error(join_path(path, "model"), f"expected a model name (see `relkd list models`), got {name!r}")
-        return None
-    if not isinstance(params, Mapping):
-        c.error(join_path(path, "params"), f"expected a mapping of model parameters, got {params!r}")
-        return None
-    reserved = {"num_classes", "in_channels"} & set(params)
-    for key in sorted(reserved):
-        c.error(join_path(path, f"params.{key}"), "set by the dataset; remove it")
-    params = {k: v for k, v in params.items() if k not in reserved}
-    for key, message in entry.param_errors(params):
-        c.error(join_path(path, f"params.{key}"), message)
-    init = _check_init(c, section.get("init"), join_path(path, "init"))
-    if init is not None and params.get("weights"):
-        c.error(join_path(path, "init"), f"give either {path}.init or {path}.params.weights, not both "
-                                         f"({path}.init also replaces the head and records the file's hash)")
-    freeze = _check_freeze(c, section.get("freeze"), join_path(path, "freeze"))
-    return ModelSpec(name, dict(params), init, freeze, role=path)
-
-
 def _check_milestones(c: FieldChecker, value: Any, path: str) -> tuple[float, ...]:
     ok = isinstance(value, (list, tuple)) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in value)
@@ -458,11 +336,11 @@ def validate_setting(setting: Any, source: str | os.PathLike | None = None, *,
     teacher = student = None
     teacher_recipe = Recipe(epochs=10, augment=True)
     if "teacher" in setting:
-        teacher = _check_model(c, setting["teacher"], "teacher", _RECIPE_FIELDS)
+        teacher = check_model(c, setting["teacher"], "teacher", _RECIPE_FIELDS)
         if isinstance(setting["teacher"], Mapping):
             teacher_recipe = _check_recipe(c, setting["teacher"], "teacher", teacher_recipe)
     if "student" in setting:
-        student = _check_model(c, setting["student"], "student")
+        student = check_model(c, setting["student"], "student")
     budget = Recipe()
     budget_in = setting.get("budget") or {}
     if c.mapping(budget_in, "budget", _RECIPE_FIELDS):

@@ -23,7 +23,7 @@ LAYERS = [
     ("relkd.relation", "relkd.features", "relkd.config", "relkd.presets", "relkd.objective", "relkd.setting", "relkd.models",
      "relkd.data", "relkd"),
     ("relkd.engine",),
-    ("relkd.pretrain", "relkd.evaluation"),
+    ("relkd.pretrain", "relkd.adapt", "relkd.evaluation"),
     ("relkd.study", "relkd.analysis"),
     ("relkd.cli",),
 ]

@@ -137,7 +137,8 @@ def test_every_command_refuses_bad_files_cleanly(place):
     for i, (_, text) in enumerate(mutations(TINY_SETTING, 24, 3, lambda d: validate_setting(d, teacher_required=False))):
         (root / f"setting{i}.yaml").write_text(text)
         command = [["train", "--config", "sp", "--setting"], ["teacher", "train", "--setting"], ["pretrain", "--setting"],
-                   ["evaluate", "--checkpoint", "wide.pt", "--setting"]][i % 4]
+                   ["evaluate", "--checkpoint", "wide.pt", "--setting"],
+                   ["adapt", "--target-ratio", "0.5", "--setting"]][i % 5]
         cases.append(command + [f"setting{i}.yaml"])
     from relkd.study.compare import validate_compare
 
@@ -159,6 +160,10 @@ def flag_cases():
         cases += [["train", *s, "--config", "sp", flag, v] for v in bad_ints]
         cases += [["pretrain", *s, flag, v] for v in bad_ints]
     cases += [["train", *s, "--config", "sp", "--seeds", v] for v in ("x", "0,0", "-1", ",", "99999999999")]
+    # adapt: a ratio outside (0, 1), a setting without a ratio or without the init it prunes, a file as --out
+    cases += [["adapt", *s, "--target-ratio", v] for v in ("0", "1", "-1", "1.5", "x", "", "nan", "inf")]
+    cases += [["adapt", *s], ["adapt", *s, "--target-ratio", "0.5"], ["adapt", *s, "--criterion", "magic"],
+              ["adapt", *s, "--target-ratio", "0.5", "--out", "good.yaml"]]
     cases += [["check", "sp", "--batch-size", v] for v in ("0", "1", "-5", "x", "100000")]
     cases += [["check", "sp", "--seed", v] for v in ("-1", "x", str(2**40))]
     cases += [["evaluate", *s, "--checkpoint", "wide.pt", "--seed", "-1"]]

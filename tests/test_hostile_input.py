@@ -58,7 +58,7 @@ def mutate(doc, path, value, delete):
 
 # Words by which a message says what is allowed (every message relkd writes uses one).
 ALLOWED = re.compile(r"expected|allowed|valid names|missing|did you mean|one of|reads version|must|e\.g\.|"
-                     r"its parameters|at most|at least", re.IGNORECASE)
+                     r"its parameters|at most|at least|use normalisation", re.IGNORECASE)
 
 
 def check(loader, document):

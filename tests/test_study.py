@@ -144,7 +144,7 @@ def test_bad_search_sections_name_the_field(search, expected):
 @pytest.mark.parametrize(
     "optuna_section, expected",
     [
-        ({"sampler": "tpee"}, "optuna.sampler.name: expected one of tpe, random, grid, bruteforce, gp, got 'tpee'"),
+        ({"sampler": "tpee"}, "optuna.sampler.name: expected one of tpe, random, grid, bruteforce, gp, nsga2, got 'tpee'"),
         ({"pruner": {"name": "median", "n_startup": 3}}, "optuna.pruner.n_startup: not a parameter of MedianPruner"),
         ({"n_trials": 0}, "optuna.n_trials: expected an integer >= 1"),
         ({"timeout": -5}, "optuna.timeout: expected a finite number > 0"),

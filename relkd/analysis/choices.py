@@ -91,11 +91,12 @@ class ChoiceStats:
 
 
 def choice_stats(trials: Iterable[optuna.trial.FrozenTrial], choice: str) -> dict[str, ChoiceStats]:
-    """For each value of ``choice``: the accuracies of the trials that use it."""
+    """For each value of ``choice``: the accuracies of the trials that use it (a trial's first
+    value: the only one on a single-objective study, the accuracy on a multi-objective one)."""
     stats: dict[str, ChoiceStats] = {}
     for t in trials:
         for value in sorted(trial_choices(t.user_attrs["objective_config"])[choice]):
             entry = stats.setdefault(value, ChoiceStats([], []))
-            entry.values.append(t.value)
+            entry.values.append(t.values[0])  # the validation accuracy, also on a multi-objective study
             entry.trials.append(t.number)
     return stats

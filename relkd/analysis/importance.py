@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 from ..study.ladder import ladder_of
 from ..study.record import LADDER_ATTR
 from .choices import CHOICES, FAMILY_CHOICES, GROUPS, choice_group, choice_stats, completed, uses_features
+from .pareto import single_objective
 
 __all__ = ["EVALUATORS", "study_importance", "rung_scores", "MIN_TRIALS", "SCORE"]
 
@@ -142,7 +143,10 @@ def study_importance(study: optuna.Study, evaluator: str = "ped_anova", *, seed:
     The importances are computed over the scores of :func:`rung_scores` (``score``): every
     searched trial that trained counts, a pruned one at the highest rung it reached.
     ``trials_used`` is how many trials were scored, ``pruned_used`` how many of those were
-    pruned. Raises ``ValueError`` when fewer than :data:`MIN_TRIALS` trials are scored."""
+    pruned. Raises ``ValueError`` when fewer than :data:`MIN_TRIALS` trials are scored, and on a
+    multi-objective study (no single value to explain)."""
+    single_objective(study, "importance", "it explains one value by the design choices; read the Pareto front "
+                     f"instead (relkd study status --study-name {study.study_name}, or relkd study report)")
     searched, n, n_pruned = _searched_trials_study(study)
     if n < MIN_TRIALS:
         raise ValueError(f"study {study.study_name!r} has {n} trained trials with search parameters "

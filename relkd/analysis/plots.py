@@ -27,7 +27,16 @@ The shipped ones, in the report's order:
   mean accuracy per cell with counts; empty cells blank, invalid cells hatched (one
   function, two entries);
 - ``weights``: term weight (log scale) against accuracy, one panel per loss;
-- ``intermediate``: accuracy per epoch of every trial; pruned trials in grey, ending in x.
+- ``intermediate``: accuracy per epoch of every trial; pruned trials in grey, ending in x;
+- ``pareto``: student size (log scale) against accuracy, the Pareto front joined by a step
+  line, anchors as diamonds: multi-objective studies, and single-objective ones whose
+  trials trained students of several sizes.
+
+A multi-objective study (accuracy and student size, :mod:`relkd.analysis.pareto`) gets the
+plots registered with ``multi_objective=True`` (``marginals``, the interactions,
+``weights``, ``pareto``: they read the accuracy, each trial's first value); the others
+(history, importance, intermediate) need a single value and are left out. A plot with
+nothing to draw for a study raises :class:`PlotNotApplicable` and is left out quietly.
 
 Optuna's own matplotlib plots are used where they draw the picture (history); the rest are
 relkd's, since they group by design choice across terms and include the anchors.
@@ -49,9 +58,11 @@ from ..registry import Entry, Registry
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, combination_problems
 from .choices import NO_TERM, choice_stats, completed
 from .importance import study_importance
+from .pareto import SIZES, is_multi_objective, non_dominated, size_measure, sized_points
 
-__all__ = ["PLOTS", "INPUTS", "study_plot", "study_plots", "write_study_plots", "cell_invalid", "plot_history",
-           "plot_intermediate", "plot_importance", "plot_marginals", "plot_interaction", "plot_weights"]
+__all__ = ["PLOTS", "INPUTS", "PlotNotApplicable", "study_plot", "study_plots", "write_study_plots", "cell_invalid",
+           "plot_history", "plot_intermediate", "plot_importance", "plot_marginals", "plot_interaction", "plot_weights",
+           "plot_pareto"]
 
 log = logging.getLogger(__name__)
 REFERENCE_ANCHORS = ("none", "kd")
@@ -66,7 +77,8 @@ GROUP_COLOURS = {"terms": "#8c564b", "tap": "#9467bd", "view": "#c5b0d5", "affin
 #: prints them), ``inputs`` (what the function is given, in order, out of :data:`INPUTS`),
 #: ``arguments`` (keyword arguments it is called with, so one function can be several
 #: plots) and ``optional`` (a ``ValueError`` while drawing leaves the plot out with a
-#: warning instead of failing, as the importance plot does before enough trials finished).
+#: warning instead of failing, as the importance plot does before enough trials finished)
+#: and ``multi_objective`` (drawn for multi-objective studies too; default ``False``).
 PLOTS = Registry("plot", bind=False)
 
 #: What a plot function can be given: the study, the importance evaluator's name, or the
@@ -77,16 +89,24 @@ INPUTS = ("study", "evaluator", "importance")
 _REGISTERED = itertools.count()  # never reused, so a removed plot leaves no clash behind
 
 
+class PlotNotApplicable(ValueError):
+    """Raised by a plot function for a study it has nothing to draw for (the Pareto plot of a
+    study whose students all have one size): the plot is left out, logged at INFO, whether
+    or not it is ``optional``."""
+
+
 def study_plot(name: str, caption: str, *, order: float | None = None,
                inputs: Sequence[str] = ("study", "evaluator"), arguments: Mapping[str, Any] | None = None,
-               optional: bool | None = None) -> Callable[[Callable], Callable]:
+               optional: bool | None = None, multi_objective: bool = False) -> Callable[[Callable], Callable]:
     """Decorator registering a drawing function as the study plot ``name`` (the file stem).
 
     ``caption`` goes under the figure in the report; ``order`` places it there (the shipped
     plots use 10, 20, ..., 70; by default a plot goes after all of them). The function is
     called as ``fn(*inputs, **arguments)``, ``inputs`` naming values out of :data:`INPUTS`.
     ``optional`` defaults to whether it needs the importance, which a young study cannot
-    give yet. The function is returned unchanged, so decorators stack (one function, two
+    give yet. ``multi_objective``: whether it can draw a multi-objective study (reading the
+    accuracy as each trial's first value); those that cannot are left out of such studies.
+    The function is returned unchanged, so decorators stack (one function, two
     plots)::
 
         @study_plot("trial_time", "Wall time of each trial.", order=65, inputs=("study",))
@@ -104,7 +124,8 @@ def study_plot(name: str, caption: str, *, order: float | None = None,
     def decorator(fn: Callable) -> Callable:
         PLOTS.add(name, fn, description=caption, caption=caption, order=math.inf if order is None else order,
                   index=next(_REGISTERED), inputs=inputs, arguments=dict(arguments or {}),
-                  optional="importance" in inputs if optional is None else optional)
+                  optional="importance" in inputs if optional is None else optional,
+                  multi_objective=bool(multi_objective))
         return fn
 
     return decorator
@@ -172,7 +193,7 @@ def plot_intermediate(study: optuna.Study):
 
 
 @study_plot("marginals", "Validation accuracy per affinity, normalisation, loss and tap (diamonds: anchors).",
-            order=30, inputs=("study",))
+            order=30, inputs=("study",), multi_objective=True)
 def plot_marginals(study: optuna.Study):
     """Accuracy of every completed trial per affinity, normalisation, loss and tap."""
     plt = pyplot()
@@ -217,9 +238,10 @@ def cell_invalid(rows: str, cols: str, r: str, c: str) -> bool:
 
 
 @study_plot("interaction_normalisation_loss", "Normalisation x loss: best and mean accuracy, trials per cell.",
-            order=50, inputs=("study",), arguments={"rows": "normalisation", "cols": "loss"})
+            order=50, inputs=("study",), arguments={"rows": "normalisation", "cols": "loss"}, multi_objective=True)
 @study_plot("interaction_affinity_normalisation", "Affinity x normalisation: best and mean accuracy, trials per cell.",
-            order=40, inputs=("study",), arguments={"rows": "affinity", "cols": "normalisation"})
+            order=40, inputs=("study",), arguments={"rows": "affinity", "cols": "normalisation"},
+            multi_objective=True)
 def plot_interaction(study: optuna.Study, rows: str, cols: str):
     """Heatmap of the best validation accuracy per (rows, cols) pair, annotated with best,
     mean and count; cells without trials are blank, invalid pairs hatched."""
@@ -233,7 +255,7 @@ def plot_interaction(study: optuna.Study, rows: str, cols: str):
             if term.get("kind") == "feature":  # no relation components
                 continue
             key = (term[rows]["name"], term[cols]["name"])
-            cells.setdefault(key, []).append(t.value)
+            cells.setdefault(key, []).append(t.values[0])
     best = np.full((len(row_names), len(col_names)), np.nan)
     for (r, c), values in cells.items():
         best[row_names.index(r), col_names.index(c)] = max(values)
@@ -265,7 +287,7 @@ def plot_interaction(study: optuna.Study, rows: str, cols: str):
     return fig
 
 
-@study_plot("weights", "Term weight against accuracy, per loss.", order=60, inputs=("study",))
+@study_plot("weights", "Term weight against accuracy, per loss.", order=60, inputs=("study",), multi_objective=True)
 def plot_weights(study: optuna.Study):
     """Term weight (log x) against validation accuracy, one panel per loss (per method for
     feature terms)."""
@@ -275,7 +297,7 @@ def plot_weights(study: optuna.Study):
         for term in t.user_attrs["objective_config"].get("terms") or []:
             if term["weight"] > 0:
                 panel = term["method"]["name"] if term.get("kind") == "feature" else term["loss"]["name"]
-                points.setdefault(panel, []).append((term["weight"], t.value, "anchor" in t.user_attrs))
+                points.setdefault(panel, []).append((term["weight"], t.values[0], "anchor" in t.user_attrs))
     losses = sorted(points) or ["(no term)"]
     ncols = min(3, len(losses))
     nrows = math.ceil(len(losses) / ncols)
@@ -326,19 +348,87 @@ def plot_importance(importance: dict[str, Any]):
     return fig
 
 
+@study_plot("pareto", "Student size against validation accuracy: every completed trial, the Pareto front joined by "
+                      "a step line (highlighted), anchors as diamonds.", order=80, inputs=("study",),
+            multi_objective=True)
+def plot_pareto(study: optuna.Study):
+    """Student size (log x; the study's size objective, else parameters) against validation
+    accuracy of every completed trial; the non-dominated ones highlighted and joined by a step
+    line (the best accuracy reachable within each size), anchors as labelled diamonds. Not
+    drawn for a study whose trials record no size, nor a single-objective one whose students
+    all have one size (nothing to trade off)."""
+    measure = size_measure(study)
+    points = sized_points(study, measure)
+    if not points:
+        raise PlotNotApplicable("no completed trial records its student's size (studies made before relkd "
+                                "recorded them)")
+    if not is_multi_objective(study) and len({p.size for p in points}) < 2:
+        raise PlotNotApplicable("every trial trained a student of one size: no trade-off to draw")
+    front = non_dominated(points)
+    on_front = {p.trial.number for p in front}
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    rest = [p for p in points if p.trial.number not in on_front and p.anchor is None]
+    ax.plot([p.size for p in rest], [p.accuracy for p in rest], "o", color="silver", markersize=5,
+            label="completed trial")
+    ax.step([p.size for p in front], [p.accuracy for p in front], where="post", color="tab:blue", linewidth=1.5,
+            alpha=0.8)
+    searched = [p for p in front if p.anchor is None]
+    ax.plot([p.size for p in searched], [p.accuracy for p in searched], "o", color="tab:blue", markersize=7,
+            label="Pareto front")
+    anchors = [p for p in points if p.anchor is not None]
+    for p in anchors:
+        ax.plot(p.size, p.accuracy, "D", markersize=7, markeredgecolor="black",
+                color="tab:blue" if p.trial.number in on_front else "tab:red")
+        ax.annotate(p.anchor, xy=(p.size, p.accuracy), xytext=(5, 3), textcoords="offset points", fontsize=8)
+    if anchors:
+        ax.plot([], [], "D", color="tab:red", markeredgecolor="black", label="anchor (blue: on the front)")
+    smallest, largest = min(p.size for p in points), max(p.size for p in points)
+    if smallest > 0:
+        ax.set_xscale("log")
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _short_count(value)))
+        narrow = largest / smallest < 30  # within about a decade: label the minor ticks too
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: _short_count(value)) if narrow else NullFormatter())
+    ax.set_xlabel(f"student {SIZES[measure]}" + (" (log scale)" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"{study.study_name}: accuracy against size ({len(front)} of {len(points)} trials on the front)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _short_count(value: float) -> str:
+    """``950``, ``12k``, ``1.5M``: a size on an axis."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
 def write_study_plots(study: optuna.Study, out_dir: str | Path, *, evaluator: str = "ped_anova") -> list[Path]:
     """Write every registered plot of the study into ``out_dir``; returns the files written.
-    The importance plot needs at least a few completed search trials and is left out before."""
+    The importance plot needs at least a few completed search trials and is left out before;
+    a multi-objective study gets only the plots registered with ``multi_objective=True``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not completed(study):
         log.warning("study %s has no completed trial: no plots", study.study_name)
         return []
     given = _Inputs(study, evaluator)
+    multi = is_multi_objective(study)
     paths: list[Path] = []
     for entry in sorted(PLOTS.entries(), key=lambda e: e.property("index")):
+        if multi and not entry.property("multi_objective", default=False):
+            log.info("no %s plot: study %s has several objectives", entry.name, study.study_name)
+            continue
         try:
             figure = entry.obj(*(given[i] for i in entry.property("inputs")), **entry.property("arguments"))
+        except PlotNotApplicable as err:
+            log.info("no %s plot: %s", entry.name, err)
+            continue
         except ValueError as err:
             if not entry.property("optional"):
                 raise

@@ -1,7 +1,9 @@
 """One self-contained HTML page per study: summary, anchors against the best trials, the
 top compositions with their YAML, importance, every plot, and the confirm table when one
-exists. Images are embedded as base64 PNG and the page has no scripts and no external
-references, so it opens anywhere without network access.
+exists; a multi-objective study (accuracy against student size) gets its Pareto front, as a
+plot and a table, in place of the sections that rank by one value. Images are embedded as
+base64 PNG and the page has no scripts and no external references, so it opens anywhere
+without network access.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ..study import redact, study_status
 from ..study.seeds import compositions, search_verdict, verdict_line
 from ..study.record import CONFIRM_ATTR, SETTING_ATTR, versions
 from .importance import study_importance
+from .pareto import FRONT_COLUMNS, front_cells, is_multi_objective, objective_names, pareto_front
 from .plots import study_plots, write_study_plots
 
 __all__ = ["write_report", "render_report"]
@@ -67,6 +70,9 @@ def _summary(study: optuna.Study, url: str) -> str:
         ["seed", html.escape(str(setting.get("seed")))],
         ["trials", html.escape(", ".join(f"{k} {v}" for k, v in status["counts"].items() if v))],
     ]
+    if "objectives" in status:
+        aims = ["maximised" if i == 0 else "minimised" for i in range(len(status["objectives"]))]
+        rows.append(["objectives", html.escape(", ".join(f"{n} ({a})" for n, a in zip(status["objectives"], aims)))])
     return _table(None, rows)
 
 
@@ -131,32 +137,61 @@ def _confirm(study: optuna.Study) -> str:
                      rows, numeric={1, 2, 3, 4}))
 
 
-def _figures(study: optuna.Study, evaluator: str) -> str:
+def _figures(study: optuna.Study, evaluator: str) -> dict[str, str]:
+    """Every plot written for the study as an HTML figure, by name, in the report's order."""
     with tempfile.TemporaryDirectory() as folder:
         written = {p.stem for p in write_study_plots(study, folder, evaluator=evaluator)}
-        parts = []
+        parts = {}
         for entry in study_plots():
             stem, caption = entry.name, entry.property("caption")
             if stem not in written:
                 continue
             data = base64.b64encode((Path(folder) / f"{stem}.png").read_bytes()).decode("ascii")
-            parts.append(f"<figure><img alt=\"{html.escape(stem)}\" src=\"data:image/png;base64,{data}\">"
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    return "".join(parts) or "<p class=\"muted\">No plots: no completed trial yet.</p>"
+            parts[stem] = (f"<figure><img alt=\"{html.escape(stem)}\" src=\"data:image/png;base64,{data}\">"
+                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return parts
+
+
+def _plots(figures: dict[str, str]) -> str:
+    return "".join(figures.values()) or "<p class=\"muted\">No plots: no completed trial yet.</p>"
+
+
+def _pareto(study: optuna.Study, figure: str) -> str:
+    rows = pareto_front(study)
+    if not rows:
+        return figure + "<p class=\"muted\">No completed trial records its student's size yet.</p>"
+    cells = [[html.escape(c) for c in front_cells(r)] for r in rows]
+    names = objective_names(study)
+    return (figure + f"<p>The {len(rows)} trials no other trial beats on both {html.escape(names[0])} and "
+            f"{html.escape(', '.join(names[1:]))}, smallest student first (ratio: what the student was pruned to). "
+            f"Export one with <code>relkd study export --study-name {html.escape(study.study_name)} --trial N "
+            f"--out best.yaml</code>, or the most accurate within a size with <code>--max-params N</code>.</p>"
+            + _table(list(FRONT_COLUMNS), cells, numeric={0, 1, 2, 3, 4}))
 
 
 def render_report(study: optuna.Study, url: str, *, top_k: int = 5, evaluator: str = "ped_anova") -> str:
     """The report as one HTML string."""
     title = f"relkd study {study.study_name}"
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    sections = [
-        ("Summary", _summary(study, url)),
-        ("Anchors against the best search trials", _anchors_vs_best(study)),
-        (f"Top {top_k} compositions", _top_k(study, top_k)),
-        ("What mattered", _importance(study, evaluator)),
-        ("Confirmation on the test split", _confirm(study)),
-        ("Plots", _figures(study, evaluator)),
-    ]
+    figures = _figures(study, evaluator)
+    if is_multi_objective(study):
+        names = ", ".join(objective_names(study))
+        skipped = (f"<p class=\"muted\">Not shown for a study with several objectives ({html.escape(names)}): the "
+                   f"anchors against the best, the top compositions, importance and confirmation, which rank "
+                   f"trials by one value.</p>")
+        sections = [
+            ("Summary", _summary(study, url)),
+            ("Pareto front", _pareto(study, figures.pop("pareto", "")) + skipped),
+        ] + ([("Plots", _plots(figures))] if figures else [])
+    else:
+        sections = [
+            ("Summary", _summary(study, url)),
+            ("Anchors against the best search trials", _anchors_vs_best(study)),
+            (f"Top {top_k} compositions", _top_k(study, top_k)),
+            ("What mattered", _importance(study, evaluator)),
+            ("Confirmation on the test split", _confirm(study)),
+            ("Plots", _plots(figures)),
+        ]
     body = "".join(f"<h2>{html.escape(name)}</h2>{content}" for name, content in sections)
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"

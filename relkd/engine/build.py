@@ -7,6 +7,7 @@ trains anything.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -18,10 +19,12 @@ from ..files import file_sha256, not_a_file
 from ..data import DataFieldError, DatasetSplits, load_dataset
 from ..fields import ConfigError
 from ..models import TappedModel, create_model
+from ..models.adapted import PREFIX as ADAPTED_PREFIX
 from ..models.transfer import InitError, freeze, load_init
 from ..setting import ModelSpec, Setting
 
-__all__ = ["load_data", "build_model", "init_file", "init_hint", "transfer_ident", "apply_transfer"]
+__all__ = ["load_data", "build_model", "init_file", "init_hint", "transfer_ident", "apply_transfer",
+           "adapted_model_name"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -105,13 +108,30 @@ def apply_transfer(model: TappedModel, spec: ModelSpec, input_shape: Sequence[in
     return sha
 
 
+def adapted_model_name(spec: ModelSpec) -> str:
+    """The ``adapted:<file>`` name of ``spec``'s adapted student. Raises
+    :class:`ConfigError` when the adaptation was not resolved before the run."""
+    if spec.adapt is None or spec.adapt.checkpoint is None:
+        raise ConfigError([f"{spec.role}.adapt: the adapted model has not been made or loaded yet; call "
+                           f"relkd.adapt.resolve_student(setting) before running it"])
+    return ADAPTED_PREFIX + spec.adapt.checkpoint
+
+
 def build_model(spec: ModelSpec, data: DatasetSplits, seed: int, device: torch.device) -> TappedModel:
     """The model of ``spec`` for ``data``, initialised from ``seed``; with ``init``, the
     body loaded from the checkpoint (the head replaced, unless ``head: keep``) and the
-    file's SHA-256 in ``model.init_sha256``; with ``freeze``, those parts frozen."""
+    file's SHA-256 in ``model.init_sha256``; with ``adapt``, the adapted model (its own
+    weights, head included: it was fine-tuned on these classes); with ``freeze``, those
+    parts frozen."""
     torch.manual_seed(seed)
-    model = create_model(spec.model, num_classes=data.num_classes, in_channels=data.in_channels, **spec.params)
-    if spec.init is not None or spec.freeze:
+    if spec.adapt is not None:
+        model = create_model(adapted_model_name(spec), num_classes=data.num_classes, in_channels=data.in_channels)
+        if spec.freeze:
+            apply_transfer(model, dataclasses.replace(spec, init=None), tuple(data.train_images.shape[1:]))
+        model.init_sha256 = file_sha256(spec.adapt.checkpoint)
+    else:
+        model = create_model(spec.model, num_classes=data.num_classes, in_channels=data.in_channels, **spec.params)
+    if spec.adapt is None and (spec.init is not None or spec.freeze):
         model.init_sha256 = apply_transfer(model, spec, tuple(data.train_images.shape[1:]))
     model = model.to(device)
     if device.type == "cuda":

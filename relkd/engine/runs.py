@@ -13,7 +13,8 @@ import torch
 
 from ..config import save_config
 from ..files import write_text
-from ..models import TappedModel
+from ..models import TappedModel, count_params
+from ..models.prune import count_macs
 from ..objective import Objective, as_objective
 from ..setting import Setting, resolve_device
 from .build import build_model, load_data
@@ -52,7 +53,8 @@ def run_trial(
     across epochs and trials when the teacher sees exactly what the student sees.
     Returns ``val_accuracy`` (last epoch), ``val_history``, ``test_accuracy`` (with
     ``eval_test``), ``part_means`` (mean of every loss part over the run), ``epochs``,
-    ``stopped_early``, ``wall_seconds``, ``samples_per_second`` and ``seed``; with
+    ``stopped_early``, ``wall_seconds``, ``samples_per_second``, ``seed``, and the student's
+    size (``student_params``; ``student_macs`` for one input, Conv2d and Linear layers); with
     ``return_model``, ``model`` and, for an objective with trainable parts (feature terms),
     ``objective_state`` (their state dict, on the CPU).
     """
@@ -93,6 +95,8 @@ def run_trial(
                                             setting.precision)
     if getattr(model, "init_sha256", None):
         metrics["init_sha256"] = model.init_sha256
+    metrics["student_params"] = count_params(model)
+    metrics["student_macs"] = count_macs(model, tuple(data.train_images.shape[1:]))
     metrics["wall_seconds"] = time.perf_counter() - start
     if return_model:
         metrics["model"] = model

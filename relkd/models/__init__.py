@@ -13,6 +13,8 @@ Families (``MODELS.info(name).properties['family']``):
   (:mod:`relkd.models.cifar`).
 * ``torchvision``: ``tv:<name>`` for torchvision classification models
   (:mod:`relkd.models.tv`); a few are registered for listing, any supported one resolves.
+* ``adapted:<folder>``: a ``cnn`` or ``cifar_resnet`` model pruned to a target task by
+  ``relkd adapt`` (:mod:`relkd.models.adapted`, :mod:`relkd.models.prune`).
 
 Every model's ``forward(x, taps=None)`` returns ``{tap: tensor}`` from one forward pass
 (see :mod:`relkd.models.taps`): ``stage1..stageK``, ``last_stage``, ``pool``, ``logits``.
@@ -27,6 +29,7 @@ from typing import Any, NamedTuple
 import torch
 
 from relkd.models import cnn, cifar, tv  # noqa: F401,I001  (each family registers its models, in this order)
+from relkd.models import adapted
 from relkd.models.taps import TapPoints, TappedModel, count_params
 from relkd.models.zoo import MODELS
 from relkd.registry import Entry, Param, unknown_name_message
@@ -54,10 +57,13 @@ def model_entry(name: str) -> Entry:
         return MODELS.get(name)
     if isinstance(name, str) and name.startswith(tv.PREFIX):
         return tv.dynamic_entry(name)
+    if isinstance(name, str) and name.startswith(adapted.PREFIX):
+        return adapted.dynamic_entry(name)
     raise ValueError(
         unknown_name_message("model", name, MODELS.list())
         + f"; or '{tv.PREFIX}<name>' for a torchvision classification model"
         " (relkd.models.list_models(torchvision=True) lists them)"
+        f", or '{adapted.PREFIX}<folder>' for a model relkd adapt made"
     )
 
 

@@ -16,8 +16,15 @@ resnet8x4 1.23M, resnet32x4 7.43M, wrn_16_2 0.70M, wrn_40_1 0.57M, wrn_40_2 2.26
 Taps (for a 32x32 input): ResNets ``stage1..3`` are ``layer1..3`` (32x32, 16x16, 8x8);
 WRNs ``stage1..2`` are ``block1..2`` and ``stage3`` is the final BN-ReLU after ``block3``
 (a pre-activation network's last feature map, the tensor that is pooled).
+
+A CIFAR ResNet also takes optional per-layer widths (:class:`ResNetWidths`): the shape of
+a filter-pruned network (:mod:`relkd.models.prune`). Which blocks have a downsample
+shortcut is decided by ``num_filters`` alone, so a narrowed network has exactly the
+modules and ``state_dict`` keys of the full one.
 """
 from __future__ import annotations
+
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +33,7 @@ from torch import Tensor, nn
 from relkd.models.taps import TapPoints, TappedModel
 from relkd.models.zoo import MODELS
 
-__all__ = ["CifarResNet", "WideResNet", "build_cifar_resnet", "build_wrn"]
+__all__ = ["CifarResNet", "ResNetWidths", "WideResNet", "build_cifar_resnet", "build_wrn"]
 
 CIFAR_INPUT = (3, 32, 32)
 
@@ -36,17 +43,23 @@ def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    """Post-activation residual block: conv-BN-ReLU-conv-BN, + shortcut, ReLU."""
+    """Post-activation residual block: conv-BN-ReLU-conv-BN, + shortcut, ReLU.
+
+    ``conv1`` maps ``inplanes`` to ``planes`` channels, ``conv2`` maps those to
+    ``out_planes`` (default ``planes``; another value only in a pruned network).
+    """
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 out_planes: int | None = None):
         super().__init__()
+        out_planes = planes if out_planes is None else out_planes
         self.conv1 = _conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = _conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = _conv3x3(planes, out_planes)
+        self.bn2 = nn.BatchNorm2d(out_planes)
         self.downsample = downsample
         self.stride = stride
 
@@ -58,30 +71,65 @@ class BasicBlock(nn.Module):
         return F.relu(out)
 
 
+class ResNetWidths(NamedTuple):
+    """Per-layer channels of a :class:`CifarResNet` (a pruned network's shape).
+
+    ``stem``: the stem conv's output; ``stages``: the residual (block output) channels of
+    each of the three stages; ``inner``: per stage, each block's ``conv1`` output. A block
+    without a downsample shortcut adds its input to its output, so their widths must agree
+    (e.g. ``stem == stages[0]`` when ``layer1`` has no downsample).
+    """
+
+    stem: int
+    stages: tuple[int, int, int]
+    inner: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+    @classmethod
+    def full(cls, num_filters: Sequence[int], blocks: int) -> ResNetWidths:
+        """The widths of the unpruned network: ``num_filters`` with ``blocks`` blocks per stage."""
+        return cls(num_filters[0], tuple(num_filters[1:4]), tuple((w,) * blocks for w in num_filters[1:4]))
+
+
+def _check_widths(widths: ResNetWidths, blocks: int) -> ResNetWidths:
+    flat = [widths.stem, *widths.stages, *(w for stage in widths.inner for w in stage)]
+    if len(widths.stages) != 3 or len(widths.inner) != 3 or any(len(stage) != blocks for stage in widths.inner) \
+            or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in flat):
+        raise ValueError(f"widths: expected a stem, 3 stage widths and 3 x {blocks} inner widths, all positive "
+                         f"integers; got {widths}")
+    return ResNetWidths(widths.stem, tuple(widths.stages), tuple(tuple(stage) for stage in widths.inner))
+
+
 class CifarResNet(nn.Module):
     """ResNet for 32x32 inputs (He et al. 2016, section 4.2) as in RepDistiller.
 
     ``depth = 6n + 2``; a 3x3 stem conv with ``num_filters[0]`` channels, then three
     stages of ``n`` basic blocks with ``num_filters[1:]`` channels at strides 1, 2, 2,
     global average pooling and a linear classifier.
+
+    ``widths`` (a :class:`ResNetWidths`) narrows layers below ``num_filters`` (a pruned
+    network); which blocks have a downsample shortcut still follows ``num_filters``.
+    ``arch`` keeps ``depth`` and ``num_filters`` so a pruned copy can be described and rebuilt.
     """
 
     tap_points = TapPoints(stages=("layer1", "layer2", "layer3"), classifier="fc")
 
-    def __init__(self, depth: int, num_filters: tuple[int, int, int, int], num_classes: int = 10, in_channels: int = 3):
+    def __init__(self, depth: int, num_filters: tuple[int, int, int, int], num_classes: int = 10, in_channels: int = 3,
+                 widths: ResNetWidths | None = None):
         super().__init__()
         if (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 56, ...), got {depth}")
         n = (depth - 2) // 6
+        self.arch = {"depth": depth, "num_filters": tuple(num_filters)}
+        w = _check_widths(ResNetWidths(*widths), n) if widths is not None else ResNetWidths.full(num_filters, n)
         self.inplanes = num_filters[0]
-        self.conv1 = nn.Conv2d(in_channels, num_filters[0], kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(num_filters[0])
+        self.conv1 = nn.Conv2d(in_channels, w.stem, kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w.stem)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(num_filters[1], n)
-        self.layer2 = self._make_layer(num_filters[2], n, stride=2)
-        self.layer3 = self._make_layer(num_filters[3], n, stride=2)
+        self.layer1 = self._make_layer(num_filters[1], n, 1, w.stem, w.inner[0], w.stages[0])
+        self.layer2 = self._make_layer(num_filters[2], n, 2, w.stages[0], w.inner[1], w.stages[1])
+        self.layer3 = self._make_layer(num_filters[3], n, 2, w.stages[1], w.inner[2], w.stages[2])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(num_filters[3] * BasicBlock.expansion, num_classes)
+        self.fc = nn.Linear(w.stages[2] * BasicBlock.expansion, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -89,16 +137,23 @@ class CifarResNet(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    def _make_layer(self, planes: int, blocks: int, stride: int, in_width: int, inner: Sequence[int],
+                    out_width: int) -> nn.Sequential:
+        """A stage of ``blocks`` blocks. ``planes`` and ``self.inplanes`` (the full widths)
+        decide whether the first block has a downsample shortcut; ``in_width``, ``inner``
+        and ``out_width`` are the actual channels (the full ones unless pruned)."""
         downsample = None
         if stride != 1 or self.inplanes != planes * BasicBlock.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * BasicBlock.expansion, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * BasicBlock.expansion),
+                nn.Conv2d(in_width, out_width, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_width),
             )
-        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+        elif in_width != out_width:
+            raise ValueError(f"widths: a stage without a downsample shortcut adds its input ({in_width} channels) "
+                             f"to its output, so its width must be {in_width}, got {out_width}")
+        layers = [BasicBlock(in_width, inner[0], stride, downsample, out_planes=out_width)]
         self.inplanes = planes * BasicBlock.expansion
-        layers += [BasicBlock(self.inplanes, planes) for _ in range(1, blocks)]
+        layers += [BasicBlock(out_width, inner[i], out_planes=out_width) for i in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -199,10 +254,11 @@ class WideResNet(nn.Module):
 
 
 def build_cifar_resnet(
-    name: str, depth: int, num_filters: tuple[int, int, int, int], num_classes: int, in_channels: int
+    name: str, depth: int, num_filters: tuple[int, int, int, int], num_classes: int, in_channels: int,
+    widths: ResNetWidths | None = None,
 ) -> TappedModel:
-    """A :class:`CifarResNet` wrapped with its taps."""
-    net = CifarResNet(depth, num_filters, num_classes=num_classes, in_channels=in_channels)
+    """A :class:`CifarResNet` wrapped with its taps (``widths``: per-layer channels, see CifarResNet)."""
+    net = CifarResNet(depth, num_filters, num_classes=num_classes, in_channels=in_channels, widths=widths)
     return TappedModel(net, net.tap_points, model_name=name, input_size=CIFAR_INPUT)
 
 

@@ -17,11 +17,15 @@ trains it to about 92.7 % Fashion-MNIST test accuracy in about 9 minutes on 2 CP
 Stage ``i`` (1-based) has ``width * 2**(i-1)`` channels and ``depth`` conv3x3-BN-ReLU
 blocks; stages after the first start with a 2x2 max-pool, so a 28x28 input gives
 28x28, 14x14, 7x7 feature maps. Global average pooling and a linear classifier follow.
+
+``widths`` (optional, one output width per block) gives each block its own number of
+channels: the shape of a filter-pruned network (:mod:`relkd.models.prune`), whose modules
+and ``state_dict`` keys are those of the unpruned one.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -52,16 +56,29 @@ class ConvNet(nn.Module):
         depth: conv-BN-ReLU blocks per stage.
         stages: number of stages (each after the first halves the resolution).
         num_classes, in_channels: output classes and input channels.
+        widths: output channels of every block, stage by stage (``stages * depth`` values),
+            instead of those ``width`` gives: a pruned network's shape. ``None``: ``width``'s.
+
+    ``arch`` keeps ``width``, ``depth`` and ``stages`` (what the constructor needs besides
+    ``widths``), so a pruned copy can be described and rebuilt.
     """
 
-    def __init__(self, width: int = 32, depth: int = 1, stages: int = 3, num_classes: int = 10, in_channels: int = 1):
+    def __init__(self, width: int = 32, depth: int = 1, stages: int = 3, num_classes: int = 10, in_channels: int = 1,
+                 widths: Sequence[int] | None = None):
         super().__init__()
+        self.arch = {"width": width, "depth": depth, "stages": stages}
+        if widths is None:
+            widths = [width * 2**i for i in range(stages) for _ in range(depth)]
+        widths = list(widths)
+        if len(widths) != stages * depth or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
+                                                 for w in widths):
+            raise ValueError(f"widths: expected {stages * depth} positive integers (stages * depth), got {widths}")
         blocks: OrderedDict[str, nn.Module] = OrderedDict()
         channels = in_channels
         for i in range(stages):
-            out_channels = width * 2**i
             layers: list[nn.Module] = [nn.MaxPool2d(2)] if i > 0 else []
-            for _ in range(depth):
+            for j in range(depth):
+                out_channels = widths[i * depth + j]
                 layers.append(conv_bn_relu(channels, out_channels))
                 channels = out_channels
             blocks[f"stage{i + 1}"] = nn.Sequential(*layers)
@@ -82,10 +99,11 @@ class ConvNet(nn.Module):
 
 
 def build_cnn(
-    name: str, width: int, depth: int, stages: int, num_classes: int = 10, in_channels: int = 1
+    name: str, width: int, depth: int, stages: int, num_classes: int = 10, in_channels: int = 1,
+    widths: Sequence[int] | None = None,
 ) -> TappedModel:
-    """A :class:`ConvNet` wrapped with its taps."""
-    net = ConvNet(width, depth, stages, num_classes=num_classes, in_channels=in_channels)
+    """A :class:`ConvNet` wrapped with its taps (``widths``: per-block channels, see ConvNet)."""
+    net = ConvNet(width, depth, stages, num_classes=num_classes, in_channels=in_channels, widths=widths)
     return TappedModel(net, net.tap_points, model_name=name, input_size=MNIST_INPUT)
 
 

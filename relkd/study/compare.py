@@ -42,7 +42,7 @@ from ..engine import run_trial
 from ..fields import ConfigError, FieldChecker, read_yaml_file
 from ..files import write_text
 from ..presets import PRESETS, preset
-from ..pretrain import prepare_inits
+from ..adapt import resolve_student
 from ..registry import unknown_name_message
 from ..setting import Setting, setting_or_errors
 from .queue import Run, RunQueue, completed_runs
@@ -158,7 +158,9 @@ def run_compare(spec: CompareSpec, *, storage: str | None = None, out_dir: str |
     """Train every (run, seed) that the compare's study does not have yet, then write the
     table (``compare.csv``, ``compare.md``, ``compare.json``) and the bar chart
     (``compare.png``, ``compare.svg``) into ``out_dir`` (default ``runs/<name>/compare``)."""
-    prepare_inits(spec.setting, progress=progress)  # a missing init file stops here, not in every run
+    # a missing init file or an unreachable adapt ratio stops here, not in every run; the runs start from
+    # the resolved checkpoints (a {pretrain: ...} init, an adapted student)
+    setting = resolve_student(spec.setting, progress=progress)
     queue = _open(spec, storage)
     study = queue.study
     runs = compare_runs(spec)
@@ -166,7 +168,7 @@ def run_compare(spec: CompareSpec, *, storage: str | None = None, out_dir: str |
     if waiting > 0:
         log.info("compare %s: %d of %d runs to train", study.study_name, waiting, len(runs))
     # Takes queued runs one at a time, so that processes sharing the storage share the queue.
-    queue.run(runs, spec.setting, eval_test=True, progress=progress, catch=(Exception,), train=run_trial)
+    queue.run(runs, setting, eval_test=True, progress=progress, catch=(Exception,), train=run_trial)
     missing = sorted((r.key, r.seed) for r in queue.missing(runs))
     if missing:
         raise ValueError(f"compare {study.study_name!r}: {len(missing)} runs did not finish (e.g. {missing[0]}); "

@@ -29,6 +29,7 @@ import optuna
 from ..config import validate_config
 from ..engine import run_trial
 from ..files import write_text
+from ..adapt import resolve_student
 from ..pretrain import prepare_inits
 from ..presets import preset
 from .export import anchor_values, composition_label, ranked_trials, study_setting
@@ -145,6 +146,11 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
     ``epochs`` defaults to twice the study's budget; ``device`` overrides the study's. Runs
     already in the queue (same setting, composition, seed and epochs) are reused; the queue
     is ``storage`` or, by default, SQLite at ``out_dir/confirm.db``."""
+    from ..analysis.pareto import single_objective  # here: relkd.analysis reads relkd.study when it loads
+
+    single_objective(study, "confirm", "it retrains the leaders of one ranking; export a trial of the Pareto front "
+                     "instead (relkd study export --trial N, or --max-params N, --out best.yaml writes its config "
+                     "and its student section, best.student.yaml) and train that with relkd train")
     if top_k < 1:
         raise ValueError(f"top_k: expected an integer >= 1, got {top_k}")
     if not seeds:
@@ -166,7 +172,7 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
     url = storage or f"sqlite:///{(out / 'confirm.db').as_posix()}"
     queue = RunQueue.open(f"{study.study_name}.confirm", url, seed=setting.seed)
     _import_runs_jsonl(queue, out / "runs.jsonl", runs)
-    results = queue.run(runs, setting, eval_test=True, progress=progress, train=run_trial,
+    results = queue.run(runs, resolve_student(setting, progress=progress), eval_test=True, progress=progress, train=run_trial,
                         on_start=lambda run: log.info("confirm: %s, seed %d, %d epochs", run.label, run.seed, epochs))
     missing = [r for r in runs if r.id not in results]
     if missing:

@@ -3,6 +3,10 @@
 Everything here needs only the storage and the study name: the setting every trial used is
 stored in the study (``relkd.setting``), so no study file is needed to export, report the
 status or confirm.
+
+A multi-objective study (validation accuracy against student size) has no single best: its
+status shows the Pareto front (:mod:`relkd.analysis.pareto`), and export wants a trial
+chosen by size (``max_params``, ``max_macs``) or by number.
 """
 from __future__ import annotations
 
@@ -17,13 +21,15 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import save_config, validate_config
+from ..fields import yaml_dump
+from ..files import write_text
 from ..setting import Setting, validate_setting
 from .seeds import Composition, compositions, search_verdict, verdict_line
 from .record import N_TRIALS_ATTR, SETTING_ATTR, counted_trials, trial_counts, versions
 from .storage import open_storage, redact, resolve_storage
 
 __all__ = ["load_relkd_study", "ranked_trials", "study_status", "export_trials", "study_setting",
-           "anchor_values", "composition_label"]
+           "anchor_values", "composition_label", "student_file"]
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +70,13 @@ def ranked_trials(study: optuna.Study, *, include_anchors: bool = True) -> list[
 
 
 def anchor_values(study: optuna.Study) -> dict[str, float]:
-    """Validation accuracy of each completed anchor (mean over its seeds), by preset name."""
-    return {c.anchor: c.mean for c in compositions(study) if c.anchor is not None}
+    """Validation accuracy of each completed anchor (mean over its seeds), by preset name; the
+    best of its students where an anchor was trained at several sizes (multi-objective)."""
+    values: dict[str, float] = {}
+    for c in compositions(study):  # best first
+        if c.anchor is not None:
+            values.setdefault(c.anchor, c.mean)
+    return values
 
 
 def composition_label(trial: optuna.trial.FrozenTrial) -> str:
@@ -75,7 +86,14 @@ def composition_label(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def study_status(study: optuna.Study) -> dict[str, Any]:
-    """Trials by state, best value and composition, anchors and an ETA, as plain data."""
+    """Trials by state, best value and composition, anchors and an ETA, as plain data.
+
+    On a multi-objective study ``best`` and ``verdict`` are ``None`` (there is no single best)
+    and two keys more say what there is: ``objectives`` (what the trials' values are) and
+    ``pareto`` (the front's rows, :func:`relkd.analysis.pareto.pareto_front`)."""
+    from ..analysis.pareto import is_multi_objective, objective_names, pareto_front  # here: analysis loads relkd.study
+
+    multi = is_multi_objective(study)
     counts = trial_counts(study)
     counted = counted_trials(study)
     target = study.user_attrs.get(N_TRIALS_ATTR)
@@ -86,10 +104,10 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     if target is not None and durations:
         remaining = max(target - len(counted), 0)
         eta = remaining * statistics.fmean(durations) / max(running, 1)
-    ranked = compositions(study)
+    ranked = [] if multi else compositions(study)
     best = ranked[0] if ranked else None
-    verdict = search_verdict(study)
-    return {
+    verdict = None if multi else search_verdict(study)
+    status = {
         "study": study.study_name,
         "counts": counts,
         "finished": len(counted),
@@ -103,19 +121,28 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "verdict": verdict,
         "verdict_line": verdict_line(verdict),
     }
+    if multi:
+        names = objective_names(study)
+        status["verdict_line"] = (f"no verdict: the study trades {names[0]} against {', '.join(names[1:])}; "
+                                  f"its answer is the Pareto front")
+        status["objectives"] = names
+        status["pareto"] = pareto_front(study)
+    return status
 
 
 def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, rank: int,
-                seeds: Composition | None) -> dict[str, Any]:
+                seeds: Composition | None, selected_by: dict[str, int] | None) -> dict[str, Any]:
+    from ..analysis.pareto import accuracy, is_multi_objective, objective_names  # here: analysis loads relkd.study
+
     setting = study.user_attrs[SETTING_ATTR]
-    return {
+    meta = {
         "source": "relkd study export",
         "study": study.study_name,
         "storage": redact(url),
         "trial": trial.number,
         "rank": rank,
         "anchor": trial.user_attrs.get("anchor"),
-        "value": seeds.mean if seeds else trial.value,
+        "value": seeds.mean if seeds else accuracy(trial),
         "metric": "validation accuracy" + (f" (mean over {seeds.n} seeds)" if seeds and seeds.n > 1 else ""),
         "values_by_seed": {str(s): v for s, v in sorted(seeds.values.items())} if seeds else None,
         "budget": setting.get("budget"),
@@ -123,18 +150,50 @@ def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, 
         "student": setting.get("student", {}).get("model"),
         "dataset": setting.get("data", {}).get("dataset"),
         "seed": trial.user_attrs.get("seed"),
+        "student_params": trial.user_attrs.get("student_params"),
+        "student_macs": trial.user_attrs.get("student_macs"),
         "relkd_version": versions()["relkd"],
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if selected_by:
+        meta["selected_by"] = selected_by
+    if is_multi_objective(study):
+        meta["objectives"] = objective_names(study)
+        meta["values"] = list(trial.values)
+    return meta
+
+
+def student_file(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: str | os.PathLike) -> Path:
+    """Write the student section the trial trained (its ``student`` user attribute; else the
+    study's setting's, which every trial of a study without adapted students shares) as the
+    YAML mapping ``student: {...}`` that a setting file takes; returns ``out``."""
+    section = trial.user_attrs.get("student") or study.user_attrs[SETTING_ATTR].get("student")
+    header = (f"# the student of trial {trial.number} of study {study.study_name}: the student section of a "
+              f"setting file\n")
+    return write_text(out, header + yaml_dump({"student": section}))
 
 
 def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, trial: int | None = None,
-                  top_k: int | None = None) -> list[Path]:
+                  top_k: int | None = None, max_params: int | None = None,
+                  max_macs: int | None = None) -> list[Path]:
     """Write compositions as objective configs with provenance in ``meta``.
 
-    ``trial``: that trial; else the ``top_k`` best (default: the best one, to ``out``).
-    With ``top_k`` the files are ``<out stem>_rank<r><suffix>`` beside ``out``. Returns the
-    paths written."""
+    ``trial``: that trial; ``max_params`` / ``max_macs``: the most accurate trial whose
+    student is that small (:func:`relkd.analysis.pareto.best_within`); else the ``top_k``
+    best (default: the best one, to ``out``). With ``top_k`` the files are
+    ``<out stem>_rank<r><suffix>`` beside ``out``. A trial chosen by size, and any trial of a
+    multi-objective study, comes with its student section in ``<out stem>.student.yaml``
+    (:func:`student_file`), written after its config. Returns the paths written.
+
+    A multi-objective study has no single best: it needs ``trial`` or a size limit."""
+    # here: relkd.analysis loads relkd.study
+    from ..analysis.pareto import accuracy, best_within, is_multi_objective, objectives_phrase
+
+    by_size = max_params is not None or max_macs is not None
+    multi = is_multi_objective(study)
+    if by_size and (trial is not None or top_k is not None):
+        raise ValueError("max_params: a size limit chooses the trial itself; give it without the trial and top_k "
+                         "arguments")
     if trial is not None:
         matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
         if not matches:
@@ -145,6 +204,13 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
             raise ValueError(f"trial: trial {trial} is {chosen.state.name.lower()}, not complete; "
                              f"export a completed trial (see `relkd study status`)")
         selected = [(1, chosen)]
+    elif by_size:
+        selected = [(1, best_within(study, max_params=max_params, max_macs=max_macs))]
+    elif multi:
+        raise ValueError(f"study {study.study_name!r} has {objectives_phrase(study)} and so no "
+                         f"single best trial to export; choose one by size with the max_params argument or the "
+                         f"max_macs argument (the most accurate student within that size), or by number with the "
+                         f"trial argument (the Pareto front: relkd study status --study-name {study.study_name})")
     else:
         k = 1 if top_k is None else top_k
         if k < 1:
@@ -159,12 +225,16 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
     out = Path(out)
     paths = []
     seeds = {c.trial.number: c for c in compositions(study)}
+    limits = {k: v for k, v in (("max_params", max_params), ("max_macs", max_macs)) if v is not None}
     for rank, t in selected:
         config = validate_config(t.user_attrs["objective_config"])
-        config["meta"] = _provenance(study, t, url, rank, seeds.get(t.number))
+        config["meta"] = _provenance(study, t, url, rank, seeds.get(t.number), limits)
         path = out if top_k is None else out.with_name(f"{out.stem}_rank{rank}{out.suffix or '.yaml'}")
         path.parent.mkdir(parents=True, exist_ok=True)
         save_config(config, path)
         paths.append(path)
-        log.info("exported %s (value %.4f) to %s", composition_label(t), t.value, path)
+        log.info("exported %s (validation accuracy %.4f) to %s", composition_label(t), accuracy(t), path)
+        if by_size or multi:
+            paths.append(student_file(study, t, path.with_name(f"{path.stem}.student.yaml")))
+            log.info("wrote the student of %s to %s", composition_label(t), paths[-1])
     return paths

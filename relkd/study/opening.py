@@ -12,6 +12,7 @@ from ..presets import preset
 from .record import (
     INITS_ATTR,
     LADDER_ATTR,
+    OBJECTIVES_ATTR,
     SETTING_ATTR,
     STUDY_ATTR,
     VERSION_ATTR,
@@ -44,8 +45,9 @@ def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_a
     backend = open_storage(url, heartbeat_interval=spec.heartbeat_interval)
     kwargs = dict(study_name=spec.study_name, storage=backend, sampler=spec.make_sampler(),
                   pruner=spec.make_pruner())
+    directions = spec.size.directions if spec.size is not None else ["maximize"]
     try:
-        study = optuna.create_study(direction="maximize", load_if_exists=False, **kwargs)
+        study = optuna.create_study(directions=directions, load_if_exists=False, **kwargs)
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(**kwargs)
@@ -56,12 +58,18 @@ def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_a
         study.set_user_attr(STUDY_ATTR, _redacted_document(spec))
         if inits:
             study.set_user_attr(INITS_ATTR, inits)
+        if spec.size is not None:
+            study.set_user_attr(OBJECTIVES_ATTR, spec.size.objectives)
         _record_ladder(study, spec)
         enqueue_anchors(study, spec)
         study.set_user_attr(SETTING_ATTR, record)
         log.info("created study %s in %s", spec.study_name, redact(url))
     else:
         stored = _wait_for_setting(study)
+        if [d.name.lower() for d in study.directions] != directions:
+            raise StudyMismatchError(
+                f"study {spec.study_name!r} in {redact(url)} has {len(study.directions)} objective(s) and the study "
+                f"file {len(directions)}; a study keeps its objectives: use a new study name")
         if stored is None:
             raise StudyMismatchError(
                 f"study {spec.study_name!r} in {redact(url)} has no relkd setting: it was not created by relkd, "
@@ -123,10 +131,18 @@ def enqueue_anchors(study: optuna.Study, spec: StudySpec) -> None:
     anchor's composition lies in the search space its parameters are enqueued too, so the
     sampler learns from it like from any trial."""
     live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-    present = {t.user_attrs.get("anchor") for t in study.get_trials(deepcopy=False, states=live)}
-    missing = [name for name in spec.anchors if name not in present]
-    for name in missing:
+    def ratio(t: optuna.trial.FrozenTrial) -> float | None:  # an enqueued trial's parameters are fixed_params
+        if spec.size is None or spec.size.ratios is None:
+            return None
+        return t.params.get("ratio", (t.system_attrs.get("fixed_params") or {}).get("ratio"))
+
+    present = {(t.user_attrs.get("anchor"), ratio(t)) for t in study.get_trials(deepcopy=False, states=live)}
+    sizes = spec.size.anchor_params() if spec.size is not None else [{}]
+    missing = [(name, extra) for name in spec.anchors for extra in sizes if (name, extra.get("ratio")) not in present]
+    for name, extra in missing:
         params = spec.space.params_for(preset(name))
-        study.enqueue_trial(params or {}, user_attrs={"anchor": name, "anchor_in_space": params is not None})
+        study.enqueue_trial({**(params or {}), **extra},
+                            user_attrs={"anchor": name, "anchor_in_space": params is not None})
     if missing:
-        log.info("enqueued anchors: %s", ", ".join(missing))
+        log.info("enqueued anchors: %s", ", ".join(name + (f" (ratio {extra['ratio']})" if extra else "")
+                                                   for name, extra in missing))

@@ -9,7 +9,10 @@ Study user attributes:
 - ``relkd.version``: the versions of relkd, torch, optuna and Python that created it;
 - ``relkd.inits``: the SHA-256 of the student's / teacher's init checkpoints;
 - ``relkd.n_trials``: the study's target of counted trials;
-- ``relkd.compare`` and ``relkd.confirm``: the record of a compare run, the confirm results.
+- ``relkd.compare`` and ``relkd.confirm``: the record of a compare run, the confirm results;
+- ``relkd.objectives``: on a multi-objective study, what its trials' values are, in order
+  (``["val_accuracy", "params"]`` or ``["val_accuracy", "macs"]``; accuracy maximised, size
+  minimised); absent on single-objective studies.
 
 Trial user attributes are listed in :data:`TRIAL_ATTRS`.
 """
@@ -26,7 +29,8 @@ from optuna.trial import TrialState
 from ..setting import Setting
 
 __all__ = ["SETTING_ATTR", "STUDY_ATTR", "VERSION_ATTR", "INITS_ATTR", "N_TRIALS_ATTR", "COMPARE_ATTR",
-           "CONFIRM_ATTR", "RUN_ATTR", "LADDER_ATTR", "RERUN_ATTR", "TRIAL_ATTRS", "WORKER", "StudyMismatchError",
+           "CONFIRM_ATTR", "RUN_ATTR", "OBJECTIVES_ATTR",
+           "LADDER_ATTR", "RERUN_ATTR", "TRIAL_ATTRS", "WORKER", "StudyMismatchError",
            "versions", "is_counted",
            "counted_trials", "trial_counts", "setting_record", "setting_differences", "comparable_setting"]
 
@@ -37,6 +41,7 @@ INITS_ATTR = "relkd.inits"  # SHA-256 of the student's / teacher's init checkpoi
 N_TRIALS_ATTR = "relkd.n_trials"
 COMPARE_ATTR = "relkd.compare"
 CONFIRM_ATTR = "relkd.confirm"
+OBJECTIVES_ATTR = "relkd.objectives"  # multi-objective studies: ["val_accuracy", "params" | "macs"]
 LADDER_ATTR = "relkd.ladder"  # the fidelity ladder's rungs, the top one included (relkd.study.ladder)
 RERUN_ATTR = "rerun"  # trial user attribute of a re-run: {"of": trial number, "seed": seed} (relkd.study.seeds)
 RUN_ATTR = "relkd.run"  # trial user attribute: the fixed run of a run queue (relkd.study.queue)
@@ -53,6 +58,9 @@ TRIAL_ATTRS = {
     "worker": "host:pid of the process that trained it",
     "population": "how many trials its worker trained together with it (relkd.study.population)",
     "init_sha256": "the student's init checkpoint (transfer learning only)",
+    "student_params": "the student's parameter count (the adapted one's when the student is adapted)",
+    "student_macs": "the student's multiply-accumulates for one input (Conv2d and Linear layers)",
+    "student": "the student section this trial trained (model, params, init, adapt), as in a setting file",
     "anchor": "the preset name, on the known methods",
     "invalid_combination": "the rules a draw broke (pruned without training)",
     "skipped": "why a trial was put back without training",

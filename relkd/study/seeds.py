@@ -122,16 +122,17 @@ def _seed(trial: FrozenTrial, default: int = 0) -> int:
 
 def compositions(study: optuna.Study, *, include_anchors: bool = True) -> list[Composition]:
     """Completed compositions (re-runs folded into the trial they re-run), best mean first;
-    ties broken by trial number."""
+    ties broken by trial number. A trial's accuracy is its first value, so a multi-objective
+    study (values: accuracy, size) ranks by accuracy alone."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     found: dict[int, Composition] = {}
     for t in trials:
         if "rerun" not in t.user_attrs and "objective_config" in t.user_attrs:
-            found[t.number] = Composition(t, {_seed(t): float(t.value)})
+            found[t.number] = Composition(t, {_seed(t): float(t.values[0])})
     for t in trials:
         rerun = t.user_attrs.get("rerun")
         if isinstance(rerun, dict) and rerun.get("of") in found:
-            found[rerun["of"]].values.setdefault(int(rerun["seed"]), float(t.value))
+            found[rerun["of"]].values.setdefault(int(rerun["seed"]), float(t.values[0]))
     ranked = [c for c in found.values() if include_anchors or c.anchor is None]
     return sorted(ranked, key=lambda c: (-c.mean, c.trial.number))
 
@@ -171,7 +172,10 @@ def search_verdict(study: optuna.Study) -> dict[str, Any] | None:
     (``selection_seed_left_out`` says which). It comes with its standard error (Welch) and
     Welch's p-value. ``outcome`` is ``beat`` (ahead with p < :data:`SIGNIFICANCE`), ``ahead
     within noise`` (ahead, but p is larger or undefined: fewer than two seeds each) or ``did
-    not beat``."""
+    not beat``. ``None`` on a multi-objective study too: a pruned student is not beaten by a
+    larger anchor, the Pareto front (:mod:`relkd.analysis.pareto`) says what the search found."""
+    if len(study.directions) > 1:
+        return None
     ranked = compositions(study)
     anchors = [c for c in ranked if c.anchor is not None]
     searched = [c for c in ranked if c.anchor is None]

@@ -8,7 +8,7 @@
     optuna:
       study_name: null           # default: the setting's name
       storage: null              # default: sqlite:///runs/<study>/optuna.db
-      sampler: tpe               # tpe | random | gp | grid | bruteforce, or {name: tpe, n_startup_trials: 10}
+      sampler: tpe               # tpe | random | gp | grid | bruteforce | nsga2 (two objectives), or {name: tpe, ...}
       pruner: median             # median | hyperband | successive_halving | none, or {name: ..., ...};
                                  # steps are epochs trained; median prunes from half the budget on
       seed: null                 # default: the setting's seed
@@ -25,6 +25,8 @@
                                  # {top_k: 2, anchors: 1, seeds: 3}
       population: auto           # trials a worker trains together (relkd.study.population): a number,
                                  # or auto: the size measured best for this device (relkd.engine.calibrate)
+      objectives: [val_accuracy] # or [val_accuracy, params | macs] with search.ratio: accuracy against
+                                 # size, a multi-objective study (relkd.study.sizes)
 
 :func:`load_study_spec` reads and validates a study file; every error names its field.
 """
@@ -48,6 +50,7 @@ from ..setting import Setting, require_device_here, setting_or_errors
 from .ladder import Ladder, validate_ladder
 from .refine import Refinement, validate_refine
 from .seeds import Rerun, validate_rerun
+from .sizes import SizeSearch, validate_sizes
 from .space import SearchSpace, validate_search
 
 __all__ = ["StudySpec", "load_study_spec", "validate_study", "DEFAULT_ANCHORS", "SAMPLERS", "PRUNERS",
@@ -61,6 +64,7 @@ SAMPLERS: dict[str, type] = {
     "grid": optuna.samplers.GridSampler,  # the grid comes from the search space (SearchSpace.grid)
     "bruteforce": optuna.samplers.BruteForceSampler,  # every combination of the space's choices once
     "gp": optuna.samplers.GPSampler,  # Gaussian process; models the parameters every trial shares
+    "nsga2": optuna.samplers.NSGAIISampler,  # NSGA-II, for multi-objective studies (relkd.study.sizes)
 }
 # relkd's TPE defaults: the space is conditional (term1.* exists only with two terms), and
 # several workers share one study.
@@ -75,7 +79,7 @@ PRUNERS: dict[str, type] = {
 MEDIAN_DEFAULTS = {"n_startup_trials": 5}
 
 _OPTUNA_FIELDS = ("study_name", "storage", "sampler", "pruner", "seed", "n_trials", "timeout", "anchors",
-                  "heartbeat_interval", "ladder", "refine", "rerun", "population")
+                  "heartbeat_interval", "ladder", "refine", "rerun", "population", "objectives")
 #: The largest population a study may ask for.
 MAX_POPULATION = 256
 
@@ -99,8 +103,13 @@ class StudySpec:
     refine: Refinement | None = None
     rerun: Rerun | None = None
     population: int | str = "auto"  # trials a worker trains together, or "auto" (measured per device)
+    size: SizeSearch | None = None  # accuracy against size: a multi-objective study (relkd.study.sizes)
     source: str | None = None
     document: dict[str, Any] = field(default_factory=dict)  # the canonical study file
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.size is not None
 
     def renamed(self, study_name: str) -> StudySpec:
         """The same study under another name (``--study-name``)."""
@@ -208,8 +217,13 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
     setting = setting_or_errors(document, c, source)
     taps = common_taps(setting) if check_taps and setting is not None else None
     space = None
+    search = document.get("search") if isinstance(document, Mapping) else None
+    ratio = None
+    if isinstance(search, Mapping) and "ratio" in search:  # the student's size (relkd.study.sizes)
+        search = {k: v for k, v in search.items() if k != "ratio"}
+        ratio = document["search"]["ratio"]
     try:
-        space = validate_search(document.get("search"), taps)
+        space = validate_search(search, taps)
     except ConfigError as err:
         c.errors.extend(err.errors)
 
@@ -248,7 +262,10 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
         refine = c.optional(opt.get("refine"), lambda v: validate_refine(c, v, "optuna.refine"))
         rerun = c.optional(opt.get("rerun"), lambda v: validate_rerun(c, v, "optuna.rerun"))
         population = population_or_error(opt.get("population", "auto"), "optuna.population", c.error)
-        spec_kwargs = dict(study_name=name, storage=storage, sampler=sampler, pruner=pruner, seed=seed,
+        size = validate_sizes(c, ratio, opt, setting)
+        if size is not None:
+            pruner = ("none", {})
+        spec_kwargs = dict(size=size, study_name=name, storage=storage, sampler=sampler, pruner=pruner, seed=seed,
                            n_trials=n_trials, timeout=timeout, anchors=tuple(dict.fromkeys(anchors)),
                            heartbeat_interval=heartbeat, ladder=ladder, refine=refine, rerun=rerun,
                            population=population)
@@ -266,6 +283,8 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
         raise ConfigError(c.errors, source)
     canonical = setting.to_dict()
     canonical["search"] = space.describe()
+    if spec_kwargs["size"] is not None:  # written only when set, so older study documents stay the same
+        canonical["search"]["ratio"] = spec_kwargs["size"].describe()
     canonical["optuna"] = {
         "study_name": spec_kwargs["study_name"], "storage": spec_kwargs["storage"],
         "sampler": {"name": spec_kwargs["sampler"][0], **spec_kwargs["sampler"][1]},
@@ -278,6 +297,8 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
             canonical["optuna"][key] = spec_kwargs[key].describe()
     if spec_kwargs["population"] != "auto":
         canonical["optuna"]["population"] = spec_kwargs["population"]
+    if spec_kwargs["size"] is not None:
+        canonical["optuna"]["objectives"] = spec_kwargs["size"].objectives
     if spec_kwargs["ladder"] is not None:  # the ladder is the pruner
         del canonical["optuna"]["pruner"]
     return StudySpec(setting=setting, space=space, source=str(source) if source else None, document=canonical,

@@ -27,8 +27,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from ..adapt import resolve_student, with_ratio
 from ..engine import NonFiniteLossError, TeacherResult, free_device_memory, get_teacher, load_data, run_trial
 from ..engine.memory import memory_problems
+from ..fields import ConfigError
 from ..objective import Objective, build_objective
 from ..presets import preset
 from ..setting import Setting, resolve_device
@@ -55,10 +57,11 @@ class Draw:
     anchor: str | None = None
     rerun: dict | None = None
     reported: set[int] = field(default_factory=set)  # the steps reported so far (a population retrains after a split)
+    setting: Setting | None = None  # this trial's setting when it differs from the study's (a searched size)
 
     @property
     def prunable(self) -> bool:
-        return not self.anchor and not self.rerun
+        return not self.anchor and not self.rerun and self.setting is None
 
 
 @dataclass
@@ -89,14 +92,18 @@ class TrialObjective:
     def _train(self, trial: optuna.Trial) -> float:
         return self.train_draw(self.prepare(trial))
 
-    def train_draw(self, draw: Draw) -> float:
-        """Train a prepared draw as a single trial and return its value (raises as :meth:`failed`)."""
+    def train_draw(self, draw: Draw) -> float | list[float]:
+        """Train a prepared draw as a single trial and return its value, or ``[accuracy,
+        size]`` in a multi-objective study (raises as :meth:`failed`)."""
         try:  # the objective is built once, not validated again
-            metrics = run_trial(self.setting or self.spec.setting, draw.objective, self.reporter(draw),
-                                seed=draw.seed, teacher=self.teacher)
+            metrics = run_trial(draw.setting or self.setting or self.spec.setting, draw.objective,
+                                self.reporter(draw), seed=draw.seed, teacher=self.teacher)
         except Exception as err:
             self.failed(draw.trial, err)  # raises
-        return self.finish(draw, metrics)
+        value = self.finish(draw, metrics)
+        if self.spec.size is not None:
+            return [value, float(metrics[f"student_{self.spec.size.measure}"])]
+        return value
 
     def prepare(self, trial: optuna.Trial, batch: tuple[int, ...] = ()) -> Draw:
         """What ``trial`` trains: a re-run, an anchor or a draw of the space, recorded as the
@@ -138,6 +145,8 @@ class TrialObjective:
                     trial.study.stop()
                 raise optuna.TrialPruned(f"invalid combination, not trained: {'; '.join(problems)}")
             self.invalid_in_a_row = 0
+        trial_setting = self._sized(trial, setting) if self.spec.size is not None else None
+        trial.set_user_attr("student", (trial_setting or setting).student.to_dict())
         trial.set_user_attr("objective_config", config)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("versions", versions())
@@ -145,14 +154,29 @@ class TrialObjective:
         objective = built if built is not None else build_objective(config)
         if objective.needs_teacher and self.teacher is None:
             self.teacher = get_teacher(setting)
-        return Draw(trial, objective, seed, anchor, rerun)
+        return Draw(trial, objective, seed, anchor, rerun, setting=trial_setting)
+
+    def _sized(self, trial: optuna.Trial, setting: Setting) -> Setting:
+        """The setting with the student adapted to the trial's ratio (made, or found in the
+        cache); a ratio the student cannot reach prunes the trial with the reason."""
+        ratio = self.spec.size.suggest(trial)
+        sized = with_ratio(setting, ratio, measure=self.spec.size.measure)
+        try:
+            return resolve_student(sized)
+        except ConfigError as err:
+            trial.set_user_attr("invalid_combination", list(err.errors))
+            raise optuna.TrialPruned(f"invalid size, not trained: {'; '.join(err.errors)}") from None
 
     @staticmethod
     def reporter(draw: Draw) -> Callable[[int, float], bool]:
         """The per-epoch report of ``draw``'s run: its value at step ``epoch + 1``, and
-        whether the pruner (or the ladder) stops it; anchors and re-runs always finish."""
+        whether the pruner (or the ladder) stops it; anchors and re-runs always finish.
+        A multi-objective trial (``draw.setting`` sized) reports nothing: Optuna prunes one
+        objective only."""
 
         def report(epoch: int, accuracy: float) -> bool:
+            if draw.setting is not None:
+                return False
             if epoch + 1 not in draw.reported:
                 draw.trial.report(accuracy, epoch + 1)
                 draw.reported.add(epoch + 1)
@@ -183,7 +207,7 @@ class TrialObjective:
         :class:`optuna.TrialPruned` with the reason."""
         trial = draw.trial
         for key in ("part_means", "wall_seconds", "train_seconds", "val_history", "epochs", "samples_per_second",
-                    "init_sha256", "population"):
+                    "init_sha256", "population", "student_params", "student_macs"):
             if key in metrics:
                 trial.set_user_attr(key, metrics[key])
         if metrics.get("error"):  # a population member's non-finite loss

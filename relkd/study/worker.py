@@ -21,6 +21,7 @@ from ..engine import get_teacher
 from ..engine.calibrate import best_population
 from ..objective import build_objective
 from ..presets import preset
+from ..adapt import resolve_student
 from ..pretrain import prepare_inits, resolve_inits
 from ..setting import Setting
 from .export import export_trials
@@ -85,7 +86,8 @@ class _Progress:
 
 
 def _best_value(study: optuna.Study) -> float | None:
-    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    """The best validation accuracy so far (the first objective of a multi-objective study)."""
+    values = [t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     return max(values) if values else None
 
 
@@ -117,7 +119,10 @@ def run_study(
     n_trials = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     inits = prepare_inits(spec.setting, progress=progress)  # a missing init file stops here, before the study
-    setting = resolve_inits(spec.setting)  # cached by now: the checkpoint files the runs start from
+    # cached by now: the checkpoint files the runs start from; an adapted student is made here, unless
+    # each trial searches its size (then each trial adapts it to its ratio, relkd.study.sizes)
+    setting = resolve_inits(spec.setting) if spec.size is not None else resolve_student(spec.setting,
+                                                                                         progress=progress)
     study, url, created = open_study(spec, storage, enqueue_missing_anchors=enqueue_missing_anchors, inits=inits)
     if n_trials is not None:
         study.set_user_attr(N_TRIALS_ATTR, n_trials)
@@ -162,8 +167,10 @@ def run_study(
             if bar.bar is not None:
                 bar.bar.update(1)
             bar.show(_best_value(study))
+            values = None if trial.values is None else ", ".join(  # accuracy, then a size (multi-objective)
+                [f"{trial.values[0]:.4f}", *(f"{v:.0f}" for v in trial.values[1:])])
             log.info("trial %d %s: %s", trial.number, trial.state.name.lower(),
-                     f"{trial.value:.4f}" if trial.value is not None else trial.user_attrs.get("pruned_reason", ""))
+                     values if values is not None else trial.user_attrs.get("pruned_reason", ""))
         if n_trials is not None and len(counted_trials(study)) >= n_trials and not result.stopped_because:
             result.stopped_because = f"the study has {n_trials} trials"
             study.stop()
@@ -251,7 +258,8 @@ def write_outputs(result: StudyRun) -> StudyRun:
     from ..analysis.plots import write_study_plots  # here: relkd.analysis reads relkd.study when it loads
 
     folder = run_dir(study.study_name)
-    result.best_config = export_trials(study, result.storage, folder / "best.yaml")[0]
+    if len(study.directions) == 1:  # a multi-objective study has a front, not a best: export --max-params N
+        result.best_config = export_trials(study, result.storage, folder / "best.yaml")[0]
     result.plot_dir = folder / "plots"
     result.plots = write_study_plots(study, result.plot_dir)
     return result
@@ -259,7 +267,10 @@ def write_outputs(result: StudyRun) -> StudyRun:
 
 def _population_size(spec: StudySpec, setting: Setting, population: int | str | None) -> int:
     """The population size this process trains with: the flag, else ``$RELKD_POPULATION``,
-    else the study file's; ``auto`` is measured for this device (cached per machine)."""
+    else the study file's; ``auto`` is measured for this device (cached per machine). A
+    multi-objective study trains one trial at a time."""
+    if spec.size is not None:
+        return 1
     field, value = "population", population
     if value is None and os.environ.get(POPULATION_ENV):
         text = os.environ[POPULATION_ENV]
