@@ -74,7 +74,8 @@ from .objective import build_objective
 from .pretrain import prepare_inits, resolve_inits
 from .setting import AdaptSpec, Setting, resolve_device, validate_setting
 
-__all__ = ["AdaptResult", "adapt_setting", "adapt_key", "adapt_model", "get_adapted", "export_adapted", "resolve_student",
+__all__ = ["AdaptResult", "adapt_setting", "adapt_key", "adapt_model", "get_adapted", "export_adapted",
+           "resolve_student",
            "prepare_student", "with_ratio", "model_size", "activation_ranking", "plan_activation", "plan_uniform_l1",
            "ADAPT_FORMAT"]
 
@@ -191,7 +192,7 @@ def _keep_after(model: TappedModel, removed: list[tuple[str, int]]) -> dict[str,
 
 
 def plan_activation(model: TappedModel, stats: Mapping[str, torch.Tensor], goal: float, min_channels: int,
-                     size: Callable[[TappedModel], int]) -> dict[str, list[int]] | None:
+                    size: Callable[[TappedModel], int]) -> dict[str, list[int]] | None:
     """The fewest channels, in ranking order, whose removal brings ``model`` to ``goal``;
     ``None`` when even every removable channel is not enough."""
     groups = {g.name: g for g in channel_groups(model)}
@@ -203,9 +204,9 @@ def plan_activation(model: TappedModel, stats: Mapping[str, torch.Tensor], goal:
             candidates.append((name, channel))
             taken[name] += 1
 
-    def fits(k: int) -> bool:
-        return k == 0 and size(model) <= goal or k > 0 and size(prune_channels(model, _keep_after(model,
-                                                                                                candidates[:k]))) <= goal
+    def fits(k: int) -> bool:  # whether removing the first k candidates reaches the goal
+        pruned = prune_channels(model, _keep_after(model, candidates[:k])) if k else model
+        return size(pruned) <= goal
 
     if not candidates or not fits(len(candidates)):
         return None
@@ -220,7 +221,7 @@ def plan_activation(model: TappedModel, stats: Mapping[str, torch.Tensor], goal:
 
 
 def plan_uniform_l1(model: TappedModel, original: Mapping[str, int], goal: float, min_channels: int,
-                     size: Callable[[TappedModel], int]) -> dict[str, list[int]] | None:
+                    size: Callable[[TappedModel], int]) -> dict[str, list[int]] | None:
     """Every layer keeps the same fraction of its original filters (the largest fraction
     that reaches ``goal``), those with the largest L1 norm (Li et al. 2017)."""
     scores = l1_scores(model)
@@ -292,9 +293,9 @@ def adapt_model(setting: Setting, *, progress: bool = False) -> tuple[TappedMode
         if keep is None:
             reached = size(model) / original_size
             raise ConfigError([f"student.adapt.ratio: {adapt.ratio} cannot be reached: with min_channels "
-                               f"{adapt.min_channels} in every layer {spec.model} keeps more than {goal / original_size:.3f}"
-                               f" of its {adapt.measure} (now {reached:.3f}); raise the ratio or lower "
-                               f"student.adapt.min_channels"])
+                               f"{adapt.min_channels} in every layer {spec.model} keeps more than "
+                               f"{goal / original_size:.3f} of its {adapt.measure} (now {reached:.3f}); raise the "
+                               f"ratio or lower student.adapt.min_channels"])
         model = prune_channels(model, keep)
         accuracy = finetune(adapt.finetune_epochs, number)
         widths = {g.name: g.size for g in channel_groups(model)}

@@ -44,7 +44,8 @@ def cache_dir(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def source_file(path: Path, width: int = 8, model: str = "cnn_tiny", num_classes: int = 3, in_channels: int = 1) -> Path:
+def source_file(path: Path, width: int = 8, model: str = "cnn_tiny", num_classes: int = 3,
+                in_channels: int = 1) -> Path:
     """A pretrained-like checkpoint (another task's head) for the student's init."""
     torch.manual_seed(7)
     params = {"width": width} if model.startswith("cnn") else {}
@@ -314,7 +315,8 @@ def test_multi_objective_study_trains_sizes_and_compositions(tmp_path):
     ({"search": {"ratio": {"low": 0.6, "high": 0.4}}}, "search.ratio: expected low < high"),
     ({"search": {"ratio": None}}, "search.ratio: missing: a study with optuna.objectives"),
     ({"optuna": {"objectives": None}}, "search.ratio: searching the student's size needs two objectives"),
-    ({"student": {"init": None, "adapt": None}}, "search.ratio: the student is adapted to each ratio from a pretrained network"),
+    ({"student": {"init": None, "adapt": None}},
+     "search.ratio: the student is adapted to each ratio from a pretrained network"),
 ])
 def test_bad_multi_objective_studies_name_the_field(tmp_path, change, expected):
     doc = pareto_doc(tmp_path)
