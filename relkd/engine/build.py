@@ -19,7 +19,7 @@ from ..files import file_sha256, not_a_file
 from ..data import DataFieldError, DatasetSplits, load_dataset
 from ..fields import ConfigError
 from ..models import TappedModel, create_model
-from ..models.adapted import PREFIX as ADAPTED_PREFIX
+from ..models.adapted import PREFIX as ADAPTED_PREFIX, read_meta
 from ..models.transfer import InitError, freeze, load_init
 from ..setting import ModelSpec, Setting
 
@@ -124,15 +124,17 @@ def build_model(spec: ModelSpec, data: DatasetSplits, seed: int, device: torch.d
     weights, head included: it was fine-tuned on these classes); with ``freeze``, those
     parts frozen."""
     torch.manual_seed(seed)
-    if spec.adapt is not None:
-        model = create_model(adapted_model_name(spec), num_classes=data.num_classes, in_channels=data.in_channels)
+    shape = tuple(data.train_images.shape[1:])
+    if spec.adapt is not None:  # its init is already in its weights: only freeze is left to apply
+        name = adapted_model_name(spec)
+        model = create_model(name, num_classes=data.num_classes, in_channels=data.in_channels)
+        model.init_sha256 = read_meta(name)["sha256"]  # the file was checked against it when it was read
         if spec.freeze:
-            apply_transfer(model, dataclasses.replace(spec, init=None), tuple(data.train_images.shape[1:]))
-        model.init_sha256 = file_sha256(spec.adapt.checkpoint)
+            apply_transfer(model, dataclasses.replace(spec, init=None), shape)
     else:
         model = create_model(spec.model, num_classes=data.num_classes, in_channels=data.in_channels, **spec.params)
-    if spec.adapt is None and (spec.init is not None or spec.freeze):
-        model.init_sha256 = apply_transfer(model, spec, tuple(data.train_images.shape[1:]))
+        if spec.init is not None or spec.freeze:
+            model.init_sha256 = apply_transfer(model, spec, shape)
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

@@ -61,7 +61,7 @@ class Draw:
 
     @property
     def prunable(self) -> bool:
-        return not self.anchor and not self.rerun and self.setting is None
+        return not self.anchor and not self.rerun
 
 
 @dataclass
