@@ -154,7 +154,7 @@ def _check_tap(c: FieldChecker, value: Any, path: str) -> Any:
             return None
         keys = ["{} -> {}".format(*tap_pairs(t)[0]) for t in taps]
         for key in {k for k in keys if keys.count(k) > 1}:
-            c.error(path, f"the layer pair {key} is listed more than once; list each pair once")
+            c.error(path, f"the layer pair {key} is listed more than once; expected each pair at most once")
         return taps[0] if len(taps) == 1 else taps
     return _check_tap_pair(c, value, path)
 
@@ -242,7 +242,7 @@ def validate_config(config: Any, source: str | os.PathLike | None = None) -> dic
         name = term.get("name") if term else None
         if isinstance(name, str) and re.fullmatch(r"term\d+", name) and name != f"term{i}":
             c.error(f"terms[{i}].name", f"{name!r} is the name an unnamed term at another position gets; "
-                                        f"choose another name")
+                                        f"choose another name (term<N> is allowed only at position N)")
 
     if "meta" in config and config["meta"] is not None:
         if not isinstance(config["meta"], Mapping):
@@ -254,7 +254,8 @@ def validate_config(config: Any, source: str | os.PathLike | None = None) -> dic
         weights = [out["ce_weight"]] + ([out["kd"]["weight"]] if out["kd"] else [])
         weights += [t["weight"] for t in out["terms"]]
         if not any(w > 0 for w in weights):
-            c.error("ce_weight", "the objective is empty: ce_weight, kd.weight and every term weight are zero")
+            c.error("ce_weight", "the objective is empty: ce_weight, kd.weight and every term weight are zero; "
+                                 "at least one must be > 0")
     if c.errors:
         raise ConfigError(c.errors, source)
     return out

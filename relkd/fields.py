@@ -69,11 +69,10 @@ class _SafeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_SafeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+#: Floats written without a dot: the loader reads them as numbers, and so the dumper quotes a
+#: string that looks like one (``'1e100'`` stays a string).
+_DOTLESS_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_SafeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _DOTLESS_FLOAT, list("-+0123456789"))
 
 
 #: More values than any relkd file needs; a document that expands beyond (YAML aliases
@@ -116,14 +115,36 @@ def yaml_load(text: str, source: str | os.PathLike | None = None) -> Any:
         raise ConfigError([f"invalid YAML at {where}{problem}"], source) from None
     if _exceeds(data, MAX_YAML_VALUES):
         raise ConfigError([f"the document holds more than {MAX_YAML_VALUES} values once its aliases (*name) are "
-                           "expanded; relkd files are small, so aliases nested in each other or in "
-                           "themselves are refused"], source)
+                           "expanded (at most that many are allowed); relkd files are small, so aliases nested in "
+                           "each other or in themselves are refused"], source)
     return data
 
 
+class _SafeDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, so that :func:`yaml_load` reads every string back as it was: a
+    string holding one of the Unicode line breaks NEL (``\\x85``), LS (``\\u2028``) or PS
+    (``\\u2029``) is written double-quoted, where they are escapes (``\\N``, ``\\L``, ``\\P``); in
+    the styles PyYAML picks otherwise the break is written raw, and a reader folds a raw NEL
+    into a space (``{'\\x85': 1}`` came back as ``{' ': 1}``). And a string that looks like a
+    float without a dot (``'1e3'``) is quoted, since :class:`_SafeLoader` reads those as numbers."""
+
+
+_UNICODE_BREAKS = re.compile("[\x85\u2028\u2029]")
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = '"' if _UNICODE_BREAKS.search(data) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_SafeDumper.add_representer(str, _represent_str)
+_SafeDumper.add_implicit_resolver("tag:yaml.org,2002:float", _DOTLESS_FLOAT, list("-+0123456789"))
+
+
 def yaml_dump(data: Any) -> str:
-    """YAML text with keys in their given order; small mappings in flow style."""
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    """YAML text with keys in their given order; small mappings in flow style. Every string
+    :func:`yaml_load` reads back as it was (a ``meta`` key or value of any characters)."""
+    return yaml.dump(data, Dumper=_SafeDumper, sort_keys=False, default_flow_style=None, allow_unicode=True)
 
 
 def read_yaml_file(path: str | os.PathLike) -> Any:

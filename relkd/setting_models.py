@@ -145,7 +145,7 @@ def _check_freeze(c: FieldChecker, value: Any, path: str) -> tuple[str, ...]:
             c.error(f"{path}[{i}]", f"expected a stage name stage1, stage2, ... (see the model's taps){hint}, "
                                     f"got {item!r}")
         elif item in out:
-            c.error(f"{path}[{i}]", f"{item} is given twice")
+            c.error(f"{path}[{i}]", f"{item} is given twice; expected each stage at most once")
         else:
             out.append(item)
     return tuple(sorted(out, key=lambda name: int(name[len("stage"):])))
@@ -186,7 +186,8 @@ def _check_adapt(c: FieldChecker, value: Any, path: str, model: str, family: str
                              minimum=1)
     if family not in PRUNABLE_FAMILIES:
         c.error(path, f"model {model!r} (family {family or 'unknown'}) cannot be pruned; relkd adapts the families "
-                      f"{', '.join(PRUNABLE_FAMILIES)} (relkd list models shows each model's family)")
+                      f"{', '.join(PRUNABLE_FAMILIES)} (expected a model of one of them; relkd list models shows each "
+                      f"model's family)")
         ok = False
     if init is None:
         c.error(path, "needs a pretrained student to adapt: give student.init, e.g. init: {pretrain: "
@@ -219,7 +220,7 @@ def check_model(c: FieldChecker, section: Any, path: str, extra_fields: tuple[st
         return None
     reserved = {"num_classes", "in_channels"} & set(params)
     for key in sorted(reserved):
-        c.error(join_path(path, f"params.{key}"), "set by the dataset; remove it")
+        c.error(join_path(path, f"params.{key}"), "set by the dataset, so it must not be given here; remove it")
     params = {k: v for k, v in params.items() if k not in reserved}
     for key, message in entry.param_errors(params):
         c.error(join_path(path, f"params.{key}"), message)

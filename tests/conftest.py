@@ -42,6 +42,27 @@ def under_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
+def _load_hypothesis_profile() -> None:
+    """Hypothesis profiles: ``relkd-ci`` under CI (:func:`under_ci`) is derandomised (the same
+    examples on every run and machine, found from each test's own seed), keeps no example
+    database and prints the blob that reproduces a failure; ``relkd-local`` draws at random,
+    as Hypothesis does by default. Neither has a deadline or the too-slow health check: both
+    measure time, which a busy machine stretches. ``--hypothesis-profile`` still picks another.
+
+    Loaded here, while conftest is imported, because a ``@settings(...)`` on a test takes the
+    values it does not set from the profile loaded when the test module is imported."""
+    from hypothesis import HealthCheck, settings
+
+    base = settings.get_profile("default")  # not Hypothesis' own "ci", which it loads whenever CI is set at all
+    timing = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+    settings.register_profile("relkd-ci", base, derandomize=True, database=None, print_blob=True, **timing)
+    settings.register_profile("relkd-local", base, **timing)
+    settings.load_profile("relkd-ci" if under_ci() else "relkd-local")
+
+
+_load_hypothesis_profile()
+
+
 def require(component: str) -> None:
     """Skip (locally) or fail (under CI) the running test when ``component`` is missing."""
     available, how = COMPONENTS[component]

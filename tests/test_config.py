@@ -2,7 +2,7 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import relkd
@@ -183,8 +183,33 @@ configs = st.fixed_dictionaries(
 
 @settings(max_examples=60, deadline=None)
 @given(configs)
+@example({"ce_weight": 1.0, "terms": [], "meta": {"\x85": 0}})  # Hypothesis found it: NEL came back as ' '
+@example({"ce_weight": 1.0, "terms": [], "meta": {"1e3": "1e100"}})  # read back as floats before
 def test_config_round_trip_property(cfg):
     canonical = validate_config(cfg)
     assert relkd.build_objective(cfg).to_config() == canonical
     assert relkd.build_objective(canonical).to_config() == canonical
     assert yaml_load(relkd.config.yaml_dump(canonical)) == canonical
+
+
+@pytest.mark.parametrize("text", ["\x85", "a\x85b", "\u2028", "\u2029", "\r\n", "\n", " \x85 ", "\x00",
+                                  "\ufeff", "\x7f", "1e3", "-2.5E-4", "1e100", "e3", "null", "true", "0x1F", "'", '"',
+                                  "# x", "? a"])
+def test_yaml_round_trips_any_meta_key_and_value(text):
+    """Whatever a user writes into meta is written by yaml_dump so that yaml_load reads it back."""
+    cfg = {"relkd_config": 1, "ce_weight": 1.0, "kd": None, "terms": [], "meta": {text: text, "k": [text]}}
+    assert yaml_load(relkd.config.yaml_dump(cfg)) == cfg
+
+
+@settings(max_examples=2)  # a test's own settings take the rest from the profile conftest.py loaded
+@given(st.integers())
+def test_hypothesis_draws_the_same_examples_under_ci(_):
+    """conftest.py's profile: under CI=true every property test is derandomised, without an
+    example database; locally it draws at random. Neither has a deadline."""
+    from conftest import under_ci
+
+    active = settings.default  # while a property test runs: its own settings
+    assert active.derandomize is under_ci()
+    assert active.deadline is None
+    if under_ci():
+        assert active.database is None and active.print_blob

@@ -6,7 +6,7 @@ import math
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from relkd.study.compare import validate_compare
@@ -58,7 +58,7 @@ def mutate(doc, path, value, delete):
 
 # Words by which a message says what is allowed (every message relkd writes uses one).
 ALLOWED = re.compile(r"expected|allowed|valid names|missing|did you mean|one of|reads version|must|e\.g\.|"
-                     r"its parameters|at most|at least|use normalisation", re.IGNORECASE)
+                     r"its parameters|at most|at least|use normalisation|not both", re.IGNORECASE)
 
 
 def check(loader, document):
@@ -84,6 +84,12 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 @FUZZ
 @given(case=hostile(preset("rkd+kd")))
+# found by Hypothesis: the message said what was wrong but not what is allowed
+@example(case=(("terms", 0, "tap"), ["0", "0"], False, None))
+# the same kind of message, written before for cases Hypothesis is unlikely to draw
+@example(case=(("terms", 0, "name"), "term1", False, None))
+@example(case=(("terms", 1, "normalisation"), "center", False, None))
+@example(case=((), {"ce_weight": 0.0}, False, None))
 def test_objective_config_loader_never_crashes(case):
     path, value, delete, extra_key = case
     doc = mutate(preset("rkd+kd"), path, value, delete)
@@ -94,6 +100,9 @@ def test_objective_config_loader_never_crashes(case):
 
 @FUZZ
 @given(case=hostile(TINY_SETTING))
+@example(case=(("student", "params"), {"width": 4, "num_classes": 3}, False, None))
+@example(case=(("student",), {"model": "cnn_tiny", "freeze": ["stage1", "stage1"]}, False, None))
+@example(case=(("data",), {"dataset": "synthetic", "train_subset": 50, "train_per_class": 5}, False, None))
 def test_setting_loader_never_crashes(case):
     path, value, delete, _ = case
     check(validate_setting, mutate(TINY_SETTING, path, value, delete))
@@ -101,6 +110,10 @@ def test_setting_loader_never_crashes(case):
 
 @FUZZ
 @given(case=hostile(STUDY))
+@example(case=(("optuna", "pruner"), {"name": "median", "seed": 1}, False, None))
+@example(case=(("optuna", "sampler"), {"name": "grid", "search_space": {}}, False, None))
+@example(case=(("optuna",), {"ladder": {"rungs": [1]}, "pruner": "median"}, False, None))
+@example(case=(("search", "terms"), {"low": 0, "high": 2, "log": True}, False, None))
 def test_study_loader_never_crashes(case):
     path, value, delete, _ = case
     check(validate_study, mutate(STUDY, path, value, delete))

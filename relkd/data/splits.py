@@ -44,7 +44,8 @@ def resolve_classes(classes: Sequence[int | str], names: Sequence[str]) -> tuple
             raise DataFieldError("classes", f"class {item!r} is not an index 0..{len(names) - 1} or a class "
                                             f"name; the classes are {valid}")
         if index in out:
-            raise DataFieldError("classes", f"class {item!r} ({names[index]}) is given twice")
+            raise DataFieldError("classes", f"class {item!r} ({names[index]}) is given twice; expected each class "
+                                            f"at most once")
         out.append(index)
     if len(out) < 2:
         raise DataFieldError("classes", f"keep at least two classes, got {list(classes)!r}")

@@ -21,6 +21,11 @@ def nonnegative_affinities() -> list[str]:
     return [e.name for e in AFFINITIES.entries() if e.property("nonnegative", default=False)]
 
 
+def elementwise_normalisations() -> list[str]:
+    """Normalisations that work on any affinity, (B, B) matrices and (B, B, B) tensors alike."""
+    return [e.name for e in NORMALISATIONS.entries() if not e.property("matrix_only", default=False)]
+
+
 def combination_problems(affinity: Spec, normalisation: Spec, loss: Spec) -> list[str]:
     """Every rule the combination breaks, as sentences that say what to do instead;
     an empty list means the combination is valid. Each argument is a registry name or a
@@ -40,7 +45,7 @@ def combination_problems(affinity: Spec, normalisation: Spec, loss: Spec) -> lis
     if n_entry.property("matrix_only") and a_entry.property("order") != 2:
         problems.append(
             f"normalisation '{n_name}' works on (B, B) matrices only, but affinity '{a_name}' "
-            f"gives a (B, B, B) tensor; use another normalisation"
+            f"gives a (B, B, B) tensor; use one of the normalisations {', '.join(elementwise_normalisations())}"
         )
     if l_entry.property("requires") == "distribution" and n_entry.property("output") != "distribution":
         producers = [e.name for e in NORMALISATIONS.entries() if e.property("output") == "distribution"]

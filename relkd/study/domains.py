@@ -118,7 +118,7 @@ def numeric_domain(c: FieldChecker, value: Any, path: str, *, integer: bool = Fa
             c.error(path, f"low ({low:g}) must not exceed high ({high:g})")
             return None
         if log and low <= 0:
-            c.error(join_path(path, "low"), f"a log range needs low > 0, got {low:g}")
+            c.error(join_path(path, "low"), f"a log range needs low > 0 (expected a positive low), got {low:g}")
             return None
         return Fixed(low) if low == high else Range(low, high, log, integer)
     if isinstance(value, (list, tuple)):
@@ -138,7 +138,7 @@ def name_domain(c: FieldChecker, value: Any, path: str, allowed: Sequence[str], 
     """``all``, one name or a list of names out of ``allowed``."""
     if value == "all":
         if not allowed:
-            c.error(path, f"no {kind} to choose from")
+            c.error(path, f"no {kind} to choose from; expected a list of {kind} names")
             return None
         return Choice(tuple(allowed)) if len(allowed) > 1 else Fixed(allowed[0])
     names = [value] if isinstance(value, str) else value

@@ -452,14 +452,14 @@ class SearchSpace:
         if not tree and not isinstance(self.terms, Fixed):
             problems.append("search.terms: a grid needs a fixed number of terms, e.g. terms: 1")
         if not tree and isinstance(self.family, Choice):
-            problems.append("search.family: a grid cannot mix the families (each draws other fields); fix family or "
-                            "use the brute-force sampler")
+            problems.append("search.family: a grid cannot mix the families (each draws other fields); expected one "
+                            "family, or use the brute-force sampler")
         families = names_of(self.family)
         if self.search_component_params and any(
                 p.search is not None for dim in self._dims(COMPONENT) if dim.family in (None, *families)
                 for name in names_of(self.domains[dim.field]) for p in dim.registry.get(name).params):
             problems.append("search.component_params: a grid keeps component parameters at their defaults; "
-                            "set component_params: default")
+                            "expected component_params: default")
         kd_possible = self.kd.contains(True)
         for dim in self._dims(TERM_VALUE, TERM_WEIGHT, SWITCHED, VALUE):
             domain = self.domains[dim.field]
@@ -470,7 +470,7 @@ class SearchSpace:
         if isinstance(self.kd, Choice) and (self.kd_temperature.searched or self.kd_weight.searched):
             what = "brute-force search" if tree else "grid"
             problems.append(f"search.kd: a {what} cannot search kd.temperature or kd.weight while KD itself is "
-                            "switched on and off; fix kd.enabled or the KD values")
+                            "switched on and off; expected kd.enabled fixed, or fixed KD values")
         if problems:
             raise ConfigError(problems)
         grid: dict[str, list[Any]] = {}
