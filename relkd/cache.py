@@ -124,6 +124,22 @@ class CacheEntry:
     value: Any = None
 
 
+def entry_folder(kind: str, key: str, name: str = "") -> Path:
+    """The folder of the entry ``key`` of ``kind``: ``<root>/<kind>/<name>-<key>``."""
+    return cache_root() / kind / (f"{name.replace(':', '_')}-{key}" if name else key)
+
+
+def peek(kind: str, key: str, *, name: str = "", filename: str = "model.pt",
+         load: Callable[[Any, dict[str, Any]], Any] | None = None, what: str = "") -> Any:
+    """The object of an intact entry (as :func:`cached` reads it), or ``None`` when there is
+    none: builds nothing and waits for no lock."""
+    folder = entry_folder(kind, key, name)
+    if not (folder / filename).is_file():
+        return None
+    found = load_checked(folder / filename, folder / "meta.json", key, what or f"cached {kind}", load)
+    return None if found is None else found[0]
+
+
 def cached(kind: str, key: str, build: Callable[[], tuple[Any, dict[str, Any]]], *, name: str = "",
            filename: str = "model.pt", load: Callable[[Any, dict[str, Any]], Any] | None = None,
            force: bool = False, keep_on_write_error: bool = False, what: str = "") -> CacheEntry:
@@ -136,7 +152,7 @@ def cached(kind: str, key: str, build: Callable[[], tuple[Any, dict[str, Any]]],
     keeps what it built (the metadata's ``sha256`` is that of its bytes) and later ones
     build again. ``force`` builds even when an intact entry exists; ``what`` names the entry in
     log lines ("teacher checkpoint")."""
-    folder = cache_root() / kind / (f"{name.replace(':', '_')}-{key}" if name else key)
+    folder = entry_folder(kind, key, name)
     file, meta_path = folder / filename, folder / "meta.json"
     what = what or f"cached {kind}"
     with file_lock(folder / ".lock", what):

@@ -58,7 +58,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show_config(args: argparse.Namespace) -> int:
-    print(yaml_dump(preset(args.preset)), end="")
+    if args.setting:
+        from .setting import load_setting
+
+        config = load_setting(args.setting).preset(args.preset)
+    elif args.student or args.teacher:
+        if not (args.student and args.teacher):
+            raise ValueError("--student and --teacher: give both models (or --setting FILE)")
+        from .models import body_stages
+
+        config = preset(args.preset, stages=(body_stages(args.student), body_stages(args.teacher)))
+    else:
+        config = preset(args.preset)
+    print(yaml_dump(config), end="")
     return 0
 
 
@@ -193,8 +205,11 @@ def _ratio_flag(text: str) -> float:
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine import train_runs
     from .evaluation import TestEvaluation
+    from .tuning import headroom_line, resolve_recipe
 
-    setting = _load_setting(args)
+    setting, tuning = resolve_recipe(_load_setting(args), progress=not args.quiet)  # at its tuned rate
+    if tuning is not None:
+        log.info(headroom_line(tuning))
     summary = train_runs(setting, args.config, args.seeds, eval_test=args.eval_test, out=args.out,
                          progress=not args.quiet, teacher_cache=not args.no_teacher_cache,
                          evaluation=TestEvaluation(setting))
@@ -335,8 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=out_folder, help="write evaluation.json, evaluation.md and degradation.png/.svg here")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("show-config", help="print a preset's objective config as YAML")
+    p = sub.add_parser("show-config", help="print a preset's objective config as YAML (for given models: the layers "
+                                          "the multi-layer presets read)")
     p.add_argument("preset", help=f"one of {', '.join(PRESETS.list())}")
+    p.add_argument("--setting", help="a setting or study file: the preset for its student and teacher")
+    p.add_argument("--student", help="a student model (with --teacher): the preset for these two models")
+    p.add_argument("--teacher", help="a teacher model (with --student)")
     p.set_defaults(func=cmd_show_config)
 
     p = sub.add_parser("validate", help="validate an objective config file and print its canonical form")
@@ -352,10 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     from .cli_compare import add_compare_command
+    from .cli_tune import add_tune_command
     from .cli_study import add_study_commands
 
     add_study_commands(sub)
     add_compare_command(sub)
+    add_tune_command(sub)
     return parser
 
 

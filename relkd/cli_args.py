@@ -4,13 +4,15 @@ argument in one line, the types of its flags, which name the flag and what it al
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-__all__ = ["Parser", "integer", "positive_float", "seed_list", "seed_count_or_list",
+__all__ = ["as_flags", "in_flags", "shows_flags", "FLAGS", "FLAG_PHRASES",
+           "Parser", "integer", "positive_float", "seed_list", "seed_count_or_list",
            "device_flag", "storage_flag", "out_file", "out_folder", "MAX_SEED", "json_text", "print_json"]
 
 #: The largest seed (NumPy's and torch's generators take 32-bit seeds).
@@ -168,3 +170,54 @@ def json_text(document: Any) -> str:
 
 def print_json(document: Any) -> None:
     print(json_text(document))
+
+
+#: The library's arguments that its errors open with (``top_k: expected ...``), and the flags
+#: of the commands that give them.
+FLAGS = {"top_k": "--top-k", "trial": "--trial", "seeds": "--seeds", "study_name": "--study-name",
+         "evaluator": "--evaluator", "max_params": "--max-params", "max_macs": "--max-macs", "epochs": "--epochs",
+         "storage": "--storage"}
+#: How the library names an argument inside a message (advice), and the flag that gives it.
+FLAG_PHRASES = {"the storage argument": "--storage", "StudySpec.renamed": "--study-name",
+                "the max_params argument": "--max-params", "the max_macs argument": "--max-macs",
+                "the trial argument": "--trial", "the trial and top_k arguments": "--trial and --top-k"}
+_ARGUMENT = re.compile(r"^(" + "|".join(FLAGS) + r")(?=:)")
+_PHRASE = re.compile("|".join(re.escape(phrase) for phrase in FLAG_PHRASES))
+
+
+def as_flags(err: BaseException, flag: str | None = None) -> str:
+    """The error's message as the command line says it: the arguments the library names
+    (``top_k: expected an integer >= 1``, ``give the storage argument``) become the flags
+    that give them (``--top-k: ...``, ``give --storage``); ``flag`` opens a message that
+    names no argument. Errors of files (:class:`~relkd.fields.ConfigError`) name their
+    fields and stay as they are."""
+    from .fields import ConfigError
+
+    text = str(err)
+    if isinstance(err, ConfigError):
+        return text
+    if flag is not None and not _ARGUMENT.match(text):
+        text = f"{flag}: {text}"
+    text = _ARGUMENT.sub(lambda m: FLAGS[m.group(1)], text, count=1)
+    return _PHRASE.sub(lambda m: FLAG_PHRASES[m.group(0)], text)
+
+
+def in_flags(err: ValueError, flag: str | None = None) -> ValueError:
+    """``err`` itself (same type), its message in flags (:func:`as_flags`)."""
+    from .fields import ConfigError
+
+    if not isinstance(err, ConfigError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        err.args = (as_flags(err, flag),)
+    return err
+
+
+def shows_flags(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``command`` whose library errors (``ValueError``) name the command's flags, not the
+    library's arguments; the error keeps its type, and ``relkd`` prints it as before."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ValueError as err:
+            raise in_flags(err)
+    return run

@@ -2,56 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
-import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .cli_args import (device_flag, integer, out_file, out_folder, population_flag, positive_float, print_json,
-                       seed_count_or_list, storage_flag)
-from .fields import ConfigError, yaml_dump
+                       seed_count_or_list, shows_flags, storage_flag)
+from .fields import yaml_dump
 
 log = logging.getLogger("relkd")
-
-#: The library's arguments that its errors open with (``top_k: expected ...``), and the flags
-#: of the study commands that give them.
-FLAGS = {"top_k": "--top-k", "trial": "--trial", "seeds": "--seeds", "study_name": "--study-name",
-         "evaluator": "--evaluator", "max_params": "--max-params", "max_macs": "--max-macs"}
-#: How the library names an argument inside a message (advice), and the flag that gives it.
-FLAG_PHRASES = {"the storage argument": "--storage", "StudySpec.renamed": "--study-name",
-                "the max_params argument": "--max-params", "the max_macs argument": "--max-macs",
-                "the trial argument": "--trial", "the trial and top_k arguments": "--trial and --top-k"}
-_ARGUMENT = re.compile(r"^(" + "|".join(FLAGS) + r")(?=:)")
-_PHRASE = re.compile("|".join(re.escape(phrase) for phrase in FLAG_PHRASES))
-
-
-def as_flags(err: BaseException) -> str:
-    """The error's message as the command line says it: the arguments the library names
-    (``top_k: expected an integer >= 1``, ``give the storage argument``) become the flags
-    that give them (``--top-k: ...``, ``give --storage``). Errors of files
-    (:class:`ConfigError`) name their fields and stay as they are."""
-    text = str(err)
-    if isinstance(err, ConfigError):
-        return text
-    text = _ARGUMENT.sub(lambda m: FLAGS[m.group(1)], text, count=1)
-    return _PHRASE.sub(lambda m: FLAG_PHRASES[m.group(0)], text)
-
-
-def _shows_flags(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``command`` whose library errors (``ValueError``) name the command's flags, not the
-    library's arguments; the error keeps its type, and ``relkd`` prints it as before."""
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except ValueError as err:
-            if not isinstance(err, ConfigError) and len(err.args) == 1 and isinstance(err.args[0], str):
-                err.args = (as_flags(err),)
-            raise
-    return run
-
 
 def _optuna_logging(args: argparse.Namespace) -> None:
     """Optuna logs every trial at INFO and a failed trial's traceback at WARNING; relkd shows
@@ -80,6 +40,7 @@ def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: 
     from .analysis.pareto import format_front, is_multi_objective, objective_names, pareto_front
     from .study import redact
     from .study.seeds import compositions, verdict_line
+    from .tuning import headroom_line
 
     study = result.study
     counts = result.counts
@@ -95,13 +56,18 @@ def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: 
         if plot_dir is not None:
             print(f"plots: {plot_dir}")
         return
+    if result.tuning is not None:
+        print(f"\n{headroom_line(result.tuning)}")
     ranked = compositions(study)
     anchors = [c for c in ranked if c.anchor is not None]
-    search = [c for c in ranked if c.anchor is None]
+    tuned = [c for c in ranked if c.tuned is not None]
+    search = [c for c in ranked if not c.known]
     if anchors:
         print("\nanchors (validation accuracy; mean ± std over seeds where re-run):")
         for c in anchors:
             print(f"  {c.anchor:<10} {c.spread()}")
+    if tuned:
+        print(f"best tuned anchor: {tuned[0].label}, {tuned[0].spread()} ({len(tuned)} tuned-anchor trials)")
     if search:
         print(f"best searched composition: {search[0].label}, {search[0].spread()}")
     if not ranked:
@@ -118,7 +84,7 @@ def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: 
         print(f"plots: {plot_dir}")
 
 
-@_shows_flags
+@shows_flags
 def cmd_study_run(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .study import load_study_spec, run_study
@@ -151,7 +117,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     return 1 if result.error else 0
 
 
-@_shows_flags
+@shows_flags
 def cmd_study_status(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .analysis.pareto import format_front
@@ -171,6 +137,8 @@ def cmd_study_status(args: argparse.Namespace) -> int:
         eta = status["eta_seconds"]
         eta_text = "unknown (no n_trials)" if eta is None else f"{eta / 60:.1f} min"
         print(f"mean trial: {status['mean_trial_seconds']:.1f} s; ETA {eta_text}")
+    if status["recipe"]:
+        print(status["recipe"]["line"])
     if status["anchors"]:
         print("anchors: " + ", ".join(f"{k} {_pct(v)}" for k, v in sorted(status["anchors"].items(),
                                                                            key=lambda kv: -kv[1])))
@@ -186,7 +154,7 @@ def cmd_study_status(args: argparse.Namespace) -> int:
     return 0
 
 
-@_shows_flags
+@shows_flags
 def cmd_study_export(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .study import export_trials, load_relkd_study
@@ -202,22 +170,32 @@ def cmd_study_export(args: argparse.Namespace) -> int:
     return 0
 
 
-@_shows_flags
+@shows_flags
 def cmd_study_confirm(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .study import confirm_study, format_table, load_relkd_study
+    from .study.confirm_budgets import confirm_budgets, format_budgets
 
+    budgets = args.full_train or (args.epochs is not None and len(args.epochs) > 1)
+    if budgets and args.top_k is not None:
+        raise ValueError("--top-k: with several --epochs or --full-train, confirm retrains the study's winner and "
+                         "its best known method (and none and kd), not the top k; drop --top-k")
     study, _ = load_relkd_study(args.study_name, args.storage)
-    table = confirm_study(study, top_k=args.top_k, seeds=args.seeds, epochs=args.epochs, out_dir=args.out,
-                          device=args.device, progress=not args.quiet)
+    if budgets:
+        table = confirm_budgets(study, epochs=args.epochs, seeds=args.seeds, full_train=args.full_train,
+                                out_dir=args.out, device=args.device, progress=not args.quiet)
+    else:
+        table = confirm_study(study, top_k=3 if args.top_k is None else args.top_k, seeds=args.seeds,
+                              epochs=args.epochs and args.epochs[0], out_dir=args.out, device=args.device,
+                              progress=not args.quiet)
     if args.json:
         print_json(table)
     else:
-        print(format_table(table), end="")
+        print((format_budgets if budgets else format_table)(table), end="")
     return 0
 
 
-@_shows_flags
+@shows_flags
 def cmd_study_plot(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .analysis.plots import write_study_plots
@@ -230,7 +208,7 @@ def cmd_study_plot(args: argparse.Namespace) -> int:
     return 0 if paths else 1
 
 
-@_shows_flags
+@shows_flags
 def cmd_study_importance(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .analysis.importance import study_importance
@@ -253,7 +231,7 @@ def cmd_study_importance(args: argparse.Namespace) -> int:
     return 0
 
 
-@_shows_flags
+@shows_flags
 def cmd_study_report(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .analysis.report import write_report
@@ -264,7 +242,7 @@ def cmd_study_report(args: argparse.Namespace) -> int:
     return 0
 
 
-@_shows_flags
+@shows_flags
 def cmd_study_validate(args: argparse.Namespace) -> int:
     from .study import load_study_spec
 
@@ -327,16 +305,34 @@ def add_study_commands(sub: Any) -> None:
     q = study_sub.add_parser("confirm", help="retrain the top-k and the anchors with several seeds, on the test split")
     q.add_argument("--study-name", required=True)
     storage_option(q)
-    q.add_argument("--top-k", type=integer("--top-k"), default=3)
+    q.add_argument("--top-k", type=integer("--top-k"),
+                   help="compositions confirmed at one budget (default 3; not with several --epochs or --full-train)")
     q.add_argument("--seeds", type=seed_count_or_list, default=[0, 1, 2],
                    help="a count (3: seeds 0,1,2) or a list 0,4,7")
-    q.add_argument("--epochs", type=integer("--epochs"), help="default: twice the study's budget")
+
+    def budgets(text: str) -> list[int]:
+        from .study.confirm_budgets import parse_budgets
+
+        try:
+            return parse_budgets(text)
+        except ValueError as err:  # its message opens with "epochs:"
+            raise argparse.ArgumentTypeError(f"--{err}") from None
+
+    q.add_argument("--epochs", type=budgets,
+                   help="one budget (default: twice the study's), or several, e.g. 3,9,27: then the verdict's winner, "
+                        "its best known method, none and kd are retrained at each (confirm_budgets.md)")
+    q.add_argument("--full-train", action="store_true",
+                   help="train on the full training set, not the study's data.train_subset / train_per_class "
+                        "(the winner, the best known method, none and kd, as with several --epochs)")
     q.add_argument("--out", type=out_folder,
-                   help="folder for confirm.db / confirm.json / confirm.md (default runs/<study>/confirm)")
+                   help="folder for confirm.db / confirm.json / confirm.md / confirm_budgets.md "
+                        "(default runs/<study>/confirm)")
     q.add_argument("--device", type=device_flag, help="override the study's device (auto, cpu, cuda, cuda:1, mps)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_study_confirm)
+    from .cli_ablate import add_ablate_command  # relkd study ablate
+    add_ablate_command(study_sub)
 
     def evaluator_option(q: argparse.ArgumentParser) -> None:
         q.add_argument("--evaluator", default="ped_anova", choices=["ped_anova", "fanova", "mdi"],

@@ -45,6 +45,10 @@ Transfer learning (all optional; absent, nothing changes)::
     budget:                        # (and teacher:)
       body_lr_scale: 0.1           # every parameter but the head's trains at lr x 0.1
 
+The student's learning rate tuned first (relkd.setting_tune, relkd.tuning)::
+
+    tune: {lr: [0.025, 0.05, 0.1, 0.2, 0.4], seeds: 3, extend: 2}   # or tune: {} for the defaults
+
 :func:`validate_setting` returns a :class:`Setting` whose ``to_dict()`` is the canonical
 form; errors name the field path (``budget.lr: expected a finite number > 0, got -1``).
 """
@@ -61,16 +65,20 @@ import torch
 from .fields import ConfigError, FieldChecker, join_path, read_yaml_file
 from .registry import short_repr
 from .setting_models import AdaptSpec, InitSpec, ModelSpec, check_model
+from .setting_tune import TuneSpec, check_tune
 
-__all__ = ["Setting", "DataSpec", "ModelSpec", "InitSpec", "AdaptSpec", "Recipe", "validate_setting", "setting_or_errors",
-           "load_setting", "resolve_device", "device_problem", "require_device_here"]
+__all__ = ["Setting", "DataSpec", "ModelSpec", "InitSpec", "AdaptSpec", "Recipe", "TuneSpec", "validate_setting",
+           "setting_or_errors",
+           "load_setting", "resolve_device", "device_problem", "require_device_here", "setting_record",
+           "comparable_setting", "EXECUTION_DATA_FIELDS"]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "onecycle", "step", "none")
 # The CIFAR recipe of the distillation literature (CRD): lr x 0.1 at epochs 150, 180 and 210 of 240.
 STEP_MILESTONES = (0.625, 0.75, 0.875)
 STUDY_SECTIONS = ("search", "optuna", "compare")  # validated by the study driver / compare, kept as they are
-_TOP_FIELDS = ("name", "seed", "device", "precision", "tf32", "data", "teacher", "student", "budget", *STUDY_SECTIONS)
+_TOP_FIELDS = ("name", "seed", "device", "precision", "tf32", "data", "teacher", "student", "budget", "tune",
+               *STUDY_SECTIONS)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # what CUDA runs compute in (relkd.engine.device)
 
 
@@ -137,6 +145,7 @@ class Setting:
     extra: dict[str, Any] = field(default_factory=dict)  # a study file's search / optuna sections
     precision: str = "auto"  # CUDA autocast: auto | bf16 | fp16 | fp32 (the CPU runs float32)
     tf32: bool = False  # CUDA: TensorFloat-32 for float32 matrix products (relation matrices included)
+    tune: TuneSpec | None = None  # the student's learning rate tuned before runs (relkd.setting_tune)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical setting as plain data (study sections included when present)."""
@@ -158,6 +167,8 @@ class Setting:
         if self.teacher is None:
             del out["teacher"]
         out.update({k: v for k, v in (("precision", self.precision), ("tf32", self.tf32)) if v not in ("auto", False)})
+        if self.tune is not None:  # written only when set, so older settings' records stay the same
+            out["tune"] = self.tune.to_dict()
         out.update(copy.deepcopy(self.extra))
         return out
 
@@ -168,6 +179,41 @@ class Setting:
     def with_budget(self, **changes: Any) -> Setting:
         """A copy with budget fields replaced (e.g. ``epochs=10``)."""
         return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **changes))
+
+    def preset(self, name: str) -> dict[str, Any]:
+        """The preset ``name`` for this setting's student and teacher: the multi-layer presets
+        (FitNets, AT, NST, VID, SRM) read these models' groups of blocks, as RepDistiller does
+        (:func:`relkd.presets.preset`)."""
+        from .models import body_stages
+        from .presets import preset
+
+        if self.teacher is None:
+            return preset(name)
+        return preset(name, stages=(body_stages(self.student.model, self.student.params),
+                                    body_stages(self.teacher.model, self.teacher.params)))
+
+
+def setting_record(setting: Setting) -> dict[str, Any]:
+    """The part of a setting or study file that every run of a study must share (not search /
+    optuna / compare, not the name)."""
+    return {k: v for k, v in setting.to_dict().items() if k not in ("search", "optuna", "compare", "name")}
+
+
+# Where a process runs, not what it trains: may differ between workers and runs.
+EXECUTION_DATA_FIELDS = ("data_dir", "eval_batch_size")
+
+
+def comparable_setting(record: dict[str, Any]) -> dict[str, Any]:
+    """A setting record without the fields that do not change a run's result (device,
+    data folder, evaluation batch size): what workers of one study, and reused confirm
+    runs, must agree on."""
+    out = {k: v for k, v in record.items() if k != "device"}
+    out["data"] = {k: v for k, v in record.get("data", {}).items() if k not in EXECUTION_DATA_FIELDS}
+    for role in ("student", "teacher"):  # where an init file lies; its content is compared by hash (INITS_ATTR)
+        section = out.get(role)
+        if isinstance(section, dict) and isinstance(section.get("init"), dict):
+            out[role] = {**section, "init": {k: v for k, v in section["init"].items() if k not in ("path", "pretrain")}}
+    return out
 
 
 DEVICE_NAMES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
@@ -353,10 +399,11 @@ def validate_setting(setting: Any, source: str | os.PathLike | None = None, *,
     device = _check_device(c, setting.get("device", "auto"))
     precision = c.choice(setting.get("precision", "auto"), "precision", PRECISIONS)
     tf32 = c.boolean(setting.get("tf32", False), "tf32")
+    tune = check_tune(c, setting["tune"], "tune", budget.lr) if "tune" in setting else None
     if c.errors:
         raise ConfigError(c.errors, source)
     extra = {k: copy.deepcopy(setting[k]) for k in STUDY_SECTIONS if k in setting}
-    return Setting(data, teacher, teacher_recipe, student, budget, seed, device, name, extra, precision, tf32)
+    return Setting(data, teacher, teacher_recipe, student, budget, seed, device, name, extra, precision, tf32, tune)
 
 
 def setting_or_errors(document: Any, c: FieldChecker, source: str | os.PathLike | None = None) -> Setting | None:

@@ -50,18 +50,46 @@ def _match_spatial(f_s, f_t):
     return f_s, f_t
 
 
-def fitnet_loss(f_s, f_t, regressor):
-    """FitNets hint loss (Romero et al., ICLR 2015).
+def conv_reg(f_s, t_shape, weight, bias, bn_weight, bn_bias, eps=1e-5):
+    """RepDistiller's ``ConvReg`` (models/util.py), the FitNets regressor, with its layers'
+    parameters passed explicitly; BatchNorm in training mode (batch statistics).
 
-        f_s, f_t = _match_spatial(f_s, f_t)          (rank-4 maps only)
-        r        = regressor(f_s)                    (same shape as f_t)
-        loss     = mean over all elements of (r - f_t)^2
+        s_H = 2 t_H      ->  conv(weight, stride 2, padding 1)          weight: (Ct, Cs, 3, 3)
+        2 s_H = t_H      ->  conv_transpose(weight, stride 2, padding 1) weight: (Cs, Ct, 4, 4)
+        s_H >= t_H       ->  conv(weight), no padding                    weight: (Ct, Cs, 1+s_H-t_H, 1+s_W-t_W)
+        otherwise        ->  not defined (RepDistiller raises)
+        out = relu(batch_norm(x))
 
-    Works for (B, C, H, W) maps and (B, D) vectors.  Spatial matching is done
-    BEFORE the regressor.
+    The kernel's shape is checked against the rule, so a regressor of another shape fails here.
     """
-    f_s, f_t = _match_spatial(f_s, f_t)
-    r = regressor(f_s)
+    (s_h, s_w), (t_h, t_w) = f_s.shape[2:], tuple(t_shape[2:])
+    c_s, c_t = f_s.shape[1], t_shape[1]
+    if s_h == 2 * t_h:
+        assert tuple(weight.shape) == (c_t, c_s, 3, 3), weight.shape
+        x = F.conv2d(f_s, weight, bias, stride=2, padding=1)
+    elif 2 * s_h == t_h:
+        assert tuple(weight.shape) == (c_s, c_t, 4, 4), weight.shape
+        x = F.conv_transpose2d(f_s, weight, bias, stride=2, padding=1)
+    elif s_h >= t_h:
+        assert tuple(weight.shape) == (c_t, c_s, 1 + s_h - t_h, 1 + s_w - t_w), weight.shape
+        x = F.conv2d(f_s, weight, bias)
+    else:
+        raise NotImplementedError(f"student size {s_h}, teacher size {t_h}")
+    x = F.batch_norm(x, None, None, bn_weight, bn_bias, training=True, eps=eps)
+    return torch.relu(x)
+
+
+def fitnet_loss(f_s, f_t, weight, bias, bn_weight=None, bn_bias=None):
+    """FitNets hint loss (Romero et al., ICLR 2015), as RepDistiller computes it.
+
+        maps (B, C, H, W):  r = conv_reg(f_s, f_t.shape, ...)   (the teacher's shape; no pooling)
+        vectors (B, D):     r = f_s W^T + b
+        loss = mean over all elements of (r - f_t)^2
+    """
+    if f_s.dim() == 4:
+        r = conv_reg(f_s, f_t.shape, weight, bias, bn_weight, bn_bias)
+    else:
+        r = f_s @ weight.t() + bias
     return ((r - f_t) ** 2).mean()
 
 
@@ -216,7 +244,7 @@ def srm_codes(f_t, dictionary, bias, k):
         return torch.where(a >= kth, a, torch.zeros_like(a))
 
 
-def srm_loss(f_s, f_t, head_weight, head_bias, dictionary, bias, k,
+def srm_loss(f_s, f_t, head_centers, head_intercept, dictionary, bias, k,
              pixel_weight=1.0, image_weight=1.0):
     """Sparse representation matching (Tran et al., 2021).
 
@@ -224,7 +252,8 @@ def srm_loss(f_s, f_t, head_weight, head_bias, dictionary, bias, k,
         codes    = srm_codes(f_t, dictionary, bias, k)          (B, H, W, M), no gradient
         y[b,h,w] = argmax_m codes[b,h,w,m]                      (pixel labels)
         q[b,m]   = mean_{h,w} codes[b,h,w,m]                    (image labels)
-        z[b,m,h,w] = sum_c head_weight[m,c,0,0] * f_s[b,c,h,w] + head_bias[m]   (1x1 conv)
+        z[b,m,h,w] = sum_c f_s[b,c,h,w] head_centers[c,m] + head_intercept   (the authors' head:
+                     centers (Cs, M), ONE scalar intercept; viebboy/SRM cifar100/code/Layers.py)
         pixel    = mean_{b,h,w} -( z[b,y,h,w] - logsumexp_m z[b,m,h,w] )
         p[b,m]   = mean_{h,w} sigmoid(z[b,m,h,w])
         image    = mean_{b,m} -( q log p + (1 - q) log(1 - p) )
@@ -236,8 +265,8 @@ def srm_loss(f_s, f_t, head_weight, head_bias, dictionary, bias, k,
     y = codes.argmax(dim=-1)
     q = codes.mean(dim=(1, 2))
 
-    w = head_weight.reshape(head_weight.shape[0], head_weight.shape[1])
-    z = torch.einsum('bchw,mc->bmhw', f_s, w) + head_bias.reshape(1, -1, 1, 1)
+    assert head_intercept.numel() == 1
+    z = torch.einsum('bchw,cm->bmhw', f_s, head_centers) + head_intercept.reshape(())
 
     z_pix = z.permute(0, 2, 3, 1)                                   # (B, H, W, M)
     z_y = z_pix.gather(-1, y.unsqueeze(-1)).squeeze(-1)

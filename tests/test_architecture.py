@@ -19,11 +19,11 @@ MAX_LINES = 500
 
 #: Layers from the ground floor up: a module imports only from its own layer or below.
 LAYERS = [
-    ("relkd.registry", "relkd.fields", "relkd.files", "relkd.cache", "relkd.figures"),
+    ("relkd.registry", "relkd.fields", "relkd.files", "relkd.cache", "relkd.figures", "relkd.stats"),
     ("relkd.relation", "relkd.features", "relkd.config", "relkd.presets", "relkd.objective", "relkd.setting", "relkd.models",
      "relkd.data", "relkd"),
     ("relkd.engine",),
-    ("relkd.pretrain", "relkd.adapt", "relkd.evaluation"),
+    ("relkd.pretrain", "relkd.adapt", "relkd.evaluation", "relkd.tuning"),
     ("relkd.study", "relkd.analysis"),
     ("relkd.cli",),
 ]

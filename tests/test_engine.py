@@ -126,6 +126,15 @@ def test_run_trial_reports_each_epoch_and_stops_early():
     assert "test_accuracy" not in m  # the test split is untouched unless asked for
 
 
+def test_a_run_may_evaluate_after_its_last_epoch_only():
+    every = run_trial(setting(budget__epochs=3), "kd")
+    last = run_trial(setting(budget__epochs=3), "kd", every_epoch=False)
+    assert len(every["val_history"]) == 3 and last["val_history"] == [every["val_accuracy"]]
+    assert last["val_accuracy"] == every["val_accuracy"] and last["epochs"] == 3
+    with pytest.raises(ValueError, match="every_epoch: a run that reports each epoch must evaluate each epoch"):
+        run_trial(setting(), "none", report=lambda e, acc: False, every_epoch=False)
+
+
 def test_run_is_deterministic_on_cpu():
     a = run_trial(setting(), "rkd+kd", eval_test=True)
     b = run_trial(setting(), "rkd+kd", eval_test=True)

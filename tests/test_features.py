@@ -52,12 +52,21 @@ def bound(name, s, t, num_samples=3 * B):
     return objective
 
 
+def fitnet_reference(f_s, f_t, method):
+    """The reference FitNets loss with the parameters of ``method``'s regressor."""
+    regressor = method.regressor
+    if f_s.dim() != 4:
+        return rf.fitnet_loss(f_s, f_t, regressor.weight, regressor.bias)
+    conv, norm = regressor[0], regressor[1]
+    return rf.fitnet_loss(f_s, f_t, conv.weight, conv.bias, norm.weight, norm.bias)
+
+
 def reference_term(term, s, t, index, memory):
     """The reference value of one feature term, from the term's own trained parts."""
     method, fs, ft = term.method, s[term.tap], t[term.tap]
     name = term.entry.name
     if name == "fitnet":
-        return rf.fitnet_loss(fs, ft, method.regressor)
+        return fitnet_reference(fs, ft, method)
     if name == "at":
         return rf.at_loss(fs, ft, term.params["p"])
     if name == "nst":
@@ -65,7 +74,7 @@ def reference_term(term, s, t, index, memory):
     if name == "vid":
         return rf.vid_loss(fs, ft, method.regressor, method.log_scale, term.params["eps"])
     if name == "srm":
-        return rf.srm_loss(fs, ft, method.head.weight, method.head.bias, method.dictionary, method.bias, method.k,
+        return rf.srm_loss(fs, ft, method.head.centers, method.head.intercept, method.dictionary, method.bias, method.k,
                            term.params["pixel_weight"], term.params["image_weight"])
     assert name == "crd"
     memory_s, memory_t = memory
@@ -74,11 +83,17 @@ def reference_term(term, s, t, index, memory):
                        term.params["temperature"], method.z[0], method.z[1])
 
 
-def expected_total(objective, s, t, y, index, memory):
-    with_kd = objective.kd is not None
-    total = (0.1 if with_kd else 1.0) * torch.nn.functional.cross_entropy(s["logits"], y)
+#: (CE weight, KD weight) of the +kd presets: RepDistiller's KD command (-r 0.1 -a 0.9), and its
+#: published CRD+KD command (-a 1 -b 0.8, CE's default 1) for crd+kd (scripts/run_cifar_distill.sh)
+WITH_KD = {"crd+kd": (1.0, 1.0)}
+
+
+def expected_total(name, objective, s, t, y, index, memory):
+    with_kd = name.endswith("+kd")
+    ce, kd = WITH_KD.get(name, (0.1, 0.9)) if with_kd else (1.0, 0.0)
+    total = ce * torch.nn.functional.cross_entropy(s["logits"], y)
     if with_kd:
-        total = total + 0.9 * ref.kd_loss(s["logits"], t["logits"], T=4.0)
+        total = total + kd * ref.kd_loss(s["logits"], t["logits"], T=4.0)
     for term in objective.terms:
         total = total + term.weight * reference_term(term, s, t, index, memory)
     return total
@@ -98,7 +113,13 @@ def test_feature_presets_are_listed_with_kd_variants():
     crd = relkd.preset("crd+kd")["terms"][0]
     assert crd["tap"] == "pool" and crd["method"] == {"name": "crd", "feat_dim": 128, "negatives": 16384,
                                                       "temperature": 0.07, "momentum": 0.5}
-    assert relkd.preset("crd+kd")["kd"] == relkd.preset("kd")["kd"]
+    # crd+kd is the published CRD+KD command; every other +kd preset is the kd preset's recipe plus the terms
+    assert (relkd.preset("crd+kd")["ce_weight"], relkd.preset("crd+kd")["kd"]) == (1.0, {"weight": 1.0,
+                                                                                       "temperature": 4.0})
+    for name in FEATURE_METHODS:
+        if name != "crd":
+            cfg = relkd.preset(f"{name}+kd")
+            assert (cfg["ce_weight"], cfg["kd"]) == (relkd.preset("kd")["ce_weight"], relkd.preset("kd")["kd"])
 
 
 @pytest.mark.parametrize("name", FEATURE_PRESETS)
@@ -110,7 +131,7 @@ def test_feature_preset_total_and_gradient_match_reference(name, seed):
     crd = [term.method for term in objective.terms if term.entry.name == "crd"]
     memory = (crd[0].memory_s.clone(), crd[0].memory_t.clone()) if crd else None
     parts = objective(s, t, y, index=index)
-    want = expected_total(objective, s, t, y, index, memory)
+    want = expected_total(name, objective, s, t, y, index, memory)
     grads = assert_total_and_student_gradients_match(parts["total"], want, s)
     for i, term in enumerate(objective.terms):  # not vacuous: every term has a value and moves the student
         part = objective.part_names[i + 1 + (objective.kd is not None)]
@@ -378,8 +399,9 @@ def test_a_term_may_pair_different_layers_and_sum_over_a_list_of_pairs():
     torch.testing.assert_close(parts["sp_pairs"], want_sp, rtol=1e-7, atol=1e-10)
     regressors = [m.regressor for m in objective.terms[1].methods]  # one regressor per pair, shaped for it
     assert [r[0].out_channels for r in regressors] == [40, 10, 20]
-    want_fit = sum(rf.fitnet_loss(s[a], t[b], r) for (a, b), r in
-                   zip([("stage2", "last_stage"), ("stage1", "stage1"), ("last_stage", "stage2")], regressors))
+    want_fit = sum(fitnet_reference(s[a], t[b], m) for (a, b), m in
+                   zip([("stage2", "last_stage"), ("stage1", "stage1"), ("last_stage", "stage2")],
+                       objective.terms[1].methods))
     torch.testing.assert_close(parts["term1"], want_fit, rtol=1e-7, atol=1e-10)
     assert set(objective.state_dict()) >= {"t1_term1.0.regressor.0.weight", "t1_term1.2.regressor.0.weight"}
 
@@ -553,3 +575,120 @@ def test_attention_uses_absolute_activations():
     value = term(signed_s, t, torch.zeros(B, dtype=torch.long))["term0"]
     assert torch.isfinite(value)
     torch.testing.assert_close(value, rf.at_loss(signed_s["stage2"], t["stage2"], 2.5))
+
+
+# ----------------------------------------------------------------------------- fidelity per layer shape
+
+def _maps(seed, shape):
+    g = torch.Generator().manual_seed(seed)
+    return torch.relu(torch.randn(B, *shape, generator=g, dtype=torch.float64))
+
+
+def _fitnet_alone(s, t):
+    """A fitnet term alone (CE weight 0), bound to these maps, in float64."""
+    logits = {"logits": torch.zeros(B, 10, dtype=torch.float64)}
+    s, t = {**s, **logits}, {**t, **logits}
+    objective = relkd.build_objective({"ce_weight": 0.0, "terms": [{"kind": "feature", "tap": "stage2",
+                                                                   "method": "fitnet"}]}).bind(s, t)
+    objective.modules.double()
+    return objective, s, t
+
+
+@pytest.mark.parametrize("student, teacher, kind", [
+    ((6, 8, 8), (10, 8, 8), "equal: 1x1 conv"),
+    ((6, 8, 8), (10, 4, 4), "twice: 3x3 stride-2 conv"),
+    ((6, 4, 4), (10, 8, 8), "half: 4x4 transposed conv"),
+    ((6, 7, 7), (10, 4, 4), "larger: a valid 4x4 conv"),
+])
+def test_fitnet_regressor_is_repdistillers_convreg_for_every_size_relation(student, teacher, kind):
+    """The value and the student's gradient of fitnet against RepDistiller's ConvReg written
+    from its rule (reference_features.conv_reg, which also checks the kernel's shape), float64."""
+    objective, s, t = _fitnet_alone({"stage2": _maps(0, student).requires_grad_(True)}, {"stage2": _maps(1, teacher)})
+    method = objective.terms[0].method
+    assert not method.pooled, kind
+    got = objective(s, t, torch.zeros(B, dtype=torch.long))["term0"]
+    want = fitnet_reference(s["stage2"], t["stage2"], method)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    (grad,) = torch.autograd.grad(got, s["stage2"])
+    (want_grad,) = torch.autograd.grad(want, s["stage2"])
+    torch.testing.assert_close(grad, want_grad, rtol=1e-10, atol=1e-14)
+    assert float(grad.abs().sum()) > 0
+
+
+def test_fitnet_pools_only_where_the_reference_has_no_rule():
+    """A student map smaller than the teacher's but not half of it: RepDistiller raises; relkd
+    pools the teacher's map to the student's size and regresses with a 1x1 conv (documented)."""
+    objective, s, t = _fitnet_alone({"stage2": _maps(0, (6, 5, 5))}, {"stage2": _maps(1, (10, 14, 14))})
+    method = objective.terms[0].method
+    assert method.pooled and method.regressor[0].kernel_size == (1, 1)
+    with pytest.raises(NotImplementedError):
+        fitnet_reference(s["stage2"], t["stage2"], method)
+    conv, norm = method.regressor[0], method.regressor[1]
+    pooled_t = torch.nn.functional.adaptive_avg_pool2d(t["stage2"], (5, 5))
+    want = rf.fitnet_loss(s["stage2"], pooled_t, conv.weight, conv.bias, norm.weight, norm.bias)
+    torch.testing.assert_close(objective(s, t, torch.zeros(B, dtype=torch.long))["term0"], want)
+
+
+FOUR = ("stage2", "stage3", "stage4", "last_stage")  # a torchvision ResNet's groups (its stage1 is the stem)
+
+
+@pytest.mark.parametrize("stages, at_taps, fitnet_tap", [
+    ((relkd.presets.THREE_STAGES,) * 2, ["stage1", "stage2", "last_stage"], "stage2"),
+    ((FOUR, FOUR), list(FOUR), "stage3"),
+    ((("stage1", "last_stage"),) * 2, ["stage1", "last_stage"], "last_stage"),
+    ((relkd.presets.THREE_STAGES, FOUR), [{"student": "stage1", "teacher": "stage2"},
+                                          {"student": "stage2", "teacher": "stage3"},
+                                          {"student": "last_stage", "teacher": "stage4"}],
+     {"student": "stage2", "teacher": "stage3"}),
+])
+def test_multi_layer_presets_read_every_group_of_the_models_they_are_built_for(stages, at_taps, fitnet_tap):
+    """RepDistiller's layers: feat[1:-1] paired by zip for AT, NST, VID (and SRM), feat[2] for FitNets."""
+    for method in ("at", "nst", "vid", "srm"):
+        for name in (method, f"{method}+kd"):
+            cfg = relkd.preset(name, stages=stages)
+            assert [t["tap"] for t in cfg["terms"]] == at_taps, name
+            assert len({t["name"] for t in cfg["terms"]}) == len(at_taps)
+    assert [t["tap"] for t in relkd.preset("fitnet", stages=stages)["terms"]] == [fitnet_tap]
+    for name in ("sp", "rkd+kd", "crd+kd", "kd", "none"):  # one fixed layer: the same on every model
+        assert relkd.preset(name, stages=stages) == relkd.preset(name)
+
+
+def test_presets_for_a_setting_read_its_models_layers(tmp_path, capsys):
+    from relkd.cli import main
+
+    doc = copy.deepcopy(TINY_SETTING)
+    doc["teacher"] = {**doc["teacher"], "model": "tv:resnet18", "params": {}}
+    doc["student"] = {"model": "tv:resnet18"}
+    path = tmp_path / "s.yaml"
+    path.write_text(relkd.fields.yaml_dump(doc))
+    cfg = validate_setting(doc).preset("at+kd")
+    assert [t["tap"] for t in cfg["terms"]] == list(FOUR)
+    assert validate_setting(TINY_SETTING).preset("at+kd") == relkd.preset("at+kd")
+    assert main(["show-config", "at", "--setting", str(path)]) == 0
+    shown = relkd.fields.yaml_load(capsys.readouterr().out)
+    assert [t["tap"] for t in shown["terms"]] == list(FOUR)
+    assert main(["show-config", "nst", "--student", "cnn_tiny", "--teacher", "tv:resnet18"]) == 0
+    shown = relkd.fields.yaml_load(capsys.readouterr().out)
+    assert [t["tap"] for t in shown["terms"]] == [{"student": "stage1", "teacher": "stage2"},
+                                                 {"student": "stage2", "teacher": "stage3"},
+                                                 {"student": "last_stage", "teacher": "stage4"}]
+
+
+def test_srm_dictionary_and_head_start_as_the_authors_code():
+    """kaiming_uniform_ with a = 0 on a (C, M) tensor: uniform in +-sqrt(6 / M) (std bound / sqrt 3),
+    and one scalar intercept in [-1, 1], for the dictionary and the student's head."""
+    from relkd.features.srm import CodeHead, initial_dictionary
+
+    channels, atoms = 64, 128
+    bound = (6 / atoms) ** 0.5
+    dictionary, bias = initial_dictionary(channels, atoms, seed=0)
+    torch.manual_seed(0)
+    head = CodeHead(channels, atoms)
+    for weights, intercept in ((dictionary, bias), (head.centers.detach(), head.intercept.detach())):
+        assert weights.shape == (channels, atoms) and intercept.shape == (1,)
+        assert float(weights.abs().max()) <= bound and float(weights.abs().max()) > 0.99 * bound
+        assert abs(float(weights.std()) / (bound / 3 ** 0.5) - 1) < 0.03
+        assert -1 <= float(intercept) <= 1
+    s, t = make_taps(0, True), make_taps(1, False)
+    head = relkd.build_objective("srm").bind(s, t).terms[0].method.head
+    assert isinstance(head, CodeHead) and sorted(n for n, _ in head.named_parameters()) == ["centers", "intercept"]

@@ -7,12 +7,14 @@ import pickle
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from relkd.models import (
     MODELS,
     ModelInfo,
     TappedModel,
+    body_stages,
     count_params,
     create_model,
     describe_models,
@@ -157,10 +159,65 @@ def test_taps_of_every_registered_model(name: str, built: dict[str, TappedModel]
 
 @pytest.mark.parametrize("name", CNN + CIFAR)
 def test_pool_is_global_average_of_last_stage(name: str, built: dict[str, TappedModel]) -> None:
-    model = built[name]
+    """On the CNNs and ResNets ``pool`` averages ``last_stage``; a WRN's ``last_stage`` is its
+    last group's raw output, which the network passes through its final BN-ReLU first."""
+    model = built[name].eval()
     with torch.no_grad():
         out = model(_input(model))
-    torch.testing.assert_close(out["pool"], out["last_stage"].mean(dim=(2, 3)))
+        last = out["last_stage"]
+        if name.startswith("wrn"):
+            last = torch.relu(model.net.bn1(last))
+    torch.testing.assert_close(out["pool"], last.mean(dim=(2, 3)))
+
+
+def _repdistiller_features(model: TappedModel, x: torch.Tensor) -> list[torch.Tensor]:
+    """RepDistiller's ``forward(x, is_feat=True)`` feature list [f0 (stem), f1 .. fK, pool],
+    composed here from the network's modules as its models/resnet.py, models/wrn.py (and, for
+    torchvision's ResNet, models/resnetv2.py) write it."""
+    net = model.net
+    if isinstance(net, torchvision.models.ResNet):
+        f0 = net.relu(net.bn1(net.conv1(x)))
+        feats, h = [f0], net.maxpool(f0)
+        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+            h = layer(h)
+            feats.append(h)
+        return [*feats, torch.flatten(net.avgpool(h), 1)]
+    if name_family(model) == "wrn":
+        f0 = net.conv1(x)
+        f1 = net.block1(f0)
+        f2 = net.block2(f1)
+        f3 = net.block3(f2)
+        return [f0, f1, f2, f3, torch.relu(net.bn1(f3)).mean((2, 3))]
+    f0 = net.relu(net.bn1(net.conv1(x)))
+    f1 = net.layer1(f0)
+    f2 = net.layer2(f1)
+    f3 = net.layer3(f2)
+    return [f0, f1, f2, f3, f3.mean((2, 3))]
+
+
+def name_family(model: TappedModel) -> str:
+    return str(MODELS.info(model.model_name).properties.get("family")) if model.model_name in MODELS else "torchvision"
+
+
+@pytest.mark.parametrize("name", ["resnet8", "resnet8x4", "wrn_16_2", "wrn_40_1", "tv:resnet18"])
+def test_the_every_stage_layers_are_repdistillers_features(name: str) -> None:
+    """``body_stages`` (what AT, NST, VID and SRM read) are RepDistiller's feat[1:-1], the
+    second body stage FitNets' feat[2] (hint_layer 2), last_stage SP's feat[-2] and pool
+    CRD's feat[-1]: on 3-stage CIFAR ResNets, WRNs (raw group outputs) and a 4-group
+    torchvision ResNet (whose stem is stage1)."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_channels=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = _repdistiller_features(model, x)
+        out = model(x)
+    stages = model.body_stages
+    assert stages == body_stages(name) and len(stages) == len(feats) - 2 == (4 if name.startswith("tv:") else 3)
+    for tap, want in zip(stages, feats[1:-1]):
+        torch.testing.assert_close(out[tap], want, rtol=0, atol=0)
+    torch.testing.assert_close(out[stages[1]], feats[2], rtol=0, atol=0)
+    torch.testing.assert_close(out["last_stage"], feats[-2], rtol=0, atol=0)
+    torch.testing.assert_close(out["pool"], feats[-1], rtol=1e-6, atol=1e-6)
 
 
 def test_mobilenet_v3_small_gray_input_taps() -> None:

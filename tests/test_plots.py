@@ -11,11 +11,12 @@ from relkd.figures import pyplot
 from relkd.registry import Registry
 from test_analysis import env, study_dir  # noqa: F401 - the shared 24-trial study (pytest fixtures)
 
-SHIPPED = ["history", "importance", "marginals", "interaction_affinity_normalisation",
+SHIPPED = ["recipe", "history", "importance", "marginals", "interaction_affinity_normalisation",
            "interaction_normalisation_loss", "weights", "intermediate", "pareto"]
 # the shipped plots the shared study leaves out: every trial trains the same student, so there is
-# no trade-off of accuracy against size to draw (tests/test_pareto.py draws it)
-ONE_SIZE = {"pareto"}
+# no trade-off of accuracy against size to draw (tests/test_pareto.py draws it), and it tunes no
+# learning rate (tests/test_tuning.py draws the recipe)
+LEFT_OUT = {"pareto", "recipe"}
 # the order `relkd study plot` has always printed the files in: the importance plot comes last
 WRITTEN = ["history", "intermediate", "marginals", "interaction_affinity_normalisation",
            "interaction_normalisation_loss", "weights", "importance"]
@@ -53,12 +54,12 @@ def test_every_registered_plot_is_written_and_appears_in_the_report(env, tmp_pat
     assert [e.name for e in study_plots()] == SHIPPED
     paths = write_study_plots(result.study, tmp_path)
     assert [p.name for p in paths] == [f"{stem}.{ext}" for stem in WRITTEN for ext in ("png", "svg")]
-    assert {p.stem for p in paths} == set(PLOTS.list()) - ONE_SIZE
+    assert {p.stem for p in paths} == set(PLOTS.list()) - LEFT_OUT
     page = render_report(result.study, "sqlite:///x.db")
-    assert figure_places(page) == [name for name in SHIPPED if name not in ONE_SIZE]
+    assert figure_places(page) == [name for name in SHIPPED if name not in LEFT_OUT]
     for entry in study_plots():
         assert entry.doc, f"plot {entry.name} has no docstring"
-        if entry.name not in ONE_SIZE:
+        if entry.name not in LEFT_OUT:
             assert f"<figcaption>{html.escape(entry.property('caption'))}</figcaption>" in page
 
 

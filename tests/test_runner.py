@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from relkd.cli import main
-from relkd.cli_study import as_flags
+from relkd.cli_args import as_flags
 from relkd.fields import ConfigError, read_yaml_file, yaml_dump
 from relkd.study import run_study, validate_study
 from tiny import TINY_SETTING

@@ -1,8 +1,9 @@
 """Turn a study into pictures, numbers and pages: ``choices`` (design-choice groups),
-``importance`` (which choices matter), ``plots``, ``report`` (one HTML page), ``pareto``
+``importance`` (which choices matter), ``plots`` (``recipe_plot``: the tuned learning rate), ``report`` (one HTML page), ``pareto``
 (accuracy against student size: the Pareto front, the best student within a size) and
 ``compare`` (the method-comparison benchmark)."""
 from .pareto import best_within, is_multi_objective, objective_names, pareto_front
 from .plots import write_study_plots
+from . import recipe_plot  # noqa: F401,E402 (registers the plot "recipe")
 
 __all__ = ["write_study_plots", "is_multi_objective", "objective_names", "pareto_front", "best_within"]

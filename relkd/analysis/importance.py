@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..study.ladder import ladder_of
-from ..study.record import LADDER_ATTR
+from ..study.record import LADDER_ATTR, TUNED_ATTR
 from .choices import CHOICES, FAMILY_CHOICES, GROUPS, choice_group, choice_stats, completed, uses_features
 from .pareto import single_objective
 
@@ -57,8 +57,8 @@ def _trained_searched_trials(study: optuna.Study) -> list[optuna.trial.FrozenTri
     least one epoch (not the invalid draws or skipped trials, which were pruned before training)."""
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if not t.params:
-            continue  # anchors outside the space, and trials that drew nothing
+        if not t.params or TUNED_ATTR in t.user_attrs:
+            continue  # anchors outside the space, trials that drew nothing, tuned anchors (their own parameters)
         if t.state == TrialState.PRUNED and not t.intermediate_values:
             continue  # pruned before training: invalid combination, skipped
         out.append(t)

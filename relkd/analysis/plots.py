@@ -56,6 +56,7 @@ from optuna.trial import TrialState
 from ..figures import pyplot, save_figure
 from ..registry import Entry, Registry
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, combination_problems
+from ..study.record import is_known
 from .choices import NO_TERM, choice_stats, completed
 from .importance import study_importance
 from .pareto import SIZES, is_multi_objective, non_dominated, size_measure, sized_points
@@ -198,7 +199,7 @@ def plot_marginals(study: optuna.Study):
     """Accuracy of every completed trial per affinity, normalisation, loss and tap."""
     plt = pyplot()
     trials = completed(study)
-    anchors = {t.number for t in trials if "anchor" in t.user_attrs}
+    anchors = {t.number for t in trials if is_known(t)}
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
     for ax, choice in zip(axes.flat, ("affinity", "normalisation", "loss", "tap")):
         stats = choice_stats(trials, choice)
@@ -297,7 +298,7 @@ def plot_weights(study: optuna.Study):
         for term in t.user_attrs["objective_config"].get("terms") or []:
             if term["weight"] > 0:
                 panel = term["method"]["name"] if term.get("kind") == "feature" else term["loss"]["name"]
-                points.setdefault(panel, []).append((term["weight"], t.values[0], "anchor" in t.user_attrs))
+                points.setdefault(panel, []).append((term["weight"], t.values[0], is_known(t)))
     losses = sorted(points) or ["(no term)"]
     ncols = min(3, len(losses))
     nrows = math.ceil(len(losses) / ncols)

@@ -1,6 +1,6 @@
 """One self-contained HTML page per study: summary, anchors against the best trials, the
-top compositions with their YAML, importance, every plot, and the confirm table when one
-exists; a multi-objective study (accuracy against student size) gets its Pareto front, as a
+top compositions with their YAML, importance, every plot, and the confirm and ablation tables
+when they exist; a multi-objective study (accuracy against student size) gets its Pareto front, as a
 plot and a table, in place of the sections that rank by one value. Images are embedded as
 base64 PNG and the page has no scripts and no external references, so it opens anywhere
 without network access.
@@ -21,7 +21,7 @@ from ..fields import yaml_dump
 from ..files import write_text
 from ..study import redact, study_status
 from ..study.seeds import compositions, search_verdict, verdict_line
-from ..study.record import CONFIRM_ATTR, SETTING_ATTR, versions
+from ..study.record import ABLATION_ATTR, CONFIRM_ATTR, SETTING_ATTR, versions
 from .importance import study_importance
 from .pareto import FRONT_COLUMNS, front_cells, is_multi_objective, objective_names, pareto_front
 from .plots import study_plots, write_study_plots
@@ -70,6 +70,8 @@ def _summary(study: optuna.Study, url: str) -> str:
         ["seed", html.escape(str(setting.get("seed")))],
         ["trials", html.escape(", ".join(f"{k} {v}" for k, v in status["counts"].items() if v))],
     ]
+    if status["recipe"]:  # the study tuned its learning rate first (relkd.tuning): the recipe and the headroom
+        rows.append(["tuned recipe", html.escape(status["recipe"]["line"])])
     if "objectives" in status:
         aims = ["maximised" if i == 0 else "minimised" for i in range(len(status["objectives"]))]
         rows.append(["objectives", html.escape(", ".join(f"{n} ({a})" for n, a in zip(status["objectives"], aims)))])
@@ -79,9 +81,9 @@ def _summary(study: optuna.Study, url: str) -> str:
 def _anchors_vs_best(study: optuna.Study) -> str:
     ranked = compositions(study)
     kd = next((c.mean for c in ranked if c.anchor == "kd"), None)
-    rows = [c for c in ranked if c.anchor is not None] + [c for c in ranked if c.anchor is None][:3]
+    rows = [c for c in ranked if c.known] + [c for c in ranked if not c.known][:3]
     rows.sort(key=lambda c: (-c.mean, c.trial.number))
-    body = [[f"anchor <code>{html.escape(c.anchor)}</code>" if c.anchor else f"search trial {c.trial.number}",
+    body = [[html.escape(c.label) if c.known else f"search trial {c.trial.number}",
              c.spread(), "" if kd is None else f"{100 * (c.mean - kd):+.2f}"] for c in rows]
     verdict = f"<p><strong>Verdict:</strong> {html.escape(verdict_line(search_verdict(study)))}</p>"
     return verdict + _table(["composition", "validation accuracy (mean ± std over seeds)", "vs kd (points)"], body,
@@ -137,6 +139,31 @@ def _confirm(study: optuna.Study) -> str:
                      rows, numeric={1, 2, 3, 4}))
 
 
+def _ablation(study: optuna.Study) -> str:
+    """The table ``relkd study ablate`` stored (:mod:`relkd.study.ablate`); the report trains nothing."""
+    table = study.user_attrs.get(ABLATION_ATTR)
+    if not table:
+        return ("<p class=\"muted\">No ablation yet: <code>relkd study ablate --study-name "
+                f"{html.escape(study.study_name)}</code> retrains the best searched composition with each part "
+                "removed or reset, paired by seed.</p>")
+    rows = []
+    for r in table["rows"]:
+        c = r.get("contribution") or {}
+        rows.append([html.escape(r["variant"]), html.escape(r["change"]),
+                     f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}", "" if not c else f"{100 * c['mean']:+.2f}",
+                     "" if c.get("low") is None else f"{100 * c['low']:.2f} .. {100 * c['high']:.2f}",
+                     "" if c.get("p") is None else f"{c['p']:.3g}"])
+    sentences = "".join(f"<li>{html.escape(r['sentence'])}</li>" for r in table["rows"] if r.get("sentence"))
+    skipped = "; ".join(f"{s['variant']} ({s['why']})" for s in table.get("skipped") or [])
+    return (f"<p>{html.escape(table['composition'])} (<code>{html.escape(table['summary'])}</code>), "
+            f"{table['epochs']} epochs, seeds {', '.join(map(str, table['seeds']))}: validation accuracy, each variant "
+            f"with the same seeds as the full composition; a part's contribution is full − variant in points, "
+            f"paired by seed (mean, 95% CI, paired t-test p).</p>"
+            + _table(["variant", "change", "val %", "contribution", "95% CI", "p"], rows, numeric={2, 3, 4, 5})
+            + (f"<ul>{sentences}</ul>" if sentences else "")
+            + (f"<p class=\"muted\">Not trained: {html.escape(skipped)}.</p>" if skipped else ""))
+
+
 def _figures(study: optuna.Study, evaluator: str) -> dict[str, str]:
     """Every plot written for the study as an HTML figure, by name, in the report's order."""
     with tempfile.TemporaryDirectory() as folder:
@@ -190,6 +217,7 @@ def render_report(study: optuna.Study, url: str, *, top_k: int = 5, evaluator: s
             (f"Top {top_k} compositions", _top_k(study, top_k)),
             ("What mattered", _importance(study, evaluator)),
             ("Confirmation on the test split", _confirm(study)),
+            ("Ablation: what each part contributes", _ablation(study)),
             ("Plots", _plots(figures)),
         ]
     body = "".join(f"<h2>{html.escape(name)}</h2>{content}" for name, content in sections)

@@ -16,13 +16,14 @@ from ..files import write_text
 from ..models import TappedModel, count_params
 from ..models.prune import count_macs
 from ..objective import Objective, as_objective
+from ..presets import PRESETS
 from ..setting import Setting, resolve_device
 from .build import build_model, load_data
 from .device import tf32
 from .teacher import TeacherResult, get_teacher
 from .training import Report, evaluate, fit
 
-__all__ = ["RunEvaluation", "run_trial", "train_runs"]
+__all__ = ["RunEvaluation", "run_trial", "setting_objective", "train_runs"]
 
 
 class RunEvaluation(Protocol):
@@ -32,6 +33,14 @@ class RunEvaluation(Protocol):
     def per_seed(self, model: TappedModel, teacher: TeacherResult | None) -> dict[str, Any]: ...
 
     def summary(self, per_seed: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+
+def setting_objective(setting: Setting, objective: Objective | Mapping[str, Any] | str) -> Objective:
+    """:func:`as_objective` of ``objective``, except that a preset name is built for the
+    setting's models (:meth:`Setting.preset`: the multi-layer presets read their layers)."""
+    if isinstance(objective, str) and objective in PRESETS:
+        return as_objective(setting.preset(objective))
+    return as_objective(objective)
 
 
 def run_trial(
@@ -45,6 +54,7 @@ def run_trial(
     progress: bool = False,
     teacher: TeacherResult | None = None,
     return_model: bool = False,
+    every_epoch: bool = True,
 ) -> dict[str, Any]:
     """Train the setting's student with an objective and return its metrics.
 
@@ -56,11 +66,14 @@ def run_trial(
     ``stopped_early``, ``wall_seconds``, ``samples_per_second``, ``seed``, and the student's
     size (``student_params``; ``student_macs`` for one input, Conv2d and Linear layers); with
     ``return_model``, ``model`` and, for an objective with trainable parts (feature terms),
-    ``objective_state`` (their state dict, on the CPU).
+    ``objective_state`` (their state dict, on the CPU). ``every_epoch=False`` (without
+    ``report``) evaluates after the last epoch only: ``val_history`` then has one value.
     """
+    if report is not None and not every_epoch:
+        raise ValueError("every_epoch: a run that reports each epoch must evaluate each epoch")
     start = time.perf_counter()
     seed = setting.seed if seed is None else seed
-    objective = as_objective(objective_config)
+    objective = setting_objective(setting, objective_config)
     if objective.trainable and objective.bound:  # every run trains the terms' parts from their start
         objective = as_objective(objective.to_config())
     device = resolve_device(setting.device)
@@ -78,7 +91,7 @@ def run_trial(
             eval_batch_size=setting.data.eval_batch_size,
             teacher=teacher.model if teacher is not None else None, teacher_cache_key=cache_key,
             report=report, progress=progress, desc=f"student {setting.student.model} seed {seed}",
-            precision=setting.precision,
+            precision=setting.precision, every_epoch=every_epoch,
         )
     metrics: dict[str, Any] = {
         "seed": seed,
@@ -125,7 +138,7 @@ def train_runs(
     train --eval-test`` passes), beyond accuracy: its per-seed metrics join each seed's
     and its summary of them joins the summary."""
     start = time.perf_counter()
-    objective = as_objective(objective_config)
+    objective = setting_objective(setting, objective_config)
     teacher = get_teacher(setting, progress=progress) if objective.needs_teacher else None
     per_seed = []
     out_dir = Path(out) if out is not None else None

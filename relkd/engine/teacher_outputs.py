@@ -118,9 +118,12 @@ class TeacherOutputs:
         they would not fit in the memory limit (the caller then runs the teacher live). On
         CUDA the outputs are those of ``precision``'s autocast, so they are kept apart per
         autocast dtype."""
+        # the last two (augmentation seed, epoch) stay last
         dtype = autocast_dtype(loader.device, precision)
         if dtype is not None:
-            key = (*key[:-2], str(dtype), *key[-2:])  # the last two (augmentation seed, epoch) stay last
+            key = (*key[:-2], str(dtype), *key[-2:])
+        if teacher.points.version != 1:  # its taps read other tensors than version 1's did
+            key = (*key[:-2], f"taps v{teacher.points.version}", *key[-2:])
         stored = cls._store.pop(key, {})
         cls._store[key] = stored  # the most recently used goes last
         missing = tuple(t for t in taps if t not in stored)

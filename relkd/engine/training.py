@@ -196,6 +196,7 @@ def fit(
     progress: bool = False,
     desc: str = "train",
     precision: str = "auto",
+    every_epoch: bool = True,
 ) -> FitResult:
     """Train ``model`` on the train split with ``objective`` for ``recipe.epochs`` epochs,
     evaluating validation accuracy after each epoch and calling ``report(epoch, val_acc)``;
@@ -204,7 +205,8 @@ def fit(
     the student (their state stays in ``objective``).
     ``precision``: the setting's (:mod:`relkd.engine.device`); on CUDA the loss parts are
     summed on the device and the finiteness checked every 25 steps, so no step waits for
-    the host."""
+    the host. ``every_epoch=False``: validation accuracy after the last epoch only (runs that
+    report nothing and need only their end point, such as a learning-rate tuning)."""
     loader = data.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
                                drop_last=data.train_labels.numel() > batch_size)
     val_loader = data.eval_loader("val", batch_size=eval_batch_size, device=device)
@@ -259,19 +261,21 @@ def fit(
                 if not bool(torch.isfinite(parts["total"].detach())):
                     raise_non_finite(parts, previous, objective, epoch, steps)
                 previous = {name: parts[f"{name}.weighted"].detach() for name in objective.part_names}
+        if any(not math.isfinite(float(v)) for v in sums.values()):
+            raise_non_finite(sums, None, objective, epoch, steps)
+        if not every_epoch and epoch + 1 < recipe.epochs:
+            continue
         val_acc = evaluate(model, val_loader, precision)
         history.append(val_acc)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(val_acc=f"{val_acc:.4f}")
         log.info("%s epoch %d/%d: val accuracy %.4f", desc, epoch + 1, recipe.epochs, val_acc)
-        if any(not math.isfinite(float(v)) for v in sums.values()):
-            raise_non_finite(sums, None, objective, epoch, steps)
         if report is not None and report(epoch, val_acc):
             stopped = epoch + 1 < recipe.epochs
             break
     seconds = time.perf_counter() - start
     means = {name: float(v) / max(steps, 1) for name, v in sums.items()}
-    return FitResult(history, means, len(history), stopped, samples, seconds)
+    return FitResult(history, means, epoch + 1 if recipe.epochs else 0, stopped, samples, seconds)
 
 
 def raise_non_finite(parts: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor] | None,

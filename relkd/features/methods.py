@@ -9,8 +9,9 @@ trainable parts for the actual tap shapes when the objective first meets the mod
 (:meth:`relkd.Objective.bind`), and their parameters then join the student's optimizer.
 
 Feature maps of different spatial sizes are compared after the larger one is average-pooled
-to the smaller one's size (:func:`match_spatial`); channel counts may differ wherever the
-method has a regressor or compares channel distributions (NST).
+to the smaller one's size (:func:`match_spatial`), except by FitNets, whose regressor maps
+the student's map to the teacher's size as RepDistiller's does; channel counts may differ
+wherever the method has a regressor or compares channel distributions (NST).
 
 Published defaults (weights are in :mod:`relkd.presets`) follow the papers and, where the
 papers leave a choice open, RepDistiller (Tian et al.'s public code for the CRD benchmark,
@@ -27,8 +28,8 @@ from torch import Tensor, nn
 
 from ..registry import Param, Registry
 
-__all__ = ["FEATURES", "FeatureMethod", "register_method", "match_spatial", "FitNet", "Attention", "NeuralStyle",
-           "VariationalInfo", "Contrastive"]
+__all__ = ["FEATURES", "FeatureMethod", "register_method", "match_spatial", "conv_regressor", "FitNet", "Attention",
+           "NeuralStyle", "VariationalInfo", "Contrastive"]
 
 FEATURES = Registry("feature method", bind=False)
 
@@ -98,28 +99,58 @@ def _ranks_match(method: str, student: Tensor, teacher: Tensor) -> None:
                          f"{tuple(teacher.shape)}; expected both (B, C, H, W) or both (B, D)")
 
 
+def conv_regressor(student: Sequence[int], teacher: Sequence[int]) -> tuple[nn.Module, bool]:
+    """FitNets' regressor from a student map of shape ``(C_s, H_s, W_s)`` to a teacher map
+    ``(C_t, H_t, W_t)``, by RepDistiller's rule (``models/util.py: ConvReg``, which compares
+    heights only):
+
+    * H_s = 2 H_t: conv 3x3, stride 2, padding 1 (the student's full map, halved);
+    * 2 H_s = H_t: transposed conv 4x4, stride 2, padding 1 (the loss at the teacher's size);
+    * H_s >= H_t otherwise: a valid conv of kernel (1 + H_s - H_t, 1 + W_s - W_t), so 1x1 when
+      the sizes are equal;
+
+    each followed by BatchNorm and ReLU. Returns ``(module, pooled)``: ``pooled`` is True
+    where the reference has no rule (a student map smaller than the teacher's, not half of it,
+    or widths that the valid conv cannot map): there relkd average-pools the larger side of
+    each map to the smaller one's (:func:`match_spatial`) and uses a 1x1 conv."""
+    (c_s, h_s, w_s), (c_t, h_t, w_t) = student, teacher
+    # the rule compares heights only; each case applies where its output is the teacher's size
+    if h_s == 2 * h_t and (w_s + 1) // 2 == w_t:
+        conv: nn.Module = nn.Conv2d(c_s, c_t, kernel_size=3, stride=2, padding=1)
+    elif 2 * h_s == h_t and 2 * w_s == w_t:
+        conv = nn.ConvTranspose2d(c_s, c_t, kernel_size=4, stride=2, padding=1)
+    elif h_s >= h_t and w_s >= w_t and h_s != 2 * h_t:
+        conv = nn.Conv2d(c_s, c_t, kernel_size=(1 + h_s - h_t, 1 + w_s - w_t))
+    else:
+        return nn.Sequential(nn.Conv2d(c_s, c_t, kernel_size=1), nn.BatchNorm2d(c_t), nn.ReLU()), True
+    return nn.Sequential(conv, nn.BatchNorm2d(c_t), nn.ReLU()), False
+
+
 @register_method("fitnet", description="FitNets hint (Romero et al. 2015): MSE of a regressor of the student's map")
 class FitNet(FeatureMethod):
     """FitNets hint (Romero et al. 2015): L = mean((r(f_s) - f_t)^2).
 
     r is a regressor from the student's width to the teacher's, trained with the student:
-    for feature maps conv 3x3 + BatchNorm + ReLU (RepDistiller's ``ConvReg``), for vectors a
-    linear layer. The paper trains the hint in a first stage and the student with KD after;
-    relkd, like RepDistiller and Quinn et al., trains the hint jointly with the other parts.
-    Maps of different spatial sizes are pooled to the smaller one first."""
+    for feature maps RepDistiller's ``ConvReg`` (:func:`conv_regressor`: a 1x1 conv when the
+    maps have the same size, a 3x3 stride-2 conv when the student's is twice the teacher's,
+    a 4x4 transposed conv when it is half, then BatchNorm and ReLU), for vectors a linear
+    layer. The paper trains the hint in a first stage and the student with KD after; relkd,
+    like RepDistiller and Quinn et al., trains the hint jointly with the other parts."""
 
     def build(self, student: Tensor, teacher: Tensor, num_samples: int | None) -> None:
         _ranks_match("fitnet", student, teacher)
         c_s, c_t = student.shape[1], teacher.shape[1]
+        self.pooled = False
         if student.dim() == 4:
-            self.regressor = nn.Sequential(nn.Conv2d(c_s, c_t, 3, padding=1), nn.BatchNorm2d(c_t), nn.ReLU())
+            self.regressor, self.pooled = conv_regressor(student.shape[1:], teacher.shape[1:])
         else:
             self.regressor = nn.Linear(c_s, c_t)
         self.regressor.to(student.device)
         self.built = True
 
     def forward(self, student: Tensor, teacher: Tensor, index: Tensor | None = None) -> Tensor:
-        student, teacher = match_spatial(student, teacher)
+        if self.pooled:
+            student, teacher = match_spatial(student, teacher)
         return F.mse_loss(self.regressor(student), teacher)
 
 
@@ -132,12 +163,19 @@ def attention_map(features: Tensor, p: float) -> Tensor:
                  params=[Param("p", 2.0, help="power of the activations", min=0.0, min_inclusive=False)])
 class Attention(FeatureMethod):
     """Attention transfer (Zagoruyko & Komodakis 2017): a(f) = normalise(mean_c |f|^p) over
-    the H W positions, L = mean over B x H W of (a(f_s) - a(f_t))^2, p = 2 (the paper's |.|;
-    RepDistiller's f^p is the same for p = 2 and not defined for other p on signed maps).
+    the H W positions, L = mean over B x H W of (a(f_s) - a(f_t))^2, p = 2.
 
-    The maps are spatial (B, C, H, W); channel counts may differ. The paper sums AT over
-    several layer pairs: the ``at`` preset has one term per stage (RepDistiller's choice of
-    layers)."""
+    relkd takes the paper's |f|^p (its F^p_sum = sum_c |A_c|^p). RepDistiller computes
+    f.pow(p): the same for every even integer p (its default, 2); for an odd integer p it keeps
+    the sign, so positive and negative activations of a channel cancel in the mean, where
+    relkd's add; for a non-integer p it is NaN at every negative activation (relkd's is defined).
+
+    The maps are spatial (B, C, H, W); channel counts may differ. Maps of different sizes:
+    relkd pools the larger size of each dimension to the smaller (:func:`match_spatial`);
+    RepDistiller pools the map of the larger height to a square of the smaller height, which
+    is the same for square maps (every CIFAR network) and squashes a non-square map's width.
+    The paper sums AT over several layer pairs: the ``at`` preset has one term per group of
+    blocks (RepDistiller's layers, :mod:`relkd.presets`)."""
 
     needs_map = True
 

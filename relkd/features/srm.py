@@ -18,7 +18,7 @@ batch (the larger map average-pooled to the smaller one's size first),
 
     pixel label   y_hw = argmax_m a_k[h, w, m]         (one of M classes per pixel)
     image label   q    = mean_hw a_k[h, w, :]          (in [0, 1]^M)
-    z = W s + c   (a 1 x 1 convolution of the student's features to M logits, trained with it)
+    z = W^T s + c (the student's head: W (C_s x M) and one scalar intercept c, trained with it)
     L = pixel_weight * CE(z_hw, y_hw) (mean over pixels) + image_weight * BCE(mean_hw sigmoid(z), q).
 
 Choices relkd made where the paper or its public code (viebboy/SRM) leaves one open or where
@@ -35,9 +35,13 @@ relkd departs from it, each for a reason:
   rate) are relkd's CPU-sized defaults; the code trains 100 epochs on CIFAR-100 with a
   decaying rate. The teacher stays in eval mode (the code leaves its BatchNorm in train mode).
 - **Defaults**: ``codewords`` 2 and ``sparsity`` 0.02 (the code's CIFAR-100 and transfer values),
-  pixel and image weights 1 (the code's), the dictionary initialised Kaiming-uniform and the
-  bias uniform in [-1, 1], as the code does, from a fixed seed, on the training set in its
-  stored order without augmentation: every seed's run of a study shares one dictionary.
+  pixel and image weights 1 (the code's).
+- **Initialisation, as the code's** (``cifar100/code/Layers.py``): the dictionary D (C_t x M)
+  and the student's head W (C_s x M) by ``kaiming_uniform_`` with its default a = 0, i.e.
+  uniform in +-sqrt(6 / M) (the fan-in of a (C, M) tensor is M), and each one scalar
+  intercept uniform in [-1, 1]. The dictionary is drawn from a fixed seed and learned on the
+  training set in its stored order without augmentation, so every seed's run of a study
+  shares one dictionary; the head is drawn from the run's seed.
 """
 from __future__ import annotations
 
@@ -55,7 +59,7 @@ from ..cache import cached
 from ..registry import Param
 from .methods import FeatureMethod, match_spatial, register_method
 
-__all__ = ["SparseRepresentation", "sparse_codes", "learn_dictionary"]
+__all__ = ["SparseRepresentation", "CodeHead", "sparse_codes", "initial_dictionary", "learn_dictionary"]
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +71,21 @@ def sparse_codes(features: Tensor, dictionary: Tensor, bias: Tensor, k: int) -> 
     return a * (a >= threshold)
 
 
+def initial_dictionary(channels: int, atoms: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """The dictionary (C x M) and its scalar bias before learning, as the authors' code draws
+    them: ``kaiming_uniform_`` with a = 0, uniform in +-sqrt(6 / M) (the fan-in of a (C, M)
+    tensor is M), and uniform in [-1, 1]; from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    bound = math.sqrt(6 / atoms)
+    dictionary = (torch.rand(channels, atoms, generator=generator) * 2 - 1) * bound
+    return dictionary, torch.rand(1, generator=generator) * 2 - 1
+
+
 def learn_dictionary(batches: Callable[[], Iterator[Tensor]], channels: int, atoms: int, k: int, epochs: int,
                      lr: float, seed: int = 0) -> dict[str, Tensor]:
     """Stage 1: learn ``{"dictionary": (C, M), "bias": (1,)}`` on the teacher's feature maps
     that ``batches()`` yields (one pass per epoch) by minimising the reconstruction error."""
-    generator = torch.Generator().manual_seed(seed)
-    bound = 1 / math.sqrt(atoms)  # kaiming_uniform_(a=sqrt(5)) of a (C, M) tensor, whose fan_in is M
-    dictionary = ((torch.rand(channels, atoms, generator=generator) * 2 - 1) * bound)
-    bias = torch.rand(1, generator=generator) * 2 - 1
+    dictionary, bias = initial_dictionary(channels, atoms, seed)
     device = None
     optimizer = None
     for epoch in range(epochs):
@@ -96,6 +107,22 @@ def learn_dictionary(batches: Callable[[], Iterator[Tensor]], channels: int, ato
     if optimizer is None:
         raise ValueError("srm: the dictionary stage got no teacher features to learn from")
     return {"dictionary": dictionary.detach().cpu(), "bias": bias.detach().cpu()}
+
+
+class CodeHead(nn.Module):
+    """The student's head of SRM, as the authors' code's: logits z = W^T s + c at every pixel
+    of a (B, C_s, H, W) map, W a (C_s, M) matrix initialised ``kaiming_uniform_`` (a = 0:
+    uniform in +-sqrt(6 / M)) and c one scalar intercept uniform in [-1, 1]; (B, M, H, W) out."""
+
+    def __init__(self, channels: int, atoms: int):
+        super().__init__()
+        self.centers = nn.Parameter(torch.empty(channels, atoms))
+        self.intercept = nn.Parameter(torch.empty(1))
+        nn.init.kaiming_uniform_(self.centers)
+        nn.init.uniform_(self.intercept, -1.0, 1.0)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return torch.einsum("bchw,cm->bmhw", features, self.centers) + self.intercept
 
 
 @register_method("srm", description="Sparse representation matching (Tran et al. 2021): labels from sparse codes",
@@ -135,7 +162,7 @@ class SparseRepresentation(FeatureMethod):
             raise ValueError(f"srm: method.codewords {self.codewords:g} x {c_t} teacher channels gives a dictionary "
                              f"of {atoms} atom(s); expected at least 2: raise method.codewords")
         self.k = max(1, int(self.sparsity * atoms))
-        self.head = nn.Conv2d(c_s, atoms, 1).to(student.device)
+        self.head = CodeHead(c_s, atoms).to(student.device)
         self.register_buffer("dictionary", torch.zeros(c_t, atoms, device=student.device))
         self.register_buffer("bias", torch.zeros(1, device=student.device))
         self.built = True
@@ -144,7 +171,7 @@ class SparseRepresentation(FeatureMethod):
         """What determines the dictionary: the teacher and its data (``teacher_key``), the tap,
         the dictionary's shape and the stage's parameters."""
         text = json.dumps({"teacher": teacher_key, "tap": tap, "shape": list(self.dictionary.shape), "k": self.k,
-                           "epochs": self.dict_epochs, "lr": self.dict_lr, "version": 1}, sort_keys=True)
+                           "epochs": self.dict_epochs, "lr": self.dict_lr, "version": 2}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def stage(self, batches: Callable[[], Iterator[Tensor]], key: str | None) -> None:

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import json
 import logging
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import torch
 
@@ -44,6 +45,7 @@ __all__ = [
     "list_models",
     "describe_models",
     "count_params",
+    "body_stages",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,18 +118,41 @@ class ModelInfo(NamedTuple):
     params: tuple[Param, ...]
 
 
+def _shape_model(name: str, in_channels: int, **params: Any) -> tuple[TappedModel, dict[str, tuple[int, ...]]]:
+    """``name`` built for its shapes only, with its tap shapes at its natural input size: on the
+    meta device where it can be (no memory, no initialisation cost), without touching the
+    global RNG."""
+    size = tuple(model_entry(name).property("input_size", default=(3, 32, 32)))
+    with torch.random.fork_rng(devices=[]):
+        try:
+            with torch.device("meta"):
+                model = create_model(name, num_classes=10, in_channels=in_channels, **params)
+                return model, model.tap_shapes((in_channels, *size[1:]), batch_size=1)
+        except (NotImplementedError, RuntimeError):  # a model whose construction reads tensor data
+            model = create_model(name, num_classes=10, in_channels=in_channels, **params)
+            return model, model.tap_shapes((in_channels, *size[1:]), batch_size=1)
+
+
+def body_stages(name: str, params: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """The stage taps of model ``name`` after its stem, the last named ``last_stage``
+    (:attr:`TappedModel.body_stages`): the layers the every-stage presets read. Builds the
+    model once per process for its shapes only (its weights, if ``params`` names a file, are
+    not read)."""
+    return _body_stages(name, json.dumps({k: v for k, v in (params or {}).items() if k != "weights"},
+                                         sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=None)
+def _body_stages(name: str, params: str) -> tuple[str, ...]:
+    size = tuple(model_entry(name).property("input_size", default=(3, 32, 32)))
+    return _shape_model(name, size[0], **json.loads(params))[0].body_stages
+
+
 @functools.lru_cache(maxsize=None)
 def _describe(name: str) -> ModelInfo:
     entry = model_entry(name)
     size = tuple(entry.property("input_size", default=(3, 32, 32)))
-    with torch.random.fork_rng(devices=[]):
-        try:  # shapes only: build on the meta device (no memory, no initialisation cost)
-            with torch.device("meta"):
-                model = create_model(name, num_classes=10, in_channels=size[0])
-                shapes = model.tap_shapes(size, batch_size=1)
-        except (NotImplementedError, RuntimeError):  # a model whose construction reads tensor data
-            model = create_model(name, num_classes=10, in_channels=size[0])
-            shapes = model.tap_shapes(size, batch_size=1)
+    model, shapes = _shape_model(name, size[0])
     return ModelInfo(
         name=name,
         description=entry.description,

@@ -14,8 +14,10 @@ reports): resnet8 0.08M, resnet20 0.28M, resnet32 0.47M, resnet56 0.86M, resnet1
 resnet8x4 1.23M, resnet32x4 7.43M, wrn_16_2 0.70M, wrn_40_1 0.57M, wrn_40_2 2.26M.
 
 Taps (for a 32x32 input): ResNets ``stage1..3`` are ``layer1..3`` (32x32, 16x16, 8x8);
-WRNs ``stage1..2`` are ``block1..2`` and ``stage3`` is the final BN-ReLU after ``block3``
-(a pre-activation network's last feature map, the tensor that is pooled).
+WRNs ``stage1..3`` are ``block1..3``, the raw outputs of the pre-activation groups, as
+RepDistiller's ``feat[1:4]`` (its ``f3``, the ``last_stage`` that SP, AT, NST and VID read,
+is ``block3``'s output before the final BN-ReLU). The BN-ReLU map that is pooled is not a
+tap of its own: its global average is ``pool``.
 
 A CIFAR ResNet also takes optional per-layer widths (:class:`ResNetWidths`): the shape of
 a filter-pruned network (:mod:`relkd.models.prune`). Which blocks have a downsample
@@ -212,7 +214,8 @@ class WideResNet(nn.Module):
     """WRN-depth-k (Zagoruyko & Komodakis 2016) as in RepDistiller: ``depth = 6n + 4``,
     widths 16, 16k, 32k, 64k, pre-activation blocks, final BN-ReLU, global pooling, linear."""
 
-    tap_points = TapPoints(stages=("block1", "block2", "relu"), classifier="fc")
+    # version 2: stage3 is block3's output (version 1 read the final BN-ReLU)
+    tap_points = TapPoints(stages=("block1", "block2", "block3"), classifier="fc", version=2)
 
     def __init__(
         self,
@@ -282,7 +285,8 @@ _WRN_DOC = """Wide ResNet WRN-{depth}-{k} (RepDistiller ``{name}``): widths 16/{
     Pre-activation basic blocks at strides 1/2/2, final BN-ReLU, global average pooling,
     linear classifier. {params} parameters for 100 classes and RGB input.
     Taps (32x32x3 input): stage1 ({w1}, 32, 32), stage2 ({w2}, 16, 16), stage3 ({w3}, 8, 8)
-    (after the final BN-ReLU), last_stage = stage3, pool ({w3},), logits.
+    (the groups' raw outputs, before the final BN-ReLU, as RepDistiller's features), last_stage
+    = stage3, pool ({w3},), logits.
     """
 
 #: name -> (depth, num_filters, params for 100 classes as reported by CRD)

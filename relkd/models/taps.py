@@ -61,11 +61,17 @@ class TapPoints:
     ``classifier``: the submodule whose output is the logits; its input, flattened to
     (B, D), is the ``pool`` tap unless ``pool_input`` names another submodule whose input
     is the embedding (e.g. a dropout layer that precedes the classifier).
+    ``stem``: the first stage is the network's stem (its first convolution(s) before any group
+    of blocks), which the every-stage presets leave out (:attr:`TappedModel.body_stages`).
+    ``version``: raised when a tap of the network comes to read another tensor, so that
+    teacher outputs cached for the old tap are not read back for the new one.
     """
 
     stages: tuple[str, ...]
     classifier: str
     pool_input: str | None = None
+    stem: bool = False
+    version: int = 1
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -170,6 +176,15 @@ class TappedModel(nn.Module):
     @property
     def num_stages(self) -> int:
         return len(self.points.stages)
+
+    @property
+    def body_stages(self) -> tuple[str, ...]:
+        """The taps of the stages after the stem, the last one named ``last_stage``: the
+        layers RepDistiller's multi-layer methods read (its ``feat[1:-1]``: each group of
+        blocks' output, without the stem). ``('stage1', 'stage2', 'last_stage')`` on the CNNs
+        and CIFAR networks, ``('stage2', ..., 'stage4', 'last_stage')`` on a torchvision ResNet."""
+        names = stage_tap_names(self.num_stages)[1 if self.points.stem and self.num_stages > 1 else 0:]
+        return (*names[:-1], LAST_STAGE)
 
     @property
     def classifier(self) -> nn.Module:

@@ -16,7 +16,10 @@ are grouped into runs of equal output stride (input size / output height, rounde
 to a power of two). Each run is a stage and its last module is
 the stage's tap: one stage per output stride, timm's ``features_only`` convention, so a
 ResNet has 5 stages (the stem at stride 2, then ``layer1..layer4``) and a MobileNet or
-EfficientNet has 5 as well. ``pool`` is the input of the classifier (the last top-level
+EfficientNet has 5 as well. The first stage is the stem (or, for VGG and AlexNet, the
+first block before any pooling), which RepDistiller's feature lists hold as ``f0`` and its
+multi-layer methods leave out: the every-stage presets read ``stage2..stageK``
+(:attr:`~relkd.models.taps.TappedModel.body_stages`). ``pool`` is the input of the classifier (the last top-level
 module, or the dropout just before it), flattened; ``logits`` is the model's output.
 
 Supported families (every one is tested to build and give taps):
@@ -276,6 +279,7 @@ def discover_tap_points(net: nn.Module, num_classes: int, sizes: tuple[int, ...]
         stages=tuple(stages),
         classifier=classifier_name,
         pool_input=None if pool_name == classifier_name else pool_name,
+        stem=True,
     )
 
 

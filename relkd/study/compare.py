@@ -45,8 +45,10 @@ from ..presets import PRESETS, preset
 from ..adapt import resolve_student
 from ..registry import unknown_name_message
 from ..setting import Setting, setting_or_errors
+from ..tuning import resolve_recipe
+from .export import recipe_status
 from .queue import Run, RunQueue, completed_runs
-from .record import COMPARE_ATTR
+from .record import COMPARE_ATTR, RECIPE_ATTR
 from .storage import redact, resolve_storage, run_dir
 
 __all__ = ["CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_runs", "compare_table",
@@ -132,7 +134,8 @@ def _legacy_run(trial: optuna.trial.FrozenTrial) -> Run | None:
 def compare_runs(spec: CompareSpec) -> list[Run]:
     """Every (method, seed) run of the compare, in the order they are enqueued; its trial
     has the parameters ``method`` and ``seed``."""
-    return [Run(m, preset(m), seed, label=m, params={"method": m, "seed": seed}) for m in spec.runs
+    configs = {m: spec.setting.preset(m) for m in spec.runs}  # the layers of the setting's models
+    return [Run(m, configs[m], seed, label=m, params={"method": m, "seed": seed}) for m in spec.runs
             for seed in spec.seeds]
 
 
@@ -163,6 +166,10 @@ def run_compare(spec: CompareSpec, *, storage: str | None = None, out_dir: str |
     setting = resolve_student(spec.setting, progress=progress)
     queue = _open(spec, storage)
     study = queue.study
+    recorded = study.user_attrs.get(RECIPE_ATTR)  # every process of the compare trains at one rate
+    setting, tuning = resolve_recipe(setting, progress=progress, recorded=recorded)
+    if tuning is not None and recorded is None:
+        study.set_user_attr(RECIPE_ATTR, tuning.record())
     runs = compare_runs(spec)
     waiting = queue.add(runs)
     if waiting > 0:
@@ -227,6 +234,8 @@ def compare_table(study: optuna.Study, spec: CompareSpec) -> dict[str, Any]:
              "spearman_gain_alone_vs_with_kd": spearman}
     if spec.findings == "quinn":
         table["findings"] = quinn_findings(table, spec.methods)
+    if recipe_status(study) is not None:  # the runs trained at a tuned rate (relkd.tuning)
+        table["recipe"] = recipe_status(study)
     return table
 
 
@@ -279,8 +288,9 @@ def quinn_findings(table: dict[str, Any], methods: tuple[str, ...]) -> list[dict
 
 
 def format_markdown(table: dict[str, Any]) -> str:
-    lines = ["| method | seeds | test accuracy (%) | gain over none | rank | gain of +kd over kd |",
-             "|---|---|---|---|---|---|"]
+    lines = [table["recipe"]["line"], ""] if table.get("recipe") else []
+    lines += ["| method | seeds | test accuracy (%) | gain over none | rank | gain of +kd over kd |",
+              "|---|---|---|---|---|---|"]
     for r in table["rows"]:
         kd_gain = "" if r["kd_gain"] is None else f"{100 * r['kd_gain']:+.2f}"
         lines.append(f"| {r['method']} | {r['seeds']} | {100 * r['test_mean']:.2f} ± {100 * r['test_std']:.2f} | "

@@ -12,6 +12,10 @@ where it stopped and several processes split the runs. The finished runs of a co
 before run queues (``runs.jsonl`` in the same folder) are read into the queue instead of
 being trained again. The table goes to ``confirm.json`` and ``confirm.md`` beside it and to
 the study attribute ``relkd.confirm``.
+
+Whether the search's margin holds at longer budgets or on the full training set (the
+verdict's winner and best known method at several budgets) is :mod:`relkd.study.confirm_budgets`,
+which trains through the same queue with the same run keys (:func:`setting_hash`).
 """
 from __future__ import annotations
 
@@ -31,18 +35,22 @@ from ..engine import run_trial
 from ..files import write_text
 from ..adapt import resolve_student
 from ..pretrain import prepare_inits
-from ..presets import preset
 from .export import anchor_values, composition_label, ranked_trials, study_setting
 from .queue import Run, RunQueue
 from .seeds import compositions, welch_p
-from .record import CONFIRM_ATTR, comparable_setting, setting_record
+from ..setting import comparable_setting, setting_record
+from .record import CONFIRM_ATTR
 from .storage import run_dir
 
-__all__ = ["confirm_study", "Candidate", "welch_p", "format_table"]
+__all__ = ["confirm_study", "Candidate", "welch_p", "format_table", "setting_hash", "import_runs_jsonl",
+           "BUDGET_RECORDS"]
 
 log = logging.getLogger(__name__)
 
 BASELINE_ANCHORS = ("none", "kd")
+#: The keys of the study attribute that hold confirms at several budgets
+#: (:mod:`relkd.study.confirm_budgets`), kept when a single-budget confirm rewrites the attribute.
+BUDGET_RECORDS = ("budgets", "budgets_full_train")
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _setting_hash(setting: Any) -> str:
+def setting_hash(setting: Any) -> str:
     """What a finished run depends on besides composition, seed and epochs."""
     record = comparable_setting(setting_record(setting))
     inits = prepare_inits(setting)  # the init files' content, wherever they lie (none: the hash is as before)
@@ -76,14 +84,14 @@ def _setting_hash(setting: Any) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _candidates(study: optuna.Study, top_k: int) -> list[Candidate]:
-    """The anchors ``none``, ``kd`` and the best relation preset, then the ``top_k`` best
-    search compositions that differ from each other and from the anchors."""
+def _candidates(study: optuna.Study, setting: Any, top_k: int) -> list[Candidate]:
+    """The anchors ``none``, ``kd`` and the best relation preset (for ``setting``'s models),
+    then the ``top_k`` best search compositions that differ from each other and from the anchors."""
     anchors = anchor_values(study)
     trial_of = {t.user_attrs["anchor"]: t.number for t in ranked_trials(study) if "anchor" in t.user_attrs}
     relation = {name: value for name, value in anchors.items() if name not in BASELINE_ANCHORS}
     best_preset = max(relation, key=relation.get) if relation else None
-    chosen = [Candidate(f"anchor {name}", preset(name), trial_of.get(name), anchors.get(name))
+    chosen = [Candidate(f"anchor {name}", setting.preset(name), trial_of.get(name), anchors.get(name))
               for name in (*BASELINE_ANCHORS, *([best_preset] if best_preset else []))]
     seen = {c.key for c in chosen}
     found = 0
@@ -103,12 +111,12 @@ def _candidates(study: optuna.Study, top_k: int) -> list[Candidate]:
     return chosen
 
 
-def _runs(candidates: Sequence[Candidate], seeds: Sequence[int], epochs: int, setting_hash: str) -> list[Run]:
+def _runs(candidates: Sequence[Candidate], seeds: Sequence[int], epochs: int, hashed: str) -> list[Run]:
     """Each candidate with each seed; a run's key is the composition's and the setting's hash."""
-    return [Run(f"{c.key}@{setting_hash}", c.config, seed, epochs, c.label) for c in candidates for seed in seeds]
+    return [Run(f"{c.key}@{hashed}", c.config, seed, epochs, c.label) for c in candidates for seed in seeds]
 
 
-def _import_runs_jsonl(queue: RunQueue, path: Path, runs: Sequence[Run]) -> int:
+def import_runs_jsonl(queue: RunQueue, path: Path, runs: Sequence[Run]) -> int:
     """Store the runs a confirm made before run queues wrote to ``runs.jsonl`` (one JSON
     record a line: key, setting, label, seed, epochs, val_accuracy, test_accuracy,
     wall_seconds) as completed runs of ``queue``, for the ``runs`` it does not have yet;
@@ -162,16 +170,16 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
     setting = setting.with_budget(epochs=epochs)
     if device:
         setting = setting.replace(device=device)
-    setting_hash = _setting_hash(setting)
-    candidates = _candidates(study, top_k)
+    hashed = setting_hash(setting)
+    candidates = _candidates(study, setting, top_k)
     if not any(c.trial is not None and not c.label.startswith("anchor") for c in candidates):
         log.warning("study %s has no completed search trial yet: confirming the anchors only", study.study_name)
     out = Path(out_dir) if out_dir is not None else run_dir(study.study_name) / "confirm"
     out.mkdir(parents=True, exist_ok=True)
-    runs = _runs(candidates, seeds, epochs, setting_hash)
+    runs = _runs(candidates, seeds, epochs, hashed)
     url = storage or f"sqlite:///{(out / 'confirm.db').as_posix()}"
     queue = RunQueue.open(f"{study.study_name}.confirm", url, seed=setting.seed)
-    _import_runs_jsonl(queue, out / "runs.jsonl", runs)
+    import_runs_jsonl(queue, out / "runs.jsonl", runs)
     results = queue.run(runs, resolve_student(setting, progress=progress), eval_test=True, progress=progress, train=run_trial,
                         on_start=lambda run: log.info("confirm: %s, seed %d, %d epochs", run.label, run.seed, epochs))
     missing = [r for r in runs if r.id not in results]
@@ -180,7 +188,7 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
                          f"seed {missing[0].seed}); run the command again to retry them")
 
     def values(candidate: Candidate, metric: str) -> list[float]:
-        trials = [results[Run(f"{candidate.key}@{setting_hash}", {}, s, epochs).id] for s in seeds]
+        trials = [results[Run(f"{candidate.key}@{hashed}", {}, s, epochs).id] for s in seeds]
         return [t.value if metric == "val_accuracy" else t.user_attrs[metric] for t in trials]
 
     kd = next((c for c in candidates if c.label == "anchor kd"), None)
@@ -205,8 +213,10 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
              "best_preset": best_preset.label.split(" ", 1)[1] if best_preset else None, "rows": rows}
     write_text(out / "confirm.json", json.dumps(table, indent=2))
     write_text(out / "confirm.md", format_table(table))
+    previous = study.user_attrs.get(CONFIRM_ATTR)
+    kept = {k: v for k, v in previous.items() if k in BUDGET_RECORDS} if isinstance(previous, dict) else {}
     study.set_user_attr(CONFIRM_ATTR, {k: v for k, v in table.items() if k != "rows"} |
-                        {"rows": [{k: v for k, v in r.items() if k != "objective_config"} for r in rows]})
+                        {"rows": [{k: v for k, v in r.items() if k != "objective_config"} for r in rows]} | kept)
     return table
 
 

@@ -24,11 +24,12 @@ from ..config import save_config, validate_config
 from ..fields import yaml_dump
 from ..files import write_text
 from ..setting import Setting, validate_setting
+from ..tuning import Tuning, headroom_line, tuned
 from .seeds import Composition, compositions, search_verdict, verdict_line
-from .record import N_TRIALS_ATTR, SETTING_ATTR, counted_trials, trial_counts, versions
+from .record import N_TRIALS_ATTR, RECIPE_ATTR, SETTING_ATTR, counted_trials, trial_counts, versions
 from .storage import open_storage, redact, resolve_storage
 
-__all__ = ["load_relkd_study", "ranked_trials", "study_status", "export_trials", "study_setting",
+__all__ = ["load_relkd_study", "ranked_trials", "study_status", "export_trials", "study_setting", "study_tuning",
            "anchor_values", "composition_label", "student_file"]
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,18 @@ def load_relkd_study(study_name: str, storage: str | None = None) -> tuple[optun
 
 
 def study_setting(study: optuna.Study) -> Setting:
-    """The setting every trial of the study used."""
+    """The setting every trial of the study used: at its tuned learning rate where it tuned one."""
     record = dict(study.user_attrs[SETTING_ATTR])
     record["name"] = study.study_name
-    return validate_setting(record)
+    setting = validate_setting(record)
+    tuning = study_tuning(study)
+    return setting if tuning is None else tuned(setting, tuning)
+
+
+def study_tuning(study: optuna.Study) -> Tuning | None:
+    """The study's recipe tuning (:mod:`relkd.tuning`), or ``None`` where it did not tune one."""
+    recorded = study.user_attrs.get(RECIPE_ATTR)
+    return Tuning.from_record(recorded) if recorded else None
 
 
 def ranked_trials(study: optuna.Study, *, include_anchors: bool = True) -> list[optuna.trial.FrozenTrial]:
@@ -118,6 +127,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
             **best.summary(), "value": best.mean, "objective_config": best.trial.user_attrs.get("objective_config"),
         },
         "anchors": anchor_values(study),
+        "recipe": recipe_status(study),
         "verdict": verdict,
         "verdict_line": verdict_line(verdict),
     }
@@ -130,11 +140,21 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     return status
 
 
+def recipe_status(study: optuna.Study) -> dict[str, Any] | None:
+    """The study's tuned recipe and headroom as plain data (``line``: both in words), or ``None``."""
+    tuning = study_tuning(study)
+    if tuning is None:
+        return None
+    return {"lr": tuning.lr, "baseline": tuning.baseline, "grid": tuning.grid, "headroom": tuning.headroom(),
+            "line": headroom_line(tuning)}
+
+
 def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, rank: int,
                 seeds: Composition | None, selected_by: dict[str, int] | None) -> dict[str, Any]:
     from ..analysis.pareto import accuracy, is_multi_objective, objective_names  # here: analysis loads relkd.study
 
     setting = study.user_attrs[SETTING_ATTR]
+    tuning = study_tuning(study)
     meta = {
         "source": "relkd study export",
         "study": study.study_name,
@@ -145,7 +165,7 @@ def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, 
         "value": seeds.mean if seeds else accuracy(trial),
         "metric": "validation accuracy" + (f" (mean over {seeds.n} seeds)" if seeds and seeds.n > 1 else ""),
         "values_by_seed": {str(s): v for s, v in sorted(seeds.values.items())} if seeds else None,
-        "budget": setting.get("budget"),
+        "budget": setting.get("budget") if tuning is None else {**setting.get("budget", {}), "lr": tuning.lr},
         "teacher": setting.get("teacher", {}).get("model"),
         "student": setting.get("student", {}).get("model"),
         "dataset": setting.get("data", {}).get("dataset"),
@@ -155,6 +175,8 @@ def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, 
         "relkd_version": versions()["relkd"],
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if tuning is not None:  # the rate it trained at was tuned (relkd.tuning): train it at that rate
+        meta["recipe"] = {"lr": tuning.lr, "tuned_from": tuning.baseline}
     if selected_by:
         meta["selected_by"] = selected_by
     if is_multi_objective(study):

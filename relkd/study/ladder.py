@@ -39,6 +39,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..fields import FieldChecker, join_path
+from .record import is_searched
 
 __all__ = ["Ladder", "LadderPruner", "validate_ladder", "LADDER_FIELDS", "COMPARE", "ladder_of"]
 
@@ -124,7 +125,7 @@ class LadderPruner(optuna.pruners.BasePruner):
     def _comparable(self, trial: FrozenTrial) -> bool:
         if self.compare == "all":
             return True
-        return "anchor" not in trial.user_attrs and "rerun" not in trial.user_attrs
+        return is_searched(trial)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step

@@ -8,7 +8,6 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..presets import preset
 from .record import (
     INITS_ATTR,
     LADDER_ATTR,
@@ -17,11 +16,10 @@ from .record import (
     STUDY_ATTR,
     VERSION_ATTR,
     StudyMismatchError,
-    comparable_setting,
     setting_differences,
-    setting_record,
     versions,
 )
+from ..setting import comparable_setting, setting_record
 from .spec import StudySpec
 from .storage import open_storage, redact, resolve_storage
 
@@ -140,7 +138,7 @@ def enqueue_anchors(study: optuna.Study, spec: StudySpec) -> None:
     sizes = spec.size.anchor_params() if spec.size is not None else [{}]
     missing = [(name, extra) for name in spec.anchors for extra in sizes if (name, extra.get("ratio")) not in present]
     for name, extra in missing:
-        params = spec.space.params_for(preset(name))
+        params = spec.space.params_for(spec.setting.preset(name))
         study.enqueue_trial({**(params or {}), **extra},
                             user_attrs={"anchor": name, "anchor_in_space": params is not None})
     if missing:

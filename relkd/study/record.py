@@ -26,13 +26,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..setting import Setting
 
 __all__ = ["SETTING_ATTR", "STUDY_ATTR", "VERSION_ATTR", "INITS_ATTR", "N_TRIALS_ATTR", "COMPARE_ATTR",
-           "CONFIRM_ATTR", "RUN_ATTR", "OBJECTIVES_ATTR",
+           "CONFIRM_ATTR", "RUN_ATTR", "OBJECTIVES_ATTR", "RECIPE_ATTR",
            "LADDER_ATTR", "RERUN_ATTR", "TRIAL_ATTRS", "WORKER", "StudyMismatchError",
-           "versions", "is_counted",
-           "counted_trials", "trial_counts", "setting_record", "setting_differences", "comparable_setting"]
+           "versions", "is_counted", "is_known", "is_searched", "TUNED_ATTR",
+           "counted_trials", "trial_counts", "setting_differences"]
 
 SETTING_ATTR = "relkd.setting"
 STUDY_ATTR = "relkd.study"
@@ -41,8 +40,11 @@ INITS_ATTR = "relkd.inits"  # SHA-256 of the student's / teacher's init checkpoi
 N_TRIALS_ATTR = "relkd.n_trials"
 COMPARE_ATTR = "relkd.compare"
 CONFIRM_ATTR = "relkd.confirm"
+ABLATION_ATTR = "relkd.ablation"  # the contribution table of `relkd study ablate` (relkd.study.ablate)
 OBJECTIVES_ATTR = "relkd.objectives"  # multi-objective studies: ["val_accuracy", "params" | "macs"]
+RECIPE_ATTR = "relkd.recipe"  # the tuned learning rate and the runs that chose it (relkd.tuning.Tuning.record)
 LADDER_ATTR = "relkd.ladder"  # the fidelity ladder's rungs, the top one included (relkd.study.ladder)
+TUNED_ATTR = "tuned_anchor"  # trial user attribute of a tuned anchor: the preset it tunes (relkd.study.tuned_anchors)
 RERUN_ATTR = "rerun"  # trial user attribute of a re-run: {"of": trial number, "seed": seed} (relkd.study.seeds)
 RUN_ATTR = "relkd.run"  # trial user attribute: the fixed run of a run queue (relkd.study.queue)
 
@@ -90,6 +92,17 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def is_known(trial: optuna.trial.FrozenTrial) -> bool:
+    """A known method: an anchor (a preset) or a tuned anchor (a preset with its hyperparameters
+    tuned, :mod:`relkd.study.tuned_anchors`)."""
+    return "anchor" in trial.user_attrs or TUNED_ATTR in trial.user_attrs
+
+
+def is_searched(trial: optuna.trial.FrozenTrial) -> bool:
+    """A composition the search drew: not a known method (:func:`is_known`) or a re-run."""
+    return not is_known(trial) and RERUN_ATTR not in trial.user_attrs
+
+
 def is_counted(trial: optuna.trial.FrozenTrial) -> bool:
     """A finished trial that trained: completed or pruned, not an invalid draw, a skip or a
     re-run of a composition with another seed (the re-run phase comes after ``n_trials``)."""
@@ -114,28 +127,6 @@ def setting_differences(stored: dict[str, Any], current: dict[str, Any], path: s
             out.extend(setting_differences(a, b, where))
         elif a != b:
             out.append(f"{where}: {a!r} in the study, {b!r} in the file")
-    return out
-
-
-def setting_record(setting: Setting) -> dict[str, Any]:
-    """The part of a study file that every trial must share (not search / optuna / compare)."""
-    return {k: v for k, v in setting.to_dict().items() if k not in ("search", "optuna", "compare", "name")}
-
-
-# Where a process runs, not what it trains: may differ between workers and runs.
-EXECUTION_DATA_FIELDS = ("data_dir", "eval_batch_size")
-
-
-def comparable_setting(record: dict[str, Any]) -> dict[str, Any]:
-    """A setting record without the fields that do not change a run's result (device,
-    data folder, evaluation batch size): what workers of one study, and reused confirm
-    runs, must agree on."""
-    out = {k: v for k, v in record.items() if k != "device"}
-    out["data"] = {k: v for k, v in record.get("data", {}).items() if k not in EXECUTION_DATA_FIELDS}
-    for role in ("student", "teacher"):  # where an init file lies; its content is compared by hash (INITS_ATTR)
-        section = out.get(role)
-        if isinstance(section, dict) and isinstance(section.get("init"), dict):
-            out[role] = {**section, "init": {k: v for k, v in section["init"].items() if k not in ("path", "pretrain")}}
     return out
 
 

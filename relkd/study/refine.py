@@ -38,7 +38,7 @@ from ..fields import FieldChecker, join_path
 from ..relation import combination_problems
 from .space import SearchSpace
 
-__all__ = ["Refinement", "validate_refine", "REFINE_FIELDS", "PrefixedTrial", "KEEP"]
+__all__ = ["Refinement", "validate_refine", "REFINE_FIELDS", "PrefixedTrial", "KEEP", "scale_term", "scale_kd_and_ce"]
 
 REFINE_FIELDS = ("share", "anchors", "weight_decades", "extra_term")
 KEEP = "keep"
@@ -46,6 +46,21 @@ KEEP = "keep"
 KD_TEMPERATURE_SCALE = (0.25, 4.0)
 KD_WEIGHT_SCALE = (1 / 3, 3.0)
 CE_WEIGHT_SCALE = (0.1, 10.0)
+
+
+def scale_term(trial: Any, term: dict[str, Any], name: str, decades: float) -> None:
+    """The term's weight times ``10**u``, ``u`` in ``[-decades, decades]`` (parameter ``name``)."""
+    term["weight"] *= trial.suggest_float(name, 10.0 ** -decades, 10.0 ** decades, log=True)
+
+
+def scale_kd_and_ce(trial: Any, config: dict[str, Any], prefix: str) -> None:
+    """KD's temperature and weight (when the config has KD) and CE's weight, each times a factor
+    of :data:`KD_TEMPERATURE_SCALE`, :data:`KD_WEIGHT_SCALE` and :data:`CE_WEIGHT_SCALE`
+    (parameters ``<prefix>kd.temperature``, ``<prefix>kd.weight``, ``<prefix>ce_weight``)."""
+    if config.get("kd"):
+        config["kd"]["temperature"] *= trial.suggest_float(f"{prefix}kd.temperature", *KD_TEMPERATURE_SCALE, log=True)
+        config["kd"]["weight"] *= trial.suggest_float(f"{prefix}kd.weight", *KD_WEIGHT_SCALE, log=True)
+    config["ce_weight"] *= trial.suggest_float(f"{prefix}ce_weight", *CE_WEIGHT_SCALE, log=True)
 
 
 class PrefixedTrial:
@@ -85,35 +100,39 @@ class Refinement:
         return int.from_bytes(digest[:8], "big") / 2 ** 64 < self.share
 
     def sample(self, trial: Any, bases: Sequence[tuple[str, dict[str, Any]]],
-               space: SearchSpace) -> tuple[dict[str, Any], list[str]]:
+               space: SearchSpace, *, structural_only: bool = False) -> tuple[dict[str, Any], list[str]]:
         """Draw a refinement of one of ``bases`` (the best anchors, best first: ``(name,
-        config)``) through ``trial``; return the config with the rules it breaks."""
+        config)``) through ``trial``; return the config with the rules it breaks.
+        ``structural_only`` (a study that tunes its anchors): a draw that changes no tap, view
+        or term breaks a rule, since its anchor's own tuning covers hyperparameter moves."""
         index = int(trial.suggest_categorical("refine.base", list(range(self.anchors))))
         name, base = bases[min(index, len(bases) - 1)]
         trial.set_user_attr("refined_from", name)
         config = copy.deepcopy(validate_config(base))
         taps = [KEEP, *(t for t in space.choices("tap") if t != KEEP)]
         views = [KEEP, *(v for v in space.choices("view") if v != KEEP)]
-        d = self.weight_decades
+        structural = False
         for i, term in enumerate(config["terms"]):
-            term["weight"] *= trial.suggest_float(f"refine.term{i}.scale", 10.0 ** -d, 10.0 ** d, log=True)
+            scale_term(trial, term, f"refine.term{i}.scale", self.weight_decades)
             if term.get("kind") == "feature":  # its method decides which taps it reads: the weight only
                 continue
             if term["affinity"]["name"] == "angle":  # B^3 x width: a wider view could take minutes
                 continue
             tap = trial.suggest_categorical(f"refine.term{i}.tap", taps)
             view = trial.suggest_categorical(f"refine.term{i}.view", views)
+            structural |= (tap != KEEP and tap != term["tap"]) or (view != KEEP and view != term["view"])
             term["tap"] = term["tap"] if tap == KEEP else tap
             term["view"] = term["view"] if view == KEEP else view
-        if config.get("kd"):
-            config["kd"]["temperature"] *= trial.suggest_float("refine.kd.temperature", *KD_TEMPERATURE_SCALE, log=True)
-            config["kd"]["weight"] *= trial.suggest_float("refine.kd.weight", *KD_WEIGHT_SCALE, log=True)
-        config["ce_weight"] *= trial.suggest_float("refine.ce_weight", *CE_WEIGHT_SCALE, log=True)
+        scale_kd_and_ce(trial, config, "refine.")
         if self.extra_term and trial.suggest_categorical("refine.extra", [False, True]):
             term, problems = space.sample_term(PrefixedTrial(trial, "refine.extra."), 0)
             if problems:
                 return {}, [f"refine.extra: {problem}" for problem in problems]
             config["terms"].append(term)
+            structural = True
+        if structural_only and not structural:
+            return {}, [f"refine: no structural change to {name} (another tap, view or term): moves of its "
+                        f"hyperparameters alone are its tuned anchor's (optuna.tune_anchors)"]
         problems = [f"term{i}: {p}" for i, t in enumerate(config["terms"]) if t.get("kind") != "feature"
                     for p in combination_problems(t["affinity"], t["normalisation"], t["loss"])]
         if problems:

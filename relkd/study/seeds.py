@@ -20,16 +20,16 @@ anchor over the seeds both were run with.
 """
 from __future__ import annotations
 
-import math
 import statistics
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..fields import FieldChecker, join_path
+from ..stats import welch_difference, welch_interval, welch_p  # noqa: F401 (welch_p: re-exported)
+from .record import TUNED_ATTR
 
 __all__ = ["Rerun", "validate_rerun", "RERUN_FIELDS", "Composition", "compositions", "rerun_plan",
            "enqueue_reruns", "search_verdict", "verdict_line", "welch_p", "SIGNIFICANCE"]
@@ -63,21 +63,6 @@ def validate_rerun(c: FieldChecker, value: Any, path: str) -> Rerun | None:
     return Rerun(top_k, anchors, seeds)
 
 
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Two-sided p-value of Welch's t-test, or ``None`` when undefined (fewer than two
-    values on a side, or no variance on either)."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
-        return None
-    from scipy import stats
-
-    with warnings.catch_warnings():  # nearly equal samples: scipy warns about precision, p is still defined
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return p if math.isfinite(p) else None
-
-
 @dataclass
 class Composition:
     """A completed trial with the values of its re-runs: ``values`` maps seed -> validation accuracy."""
@@ -90,8 +75,20 @@ class Composition:
         return self.trial.user_attrs.get("anchor")
 
     @property
+    def tuned(self) -> str | None:
+        """The anchor whose hyperparameters this trial tuned (:mod:`relkd.study.tuned_anchors`)."""
+        return self.trial.user_attrs.get(TUNED_ATTR)
+
+    @property
+    def known(self) -> bool:
+        """A known method: an anchor or a tuned anchor (the side the search is measured against)."""
+        return self.anchor is not None or self.tuned is not None
+
+    @property
     def label(self) -> str:
-        return f"anchor {self.anchor}" if self.anchor else f"trial {self.trial.number}"
+        if self.anchor:
+            return f"anchor {self.anchor}"
+        return f"tuned {self.tuned} (trial {self.trial.number})" if self.tuned else f"trial {self.trial.number}"
 
     @property
     def mean(self) -> float:
@@ -122,7 +119,8 @@ def _seed(trial: FrozenTrial, default: int = 0) -> int:
 
 def compositions(study: optuna.Study, *, include_anchors: bool = True) -> list[Composition]:
     """Completed compositions (re-runs folded into the trial they re-run), best mean first;
-    ties broken by trial number. A trial's accuracy is its first value, so a multi-objective
+    ties broken by trial number; ``include_anchors=False``: the searched ones only (no anchors,
+    no tuned anchors). A trial's accuracy is its first value, so a multi-objective
     study (values: accuracy, size) ranks by accuracy alone."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     found: dict[int, Composition] = {}
@@ -133,7 +131,7 @@ def compositions(study: optuna.Study, *, include_anchors: bool = True) -> list[C
         rerun = t.user_attrs.get("rerun")
         if isinstance(rerun, dict) and rerun.get("of") in found:
             found[rerun["of"]].values.setdefault(int(rerun["seed"]), float(t.values[0]))
-    ranked = [c for c in found.values() if include_anchors or c.anchor is None]
+    ranked = [c for c in found.values() if include_anchors or not c.known]
     return sorted(ranked, key=lambda c: (-c.mean, c.trial.number))
 
 
@@ -142,8 +140,8 @@ def rerun_plan(study: optuna.Study, rerun: Rerun, base_seed: int) -> list[tuple[
     compositions and the ``anchors`` best anchors, each with seeds ``base_seed + 1 ..
     base_seed + seeds - 1``, less those with a completed, running or waiting re-run."""
     ranked = compositions(study)
-    chosen = [c for c in ranked if c.anchor is None][:rerun.top_k]
-    chosen += [c for c in ranked if c.anchor is not None][:rerun.anchors]
+    chosen = [c for c in ranked if not c.known][:rerun.top_k]
+    chosen += [c for c in ranked if c.known][:rerun.anchors]
     live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
     taken = {(r["of"], int(r["seed"])) for t in study.get_trials(deepcopy=False, states=live)
              if isinstance(r := t.user_attrs.get("rerun"), dict)}
@@ -161,24 +159,27 @@ def enqueue_reruns(study: optuna.Study, rerun: Rerun, base_seed: int) -> int:
 
 
 def search_verdict(study: optuna.Study) -> dict[str, Any] | None:
-    """Whether the best searched composition beat the best anchor, as plain data, or ``None``
-    without a completed anchor and a completed searched composition.
+    """Whether the best searched composition beat the best known method (an anchor, or a
+    tuned anchor: :mod:`relkd.study.tuned_anchors`), as plain data, or ``None`` without a
+    completed known method and a completed searched composition.
 
     Both are ranked by their mean over seeds, and both were picked as leaders on the seed
     their first trial ran with: among many compositions, the best one on that seed is
     lucky on it (the winner's curse), more so for the search, which picks among more. So
     the difference is taken over the **re-run seeds** both have, leaving the selection seed
     out, when there are at least two of them; otherwise over all the seeds both have
-    (``selection_seed_left_out`` says which). It comes with its standard error (Welch) and
-    Welch's p-value. ``outcome`` is ``beat`` (ahead with p < :data:`SIGNIFICANCE`), ``ahead
-    within noise`` (ahead, but p is larger or undefined: fewer than two seeds each) or ``did
-    not beat``. ``None`` on a multi-objective study too: a pruned student is not beaten by a
+    (``selection_seed_left_out`` says which). It comes with its standard error (Welch), its
+    95% confidence interval and Welch's p-value. ``outcome`` is ``beat`` (ahead with p <
+    :data:`SIGNIFICANCE`), ``ahead within noise`` (ahead, but p is larger or undefined: fewer
+    than two seeds each) or ``did not beat``. ``none`` holds CE alone's mean (the student
+    trained without a teacher, at the study's recipe) where it is an anchor, and whether the
+    best searched composition (over the verdict's seeds) is above it. ``None`` on a multi-objective study too: a pruned student is not beaten by a
     larger anchor, the Pareto front (:mod:`relkd.analysis.pareto`) says what the search found."""
     if len(study.directions) > 1:
         return None
     ranked = compositions(study)
-    anchors = [c for c in ranked if c.anchor is not None]
-    searched = [c for c in ranked if c.anchor is None]
+    anchors = [c for c in ranked if c.known]
+    searched = [c for c in ranked if not c.known]
     if not anchors or not searched:
         return None
     anchor, best = anchors[0], searched[0]
@@ -188,20 +189,20 @@ def search_verdict(study: optuna.Study) -> dict[str, Any] | None:
     seeds = fresh if len(fresh) >= 2 else common
     a = [anchor.values[s] for s in seeds] if seeds else list(anchor.values.values())
     b = [best.values[s] for s in seeds] if seeds else list(best.values.values())
-    difference = statistics.fmean(b) - statistics.fmean(a)
-    se = (math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-          if len(a) > 1 and len(b) > 1 else None)
-    p = welch_p(b, a)
+    difference, se, p = welch_difference(b, a)
     if difference > 0 and p is not None and p < SIGNIFICANCE:
         outcome = "beat"
     elif difference > 0:
         outcome = "ahead within noise"
     else:
         outcome = "did not beat"
+    none = next((c for c in ranked if c.anchor == "none"), None)
     return {"outcome": outcome, "best_anchor": anchor.summary(), "best_searched": best.summary(),
             "seeds": seeds, "selection_seed_left_out": seeds is fresh and bool(fresh),
             "anchor_mean": statistics.fmean(a), "searched_mean": statistics.fmean(b),
-            "difference": difference, "standard_error": se, "p": p}
+            "difference": difference, "standard_error": se, "p": p, "ci": welch_interval(b, a),
+            "none": None if none is None else {"mean": none.mean, "seeds": none.n,
+                                               "beaten": statistics.fmean(b) > none.mean}}
 
 
 def _pct(value: float) -> str:
@@ -222,9 +223,16 @@ def verdict_line(verdict: dict[str, Any] | None) -> str:
         over = f"mean over the {n} re-run seeds, leaving out the seed they were picked on"
     p = "" if verdict["p"] is None else (", Welch p < 0.001" if verdict["p"] < 0.001
                                          else f", Welch p = {verdict['p']:.3f}")
+    if verdict.get("ci"):
+        diff += f" (95% CI {100 * verdict['ci'][0]:+.2f} .. {100 * verdict['ci'][1]:+.2f})"
     head = {"beat": "the search beat the known methods",
             "ahead within noise": "the search did not beat the known methods beyond seed noise",
             "did not beat": "the search did not beat the known methods"}[verdict["outcome"]]
-    return (f"{head}: best searched {b['label']} {_pct(verdict['searched_mean'])} vs best anchor "
+    none = verdict.get("none")
+    first = ""
+    if none is not None and not none["beaten"]:
+        first = (f"the search did not beat CE alone (none {_pct(none['mean'])}, the student without a teacher at "
+                 f"this recipe); ")
+    return (f"{first}{head}: best searched {b['label']} {_pct(verdict['searched_mean'])} vs best known "
             f"{a['label'].removeprefix('anchor ')} {_pct(verdict['anchor_mean'])} (validation accuracy, "
             f"{over}): {diff} points{p}")

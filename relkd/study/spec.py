@@ -23,6 +23,8 @@
                                  # {share: 0.5, anchors: 2, weight_decades: 1, extra_term: true}
       rerun: null                # re-run the leaders with more seeds at the end (relkd.study.seeds):
                                  # {top_k: 2, anchors: 1, seeds: 3}
+      tune_anchors: null         # tune kd's and the best anchors' hyperparameters too (relkd.study.tuned_anchors):
+                                 # {anchors: 2, trials: 4, weight_decades: 1.0}
       population: auto           # trials a worker trains together (relkd.study.population): a number,
                                  # or auto: the size measured best for this device (relkd.engine.calibrate)
       objectives: [val_accuracy] # or [val_accuracy, params | macs] with search.ratio: accuracy against
@@ -52,6 +54,7 @@ from .refine import Refinement, validate_refine
 from .seeds import Rerun, validate_rerun
 from .sizes import SizeSearch, validate_sizes
 from .space import SearchSpace, validate_search
+from .tuned_anchors import AnchorTuning, validate_tune_anchors
 
 __all__ = ["StudySpec", "load_study_spec", "validate_study", "DEFAULT_ANCHORS", "SAMPLERS", "PRUNERS",
            "common_taps", "population_or_error", "MAX_POPULATION"]
@@ -79,7 +82,7 @@ PRUNERS: dict[str, type] = {
 MEDIAN_DEFAULTS = {"n_startup_trials": 5}
 
 _OPTUNA_FIELDS = ("study_name", "storage", "sampler", "pruner", "seed", "n_trials", "timeout", "anchors",
-                  "heartbeat_interval", "ladder", "refine", "rerun", "population", "objectives")
+                  "heartbeat_interval", "ladder", "refine", "rerun", "tune_anchors", "population", "objectives")
 #: The largest population a study may ask for.
 MAX_POPULATION = 256
 
@@ -102,6 +105,7 @@ class StudySpec:
     ladder: Ladder | None = None  # replaces the pruner
     refine: Refinement | None = None
     rerun: Rerun | None = None
+    tune_anchors: AnchorTuning | None = None  # the known methods' hyperparameters tuned (relkd.study.tuned_anchors)
     population: int | str = "auto"  # trials a worker trains together, or "auto" (measured per device)
     size: SizeSearch | None = None  # accuracy against size: a multi-objective study (relkd.study.sizes)
     source: str | None = None
@@ -175,10 +179,12 @@ def _component(c: FieldChecker, value: Any, path: str, table: dict[str, type],
     bad = False
     for key in params:
         if key == "seed":
-            c.error(join_path(path, key), "set the seed with optuna.seed (default: the setting's seed)")
+            c.error(join_path(path, key), f"set the seed with optuna.seed (default: the setting's seed); allowed "
+                                          f"here: {', '.join(allowed) or 'none'}")
             bad = True
         elif key == "search_space":
-            c.error(join_path(path, key), "the grid comes from the search section")
+            c.error(join_path(path, key), f"the grid comes from the search section; allowed here: "
+                                          f"{', '.join(allowed) or 'none'}")
             bad = True
         elif key not in allowed:
             c.error(join_path(path, key), f"not a parameter of {table[name].__name__}; allowed: "
@@ -261,6 +267,12 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
             c.error("optuna.ladder", "a ladder replaces the pruner: give optuna.ladder or optuna.pruner, not both")
         refine = c.optional(opt.get("refine"), lambda v: validate_refine(c, v, "optuna.refine"))
         rerun = c.optional(opt.get("rerun"), lambda v: validate_rerun(c, v, "optuna.rerun"))
+        tune_anchors = c.optional(opt.get("tune_anchors"), lambda v: validate_tune_anchors(c, v, "optuna.tune_anchors"))
+        if tune_anchors is not None and not anchors:
+            c.error("optuna.tune_anchors", "the study has no anchors to tune; list at least one in optuna.anchors (kd "
+                                           "is always tuned when it is one) or remove optuna.tune_anchors")
+        if setting is not None and setting.tune is not None and anchors and "none" not in anchors:
+            anchors = ("none", *anchors)  # CE alone at the tuned rate: the baseline every verdict states first
         population = population_or_error(opt.get("population", "auto"), "optuna.population", c.error)
         size = validate_sizes(c, ratio, opt, setting)
         if size is not None:
@@ -268,7 +280,7 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
         spec_kwargs = dict(size=size, study_name=name, storage=storage, sampler=sampler, pruner=pruner, seed=seed,
                            n_trials=n_trials, timeout=timeout, anchors=tuple(dict.fromkeys(anchors)),
                            heartbeat_interval=heartbeat, ladder=ladder, refine=refine, rerun=rerun,
-                           population=population)
+                           tune_anchors=tune_anchors, population=population)
     if not c.errors and spec_kwargs["sampler"][0] in ("grid", "bruteforce"):
         sampler_name = spec_kwargs["sampler"][0]
         try:
@@ -278,7 +290,7 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
         if refine is not None:
             c.error("optuna.refine", f"the {sampler_name} sampler enumerates the search space, and refinement "
                                      f"draws continuous values around the anchors; remove optuna.refine or "
-                                     f"choose tpe, random or gp")
+                                     f"choose one of the samplers tpe, random or gp")
     if c.errors:
         raise ConfigError(c.errors, source)
     canonical = setting.to_dict()
@@ -292,7 +304,7 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
         "seed": spec_kwargs["seed"], "n_trials": spec_kwargs["n_trials"], "timeout": spec_kwargs["timeout"],
         "anchors": list(spec_kwargs["anchors"]), "heartbeat_interval": spec_kwargs["heartbeat_interval"],
     }
-    for key in ("ladder", "refine", "rerun"):  # written only when set, so older study documents stay the same
+    for key in ("ladder", "refine", "rerun", "tune_anchors"):  # written only when set: older documents stay the same
         if spec_kwargs[key] is not None:
             canonical["optuna"][key] = spec_kwargs[key].describe()
     if spec_kwargs["population"] != "auto":

@@ -32,11 +32,11 @@ from ..engine import NonFiniteLossError, TeacherResult, free_device_memory, get_
 from ..engine.memory import memory_problems
 from ..fields import ConfigError
 from ..objective import Objective, build_objective
-from ..presets import preset
 from ..setting import Setting, resolve_device
-from .record import WORKER, is_counted, versions
+from .record import TUNED_ATTR, WORKER, is_counted, versions
 from .seeds import compositions
 from .spec import StudySpec
+from .tuned_anchors import searched_index
 
 __all__ = ["TrialObjective", "Draw", "put_back", "frozen", "MAX_INVALID_IN_A_ROW"]
 
@@ -56,12 +56,13 @@ class Draw:
     seed: int
     anchor: str | None = None
     rerun: dict | None = None
+    tuned: str | None = None  # the preset whose hyperparameters this trial tunes (relkd.study.tuned_anchors)
     reported: set[int] = field(default_factory=set)  # the steps reported so far (a population retrains after a split)
     setting: Setting | None = None  # this trial's setting when it differs from the study's (a searched size)
 
     @property
     def prunable(self) -> bool:
-        return not self.anchor and not self.rerun
+        return not self.anchor and not self.rerun and not self.tuned
 
 
 @dataclass
@@ -128,7 +129,7 @@ class TrialObjective:
             config, seed = original.user_attrs["objective_config"], int(rerun["seed"])
             anchor = original.user_attrs.get("anchor")
         elif anchor:
-            config = preset(anchor)
+            config = setting.preset(anchor)  # the layers of this setting's models
             if trial.user_attrs.get("anchor_in_space"):
                 self.spec.space.sample(trial)  # replays the enqueued parameters
         else:
@@ -154,7 +155,7 @@ class TrialObjective:
         objective = built if built is not None else build_objective(config)
         if objective.needs_teacher and self.teacher is None:
             self.teacher = get_teacher(setting)
-        return Draw(trial, objective, seed, anchor, rerun, setting=trial_setting)
+        return Draw(trial, objective, seed, anchor, rerun, trial.user_attrs.get(TUNED_ATTR), setting=trial_setting)
 
     def _sized(self, trial: optuna.Trial, setting: Setting) -> Setting:
         """The setting with the student adapted to the trial's ratio (made, or found in the
@@ -238,14 +239,22 @@ class TrialObjective:
                                tuple(data.train_images.shape[1:]), data.num_classes)
 
     def _draw(self, trial: optuna.Trial) -> tuple[dict, list[str]]:
-        """A searched composition: a refinement of a best anchor (for the share of trials the
-        study's ``refine`` gives, once an anchor has completed) or a draw of the open space."""
+        """A drawn composition: an anchor's hyperparameters tuned (the study's first searched
+        trials, when it tunes its anchors), a refinement of a best anchor (for the share of
+        trials the study's ``refine`` gives, once an anchor has completed) or a draw of the
+        open space."""
+        bases = [(c.anchor, c.trial.user_attrs["objective_config"])
+                 for c in compositions(trial.study) if c.anchor is not None]
+        tuning = self.spec.tune_anchors
+        if tuning is not None:
+            name = tuning.choose(searched_index(trial.study, trial.number), bases, self.spec.anchors)
+            if name is not None:
+                trial.set_user_attr(TUNED_ATTR, name)
+                base = dict(bases).get(name) or (self.setting or self.spec.setting).preset(name)
+                return tuning.sample(trial, name, base), []
         refine = self.spec.refine
-        if refine is not None and refine.chooses(self.spec.seed, trial.number):
-            bases = [(c.anchor, c.trial.user_attrs["objective_config"])
-                     for c in compositions(trial.study) if c.anchor is not None][:refine.anchors]
-            if bases:
-                return refine.sample(trial, bases, self.spec.space)
+        if refine is not None and refine.chooses(self.spec.seed, trial.number) and bases:
+            return refine.sample(trial, bases[:refine.anchors], self.spec.space, structural_only=tuning is not None)
         return self.spec.space.sample(trial)
 
     def _check_room(self, trial: optuna.Trial, batch: tuple[int, ...] = ()) -> None:

@@ -17,7 +17,7 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from ..engine import get_teacher
+from ..engine import TeacherResult, get_teacher
 from ..engine.calibrate import best_population
 from ..objective import build_objective
 from ..presets import preset
@@ -27,7 +27,8 @@ from ..setting import Setting
 from .export import export_trials
 from .opening import open_study
 from .population import optimize_population
-from .record import N_TRIALS_ATTR, RERUN_ATTR, WORKER, counted_trials, is_counted, trial_counts
+from ..tuning import Tuning, headroom_line, resolve_recipe
+from .record import N_TRIALS_ATTR, RECIPE_ATTR, RERUN_ATTR, WORKER, counted_trials, is_counted, trial_counts
 from .seeds import enqueue_reruns, search_verdict
 from .spec import StudySpec, population_or_error
 from .storage import RACE_ERRORS, is_lost_race, run_dir
@@ -63,6 +64,7 @@ class StudyRun:
     reruns: int = 0  # re-runs of the leading compositions with more seeds this process trained
     verdict: dict | None = None  # whether the search beat the best anchor (relkd.study.seeds.search_verdict)
     population: int = 1  # trials this process trained together
+    tuning: Tuning | None = None  # the tuned learning rate and the headroom (relkd.tuning), with a tune section
 
 
 class _Progress:
@@ -129,6 +131,8 @@ def run_study(
     start = time.perf_counter()
     done_before = len(counted_trials(study))
     result = StudyRun(study, url, created)
+    teacher = get_teacher(setting, progress=progress) if _needs_teacher(spec) or setting.tune else None
+    setting, result.tuning = _tuned_setting(study, setting, teacher, progress)  # counts against the timeout
     if n_trials is not None and done_before >= n_trials:
         result.stopped_because = f"the study already has {done_before} of {n_trials} trials"
         if spec.rerun is not None:  # the re-runs an earlier run did not finish
@@ -142,9 +146,8 @@ def run_study(
     heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)()  # None: journal files
     # the same timeout as the optimize loop's, counted from ``start``, as a wall-clock time
     deadline = float("inf") if timeout is None else time.time() + timeout - (time.perf_counter() - start)
-    objective = TrialObjective(spec, n_trials, setting, heartbeat=float(heartbeat or 0), deadline=deadline)
-    if _needs_teacher(spec):  # trained (or loaded) before the first trial: it counts against the timeout
-        objective.teacher = get_teacher(setting, progress=progress)
+    objective = TrialObjective(spec, n_trials, setting, teacher=teacher, heartbeat=float(heartbeat or 0),
+                               deadline=deadline)  # the teacher: trained or loaded above, within the timeout
     size = _population_size(spec, setting, population)
     result.population = size
     remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 0.0)
@@ -210,6 +213,20 @@ def run_study(
     result.counts = trial_counts(study)
     result.verdict = search_verdict(study)
     return write_outputs(result) if outputs else result
+
+
+def _tuned_setting(study: optuna.Study, setting: Setting, teacher: TeacherResult | None,
+                   progress: bool) -> tuple[Setting, Tuning | None]:
+    """``setting`` at the study's tuned learning rate, with its tuning: the one the study
+    records (every worker trains at the same rate), else tuned here (or read from the cache)
+    and recorded. Unchanged without a ``tune`` section."""
+    recorded = study.user_attrs.get(RECIPE_ATTR)
+    setting, tuning = resolve_recipe(setting, teacher=teacher, progress=progress, recorded=recorded)
+    if tuning is not None:
+        if recorded is None:
+            study.set_user_attr(RECIPE_ATTR, tuning.record())
+        log.info("study %s: %s", study.study_name, headroom_line(tuning))
+    return setting, tuning
 
 
 def _waiting_reruns(study: optuna.Study) -> int:

@@ -1,0 +1,118 @@
+"""Headroom of candidate pairs for the main job: on each, the student's learning rate tuned on CE
+alone and on KD (relkd.tuning, seeds per rate), then tuned KD against tuned CE and the tuned CE
+student against its teacher, with the cost of one run. The main job's pair is chosen from this
+table (studies/fmnist_quick.yaml says which run chose it).
+
+    .venv/bin/python benchmarks/headroom.py [--candidates quick,low1k,...] [--seeds 3] [--device cpu]
+        [--data real|synthetic]
+
+Each candidate is studies/fmnist_quick.yaml's setting with a few fields changed (CANDIDATES
+below: the student's training subset and epochs, the student's or the teacher's model).
+Every tuning is cached (relkd.tuning), so a second run of the same candidates prints the table
+at once. Prints a markdown table for the README and writes JSON to benchmarks/out/headroom/.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from relkd.engine import get_teacher  # noqa: E402
+from relkd.files import write_text  # noqa: E402
+from relkd.setting import load_setting, validate_setting  # noqa: E402
+from relkd.tuning import tune_recipe  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "out" / "headroom"
+
+#: name -> (what it changes, changes to the quick study's setting document)
+CANDIDATES = {
+    "quick": ("the quick study as it was: 8k samples, 3 epochs", {}),
+    "quick9": ("8k samples, 9 epochs", {"budget": {"epochs": 9}}),
+    "low2k": ("2k samples, 10 epochs", {"data": {"train_subset": 2000}, "budget": {"epochs": 10}}),
+    "low1k": ("1k samples, 15 epochs", {"data": {"train_subset": 1000}, "budget": {"epochs": 15}}),
+    "low500": ("500 samples, 20 epochs", {"data": {"train_subset": 500}, "budget": {"epochs": 20}}),
+    "low1k_w4": ("1k samples, 15 epochs, cnn_tiny width 4",
+                 {"data": {"train_subset": 1000}, "budget": {"epochs": 15}, "student": {"params": {"width": 4}}}),
+    "low1k_large": ("1k samples, 15 epochs, teacher cnn_large 5 epochs",
+                    {"data": {"train_subset": 1000}, "budget": {"epochs": 15},
+                     "teacher": {"model": "cnn_large", "epochs": 5}}),
+}
+
+
+def merge(base: dict, changes: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) and value else value
+    return out
+
+
+def candidate_setting(name: str, args: argparse.Namespace):
+    doc = load_setting(ROOT / "studies" / "fmnist_quick.yaml").to_dict()
+    for section in ("search", "optuna"):
+        doc.pop(section, None)
+    doc = merge(doc, CANDIDATES[name][1])
+    doc["name"] = f"headroom_{name}"
+    doc["device"] = args.device
+    doc["tune"] = {"seeds": args.seeds}
+    if args.data == "synthetic":  # checks the script, not the data: a quick run anywhere
+        doc["data"] = {**doc["data"], "dataset": "synthetic", "train_subset": None,
+                       "params": {"train_size": 600, "test_size": 100}}
+        doc["teacher"]["epochs"] = 1
+    return validate_setting(doc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data", choices=("real", "synthetic"), default="real")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    rows = []
+    out = Path(args.out) / f"headroom_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    for name in args.candidates.split(","):
+        setting = candidate_setting(name, args)
+        start = time.perf_counter()
+        teacher = get_teacher(setting, progress=False)
+        teacher_seconds = time.perf_counter() - start
+        tuning = tune_recipe(setting, teacher=teacher)
+        h = tuning.headroom()
+        runs = len(tuning.grid) * 2 * len(tuning.seeds)
+        row = {"candidate": name, "what": CANDIDATES[name][0], "teacher": setting.teacher.model,
+               "student": setting.student.model, "teacher_val": h["teacher_val"], "lr": tuning.lr,
+               "grid": tuning.grid, "baseline_ce": tuning.mean("none", tuning.baseline), **h,
+               "best_lr_none": tuning.best_lr("none"), "best_lr_kd": tuning.best_lr("kd"),
+               "tuning_seconds": tuning.seconds, "seconds_per_run": tuning.seconds / runs if tuning.seconds else None,
+               "teacher_seconds": teacher_seconds, "curves": tuning.curves}
+        rows.append(row)
+        print(f"{name}: lr {tuning.lr:g}, CE {100 * h['ce_mean']:.2f}, KD {100 * h['kd_mean']:.2f}, "
+              f"{h['in_sds']:.1f} sd, {h['outcome']}", file=sys.stderr, flush=True)
+        write_text(out, json.dumps({"device": args.device, "seeds": args.seeds, "rows": rows}, indent=2))
+    print(f"\nvalidation accuracy at each candidate's tuned lr, {args.seeds} seeds (mean ± std); device {args.device}\n")
+    print("| candidate | tuned lr | CE alone | KD | KD − CE | in seed sds | teacher (val) | headroom | s per run |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        per_run = "cached" if not r["seconds_per_run"] else f"{r['seconds_per_run']:.1f}"
+        print(f"| {r['candidate']}: {r['what']} | {r['lr']:g} | {100 * r['ce_mean']:.2f} ± {100 * r['ce_std']:.2f} | "
+              f"{100 * r['kd_mean']:.2f} ± {100 * r['kd_std']:.2f} | {100 * r['difference']:+.2f} | "
+              f"{r['in_sds']:.1f} | {100 * r['teacher_val']:.2f} | {r['outcome']} | {per_run} |")
+    best = max(rows, key=lambda r: r["in_sds"])
+    print(f"\nmost room: {best['candidate']} ({best['in_sds']:.1f} seed sds; "
+          f"CE at the untuned lr {100 * best['baseline_ce']:.2f})")
+    print(f"mean seconds per run over candidates: "
+          f"{statistics.fmean([r['seconds_per_run'] for r in rows if r['seconds_per_run']] or [0]):.1f}")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
