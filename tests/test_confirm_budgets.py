@@ -4,6 +4,7 @@ here), none and kd retrained at each budget on the test split, margins with Welc
 full-set runs apart from subset runs, resume, and the flags' errors. Studies are built with
 optuna's create_trial and most runs are a stand-in trainer, so the file takes seconds; one
 CLI test trains tiny students for real."""
+import html
 import json
 import random
 import statistics
@@ -229,4 +230,8 @@ def test_cli_confirms_at_two_budgets_with_real_runs_and_resumes(tmp_path, capsys
     table = json.loads(capsys.readouterr().out)
     assert [b["runs"] for b in table["by_budget"]] == [3, 3] and all(b["wall_seconds"] > 0 for b in table["by_budget"])
     assert all(0 <= r["test_mean"] <= 1 for b in table["by_budget"] for r in b["rows"])
-    assert optuna.load_study(study_name="made", storage=url).user_attrs[CONFIRM_ATTR]["budgets"]["epochs"] == [1, 2]
+    study = optuna.load_study(study_name="made", storage=url)
+    assert study.user_attrs[CONFIRM_ATTR]["budgets"]["epochs"] == [1, 2]
+    from relkd.analysis.report import render_report  # the report shows the budgets' table too
+
+    assert "| epochs | winner − best known | 95% CI | p | winner − none |" in html.unescape(render_report(study, url))

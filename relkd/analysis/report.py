@@ -21,6 +21,8 @@ from ..fields import yaml_dump
 from ..files import write_text
 from ..study import redact, study_status
 from ..study.seeds import compositions, search_verdict, verdict_line
+from ..study.confirm import BUDGET_RECORDS
+from ..study.confirm_budgets import format_budgets
 from ..study.record import ABLATION_ATTR, CONFIRM_ATTR, SETTING_ATTR, versions
 from .importance import study_importance
 from .pareto import FRONT_COLUMNS, front_cells, is_multi_objective, objective_names, pareto_front
@@ -133,10 +135,12 @@ def _confirm(study: optuna.Study) -> str:
 
     rows = [[html.escape(r["label"]), pm(r["val_mean"], r["val_std"]), pm(r["test_mean"], r["test_std"]),
              p(r["p_vs_kd"]), p(r["p_vs_best_preset"])] for r in confirm["rows"]]
+    budgets = "".join(f"<pre>{html.escape(format_budgets(confirm[key]))}</pre>" for key in BUDGET_RECORDS
+                      if isinstance(confirm.get(key), dict))  # relkd study confirm --epochs 3,9,27 [--full-train]
     return (f"<p>{confirm['epochs']} epochs, seeds {', '.join(map(str, confirm['seeds']))}; test accuracy is the "
             f"final evaluation; Welch's t-test p-values.</p>"
             + _table(["composition", "val %", "test %", "p vs kd", f"p vs {confirm.get('best_preset') or 'preset'}"],
-                     rows, numeric={1, 2, 3, 4}))
+                     rows, numeric={1, 2, 3, 4}) + budgets)
 
 
 def _ablation(study: optuna.Study) -> str:
