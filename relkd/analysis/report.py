@@ -120,12 +120,16 @@ def _importance(study: optuna.Study, evaluator: str) -> str:
             f"{_table(['choice', 'best value', 'best accuracy', 'trials using it'], best, numeric={2, 3})}")
 
 
+def _not_yet(study: optuna.Study, noun: str, command: str, what: str) -> str:
+    """The paragraph in place of a table a command has not written yet: the command, and what it does."""
+    return (f"<p class=\"muted\">No {noun} yet: <code>relkd study {command} --study-name "
+            f"{html.escape(study.study_name)}</code> {what}.</p>")
+
+
 def _confirm(study: optuna.Study) -> str:
     confirm = study.user_attrs.get(CONFIRM_ATTR)
     if not confirm:
-        return ("<p class=\"muted\">No confirm run yet: <code>relkd study confirm --study-name "
-                f"{html.escape(study.study_name)}</code> retrains the leaders with several seeds on the test split."
-                "</p>")
+        return _not_yet(study, "confirm run", "confirm", "retrains the leaders with several seeds on the test split")
 
     def pm(mean: Any, std: Any) -> str:
         return "" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
@@ -147,9 +151,8 @@ def _ablation(study: optuna.Study) -> str:
     """The table ``relkd study ablate`` stored (:mod:`relkd.study.ablate`); the report trains nothing."""
     table = study.user_attrs.get(ABLATION_ATTR)
     if not table:
-        return ("<p class=\"muted\">No ablation yet: <code>relkd study ablate --study-name "
-                f"{html.escape(study.study_name)}</code> retrains the best searched composition with each part "
-                "removed or reset, paired by seed.</p>")
+        return _not_yet(study, "ablation", "ablate",
+                        "retrains the best searched composition with each part removed or reset, paired by seed")
     rows = []
     for r in table["rows"]:
         c = r.get("contribution") or {}
