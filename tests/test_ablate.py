@@ -213,6 +213,7 @@ def test_variants_are_paired_by_seed_stored_and_resumed(isolated, monkeypatch):
 # ----------------------------------------------------------------------------- a real study, the CLI, the report
 
 
+@pytest.mark.slow
 def test_ablation_of_a_tuned_study_through_the_cli_and_the_report(isolated, monkeypatch, capsys):
     doc = {**copy.deepcopy(TINY_SETTING), "tune": {"lr": [0.05, 0.2], "seeds": 2, "extend": 0},
            "search": {"terms": 2, "tap": ["last_stage", "pool"], "kd": {"enabled": True}},

@@ -162,6 +162,7 @@ def test_plan_keeps_min_channels_and_reaches_the_goal():
 # ----------------------------------------------------------------------------- the loop and the cache
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("criterion", ["activation", "l1"])
 def test_adapting_reaches_the_ratio_with_real_smaller_layers(tmp_path, criterion):
     setting = validate_setting(setting_doc(tmp_path, ratio=0.5, criterion=criterion))
@@ -182,12 +183,14 @@ def test_adapting_reaches_the_ratio_with_real_smaller_layers(tmp_path, criterion
     assert other.built and other.meta["params"] > meta["params"]
 
 
+@pytest.mark.slow
 def test_an_unreachable_ratio_names_the_field(tmp_path):
     setting = validate_setting(setting_doc(tmp_path, ratio=0.05, min_channels=6))
     with pytest.raises(ConfigError, match=r"student\.adapt\.ratio: 0\.05 cannot be reached: with min_channels 6"):
         get_adapted(setting)
 
 
+@pytest.mark.slow
 def test_adapted_student_trains_with_any_objective_and_reports_its_size(tmp_path):
     setting = resolve_student(validate_setting(setting_doc(tmp_path, ratio=0.5)))
     adapted = get_adapted(setting)
@@ -232,6 +235,7 @@ def test_adapted_model_is_a_first_class_model(tmp_path):
 # ----------------------------------------------------------------------------- relkd adapt and relkd train
 
 
+@pytest.mark.slow
 def test_adapt_cli_writes_the_folder_and_bad_flags_name_themselves(tmp_path, capsys):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(setting_doc(tmp_path, ratio=0.6)))
     for bad in ("0", "1", "1.5", "-0.5", "half"):
@@ -254,6 +258,7 @@ def test_adapt_cli_writes_the_folder_and_bad_flags_name_themselves(tmp_path, cap
     assert json.loads(capsys.readouterr().out)  # relkd train distils into the adapted student
 
 
+@pytest.mark.slow
 def test_compare_runs_on_adapted_and_pretrained_students(tmp_path):
     from relkd.study.compare import run_compare, validate_compare
 
@@ -282,6 +287,7 @@ def pareto_doc(tmp_path: Path, **optuna_section) -> dict:
     return doc
 
 
+@pytest.mark.slow
 def test_multi_objective_study_trains_sizes_and_compositions(tmp_path):
     from relkd.study import run_study
 
@@ -345,6 +351,7 @@ def test_shipped_adapt_studies_validate():
     assert load_study_spec(ROOT / "studies" / "adapt_pareto_fmnist.yaml").multi_objective
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["resnet8", "resnet8x4"])
 def test_cifar_resnets_adapt_with_their_residual_channels_kept_consistent(tmp_path, model):
     doc = setting_doc(tmp_path, ratio=0.5, criterion="activation")
@@ -366,6 +373,7 @@ def test_cifar_resnets_adapt_with_their_residual_channels_kept_consistent(tmp_pa
         torch.randn(2, 3, 16, 16)))
 
 
+@pytest.mark.slow
 def test_a_study_distils_into_the_adapted_student(tmp_path):
     from relkd.study import run_study
 
@@ -381,6 +389,7 @@ def test_a_study_distils_into_the_adapted_student(tmp_path):
     assert all(t.user_attrs["student"]["adapt"]["ratio"] == 0.5 for t in done)
 
 
+@pytest.mark.slow
 def test_the_adapt_benchmark_runs_end_to_end(tmp_path):
     import subprocess
     import sys

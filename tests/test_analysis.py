@@ -63,6 +63,7 @@ def test_trial_choices_count_each_term():
     assert trial_choices(preset("none"))["affinity"] == {NO_TERM}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("evaluator", sorted(EVALUATORS))
 def test_importances_sum_to_one_and_name_the_grouped_choices(env, evaluator):
     _, result = env
@@ -85,6 +86,7 @@ def test_importance_needs_completed_search_trials(tmp_path):
         study_importance(study)
 
 
+@pytest.mark.slow
 def test_cli_importance_json(env, capsys):
     assert main(["study", "importance", "--study-name", "tiny", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -105,6 +107,7 @@ def test_invalid_interaction_cells_follow_the_rules():
     assert not cell_invalid("normalisation", "loss", "row_softmax", "kl")
 
 
+@pytest.mark.slow
 def test_plots_are_valid_images(env, tmp_path):
     import matplotlib.image as mpimg
 
@@ -120,6 +123,7 @@ def test_plots_are_valid_images(env, tmp_path):
         assert root.tag.endswith("svg") and (tmp_path / f"{stem}.svg").stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_has_every_section(env, tmp_path):
     _, result = env
     confirm_study(result.study, top_k=1, seeds=[0, 1], epochs=1, out_dir=tmp_path / "confirm")
@@ -145,6 +149,7 @@ def _chromium(html_path, png_path):
     return console, png_path
 
 
+@pytest.mark.slow
 @pytest.mark.needs("chromium")
 def test_report_loads_in_a_real_browser(env, tmp_path, capsys):
     import matplotlib.image as mpimg
@@ -161,6 +166,7 @@ def test_report_loads_in_a_real_browser(env, tmp_path, capsys):
     assert any("undefinedFunction" in line for line in console)
 
 
+@pytest.mark.slow
 def test_cli_plot_and_report_write_files(env, tmp_path, capsys):
     assert main(["study", "plot", "--study-name", "tiny", "--out", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "importance.svg").exists()
@@ -168,6 +174,7 @@ def test_cli_plot_and_report_write_files(env, tmp_path, capsys):
     assert path.stat().st_size > 50_000
 
 
+@pytest.mark.slow
 def test_every_registered_plot_is_written_and_shown_in_the_report(env, tmp_path):
     from relkd.analysis.plots import PLOTS, study_plots
 
@@ -184,6 +191,7 @@ def test_every_registered_plot_is_written_and_shown_in_the_report(env, tmp_path)
         assert f'alt="{entry.name}"' in page and entry.property("caption") in page
 
 
+@pytest.mark.slow
 def test_a_plot_registered_once_reaches_the_files_and_the_report(env, tmp_path):
     """Registering one function is the whole edit: no list in the report to keep in step."""
     from relkd.analysis.plots import PLOTS, study_plot

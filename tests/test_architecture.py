@@ -229,6 +229,7 @@ def old_study(tmp_path: Path) -> tuple[str, Path]:
     return f"sqlite:///{db}", DATA / "study_v0.yaml"
 
 
+@pytest.mark.slow
 def test_a_study_written_before_the_split_is_read_and_resumed(isolated, tmp_path, capsys):
     from relkd.cli import main
     from relkd.fields import read_yaml_file

@@ -30,6 +30,7 @@ def test_bad_compare_files_name_the_field(section, expected):
     assert expected in str(err.value)
 
 
+@pytest.mark.slow
 def test_compare_table_has_one_row_per_method_with_seed_counts(isolated):
     spec = validate_compare(DOC)
     table = run_compare(spec)
@@ -55,6 +56,7 @@ def test_compare_table_has_one_row_per_method_with_seed_counts(isolated):
     assert (out / "compare.png").stat().st_size > 10_000 and (out / "compare.svg").exists()
 
 
+@pytest.mark.slow
 def test_compare_resumes_without_retraining(isolated, monkeypatch):
     spec = validate_compare({**DOC, "compare": {"methods": ["sp"], "seeds": 2, "with_kd": False}})
     real = compare_module.run_trial
@@ -69,6 +71,7 @@ def test_compare_resumes_without_retraining(isolated, monkeypatch):
     assert again["rows"] == first["rows"]
 
 
+@pytest.mark.slow
 def test_cli_compare(isolated, capsys):
     path = isolated / "c.yaml"
     path.write_text(yaml_dump({**DOC, "compare": {"methods": ["sp"], "seeds": 1}}))
@@ -77,6 +80,7 @@ def test_cli_compare(isolated, capsys):
     assert "| sp+kd | 1 |" in out and "files:" in out
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_compare(isolated):
     import os
     import subprocess
@@ -143,6 +147,7 @@ def test_bad_findings_name_the_field(section, expected):
     assert expected in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_compare_of_feature_and_relation_methods_says_what_it_finds(isolated):
     doc = {**TINY_SETTING, "name": "cquinn", "budget": {**TINY_SETTING["budget"], "epochs": 1},
            "compare": {"methods": ["at", "crd", "sp"], "seeds": 1, "findings": "quinn"}}

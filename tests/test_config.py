@@ -181,6 +181,7 @@ configs = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(configs)
 @example({"ce_weight": 1.0, "terms": [], "meta": {"\x85": 0}})  # Hypothesis found it: NEL came back as ' '

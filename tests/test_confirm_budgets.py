@@ -212,6 +212,7 @@ def test_cli_flag_errors_name_the_flag(capsys, flags, expected):
     assert expected in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_confirms_at_two_budgets_with_real_runs_and_resumes(tmp_path, capsys, monkeypatch):
     """Tiny students trained for real; anchor kd is the best known (also the kd row): 3 x 2 runs."""
     url = f"sqlite:///{tmp_path}/study.db"

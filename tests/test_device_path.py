@@ -91,6 +91,7 @@ def test_evaluate_counts_what_argmax_says():
     assert model.training  # its mode is restored
 
 
+@pytest.mark.slow
 def test_the_teacher_output_cache_evicts_the_least_recently_used(monkeypatch):
     """With augmentation every epoch has its own outputs: past the limit, the oldest epoch
     goes and the run still gives what the live teacher gives."""
@@ -117,6 +118,7 @@ def test_term_memory_estimate_follows_the_affinity_order():
     assert (d_s, d_t) == (4 * 28 * 28, 8 * 28 * 28)  # widths 4 and 8 at stage1, 28 x 28 maps
 
 
+@pytest.mark.slow
 def test_a_study_skips_draws_the_device_cannot_hold(monkeypatch):
     monkeypatch.setenv("RELKD_POPULATION", "1")
     monkeypatch.setattr(memory, "device_budget", lambda device: 2 * 2**20)  # 2 MiB

@@ -120,6 +120,7 @@ def test_a_killed_worker_trial_is_failed_and_retried_by_another(tmp_path, pg_url
     assert {"none", "kd", "sp"} <= {t.user_attrs.get("anchor") for t in counted_trials(study)}
 
 
+@pytest.mark.slow
 def test_a_worker_killed_in_the_last_trial_is_waited_for_and_its_trial_retried(tmp_path):
     """Two workers, a study of two trials (anchors none and kd). kd is held after its first
     epoch until its worker is killed; the other worker, none done, finds its next trial's room
@@ -165,6 +166,7 @@ def test_a_worker_killed_in_the_last_trial_is_waited_for_and_its_trial_retried(t
     assert sorted(t.user_attrs["anchor"] for t in counted_trials(study)) == ["kd", "none"]
 
 
+@pytest.mark.slow
 def test_a_locked_sqlite_file_is_waited_for(tmp_path):
     """Another process holds an exclusive lock on the study's SQLite file: relkd waits for it
     and goes on instead of failing with 'database is locked'. The lock is let go only once
@@ -228,6 +230,7 @@ def _password_free(text, password):
     return text
 
 
+@pytest.mark.slow
 def test_storage_passwords_never_leave_relkd(tmp_path, pg_url, capsys, caplog):
     """The password of the storage URL appears in no log line, printed output, export,
     report or stored study/trial attribute; nor in the error for a wrong password."""

@@ -92,6 +92,7 @@ def test_teacher_cache_hit_miss_and_key(cache_dir):
     assert teacher_key(setting(teacher=spelled_out)) == first.key  # defaults written out: same teacher
 
 
+@pytest.mark.slow
 def test_corrupted_teacher_checkpoint_is_rebuilt(cache_dir, caplog):
     s = setting()
     first = get_teacher(s)
@@ -103,6 +104,7 @@ def test_corrupted_teacher_checkpoint_is_rebuilt(cache_dir, caplog):
     assert get_teacher(s).trained
 
 
+@pytest.mark.slow
 def test_teacher_trained_once_when_processes_start_together(cache_dir, tmp_path):
     setting_file = tmp_path / "s.json"
     setting_file.write_text(json.dumps(SETTING))
@@ -126,6 +128,7 @@ def test_run_trial_reports_each_epoch_and_stops_early():
     assert "test_accuracy" not in m  # the test split is untouched unless asked for
 
 
+@pytest.mark.slow
 def test_a_run_may_evaluate_after_its_last_epoch_only():
     every = run_trial(setting(budget__epochs=3), "kd")
     last = run_trial(setting(budget__epochs=3), "kd", every_epoch=False)
@@ -143,6 +146,7 @@ def test_run_is_deterministic_on_cpu():
     assert set(a["part_means"]) == {"ce", "kd", "rkd_d", "rkd_a"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("augment", [False, True])
 def test_teacher_output_cache_gives_the_same_run(augment):
     s = setting(data__augment=augment)
@@ -184,6 +188,7 @@ def test_a_damaged_teacher_output_file_is_computed_again(cache_dir, caplog, dama
     assert path.read_bytes() == data  # and it was written again
 
 
+@pytest.mark.slow
 def test_a_full_disk_costs_the_cache_but_not_the_run(cache_dir, caplog, monkeypatch):
     """No space left for the teacher checkpoint or the teacher outputs: the run goes on with
     what it trained, leaves no partial files behind, and the next process trains again."""

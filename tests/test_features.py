@@ -248,6 +248,7 @@ def test_trainable_parts_train_with_the_student_and_are_saved_beside_it(isolated
     assert state["t0_fitnet.regressor.0.weight"].shape == fresh.state_dict()["t0_fitnet.regressor.0.weight"].shape
 
 
+@pytest.mark.slow
 def test_every_feature_preset_trains_reproducibly_and_leaves_the_teacher_alone(isolated):
     from relkd.engine import get_teacher
 
@@ -275,6 +276,7 @@ def test_run_trial_trains_a_bound_objective_from_its_start(isolated):
     assert set(first["objective_state"]) == set(again["objective_state"])
 
 
+@pytest.mark.slow
 def test_populations_refuse_trainable_terms_and_studies_train_them_alone(isolated):
     with pytest.raises(ValueError, match=r"members \[1\] have feature terms .* train them with run_trial"):
         run_population(setting(epochs=1), ["kd", "crd+kd"])
@@ -360,6 +362,7 @@ def test_bad_family_sections_name_the_field():
         validate_search({"family": ["relation", "feature"], "terms": 1, "weight": 1.0}).grid()
 
 
+@pytest.mark.slow
 def test_a_study_that_opts_in_trains_feature_and_relation_terms_together(isolated):
     from relkd.analysis.importance import study_importance
 
@@ -427,6 +430,7 @@ def test_pairs_collapse_to_their_canonical_form_and_feature_maps_are_checked_per
                                           "tap": {"student": "stage2", "teacher": "pool"}}]})
 
 
+@pytest.mark.slow
 def test_training_reads_the_student_and_teacher_layers_of_each_pair(isolated):
     s = setting(epochs=1)
     config = {"kd": {"weight": 0.9}, "ce_weight": 0.1, "terms": [
@@ -470,6 +474,7 @@ def test_the_search_may_choose_the_teachers_layer():
 
 # ----------------------------------------------------------------------------- SRM's stage
 
+@pytest.mark.slow
 def test_srm_learns_its_dictionary_once_per_teacher_and_caches_it(isolated, monkeypatch, caplog):
     import relkd.features.srm as srm_module
     from relkd.cache import cache_root

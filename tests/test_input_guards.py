@@ -210,6 +210,7 @@ def study_doc(**optuna):
             "optuna": {"n_trials": 4, "anchors": [], **optuna}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["gp", "bruteforce"])
 def test_the_gp_and_bruteforce_samplers_run_a_study(isolated, sampler):
     spec = validate_study(study_doc(sampler=sampler))

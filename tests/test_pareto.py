@@ -217,6 +217,7 @@ def test_format_front_without_sizes():
     assert "no completed trial records" in format_front([])
 
 
+@pytest.mark.slow
 def test_plots_of_a_multi_objective_study(mo, tmp_path, caplog):
     study, _ = mo
     with caplog.at_level(logging.INFO, logger="relkd.analysis.plots"):
@@ -228,6 +229,7 @@ def test_plots_of_a_multi_objective_study(mo, tmp_path, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+@pytest.mark.slow
 def test_the_pareto_plot_of_a_single_objective_study(tmp_path, caplog):
     sized = make_study(multi=False)
     assert "pareto" in {p.stem for p in write_study_plots(sized, tmp_path / "sized")}
@@ -239,6 +241,7 @@ def test_the_pareto_plot_of_a_single_objective_study(tmp_path, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "pareto" in r.getMessage()]
 
 
+@pytest.mark.slow
 def test_report_of_a_multi_objective_study(mo):
     study, url = mo
     page = render_report(study, url)
@@ -250,6 +253,7 @@ def test_report_of_a_multi_objective_study(mo):
     assert page.count('alt="pareto"') == 1 and 'alt="marginals"' in page
 
 
+@pytest.mark.slow
 def test_cli_report_and_plot(mo, tmp_path, capsys):
     _, url = mo
     code, out, _ = run(["study", "report", "--study-name", "mo", "--storage", url, "--out",

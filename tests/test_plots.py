@@ -49,6 +49,7 @@ def figure_places(page):
     return [part.split('"', 1)[0] for part in page.split('<img alt="')[1:]]
 
 
+@pytest.mark.slow
 def test_every_registered_plot_is_written_and_appears_in_the_report(env, tmp_path):  # noqa: F811
     _, result = env
     assert [e.name for e in study_plots()] == SHIPPED
@@ -71,6 +72,7 @@ def test_one_function_can_be_two_plots():
     assert PLOTS.info("importance").property("optional") and not PLOTS.info("history").property("optional")
 
 
+@pytest.mark.slow
 def test_a_plot_registered_once_reaches_the_files_and_the_report(env, tmp_path, scratch_plots):  # noqa: F811
     """Registering one function is the whole edit: no list in the report to keep in step."""
     _, result = env
@@ -92,6 +94,7 @@ def test_a_plot_registered_once_reaches_the_files_and_the_report(env, tmp_path, 
     assert seen == [("tiny", "mdi")] * 2
 
 
+@pytest.mark.slow
 def test_the_importance_is_computed_once_for_every_plot_that_needs_it(env, tmp_path,  # noqa: F811
                                                                        scratch_plots, monkeypatch):
     _, result = env
@@ -116,6 +119,7 @@ def test_the_importance_is_computed_once_for_every_plot_that_needs_it(env, tmp_p
     assert {"importance", "importance_groups"} <= stems and calls == ["ped_anova"]
 
 
+@pytest.mark.slow
 def test_an_optional_plot_that_cannot_be_drawn_is_left_out_and_others_fail_loudly(env, tmp_path,  # noqa: F811
                                                                                     scratch_plots, caplog):
     _, result = env

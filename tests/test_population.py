@@ -40,6 +40,7 @@ def assert_same_member(got, want):
 ENGINE_CONFIGS = {"fold": ["kd", "rkd", "none"], "vmap": CONFIGS, "loop": CONFIGS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["fold", "vmap", "loop"])
 def test_member_trains_what_run_trial_trains_alone(setting, engine):
     configs = ENGINE_CONFIGS[engine]
@@ -96,6 +97,7 @@ class ExplodingKD(Objective):
         return parts
 
 
+@pytest.mark.slow
 def test_non_finite_member_leaves_with_its_reason(setting):
     reference = run_population(setting, ["sp+kd", "none"], seed=0, return_models=True)
     members = run_population(setting, ["sp+kd", ExplodingKD(preset("kd"), after=3), "none"], seed=0,
@@ -128,6 +130,7 @@ def test_fused_evaluation_counts_like_evaluate(setting):
     assert students.evaluate_fused(loader) == [evaluate(students.export(k), loader) for k in range(2)]
 
 
+@pytest.mark.slow
 def test_a_folded_step_is_each_members_step(setting):
     """One batch of sp+kd: every folded member's gradient is the model's alone, to float32 rounding."""
     import copy
@@ -226,6 +229,7 @@ def test_frozen_stages_stay_frozen_when_folded(setting):
     assert all(p.requires_grad for p in students.net.net.fc.parameters())
 
 
+@pytest.mark.slow
 def test_the_gpu_benchmark_runs_end_to_end(tmp_path):
     """benchmarks/gpu.py, on the CPU with synthetic data: every K of the table measured, its JSON written."""
     import json

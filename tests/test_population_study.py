@@ -44,6 +44,7 @@ def sizes_trained(monkeypatch):
     return sizes
 
 
+@pytest.mark.slow
 def test_a_population_study_counts_every_member_as_its_own_trial(tmp_path, monkeypatch):
     sizes = sizes_trained(monkeypatch)
     result = run_study(validate_study(study_doc(n_trials=7, pruner="none")), progress=False, population=3)
@@ -62,6 +63,7 @@ def test_a_population_study_counts_every_member_as_its_own_trial(tmp_path, monke
     assert result.best_config is not None and result.best_config.is_file()
 
 
+@pytest.mark.slow
 def test_population_members_score_what_they_score_alone(tmp_path):
     """The anchors trained as one population and one by one: the same validation accuracy."""
     doc = study_doc(n_trials=3, anchors=["none", "kd", "sp"])
@@ -74,6 +76,7 @@ def test_population_members_score_what_they_score_alone(tmp_path):
             assert value == pytest.approx(values[1][anchor][step], abs=1.5 / 60)  # 60 validation samples
 
 
+@pytest.mark.slow
 def test_members_are_pruned_on_their_own_by_the_ladder(tmp_path):
     doc = study_doc(n_trials=12, ladder={"rungs": [1], "reduction": 3, "min_trials": 2})
     doc["budget"]["epochs"] = 3
@@ -89,6 +92,7 @@ def test_members_are_pruned_on_their_own_by_the_ladder(tmp_path):
     assert len(counted_trials(study)) == 12
 
 
+@pytest.mark.slow
 def test_invalid_draws_are_told_at_once_and_the_population_still_fills(monkeypatch):
     sizes = sizes_trained(monkeypatch)
     doc = study_doc(n_trials=6, anchors=[], sampler="random", pruner="none")
@@ -104,6 +108,7 @@ def test_invalid_draws_are_told_at_once_and_the_population_still_fills(monkeypat
     assert sizes == [3, 3] and len(counted_trials(study)) == 6
 
 
+@pytest.mark.slow
 def test_a_population_that_fails_is_split_and_only_the_bad_member_fails(monkeypatch):
     """An error in one member's composition is not blamed on the others: the population is
     trained again in halves, and the member alone fails as a single trial would."""
@@ -125,6 +130,7 @@ def test_a_population_that_fails_is_split_and_only_the_bad_member_fails(monkeypa
     assert [t.state for t in others] == [TrialState.COMPLETE] * 2
 
 
+@pytest.mark.slow
 def test_out_of_memory_in_a_population_splits_it_down_to_what_fits(monkeypatch):
     real, freed = population_module.run_population, []
     monkeypatch.setattr(population_module, "free_device_memory", lambda: freed.append(True))
@@ -144,6 +150,7 @@ def test_out_of_memory_in_a_population_splits_it_down_to_what_fits(monkeypatch):
     assert states["sp"].user_attrs["pruned_reason"].startswith("out of device memory (CUDA out of memory.")
 
 
+@pytest.mark.slow
 def test_a_non_finite_member_is_pruned_with_its_reason_and_the_others_finish(monkeypatch):
     doc = study_doc(n_trials=2, anchors=["kd", "none"], pruner="none")
     real = population_module.run_population
@@ -162,6 +169,7 @@ def test_a_non_finite_member_is_pruned_with_its_reason_and_the_others_finish(mon
     assert trials["none"].state == TrialState.COMPLETE
 
 
+@pytest.mark.slow
 def test_an_interrupted_population_puts_its_anchors_back(monkeypatch, tmp_path):
     """Ctrl-C in the middle of a population: every member's trial ends failed, the enqueued
     ones (anchors) wait again, and the next run trains them."""
@@ -186,6 +194,7 @@ def test_an_interrupted_population_puts_its_anchors_back(monkeypatch, tmp_path):
     assert sorted(t.user_attrs["anchor"] for t in counted_trials(study)) == ["kd", "none", "sp"]
 
 
+@pytest.mark.slow
 def test_a_grid_study_in_populations_ends_with_its_grid():
     doc = study_doc(sampler="grid", anchors=[], pruner="none")
     doc["search"] = {"terms": 1, "tap": ["pool"], "view": ["avgpool"], "affinity": ["cosine"],
@@ -211,6 +220,7 @@ def test_the_population_field_and_flag_are_checked(capsys):
     assert "--population: expected 'auto' or an integer >= 1 and <= 256, got 'many'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_environment_sets_the_population_and_the_flag_beats_it(monkeypatch):
     monkeypatch.setenv("RELKD_POPULATION", "2")
     assert run_study(validate_study(study_doc(n_trials=2, population=4)), progress=False).population == 2
@@ -219,6 +229,7 @@ def test_the_environment_sets_the_population_and_the_flag_beats_it(monkeypatch):
         run_study(validate_study(study_doc(n_trials=2, study_name="another")), progress=False)
 
 
+@pytest.mark.slow
 def test_auto_measures_once_per_machine_and_caches_the_choice(monkeypatch, tmp_path):
     monkeypatch.delenv("RELKD_POPULATION")
     measured = []
@@ -254,6 +265,7 @@ def test_the_calibration_measures_real_populations():
     assert set(rates) == {1, 2} and all(r > 0 for r in rates.values())
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_population_loses_no_member(tmp_path):
     """SIGKILL while a worker trains a population of 3: all three trials are failed by the
     heartbeat and retried by the next worker (same compositions), and the study reaches n_trials."""

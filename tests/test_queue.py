@@ -155,6 +155,7 @@ SHARED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_queue(tmp_path):
     url = f"sqlite:///{tmp_path}/shared.db"
     RunQueue.open("shared", url)  # the tables exist before the two start
@@ -192,6 +193,7 @@ def counting(function):
     return wrapper
 
 
+@pytest.mark.slow
 def test_a_confirm_interrupted_before_the_run_queue_uses_its_runs_jsonl(tmp_path, monkeypatch, caplog):
     """confirm_runs_v0.jsonl: the runs.jsonl the old confirm wrote (top_k 1, seeds 0 and 1, one
     epoch) for this study; confirm_v0.json: the table it made from them."""
@@ -221,6 +223,7 @@ def test_a_confirm_interrupted_before_the_run_queue_uses_its_runs_jsonl(tmp_path
     assert confirm_study(study, top_k=1, seeds=[0, 1], epochs=1, out_dir=finished)["rows"] == table["rows"]
 
 
+@pytest.mark.slow
 def test_a_compare_interrupted_before_the_run_queue_resumes(tmp_path, monkeypatch):
     """compare_v0.sql: the old compare of this file, interrupted in its fourth run (kd, seed 1):
     three runs completed, one failed, two waiting."""

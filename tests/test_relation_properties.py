@@ -129,6 +129,7 @@ def test_term_loss_is_permutation_invariant(combo, b, ds, dt, seed):
     torch.testing.assert_close(term(s[perm], t[perm]), term(s, t), rtol=1e-7, atol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("combo", VALID, ids="/".join)
 def test_every_valid_combination_is_zero_on_identical_and_finite_on_degenerate_batches(combo):
     term = RelationTerm("pool", *combo)

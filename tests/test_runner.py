@@ -17,6 +17,7 @@ STUDY = {**TINY_SETTING, "search": {"tap": ["last_stage", "pool"]},
          "optuna": {"n_trials": 4, "anchors": ["none", "kd"], "sampler": {"name": "tpe", "n_startup_trials": 2}}}
 
 
+@pytest.mark.slow
 def test_run_study_from_python_writes_the_best_config_and_the_plots(isolated):
     result = run_study(validate_study(STUDY), progress=False)
     assert result.best_config == isolated / "runs" / "tiny" / "best.yaml"
@@ -29,6 +30,7 @@ def test_run_study_from_python_writes_the_best_config_and_the_plots(isolated):
     assert worker.best_config is None and worker.plots == []
 
 
+@pytest.mark.slow
 def test_a_trial_builds_its_objective_once_and_the_engine_does_not_validate_it_again(monkeypatch):
     """The space's draw makes the canonical config (one validation, in space.sample), the
     trial builds the objective from it (the one build), and the engine takes the built
@@ -74,6 +76,7 @@ def test_a_trial_builds_its_objective_once_and_the_engine_does_not_validate_it_a
     assert (len(validations), len(builds)) == (2, 1)  # and neither again during the run
 
 
+@pytest.mark.slow
 def test_a_study_whose_student_starts_from_a_pretrain_source_trains_its_trials(isolated, monkeypatch):
     """The engine never trains a ``{pretrain: SOURCE.yaml}`` source itself: run_study
     resolves it to the source's checkpoint before the first trial."""
@@ -111,6 +114,7 @@ def test_the_cli_shows_its_flags_where_the_library_names_its_arguments(message, 
     assert as_flags(ConfigError([message])) == message  # a file's field is no flag
 
 
+@pytest.mark.slow
 def test_library_errors_name_arguments_and_the_command_line_its_flags(isolated, capsys):
     from relkd.study import export_trials, load_relkd_study, load_study_spec
 

@@ -119,6 +119,7 @@ def test_ladder_compares_searched_trials_only_and_bootstraps():
 # ----------------------------------------------------------------------------- a study on the ladder
 
 
+@pytest.mark.slow
 def test_a_ladder_study_promotes_the_best_and_keeps_every_rung(tmp_path):
     doc = study_doc(n_trials=12, ladder={"rungs": [1], "reduction": 3, "min_trials": 2})
     result = run_study(validate_study(doc), storage=f"sqlite:///{tmp_path}/l.db", progress=False)
@@ -142,6 +143,7 @@ def test_a_ladder_study_promotes_the_best_and_keeps_every_rung(tmp_path):
         assert len(values) < 2 or sum(v > t.intermediate_values[1] for v in values) < -(-len(values) // 3)
 
 
+@pytest.mark.slow
 def test_a_ladder_study_resumes_in_the_middle(tmp_path):
     storage = f"sqlite:///{tmp_path}/r.db"
     doc = study_doc(n_trials=8, ladder={"rungs": [1], "reduction": 2, "min_trials": 2})
@@ -207,6 +209,7 @@ def test_refinement_share_is_the_same_decision_everywhere():
     assert not any(Refinement(share=0.0).chooses(0, n) for n in range(200))
 
 
+@pytest.mark.slow
 def test_a_study_refines_its_best_anchors(tmp_path):
     doc = study_doc(n_trials=10, pruner="none", refine={"share": 1.0, "anchors": 1})
     study = run_study(validate_study(doc), storage=f"sqlite:///{tmp_path}/f.db", progress=False).study
@@ -292,6 +295,7 @@ def test_the_verdict_with_one_seed_is_never_a_win():
     assert search_verdict(_seeded_study({0: (0.8, "kd")}, [])) is None
 
 
+@pytest.mark.slow
 def test_a_study_reruns_its_leaders_and_ends_with_a_verdict(tmp_path, capsys):
     doc = study_doc(n_trials=8, pruner="none", rerun={"top_k": 2, "anchors": 1, "seeds": 3})
     path = tmp_path / "s.yaml"

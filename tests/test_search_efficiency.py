@@ -150,6 +150,7 @@ def test_strategy_specs_keep_the_training_seed():
     assert isinstance(bench.strategy_spec(spec, "gp", 7, 30, "g").make_sampler(), optuna.samplers.GPSampler)
 
 
+@pytest.mark.slow
 def test_end_to_end_on_the_tiny_setting(isolated, monkeypatch):
     study_file = isolated / "tiny.yaml"
     study_file.write_text(yaml_dump(study_doc()))

@@ -201,6 +201,7 @@ def test_factorial_grid_covers_every_valid_combination_once():
 # ----------------------------------------------------------------------------- running studies
 
 
+@pytest.mark.slow
 def test_tiny_study_end_to_end(isolated):
     result = run_study(spec(), progress=False)
     study = result.study
@@ -223,6 +224,7 @@ def test_tiny_study_end_to_end(isolated):
     assert again.user_attrs["relkd.setting"]["student"]["model"] == "cnn_tiny"
 
 
+@pytest.mark.slow
 def test_seeded_sampler_is_reproducible():
     first = run_study(spec(optuna__n_trials=13), progress=False).study
     second = run_study(spec(optuna__n_trials=13, optuna__study_name="again"), progress=False).study
@@ -230,6 +232,7 @@ def test_seeded_sampler_is_reproducible():
     assert [t.value for t in first.trials] == [t.value for t in second.trials]
 
 
+@pytest.mark.slow
 def test_resume_keeps_completed_trials_and_does_not_reenqueue_anchors(monkeypatch):
     first = run_study(spec(optuna__n_trials=11), progress=False)
     before = [(t.number, t.state, t.value, t.params) for t in first.study.trials]
@@ -242,6 +245,7 @@ def test_resume_keeps_completed_trials_and_does_not_reenqueue_anchors(monkeypatc
     assert anchors_of(third.study) == list(DEFAULT_ANCHORS)
 
 
+@pytest.mark.slow
 def test_interrupted_study_keeps_its_trials_and_resumes(monkeypatch):
     real = trial_module.run_trial
     monkeypatch.setattr(trial_module, "run_trial", interrupt_on_call(real, 4))
@@ -258,6 +262,7 @@ def test_interrupted_study_keeps_its_trials_and_resumes(monkeypatch):
     assert pkt == [TrialState.FAIL, TrialState.COMPLETE]
 
 
+@pytest.mark.slow
 def test_changed_setting_is_refused_on_resume_but_the_device_may_differ():
     run_study(spec(optuna__n_trials=10, optuna__anchors=["none"]), progress=False)
     with pytest.raises(ValueError, match=r"budget\.epochs: 2 in the study, 3 in the file"):
@@ -273,6 +278,7 @@ def test_study_name_override_is_checked_and_stored():
         spec().renamed("../x")
 
 
+@pytest.mark.slow
 def test_median_pruner_prunes_a_deliberately_bad_trial():
     s = spec(search={"terms": 0, "kd": False, "ce_weight": {"low": 1e-4, "high": 1.0, "log": True}},
              optuna={"anchors": ["none"], "n_trials": 3,
@@ -291,6 +297,7 @@ def test_median_pruner_prunes_a_deliberately_bad_trial():
     assert len(bad.intermediate_values) == 1
 
 
+@pytest.mark.slow
 def test_non_finite_loss_prunes_with_reason_and_errors_fail_with_message(monkeypatch):
     s = spec(search={"terms": 0, "kd": False, "ce_weight": {"low": 0.1, "high": 1.0, "log": True}},
              optuna={"anchors": ["none"], "n_trials": 3})
@@ -322,6 +329,7 @@ def test_non_finite_loss_prunes_with_reason_and_errors_fail_with_message(monkeyp
     assert len(counted_trials(study)) == 3
 
 
+@pytest.mark.slow
 def test_out_of_memory_prunes_with_reason_and_does_not_stop_the_study(monkeypatch):
     """A composition too big for the device (angle over a flattened map, say) is pruned with
     the reason, its memory given back; six in a row do not stop the study the way five
@@ -344,6 +352,7 @@ def test_out_of_memory_prunes_with_reason_and_does_not_stop_the_study(monkeypatc
                                                         "2.00 GiB (simulated)); pruned, not failed") for t in searched)
 
 
+@pytest.mark.slow
 def test_invalid_draws_never_train_and_do_not_count(monkeypatch):
     trained = []
     real = trial_module.run_trial
@@ -364,6 +373,7 @@ def test_invalid_draws_never_train_and_do_not_count(monkeypatch):
             assert t.state == TrialState.PRUNED and not t.intermediate_values
 
 
+@pytest.mark.slow
 def test_grid_runs_each_valid_combination_once_beside_the_anchors():
     s = spec(search={"terms": 1, "tap": "pool", "view": "flatten", "affinity": ["dot", "euclidean"],
                      "normalisation": ["row_sum", "mean"], "loss": ["mse", "l1"], "component_params": "default",
@@ -403,6 +413,7 @@ def test_broken_trials_stop_the_study_with_the_error(monkeypatch):
     assert trial_counts(result.study)["fail"] == 5
 
 
+@pytest.mark.slow
 def test_timeout_counts_the_teacher_and_stops_the_run(monkeypatch):
     import time
 
@@ -426,6 +437,7 @@ def finished(isolated):
     return run_study(spec(optuna__n_trials=12), progress=False)
 
 
+@pytest.mark.slow
 def test_status_reports_counts_best_and_eta(finished):
     status = study_status(finished.study)
     assert status["finished"] == 12 and status["n_trials"] == 12 and status["eta_seconds"] == 0
@@ -433,6 +445,7 @@ def test_status_reports_counts_best_and_eta(finished):
     assert set(status["anchors"]) == set(DEFAULT_ANCHORS)
 
 
+@pytest.mark.slow
 def test_export_round_trip_and_retrain(finished, tmp_path, capsys):
     best = ranked_trials(finished.study)[0]
     [path] = export_trials(finished.study, finished.storage, tmp_path / "best.yaml")
@@ -450,6 +463,7 @@ def test_export_round_trip_and_retrain(finished, tmp_path, capsys):
     assert retrained["val_accuracy"] == pytest.approx(best.value)  # same seed, same budget: same student
 
 
+@pytest.mark.slow
 def test_export_top_k_and_trial(finished, tmp_path):
     paths = export_trials(finished.study, finished.storage, tmp_path / "top.yaml", top_k=3)
     assert [p.name for p in paths] == ["top_rank1.yaml", "top_rank2.yaml", "top_rank3.yaml"]
@@ -463,6 +477,7 @@ def test_export_top_k_and_trial(finished, tmp_path):
         export_trials(finished.study, finished.storage, tmp_path / "x.yaml", trial=999)
 
 
+@pytest.mark.slow
 def test_confirm_trains_top_k_and_anchors_on_test_and_resumes(finished, tmp_path, monkeypatch):
     table = confirm_study(finished.study, top_k=1, seeds=[0, 1], epochs=1, out_dir=tmp_path / "confirm")
     labels = [r["label"] for r in table["rows"]]
@@ -503,6 +518,7 @@ def test_redact_hides_passwords():
     assert redact("host=h password=s3cr3t dbname=x") == "host=h password=*** dbname=x"
 
 
+@pytest.mark.slow
 def test_journal_storage_works(tmp_path):
     result = run_study(spec(optuna__n_trials=10, optuna__anchors=["none"]), storage=f"journal:{tmp_path}/j.log",
                        progress=False)
@@ -515,6 +531,7 @@ def write_study(tmp_path, **changes) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_cli_run_status_export(tmp_path, capsys):
     path = write_study(tmp_path, optuna__n_trials=11)
     assert main(["study", "run", str(path), "--quiet"]) == 0
@@ -557,6 +574,7 @@ def test_cli_bad_study_file_names_the_field(tmp_path, capsys):
     assert "search.affinity[0]: unknown affinity 'cosin'; did you mean 'cosine'" in err
 
 
+@pytest.mark.slow
 def test_two_workers_together_stop_at_n_trials(tmp_path):
     path = write_study(tmp_path, optuna__n_trials=16)
     storage = f"sqlite:///{tmp_path}/shared.db"
@@ -574,6 +592,7 @@ def test_two_workers_together_stop_at_n_trials(tmp_path):
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
 
+@pytest.mark.slow
 @pytest.mark.needs("optuna-cli")
 def test_optuna_cli_reads_a_relkd_study(finished):
     optuna_cli = Path(sys.executable).with_name("optuna")
@@ -582,6 +601,7 @@ def test_optuna_cli_reads_a_relkd_study(finished):
     assert json.loads(out)["value"] == pytest.approx(finished.study.best_value)
 
 
+@pytest.mark.slow
 def test_a_worker_that_loses_a_race_for_an_enqueued_trial_goes_on(monkeypatch):
     """SQLite has no row locks: two workers can run the same enqueued trial, and the slower
     one's tell fails. That worker must carry on, not stop."""
@@ -602,6 +622,7 @@ def test_a_worker_that_loses_a_race_for_an_enqueued_trial_goes_on(monkeypatch):
     assert is_lost_race(ValueError("Cannot tell a FAIL trial.")) and not is_lost_race(ValueError("other"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
 def test_a_signalled_worker_marks_its_trial_and_the_study_resumes(tmp_path, signal_name):
     import signal
@@ -649,6 +670,7 @@ def test_a_missing_init_file_stops_the_study_before_any_trial(tmp_path, capsys):
     assert not (tmp_path / "runs" / "tiny" / "optuna.db").exists()  # refused before the study was created
 
 
+@pytest.mark.slow
 def test_workers_may_keep_the_init_file_elsewhere_but_not_change_it(tmp_path):
     """Resuming compares the student's init checkpoint by content, not by where it lies."""
     import shutil

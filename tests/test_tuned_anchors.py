@@ -75,6 +75,7 @@ def test_a_tuned_anchor_changes_hyperparameters_only():
     assert config["kd"]["temperature"] == pytest.approx(4.0 * trial.params["tuned.sp+kd.kd.temperature"])
 
 
+@pytest.mark.slow
 def test_a_study_trains_its_tuned_anchors_in_full_and_its_verdict_is_against_the_best_known():
     spec = validate_study(study_doc(n_trials=10, ladder={"rungs": [1], "reduction": 3, "min_trials": 1},
                                     rerun={"top_k": 1, "anchors": 1, "seeds": 3}))
@@ -147,6 +148,7 @@ def test_refinement_leaves_hyperparameter_only_moves_to_the_tuned_anchors():
     assert 0 < invalid < 12
 
 
+@pytest.mark.slow
 def test_two_workers_share_the_tuned_anchors_and_resume_them(tmp_path):
     """Two worker processes on one SQLite study: every tuned-anchor slot is trained once."""
     doc = study_doc(n_trials=9, heartbeat_interval=1)

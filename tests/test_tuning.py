@@ -64,6 +64,7 @@ def test_a_bare_tune_section_takes_the_default_grid_around_the_rate_as_written()
     assert "tune" not in validate_setting(tiny(None)).to_dict()  # absent stays absent: older records unchanged
 
 
+@pytest.mark.slow
 def test_the_tuning_trains_none_and_kd_at_every_rate_chooses_the_best_mean_and_is_cached(monkeypatch):
     calls = counting_runs(monkeypatch)
     setting = validate_setting(tiny({**TUNE, "lr": [0.1, 0.4]}))  # budget.lr 0.05 is measured too
@@ -141,6 +142,7 @@ def study_doc(**optuna_section):
     return doc
 
 
+@pytest.mark.slow
 def test_a_study_tunes_first_records_the_recipe_and_every_trial_trains_at_it(monkeypatch, capsys):
     import relkd.study.trial as trial_module
 
@@ -166,6 +168,7 @@ def test_a_study_tunes_first_records_the_recipe_and_every_trial_trains_at_it(mon
     assert study.user_attrs[RECIPE_ATTR]["lr"] == tuning.lr
 
 
+@pytest.mark.slow
 def test_train_runs_at_the_tuned_rate(tmp_path, capsys, monkeypatch):
     import relkd.engine.runs as runs_module
 
