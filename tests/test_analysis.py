@@ -179,14 +179,15 @@ def test_every_registered_plot_is_written_and_shown_in_the_report(env, tmp_path)
     from relkd.analysis.plots import PLOTS, study_plots
 
     _, result = env
-    assert [e.name for e in study_plots()] == ["history", "importance", "marginals",
+    assert [e.name for e in study_plots()] == ["recipe", "history", "importance", "marginals",
                                                "interaction_affinity_normalisation",
                                                "interaction_normalisation_loss", "weights", "intermediate", "pareto"]
     written = {p.stem for p in write_study_plots(result.study, tmp_path)}
-    assert written == set(PLOTS.list()) - {"pareto"}  # one student size: no trade-off to draw (test_pareto.py)
+    # one student size: no trade-off to draw (test_pareto.py); no tuned rate (test_tuning.py)
+    assert written == set(PLOTS.list()) - {"pareto", "recipe"}
     page = render_report(result.study, "sqlite:///x.db")
     for entry in study_plots():
-        if entry.name == "pareto":
+        if entry.name in ("pareto", "recipe"):
             continue
         assert f'alt="{entry.name}"' in page and entry.property("caption") in page
 

@@ -4,13 +4,16 @@ file locked by another process, and storage passwords that never leave relkd.
 
 Every test here waits on states (a trial held in the middle by tests/held_worker.py, a trial
 waiting for room, a statement blocked on a lock), never on one trial outlasting another or a
-sleep being long enough. Checked on a busy machine, both cores kept busy, ten runs in a row
+sleep being long enough. To check them on a busy machine, both cores kept busy, ten runs in a row
 (bash, in the repository root)::
 
     for i in 1 2; do (while :; do :; done) & done; busy=$(jobs -p)
     for run in $(seq 10); do start=$SECONDS
       .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_distributed.py tests/test_study.py 2>&1 | tail -3
       echo "pass $run: exit ${PIPESTATUS[0]}, $((SECONDS - start)) s"; done; kill $busy
+
+One such pass of the two files, on a 2-core machine that another job also kept busy: 85 passed
+in 1485 s (about 200 s unloaded).
 """
 import copy
 import json

@@ -176,7 +176,9 @@ def test_alias_bombs_are_refused_before_anything_walks_them(tmp_path, capsys, te
     path.write_text(text)
     start = time.monotonic()
     assert main(["study", "validate", str(path)]) == 2
-    assert time.monotonic() - start < 5
+    # walking the expanded document would take hours; the bound is loose enough that a busy machine
+    # (the command imports torch) never reaches it
+    assert time.monotonic() - start < 60
     err = capsys.readouterr().err
     assert err.startswith("relkd: error: ") and "aliases" in err and "Traceback" not in err
 

@@ -30,7 +30,7 @@ def scratch_plots(monkeypatch):
     """A registry for one test holding a copy of the first few shipped plots: what the test
     registers is gone afterwards, and the real registry is never touched."""
     copy = Registry(PLOTS.kind, bind=False)
-    for entry in study_plots()[:len(KEPT)]:
+    for entry in (e for e in study_plots() if e.name in KEPT):
         copy.add(entry.name, entry.obj, description=entry.description, **entry.properties)
     monkeypatch.setattr(plots, "PLOTS", copy)
     return copy

@@ -1,13 +1,16 @@
 """The Optuna study driver on the synthetic dataset with tiny models (seconds per study).
 
 Tests with worker processes wait on states of the study (a trial held in the middle by
-tests/held_worker.py), never on a trial lasting long enough. Checked on a busy machine, both
+tests/held_worker.py), never on a trial lasting long enough. To check them on a busy machine, both
 cores kept busy, ten runs in a row (bash, in the repository root)::
 
     for i in 1 2; do (while :; do :; done) & done; busy=$(jobs -p)
     for run in $(seq 10); do start=$SECONDS
       .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_distributed.py tests/test_study.py 2>&1 | tail -3
       echo "pass $run: exit ${PIPESTATUS[0]}, $((SECONDS - start)) s"; done; kill $busy
+
+One such pass of the two files, on a 2-core machine that another job also kept busy: 85 passed
+in 1485 s (about 200 s unloaded).
 """
 import copy
 import json

@@ -85,7 +85,9 @@ def _anchors_vs_best(study: optuna.Study) -> str:
     kd = next((c.mean for c in ranked if c.anchor == "kd"), None)
     rows = [c for c in ranked if c.known] + [c for c in ranked if not c.known][:3]
     rows.sort(key=lambda c: (-c.mean, c.trial.number))
-    body = [[html.escape(c.label) if c.known else f"search trial {c.trial.number}",
+    body = [[f"anchor <code>{html.escape(c.anchor)}</code>" if c.anchor else
+             f"tuned <code>{html.escape(c.tuned)}</code> (trial {c.trial.number})" if c.tuned else
+             f"search trial {c.trial.number}",
              c.spread(), "" if kd is None else f"{100 * (c.mean - kd):+.2f}"] for c in rows]
     verdict = f"<p><strong>Verdict:</strong> {html.escape(verdict_line(search_verdict(study)))}</p>"
     return verdict + _table(["composition", "validation accuracy (mean ± std over seeds)", "vs kd (points)"], body,
