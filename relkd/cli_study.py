@@ -255,8 +255,8 @@ def cmd_study_validate(args: argparse.Namespace) -> int:
 
 def add_study_commands(sub: Any) -> None:
     """Add ``relkd study <command>`` to the top-level parser's subcommands."""
-    p = sub.add_parser("study", help="Optuna studies: run, worker, status, export, confirm, plot, importance, "
-                                     "report, validate")
+    p = sub.add_parser("study", help="Optuna studies: run, worker, status, export, confirm, ablate, plot, "
+                                     "importance, report, validate")
     study_sub = p.add_subparsers(dest="study_command", required=True)
 
     def storage_option(q: argparse.ArgumentParser) -> None:
