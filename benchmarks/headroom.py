@@ -4,7 +4,13 @@ student against its teacher, with the cost of one run. The main job's pair is ch
 table (studies/fmnist_quick.yaml says which run chose it).
 
     .venv/bin/python benchmarks/headroom.py [--candidates quick,low1k,...] [--seeds 3] [--device cpu]
-        [--data real|synthetic]
+        [--data real|synthetic] [--kd-settings]
+
+``--kd-settings`` asks whether KD at another setting than the presets' (CE 0.1 + KD 0.9 at
+T = 4) has room where the presets' does not: at each candidate's tuned rate it trains the
+KD settings of KD_SETTINGS on the tuning's seeds, picks the best, then trains that one and
+CE alone on as many fresh seeds, and compares them there (picking and measuring on the same
+seeds would favour whichever setting was luckiest).
 
 Each candidate is studies/fmnist_quick.yaml's setting with a few fields changed (CANDIDATES
 below: the student's training subset and epochs, the student's or the teacher's model).
@@ -41,10 +47,44 @@ CANDIDATES = {
     "low500": ("500 samples, 20 epochs", {"data": {"train_subset": 500}, "budget": {"epochs": 20}}),
     "low1k_w4": ("1k samples, 15 epochs, cnn_tiny width 4",
                  {"data": {"train_subset": 1000}, "budget": {"epochs": 15}, "student": {"params": {"width": 4}}}),
+    "low1k_self": ("1k samples, 15 epochs, student cnn_small (the teacher's own model)",
+                   {"data": {"train_subset": 1000}, "budget": {"epochs": 15}, "student": {"model": "cnn_small"}}),
+    "low500_self": ("500 samples, 20 epochs, student cnn_small (the teacher's own model)",
+                    {"data": {"train_subset": 500}, "budget": {"epochs": 20}, "student": {"model": "cnn_small"}}),
     "low1k_large": ("1k samples, 15 epochs, teacher cnn_large 5 epochs",
                     {"data": {"train_subset": 1000}, "budget": {"epochs": 15},
                      "teacher": {"model": "cnn_large", "epochs": 5}}),
 }
+
+#: KD settings tried by --kd-settings: (CE weight, KD weight, temperature).
+KD_SETTINGS = [(0.1, 0.9, 4.0), (0.5, 0.5, 4.0), (0.5, 0.5, 2.0), (0.5, 0.5, 1.0), (1.0, 1.0, 2.0), (0.1, 0.9, 2.0)]
+
+
+def kd_config(ce: float, kd: float, temperature: float) -> dict:
+    return {"relkd_config": 1, "ce_weight": ce, "kd": {"weight": kd, "temperature": temperature}, "terms": []}
+
+
+def kd_settings(setting, tuning, teacher) -> dict:
+    """KD_SETTINGS at the tuned rate: picked on the tuning's seeds, measured on fresh ones
+    against CE alone (Welch difference, pooled seed standard deviations)."""
+    from relkd.engine import run_trial
+    from relkd.stats import welch_difference
+
+    at = setting.with_budget(lr=tuning.lr)
+    picking, fresh = tuning.seeds, [s + len(tuning.seeds) for s in tuning.seeds]
+
+    def accuracies(config: dict, seeds: list[int]) -> list[float]:
+        return [float(run_trial(at, config, seed=s, teacher=teacher, every_epoch=False)["val_accuracy"])
+                for s in seeds]
+
+    tried = {kd_setting: accuracies(kd_config(*kd_setting), picking) for kd_setting in KD_SETTINGS}
+    best = max(tried, key=lambda k: statistics.fmean(tried[k]))
+    kd, ce = accuracies(kd_config(*best), fresh), accuracies({"relkd_config": 1, "terms": []}, fresh)
+    difference, se, p = welch_difference(kd, ce)
+    pooled = ((statistics.variance(ce) + statistics.variance(kd)) / 2) ** 0.5
+    return {"picked_on": picking, "fresh_seeds": fresh, "tried": {str(k): v for k, v in tried.items()},
+            "best": list(best), "kd": kd, "ce": ce, "difference": difference, "standard_error": se, "p": p,
+            "in_sds": difference / pooled if pooled > 0 else 0.0}
 
 
 def merge(base: dict, changes: dict) -> dict:
@@ -75,6 +115,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data", choices=("real", "synthetic"), default="real")
+    parser.add_argument("--kd-settings", action="store_true",
+                        help="also try other KD settings at the tuned rate (picked and measured on separate seeds)")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -94,6 +136,8 @@ def main() -> None:
                "best_lr_none": tuning.best_lr("none"), "best_lr_kd": tuning.best_lr("kd"),
                "tuning_seconds": tuning.seconds, "seconds_per_run": tuning.seconds / runs if tuning.seconds else None,
                "teacher_seconds": teacher_seconds, "curves": tuning.curves}
+        if args.kd_settings:
+            row["kd_settings"] = kd_settings(setting, tuning, teacher)
         rows.append(row)
         print(f"{name}: lr {tuning.lr:g}, CE {100 * h['ce_mean']:.2f}, KD {100 * h['kd_mean']:.2f}, "
               f"{h['in_sds']:.1f} sd, {h['outcome']}", file=sys.stderr, flush=True)
@@ -106,6 +150,20 @@ def main() -> None:
         print(f"| {r['candidate']}: {r['what']} | {r['lr']:g} | {100 * r['ce_mean']:.2f} ± {100 * r['ce_std']:.2f} | "
               f"{100 * r['kd_mean']:.2f} ± {100 * r['kd_std']:.2f} | {100 * r['difference']:+.2f} | "
               f"{r['in_sds']:.1f} | {100 * r['teacher_val']:.2f} | {r['outcome']} | {per_run} |")
+    if args.kd_settings:
+        print("\nother KD settings at the tuned lr: the best of KD_SETTINGS (CE weight, KD weight, T) on seeds "
+              "picked, then it and CE alone on fresh seeds\n")
+        print("| candidate | best KD setting | mean on the picking seeds | fresh seeds: KD | CE alone | KD − CE | "
+              "in seed sds | Welch p |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            k = r["kd_settings"]
+            picked = statistics.fmean(k["tried"][str(tuple(k["best"]))])
+            print(f"| {r['candidate']} | CE {k['best'][0]:g}, KD {k['best'][1]:g}, T {k['best'][2]:g} | "
+                  f"{100 * picked:.2f} | {100 * statistics.fmean(k['kd']):.2f} ± {100 * statistics.stdev(k['kd']):.2f} | "
+                  f"{100 * statistics.fmean(k['ce']):.2f} ± {100 * statistics.stdev(k['ce']):.2f} | "
+                  f"{100 * k['difference']:+.2f} | {k['in_sds']:.1f} | "
+                  f"{'-' if k['p'] is None else format(k['p'], '.3f')} |")
     best = max(rows, key=lambda r: r["in_sds"])
     print(f"\nmost room: {best['candidate']} ({best['in_sds']:.1f} seed sds; "
           f"CE at the untuned lr {100 * best['baseline_ce']:.2f})")
