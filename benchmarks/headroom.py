@@ -142,7 +142,8 @@ def main() -> None:
         print(f"{name}: lr {tuning.lr:g}, CE {100 * h['ce_mean']:.2f}, KD {100 * h['kd_mean']:.2f}, "
               f"{h['in_sds']:.1f} sd, {h['outcome']}", file=sys.stderr, flush=True)
         write_text(out, json.dumps({"device": args.device, "seeds": args.seeds, "rows": rows}, indent=2))
-    print(f"\nvalidation accuracy at each candidate's tuned lr, {args.seeds} seeds (mean ± std); device {args.device}\n")
+    print(f"\nvalidation accuracy at each candidate's tuned lr, {args.seeds} seeds (mean ± std); "
+          f"device {args.device}\n")
     print("| candidate | tuned lr | CE alone | KD | KD − CE | in seed sds | teacher (val) | headroom | s per run |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -160,7 +161,8 @@ def main() -> None:
             k = r["kd_settings"]
             picked = statistics.fmean(k["tried"][str(tuple(k["best"]))])
             print(f"| {r['candidate']} | CE {k['best'][0]:g}, KD {k['best'][1]:g}, T {k['best'][2]:g} | "
-                  f"{100 * picked:.2f} | {100 * statistics.fmean(k['kd']):.2f} ± {100 * statistics.stdev(k['kd']):.2f} | "
+                  f"{100 * picked:.2f} | "
+                  f"{100 * statistics.fmean(k['kd']):.2f} ± {100 * statistics.stdev(k['kd']):.2f} | "
                   f"{100 * statistics.fmean(k['ce']):.2f} ± {100 * statistics.stdev(k['ce']):.2f} | "
                   f"{100 * k['difference']:+.2f} | {k['in_sds']:.1f} | "
                   f"{'-' if k['p'] is None else format(k['p'], '.3f')} |")

@@ -179,3 +179,37 @@ def test_train_runs_at_the_tuned_rate(tmp_path, capsys, monkeypatch):
     assert main(["train", "--setting", str(path), "--config", "kd", "--seeds", "0", "--quiet"]) == 0
     tuning = tune_recipe(validate_setting(tiny()))  # cached by now
     assert rates == [tuning.lr]
+
+
+def test_the_headroom_benchmark_picks_a_kd_setting_on_the_tuning_seeds_and_measures_it_on_fresh_ones(monkeypatch):
+    """benchmarks/headroom.py --kd-settings: a setting that is lucky on the picking seeds is
+    picked, but the comparison with CE alone uses only seeds it was not picked on."""
+    import importlib.util
+    from pathlib import Path
+
+    import relkd.engine
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "headroom.py"
+    spec = importlib.util.spec_from_file_location("headroom_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lucky = bench.KD_SETTINGS[2]
+    calls = []
+
+    def run(setting, config, *, seed, teacher, every_epoch):
+        kd = config.get("kd")
+        key = None if kd is None else (config["ce_weight"], kd["weight"], kd["temperature"])
+        calls.append((setting.budget.lr, key, seed))
+        if key == lucky:  # best on seeds 0-2, no better than CE on fresh seeds
+            return {"val_accuracy": 0.9 if seed < 3 else 0.70 + 0.01 * seed}
+        return {"val_accuracy": 0.70 + 0.01 * seed if key is None else 0.6 + 0.001 * seed}
+
+    monkeypatch.setattr(relkd.engine, "run_trial", run)
+    setting = validate_setting(tiny())
+    result = bench.kd_settings(setting, synthetic([0.8, 0.8, 0.8], [0.8, 0.8, 0.8], lr=0.2), teacher=None)
+    assert tuple(result["best"]) == lucky
+    assert result["picked_on"] == [0, 1, 2] and result["fresh_seeds"] == [3, 4, 5]
+    assert result["kd"] == pytest.approx([0.73, 0.74, 0.75]) and result["ce"] == pytest.approx([0.73, 0.74, 0.75])
+    assert result["difference"] == pytest.approx(0.0) and result["in_sds"] == pytest.approx(0.0)
+    assert {lr for lr, _, _ in calls} == {0.2}  # everything at the tuned rate
+    assert sorted(seed for _, key, seed in calls if key is None) == [3, 4, 5]  # CE only on fresh seeds
+    assert len(calls) == 3 * len(bench.KD_SETTINGS) + 3 + 3
