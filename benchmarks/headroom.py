@@ -4,13 +4,15 @@ student against its teacher, with the cost of one run. The main job's pair is ch
 table (studies/fmnist_quick.yaml says which run chose it).
 
     .venv/bin/python benchmarks/headroom.py [--candidates quick,low1k,...] [--seeds 3] [--device cpu]
-        [--data real|synthetic] [--kd-settings]
+        [--data real|synthetic] [--kd-settings] [--replicate CE,KD,T [--replicate-seeds 6,7,8,9,10]]
 
 ``--kd-settings`` asks whether KD at another setting than the presets' (CE 0.1 + KD 0.9 at
 T = 4) has room where the presets' does not: at each candidate's tuned rate it trains the
 KD settings of KD_SETTINGS on the tuning's seeds, picks the best, then trains that one and
 CE alone on as many fresh seeds, and compares them there (picking and measuring on the same
-seeds would favour whichever setting was luckiest).
+seeds would favour whichever setting was luckiest). ``--replicate 0.5,0.5,1`` measures one KD
+setting, fixed before the run, against CE alone on more seeds (6-10 by default): how a pick
+that looked like room is checked once more.
 
 Each candidate is studies/fmnist_quick.yaml's setting with a few fields changed (CANDIDATES
 below: the student's training subset and epochs, the student's or the teacher's model).
@@ -64,27 +66,41 @@ def kd_config(ce: float, kd: float, temperature: float) -> dict:
     return {"relkd_config": 1, "ce_weight": ce, "kd": {"weight": kd, "temperature": temperature}, "terms": []}
 
 
-def kd_settings(setting, tuning, teacher) -> dict:
-    """KD_SETTINGS at the tuned rate: picked on the tuning's seeds, measured on fresh ones
-    against CE alone (Welch difference, pooled seed standard deviations)."""
+def against_ce(at, kd_setting, seeds: list[int], teacher) -> dict:
+    """``kd_setting`` and CE alone trained at ``at`` on ``seeds``: both, their Welch difference
+    and the difference in pooled seed standard deviations."""
     from relkd.engine import run_trial
     from relkd.stats import welch_difference
 
-    at = setting.with_budget(lr=tuning.lr)
-    picking, fresh = tuning.seeds, [s + len(tuning.seeds) for s in tuning.seeds]
-
-    def accuracies(config: dict, seeds: list[int]) -> list[float]:
+    def accuracies(config: dict) -> list[float]:
         return [float(run_trial(at, config, seed=s, teacher=teacher, every_epoch=False)["val_accuracy"])
                 for s in seeds]
 
-    tried = {kd_setting: accuracies(kd_config(*kd_setting), picking) for kd_setting in KD_SETTINGS}
-    best = max(tried, key=lambda k: statistics.fmean(tried[k]))
-    kd, ce = accuracies(kd_config(*best), fresh), accuracies({"relkd_config": 1, "terms": []}, fresh)
+    kd, ce = accuracies(kd_config(*kd_setting)), accuracies({"relkd_config": 1, "terms": []})
     difference, se, p = welch_difference(kd, ce)
     pooled = ((statistics.variance(ce) + statistics.variance(kd)) / 2) ** 0.5
+    return {"setting": list(kd_setting), "seeds": list(seeds), "kd": kd, "ce": ce, "difference": difference,
+            "standard_error": se, "p": p, "in_sds": difference / pooled if pooled > 0 else 0.0}
+
+
+def kd_settings(setting, tuning, teacher) -> dict:
+    """KD_SETTINGS at the tuned rate: picked on the tuning's seeds, measured on fresh ones
+    against CE alone (:func:`against_ce`)."""
+    from relkd.engine import run_trial
+
+    at = setting.with_budget(lr=tuning.lr)
+    picking, fresh = tuning.seeds, [s + len(tuning.seeds) for s in tuning.seeds]
+    tried = {k: [float(run_trial(at, kd_config(*k), seed=s, teacher=teacher, every_epoch=False)["val_accuracy"])
+                 for s in picking] for k in KD_SETTINGS}
+    best = max(tried, key=lambda k: statistics.fmean(tried[k]))
+    measured = against_ce(at, best, fresh, teacher)
     return {"picked_on": picking, "fresh_seeds": fresh, "tried": {str(k): v for k, v in tried.items()},
-            "best": list(best), "kd": kd, "ce": ce, "difference": difference, "standard_error": se, "p": p,
-            "in_sds": difference / pooled if pooled > 0 else 0.0}
+            "best": list(best), **{k: measured[k] for k in ("kd", "ce", "difference", "standard_error", "p", "in_sds")}}
+
+
+def spread(values: list[float]) -> str:
+    """Accuracies as percent, mean ± std."""
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
 def merge(base: dict, changes: dict) -> dict:
@@ -117,6 +133,10 @@ def main() -> None:
     parser.add_argument("--data", choices=("real", "synthetic"), default="real")
     parser.add_argument("--kd-settings", action="store_true",
                         help="also try other KD settings at the tuned rate (picked and measured on separate seeds)")
+    parser.add_argument("--replicate", metavar="CE,KD,T",
+                        help="train this KD setting and CE alone at each candidate's tuned rate on --replicate-seeds "
+                             "(a setting picked earlier, measured again on seeds it was not picked on)")
+    parser.add_argument("--replicate-seeds", default="6,7,8,9,10")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -138,6 +158,10 @@ def main() -> None:
                "teacher_seconds": teacher_seconds, "curves": tuning.curves}
         if args.kd_settings:
             row["kd_settings"] = kd_settings(setting, tuning, teacher)
+        if args.replicate:
+            kd_setting = tuple(float(v) for v in args.replicate.split(","))
+            seeds = [int(v) for v in args.replicate_seeds.split(",")]
+            row["replicated"] = against_ce(setting.with_budget(lr=tuning.lr), kd_setting, seeds, teacher)
         rows.append(row)
         print(f"{name}: lr {tuning.lr:g}, CE {100 * h['ce_mean']:.2f}, KD {100 * h['kd_mean']:.2f}, "
               f"{h['in_sds']:.1f} sd, {h['outcome']}", file=sys.stderr, flush=True)
@@ -162,10 +186,18 @@ def main() -> None:
             picked = statistics.fmean(k["tried"][str(tuple(k["best"]))])
             print(f"| {r['candidate']} | CE {k['best'][0]:g}, KD {k['best'][1]:g}, T {k['best'][2]:g} | "
                   f"{100 * picked:.2f} | "
-                  f"{100 * statistics.fmean(k['kd']):.2f} ± {100 * statistics.stdev(k['kd']):.2f} | "
-                  f"{100 * statistics.fmean(k['ce']):.2f} ± {100 * statistics.stdev(k['ce']):.2f} | "
+                  f"{spread(k['kd'])} | {spread(k['ce'])} | "
                   f"{100 * k['difference']:+.2f} | {k['in_sds']:.1f} | "
                   f"{'-' if k['p'] is None else format(k['p'], '.3f')} |")
+    if args.replicate:
+        print(f"\nreplicated at the tuned lr: KD (CE weight, KD weight, T) = ({args.replicate}) against CE alone on "
+              f"seeds {args.replicate_seeds}\n")
+        print("| candidate | KD | CE alone | KD − CE | in seed sds | Welch p |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            k = r["replicated"]
+            print(f"| {r['candidate']} | {spread(k['kd'])} | {spread(k['ce'])} | {100 * k['difference']:+.2f} | "
+                  f"{k['in_sds']:.1f} | {'-' if k['p'] is None else format(k['p'], '.3f')} |")
     best = max(rows, key=lambda r: r["in_sds"])
     print(f"\nmost room: {best['candidate']} ({best['in_sds']:.1f} seed sds; "
           f"CE at the untuned lr {100 * best['baseline_ce']:.2f})")
