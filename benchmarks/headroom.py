@@ -56,6 +56,16 @@ CANDIDATES = {
     "low1k_large": ("1k samples, 15 epochs, teacher cnn_large 5 epochs",
                     {"data": {"train_subset": 1000}, "budget": {"epochs": 15},
                      "teacher": {"model": "cnn_large", "epochs": 5}}),
+    # few labels: the student sees the quick study's 8k images but only some keep their labels (data.labelled);
+    # CE alone learns from the labelled ones, KD from every image through the teacher
+    "label1k": ("8k samples, 1k of them labelled, 3 epochs", {"data": {"labelled": 1000}}),
+    "label500": ("8k samples, 500 of them labelled, 3 epochs", {"data": {"labelled": 500}}),
+    "label250": ("8k samples, 250 of them labelled, 3 epochs", {"data": {"labelled": 250}}),
+    # CE's fair reference for the label* candidates: the labelled images alone, for about as many optimizer steps
+    # as 3 epochs over 8k images take (62 steps of 128 an epoch, the last partial batch dropped: 186 steps)
+    "low1k_steps": ("1k samples, 27 epochs (189 steps)", {"data": {"train_subset": 1000}, "budget": {"epochs": 27}}),
+    "low500_steps": ("500 samples, 62 epochs (186 steps)",
+                     {"data": {"train_subset": 500}, "budget": {"epochs": 62}}),
 }
 
 #: KD settings tried by --kd-settings: (CE weight, KD weight, temperature).
@@ -114,6 +124,7 @@ def candidate_setting(name: str, args: argparse.Namespace):
     doc = load_setting(ROOT / "studies" / "fmnist_quick.yaml").to_dict()
     for section in ("search", "optuna"):
         doc.pop(section, None)
+    doc["data"].pop("labelled", None)  # every label unless the candidate says otherwise
     doc = merge(doc, CANDIDATES[name][1])
     doc["name"] = f"headroom_{name}"
     doc["device"] = args.device

@@ -38,9 +38,19 @@ from .registry import did_you_mean
 from .features import FeatureTerm
 from .relation import RelationTerm
 
-__all__ = ["Objective", "build_objective", "as_objective", "kd_loss", "probe_objective"]
+__all__ = ["Objective", "build_objective", "as_objective", "kd_loss", "labelled_cross_entropy", "probe_objective"]
 
 Taps = Mapping[str, torch.Tensor]
+
+
+def labelled_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the labelled samples of a batch; a target of -1 marks an
+    unlabelled one (``data.labelled``). A batch without any label gives 0 and no gradient.
+    With every sample labelled it is ``F.cross_entropy(logits, targets)`` exactly, and it
+    never waits for the device."""
+    some = (targets >= 0).any()
+    safe = torch.where(some, targets, targets.clamp(min=0))  # no NaN (0/0) when nothing is labelled
+    return F.cross_entropy(logits, safe, ignore_index=-1) * some
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
@@ -182,7 +192,7 @@ class Objective:
             if self.ce_weight > 0:
                 raise ValueError("the objective has ce_weight > 0, so it needs targets (class labels)")
         else:
-            add("ce", F.cross_entropy(s_logits, targets), self.ce_weight)
+            add("ce", labelled_cross_entropy(s_logits, targets), self.ce_weight)
         if self.needs_teacher and teacher_taps is None:
             raise ValueError("this objective uses KD or relation terms, so it needs the teacher's taps")
         if self.kd is not None:

@@ -45,6 +45,14 @@ Transfer learning (all optional; absent, nothing changes)::
     budget:                        # (and teacher:)
       body_lr_scale: 0.1           # every parameter but the head's trains at lr x 0.1
 
+Few labels (optional): the student sees every training sample but only some keep their labels;
+CE skips the others, KD and the relation and feature terms use them all (the teacher trains on
+every label)::
+
+    data:
+      train_subset: 8000
+      labelled: 1000               # stratified, deterministic in split_seed; null: every label
+
 The student's learning rate tuned first (relkd.setting_tune, relkd.tuning)::
 
     tune: {lr: [0.025, 0.05, 0.1, 0.2, 0.4], seeds: 3, extend: 2}   # or tune: {} for the defaults
@@ -95,6 +103,7 @@ class DataSpec:
     params: dict[str, Any] = field(default_factory=dict)
     classes: tuple[int | str, ...] | None = None  # keep these classes (indices or names); None: all
     train_per_class: int | None = None  # student runs: this many training samples of each class
+    labelled: int | None = None  # student runs: only this many training samples keep their labels
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,7 @@ class Setting:
     def to_dict(self) -> dict[str, Any]:
         """The canonical setting as plain data (study sections included when present)."""
         data = dataclasses.asdict(self.data)
-        for key in ("classes", "train_per_class"):  # new fields (also precision, tf32): absent when unset
+        for key in ("classes", "train_per_class", "labelled"):  # new fields (also precision, tf32): absent when unset
             if data[key] is None:
                 del data[key]
             elif key == "classes":
@@ -375,9 +384,13 @@ def validate_setting(setting: Any, source: str | os.PathLike | None = None, *,
             classes=_check_classes(c, data_in.get("classes")),
             train_per_class=c.optional(data_in.get("train_per_class"),
                                        lambda v: c.integer(v, "data.train_per_class", minimum=1)),
+            labelled=c.optional(data_in.get("labelled"), lambda v: c.integer(v, "data.labelled", minimum=1)),
         )
         if data.train_subset is not None and data.train_per_class is not None:
             c.error("data.train_per_class", "give data.train_subset (a total) or data.train_per_class, not both")
+        if data.labelled is not None and data.train_subset is not None and data.labelled > data.train_subset:
+            c.error("data.labelled", f"{data.labelled} labelled samples are more than data.train_subset's "
+                                     f"{data.train_subset}; use at most {data.train_subset}, or null for every label")
 
     teacher = student = None
     teacher_recipe = Recipe(epochs=10, augment=True)

@@ -147,6 +147,8 @@ def tuning_key(setting: Setting) -> str:
     record.pop("tune", None)
     ident = {"format": TUNING_FORMAT, "setting": record, "inits": prepare_inits(setting),
              "teacher": teacher_key(setting), "tune": setting.tune.to_dict(), "baseline": setting.budget.lr}
+    if setting.data.labelled is not None:  # since CE alone trains on the labelled samples only
+        ident["none"] = "labelled samples only"
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

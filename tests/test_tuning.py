@@ -184,14 +184,8 @@ def test_train_runs_at_the_tuned_rate(tmp_path, capsys, monkeypatch):
 def test_the_headroom_benchmark_picks_a_kd_setting_on_the_tuning_seeds_and_measures_it_on_fresh_ones(monkeypatch):
     """benchmarks/headroom.py --kd-settings: a setting that is lucky on the picking seeds is
     picked, but the comparison with CE alone uses only seeds it was not picked on."""
-    import importlib.util
-    from pathlib import Path
-
     import relkd.engine
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "headroom.py"
-    spec = importlib.util.spec_from_file_location("headroom_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("headroom")
     lucky = bench.KD_SETTINGS[2]
     calls = []
 
@@ -213,3 +207,40 @@ def test_the_headroom_benchmark_picks_a_kd_setting_on_the_tuning_seeds_and_measu
     assert {lr for lr, _, _ in calls} == {0.2}  # everything at the tuned rate
     assert sorted(seed for _, key, seed in calls if key is None) == [3, 4, 5]  # CE only on fresh seeds
     assert len(calls) == 3 * len(bench.KD_SETTINGS) + 3 + 3
+
+
+def load_benchmark(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_recipe_check_trains_half_and_twice_the_tuned_rate_on_fresh_seeds_and_flags_a_gain(monkeypatch):
+    """benchmarks/recipe_check.py: none and kd at ½, 1 and 2 times the tuned rate, on seeds the
+    tuning did not choose on; a neighbour more than a point better means the tuning missed."""
+    bench = load_benchmark("recipe_check")
+    calls = []
+    accuracy = {"none": {0.1: 0.80, 0.2: 0.82, 0.4: 0.81}, "kd": {0.1: 0.80, 0.2: 0.83, 0.4: 0.845}}
+
+    def run(setting, config, *, seed, teacher, every_epoch):
+        calls.append((config, setting.budget.lr, seed))
+        return {"val_accuracy": accuracy[config][setting.budget.lr] + 0.001 * seed}
+
+    monkeypatch.setattr(bench, "run_trial", run)
+    monkeypatch.setattr(bench, "get_teacher", lambda setting, progress: None)
+    monkeypatch.setattr(bench, "tune_recipe", lambda setting, teacher: synthetic([0.8] * 3, [0.8] * 3, lr=0.2))
+    setting = validate_setting(tiny())
+    with pytest.raises(SystemExit, match=r"--seeds: \[2\] chose the rate"):
+        bench.check(setting, [2, 3, 4])
+    result = bench.check(setting, [3, 4, 5])
+    assert {(lr, seed) for _, lr, seed in calls} == {(lr, s) for lr in (0.1, 0.2, 0.4) for s in (3, 4, 5)}
+    gains = {(r["config"], r["neighbour"]): r["gain"] for r in result["rows"]}
+    assert gains[("none", "twice")] == pytest.approx(-0.01) and gains[("kd", "half")] == pytest.approx(-0.03)
+    assert gains[("kd", "twice")] == pytest.approx(0.015) and not result["passed"]  # 1.5 points: the tuning missed
+    accuracy["kd"][0.4] = 0.835
+    assert bench.check(setting, [3, 4, 5])["passed"]  # half a point: within

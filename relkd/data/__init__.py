@@ -54,7 +54,8 @@ from .base import (
     cache_dir,
 )
 from .loader import DeviceLoader, mix_seed, normalize, random_crop_flip
-from .splits import DatasetSplits, canonical_dataset_name, list_datasets, load_dataset, resolve_classes, split_indices
+from .splits import (DatasetSplits, canonical_dataset_name, labelled_positions, list_datasets, load_dataset,
+                     resolve_classes, split_indices)
 
 __all__ = [
     "DATASETS",
@@ -67,6 +68,7 @@ __all__ = [
     "RawDataset",
     "cache_dir",
     "canonical_dataset_name",
+    "labelled_positions",
     "list_datasets",
     "load_dataset",
     "mix_seed",

@@ -16,7 +16,8 @@ from ..registry import unknown_name_message
 from .base import ALIASES, DATASETS, DEFAULT_DATASET, DataFieldError, RawDataset
 from .loader import DeviceLoader
 
-__all__ = ["DatasetSplits", "canonical_dataset_name", "list_datasets", "load_dataset", "resolve_classes", "split_indices"]
+__all__ = ["DatasetSplits", "canonical_dataset_name", "labelled_positions", "list_datasets", "load_dataset",
+           "resolve_classes", "split_indices"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,38 @@ def split_indices(
     return train_index, val_index
 
 
+def labelled_positions(labels: Tensor, labelled: int, split_seed: int = 0) -> Tensor:
+    """Which of a train split's samples keep their labels when only ``labelled`` do: sorted
+    positions into ``labels``, stratified by class (Hamilton's rule, each class at least one),
+    the head of one random order per class drawn from ``split_seed``, so a larger
+    ``labelled`` keeps a superset.
+
+    >>> y = torch.arange(100) % 4
+    >>> torch.bincount(y[labelled_positions(y, 8)]).tolist()
+    [2, 2, 2, 2]
+    """
+    labels = torch.as_tensor(labels).to("cpu", torch.int64)
+    if isinstance(labelled, bool) or not isinstance(labelled, int) or labelled < 1:
+        raise DataFieldError("labelled", f"labelled must be a positive integer or None, got {labelled!r}")
+    counts = torch.bincount(labels, minlength=int(labels.max()) + 1 if labels.numel() else 0)
+    present = int((counts > 0).sum())
+    if not present <= labelled <= labels.numel():
+        raise DataFieldError(
+            "labelled", f"labelled={labelled} must be between the {present} classes of the training split (one "
+                        f"labelled sample each) and its {labels.numel()} samples; use a number in that range, or "
+                        f"null to keep every label")
+    keep = _largest_remainder(counts, labelled)
+    for c in ((counts > 0) & (keep == 0)).nonzero().squeeze(1).tolist():  # every class keeps one label,
+        keep[int(torch.argmax(keep))] -= 1  # taken from the class that keeps the most
+        keep[c] = 1
+    g = torch.Generator().manual_seed(int(split_seed) + 7919)  # not the validation split's stream
+    chosen = []
+    for c, k in enumerate(keep.tolist()):
+        members = (labels == c).nonzero().squeeze(1)
+        chosen.append(members[torch.randperm(members.numel(), generator=g)][:k])
+    return torch.sort(torch.cat(chosen)).values if chosen else torch.zeros(0, dtype=torch.int64)
+
+
 def _channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images in [0, 1] units (float64 accumulation)."""
     c = images.shape[1]
@@ -222,6 +255,9 @@ class DatasetSplits:
     #: the dataset's class indices kept (``classes=``), in label order 0..k-1; None: all
     class_subset: tuple[int, ...] | None = None
     train_per_class: int | None = None
+    #: student runs: only this many training samples keep their labels, the others are -1
+    #: (unlabelled: CE skips them, the teacher's terms use them); None: every label
+    labelled: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -293,6 +329,8 @@ class DatasetSplits:
                 meta += (("class_subset", self.class_subset),)
             if self.train_per_class is not None:
                 meta += (("train_per_class", self.train_per_class),)
+            if self.labelled is not None:
+                meta += (("labelled", self.labelled),)
             h.update(repr(meta).encode())
             for t in (self.train_images, self.train_labels, self.val_images, self.val_labels,
                       self.test_images, self.test_labels):
@@ -304,8 +342,11 @@ class DatasetSplits:
 
     def summary(self) -> str:
         """One line: name, sizes, shape, classes."""
+        train = f"train {len(self.train_labels)}"
+        if self.labelled is not None:
+            train += f" ({self.labelled} labelled)"
         return (
-            f"{self.name}: train {len(self.train_labels)}, val {len(self.val_labels)}, test {len(self.test_labels)}; "
+            f"{self.name}: {train}, val {len(self.val_labels)}, test {len(self.test_labels)}; "
             f"{self.in_channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes; from {self.source}"
         )
 
@@ -339,6 +380,7 @@ def load_dataset(
     train_subset: int | None = None,
     classes: Sequence[int | str] | None = None,
     train_per_class: int | None = None,
+    labelled: int | None = None,
     device: torch.device | str | None = None,
     **params: Any,
 ) -> DatasetSplits:
@@ -361,6 +403,10 @@ def load_dataset(
         train_per_class: keep this many training samples of every class (deterministic in
             ``split_seed``; the validation split is unaffected). Not together with
             ``train_subset``.
+        labelled: keep the labels of only this many training samples (stratified,
+            deterministic in ``split_seed``, a superset for a larger number); the others'
+            labels are -1, which the objective's CE skips while KD and the relation and
+            feature terms use every sample (few labels, many unlabelled images).
         device: move every split there (default: stay on the CPU; :class:`DeviceLoader`
             moves data to its device anyway).
         **params: the dataset's own parameters, e.g. ``download=False`` or, for
@@ -405,11 +451,16 @@ def load_dataset(
         subset = train_subset is not None or train_per_class is not None
         pool = split_indices(ytr, val_fraction, split_seed)[0] if subset else train_index
     mean, std = _channel_stats(raw.train_images[pool])
+    train_labels = ytr[train_index]
+    if labelled is not None:
+        mask = torch.ones_like(train_labels, dtype=torch.bool)
+        mask[labelled_positions(train_labels, labelled, split_seed)] = False
+        train_labels = train_labels.masked_fill(mask, -1)
 
     splits = DatasetSplits(
         name=key,
         train_images=raw.train_images[train_index],
-        train_labels=ytr[train_index],
+        train_labels=train_labels,
         val_images=val_images,
         val_labels=val_labels,
         test_images=raw.test_images,
@@ -428,6 +479,7 @@ def load_dataset(
         params=dict(resolved),
         class_subset=class_subset,
         train_per_class=train_per_class,
+        labelled=labelled,
     )
     logger.info("loaded %s", splits.summary())
     return splits.to(device) if device is not None else splits

@@ -30,23 +30,24 @@ __all__ = ["load_data", "build_model", "init_file", "init_hint", "transfer_ident
 @functools.lru_cache(maxsize=4)
 def _load_data_cached(dataset: str, data_dir: str | None, val_fraction: float, split_seed: int,
                       train_subset: int | None, params: str, classes: tuple | None = None,
-                      train_per_class: int | None = None) -> DatasetSplits:
+                      train_per_class: int | None = None, labelled: int | None = None) -> DatasetSplits:
     try:
         return load_dataset(dataset, data_dir, val_fraction=val_fraction, split_seed=split_seed,
                             train_subset=train_subset, classes=classes, train_per_class=train_per_class,
-                            **json.loads(params))
+                            labelled=labelled, **json.loads(params))
     except DataFieldError as err:  # name the setting field
         raise ConfigError([f"data.{err.field}: {err}"]) from None
 
 
 def load_data(setting: Setting, *, subset: bool = True) -> DatasetSplits:
     """The setting's dataset split into train/val/test (cached per process), restricted to
-    ``data.classes``. ``subset=False`` ignores ``data.train_subset`` and
-    ``data.train_per_class`` (teachers train on the whole train split)."""
+    ``data.classes``. ``subset=False`` ignores ``data.train_subset``,
+    ``data.train_per_class`` and ``data.labelled`` (teachers train on the whole train split,
+    every label)."""
     d = setting.data
     return _load_data_cached(d.dataset, d.data_dir, d.val_fraction, d.split_seed,
                              d.train_subset if subset else None, json.dumps(d.params, sort_keys=True),
-                             d.classes, d.train_per_class if subset else None)
+                             d.classes, d.train_per_class if subset else None, d.labelled if subset else None)
 
 
 def init_hint(field: str) -> str:

@@ -318,6 +318,10 @@ def run_population(
     if trainable:
         raise ValueError(f"run_population: the objectives of members {trainable} have feature terms with parts "
                          f"that train with the student or need sample indices; train them with run_trial")
+    labels_only = [m.index for m in members if not m.objective.needs_teacher]
+    if setting.data.labelled is not None and labels_only:
+        raise ValueError(f"run_population: with data.labelled the members {labels_only} without a teacher train on "
+                         f"the labelled samples only, on their own loader; train them with run_trial")
     device = resolve_device(setting.device)
     data = load_data(setting)
     teacher_taps = _teacher_taps(members)

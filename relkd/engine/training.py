@@ -3,7 +3,9 @@ schedule, and top-1 evaluation."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -199,7 +201,9 @@ def fit(
     every_epoch: bool = True,
 ) -> FitResult:
     """Train ``model`` on the train split with ``objective`` for ``recipe.epochs`` epochs,
-    evaluating validation accuracy after each epoch and calling ``report(epoch, val_acc)``;
+    evaluating validation accuracy after each epoch and calling ``report(epoch, val_acc)``
+    (with ``data.labelled``, an objective without a teacher trains on the labelled samples
+    only, an epoch being as many steps as one over every sample);
     a truthy return stops training early (pruning). Raises :class:`NonFiniteLossError`.
     The objective's trainable parts (feature terms) are built for these models and train with
     the student (their state stays in ``objective``).
@@ -209,6 +213,14 @@ def fit(
     report nothing and need only their end point, such as a learning-rate tuning)."""
     loader = data.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
                                drop_last=data.train_labels.numel() > batch_size)
+    steps_per_epoch = len(loader)
+    if data.labelled is not None and not objective.needs_teacher:
+        # CE alone learns nothing from unlabelled samples: it trains on the labelled ones only, for as many
+        # steps as an epoch over every sample takes, so that its budget is the distillation runs' budget
+        labelled = labelled_only(data)
+        loader = labelled.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
+                                       drop_last=labelled.train_labels.numel() > batch_size)
+    batches = epoch_batches(loader, steps_per_epoch)
     val_loader = data.eval_loader("val", batch_size=eval_batch_size, device=device)
     taps, teacher_taps = objective.student_taps, objective.teacher_taps
     model.resolve_taps(taps)  # a tap the student lacks is an error now, not mid-epoch
@@ -222,7 +234,7 @@ def fit(
     if objective.needs_stage:
         prepare_stages(objective, teacher, loader, teacher_cache_key, precision)
     objective.train()
-    opt, sched = make_optimizer(model, recipe, recipe.epochs * len(loader), objective.parameters())
+    opt, sched = make_optimizer(model, recipe, recipe.epochs * steps_per_epoch, objective.parameters())
     scaler = grad_scaler(device, precision)
     check_every = 1 if device.type == "cpu" else 25
     sums: dict[str, torch.Tensor] = {}
@@ -238,7 +250,7 @@ def fit(
         if use_cache:
             key = (*teacher_cache_key, loader.seed if loader.augments else None, epoch if loader.augments else None)
             cached = TeacherOutputs.get(key, teacher, loader, epoch, teacher_taps, precision)
-        for x, y, index in loader.epoch(epoch, with_indices=True):
+        for x, y, index in batches(epoch):
             x = prepare_input(x, device)
             with autocast(device, precision):
                 s_taps = model(x, taps=taps)
@@ -276,6 +288,31 @@ def fit(
     seconds = time.perf_counter() - start
     means = {name: float(v) / max(steps, 1) for name, v in sums.items()}
     return FitResult(history, means, epoch + 1 if recipe.epochs else 0, stopped, samples, seconds)
+
+
+def labelled_only(data: DatasetSplits) -> DatasetSplits:
+    """``data`` whose train split keeps only its labelled samples (``data.labelled``)."""
+    keep = (data.train_labels >= 0).nonzero().squeeze(1)
+    return dataclasses.replace(data, train_images=data.train_images.index_select(0, keep),
+                               train_labels=data.train_labels.index_select(0, keep),
+                               train_index=data.train_index.index_select(0, keep.to(data.train_index.device)),
+                               _fingerprint=None)
+
+
+def epoch_batches(loader: DeviceLoader, steps: int) -> Callable[[int], Iterator[tuple]]:
+    """``batches(epoch)``: the ``(x, y, index)`` batches of one training epoch. An epoch is
+    ``loader``'s own epoch when it has ``steps`` batches; otherwise (CE alone on the labelled
+    samples) it is the next ``steps`` batches of ``loader``'s epochs one after the other, so
+    an epoch takes as many steps as one over every sample."""
+    if len(loader) == steps:
+        return lambda epoch: loader.epoch(epoch, with_indices=True)
+
+    def stream() -> Iterator[tuple]:
+        for k in itertools.count():
+            yield from loader.epoch(k, with_indices=True)
+
+    batches = stream()
+    return lambda epoch: itertools.islice(batches, steps)
 
 
 def raise_non_finite(parts: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor] | None,

@@ -85,7 +85,8 @@ def check_budgets(epochs: Sequence[int]) -> list[int]:
 
 def full_training_set(setting: Setting) -> Setting:
     """``setting`` whose students train on the whole training split (no ``train_subset``, no
-    ``train_per_class``); validation and test splits stay as they are."""
+    ``train_per_class``); validation and test splits stay as they are, and so does
+    ``data.labelled``: more unlabelled images, as many labels."""
     return setting.replace(data=dataclasses.replace(setting.data, train_subset=None, train_per_class=None))
 
 

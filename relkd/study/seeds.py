@@ -117,11 +117,18 @@ def _seed(trial: FrozenTrial, default: int = 0) -> int:
     return int(seed) if isinstance(seed, (int, float)) else default
 
 
-def compositions(study: optuna.Study, *, include_anchors: bool = True) -> list[Composition]:
+def compositions(study: optuna.Study, *, include_anchors: bool = True,
+                 replicated_first: bool = True) -> list[Composition]:
     """Completed compositions (re-runs folded into the trial they re-run), best mean first;
     ties broken by trial number; ``include_anchors=False``: the searched ones only (no anchors,
     no tuned anchors). A trial's accuracy is its first value, so a multi-objective
-    study (values: accuracy, size) ranks by accuracy alone."""
+    study (values: accuracy, size) ranks by accuracy alone.
+
+    ``replicated_first``: compositions re-run with more seeds rank above those on one seed.
+    Many compositions close together on the selection seed are the winner's curse at work:
+    a re-run leader's mean falls back, and a composition nobody re-ran would lead on its one
+    lucky seed, against means it cannot be compared with. (The re-run plan ranks by the mean
+    alone, to find the next leaders to re-run.)"""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     found: dict[int, Composition] = {}
     for t in trials:
@@ -132,14 +139,14 @@ def compositions(study: optuna.Study, *, include_anchors: bool = True) -> list[C
         if isinstance(rerun, dict) and rerun.get("of") in found:
             found[rerun["of"]].values.setdefault(int(rerun["seed"]), float(t.values[0]))
     ranked = [c for c in found.values() if include_anchors or not c.known]
-    return sorted(ranked, key=lambda c: (-c.mean, c.trial.number))
+    return sorted(ranked, key=lambda c: (-(replicated_first and c.n > 1), -c.mean, c.trial.number))
 
 
 def rerun_plan(study: optuna.Study, rerun: Rerun, base_seed: int) -> list[tuple[int, int]]:
     """``(trial number, seed)`` of every re-run still missing: the ``top_k`` best searched
     compositions and the ``anchors`` best anchors, each with seeds ``base_seed + 1 ..
     base_seed + seeds - 1``, less those with a completed, running or waiting re-run."""
-    ranked = compositions(study)
+    ranked = compositions(study, replicated_first=False)
     chosen = [c for c in ranked if not c.known][:rerun.top_k]
     chosen += [c for c in ranked if c.known][:rerun.anchors]
     live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)

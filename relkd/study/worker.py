@@ -285,8 +285,10 @@ def write_outputs(result: StudyRun) -> StudyRun:
 def _population_size(spec: StudySpec, setting: Setting, population: int | str | None) -> int:
     """The population size this process trains with: the flag, else ``$RELKD_POPULATION``,
     else the study file's; ``auto`` is measured for this device (cached per machine). A
-    multi-objective study trains one trial at a time."""
+    multi-objective study and one with ``data.labelled`` train one trial at a time."""
     if spec.size is not None:
+        return 1
+    if setting.data.labelled is not None:  # CE alone trains on another loader there (relkd.engine.training.fit)
         return 1
     field, value = "population", population
     if value is None and os.environ.get(POPULATION_ENV):
