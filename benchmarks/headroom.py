@@ -109,8 +109,9 @@ def kd_settings(setting, tuning, teacher) -> dict:
 
 
 def spread(values: list[float]) -> str:
-    """Accuracies as percent, mean ± std."""
-    return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+    """Accuracies as percent, mean ± std (0 for one value)."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * sd:.2f}"
 
 
 def merge(base: dict, changes: dict) -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.headroom import spread  # noqa: E402
 from relkd.engine import get_teacher, run_trial  # noqa: E402
 from relkd.files import write_text  # noqa: E402
 from relkd.setting import load_setting, validate_setting  # noqa: E402
@@ -56,11 +56,6 @@ def check(setting, seeds: list[int]) -> dict:
                          "p": p, "within_limit": gain <= LIMIT})
     return {"setting": setting.name, "tuned_lr": tuning.lr, "tuning_seeds": tuning.seeds, "seeds": seeds,
             "rates": rates, "values": values, "rows": rows, "passed": all(r["within_limit"] for r in rows)}
-
-
-def spread(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.fmean(values):.2f} ± {100 * sd:.2f}"
 
 
 def main() -> None:

@@ -91,6 +91,15 @@ def _largest_remainder(class_counts: Tensor, total: int) -> Tensor:
     return torch.minimum(base, class_counts)
 
 
+def _class_orders(labels: Tensor, num_classes: int, g: torch.Generator) -> list[Tensor]:
+    """One random order of each class's positions in ``labels``, drawn from ``g`` in class order."""
+    orders = []
+    for c in range(num_classes):
+        members = (labels == c).nonzero().squeeze(1)
+        orders.append(members[torch.randperm(members.numel(), generator=g)])
+    return orders
+
+
 def split_indices(
     labels: Tensor,
     val_fraction: float,
@@ -125,12 +134,8 @@ def split_indices(
         raise ValueError("cannot split an empty training set")
     num_classes = int(labels.max()) + 1
     class_counts = torch.bincount(labels, minlength=num_classes)
-    g = torch.Generator().manual_seed(int(split_seed))
     # One random order per class, drawn in class order: val is its head, train the rest.
-    orders = []
-    for c in range(num_classes):
-        members = (labels == c).nonzero().squeeze(1)
-        orders.append(members[torch.randperm(members.numel(), generator=g)])
+    orders = _class_orders(labels, num_classes, torch.Generator().manual_seed(int(split_seed)))
     val_counts = _largest_remainder(class_counts, round(val_fraction * n))
     val_counts = torch.minimum(val_counts, (class_counts - 1).clamp_min(0))
     val = [order[: int(k)] for order, k in zip(orders, val_counts)]
@@ -179,7 +184,7 @@ def labelled_positions(labels: Tensor, labelled: int, split_seed: int = 0) -> Te
     labels = torch.as_tensor(labels).to("cpu", torch.int64)
     if isinstance(labelled, bool) or not isinstance(labelled, int) or labelled < 1:
         raise DataFieldError("labelled", f"labelled must be a positive integer or None, got {labelled!r}")
-    counts = torch.bincount(labels, minlength=int(labels.max()) + 1 if labels.numel() else 0)
+    counts = torch.bincount(labels)
     present = int((counts > 0).sum())
     if not present <= labelled <= labels.numel():
         raise DataFieldError(
@@ -190,12 +195,8 @@ def labelled_positions(labels: Tensor, labelled: int, split_seed: int = 0) -> Te
     for c in ((counts > 0) & (keep == 0)).nonzero().squeeze(1).tolist():  # every class keeps one label,
         keep[int(torch.argmax(keep))] -= 1  # taken from the class that keeps the most
         keep[c] = 1
-    g = torch.Generator().manual_seed(int(split_seed) + 7919)  # not the validation split's stream
-    chosen = []
-    for c, k in enumerate(keep.tolist()):
-        members = (labels == c).nonzero().squeeze(1)
-        chosen.append(members[torch.randperm(members.numel(), generator=g)][:k])
-    return torch.sort(torch.cat(chosen)).values if chosen else torch.zeros(0, dtype=torch.int64)
+    orders = _class_orders(labels, len(counts), torch.Generator().manual_seed(int(split_seed) + 7919))  # not val's
+    return torch.sort(torch.cat([order[:k] for order, k in zip(orders, keep.tolist())])).values
 
 
 def _channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -59,7 +59,7 @@ from .fold import FoldedStudents, FoldError
 from .teacher import TeacherResult, get_teacher
 from .teacher_outputs import TeacherOutputs
 from .training import (NonFiniteLossError, evaluate, make_optimizer, member_accuracies, optimizer_step,
-                       progress_bar, raise_non_finite)
+                       progress_bar, raise_non_finite, train_loader)
 
 __all__ = ["PopulationReport", "run_population", "FusedStudents", "LoopStudents", "make_students", "ENGINES"]
 
@@ -336,8 +336,7 @@ def run_population(
     budget = setting.budget
     augment = setting.data.augment if budget.augment is None else budget.augment
     batch_size = budget.batch_size or setting.data.batch_size
-    loader = data.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
-                               drop_last=data.train_labels.numel() > batch_size)
+    loader = train_loader(data, batch_size, device, seed=seed, augment=augment)
     val_loader = data.eval_loader("val", batch_size=setting.data.eval_batch_size, device=device)
     cache_key = (teacher.key, teacher.sha256, data.fingerprint()) if (teacher is not None and teacher_cache) else None
     students = make_students(engine, template, len(members), budget, budget.epochs * len(loader), setting.precision)

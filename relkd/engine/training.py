@@ -211,16 +211,12 @@ def fit(
     summed on the device and the finiteness checked every 25 steps, so no step waits for
     the host. ``every_epoch=False``: validation accuracy after the last epoch only (runs that
     report nothing and need only their end point, such as a learning-rate tuning)."""
-    loader = data.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
-                               drop_last=data.train_labels.numel() > batch_size)
-    steps_per_epoch = len(loader)
-    if data.labelled is not None and not objective.needs_teacher:
-        # CE alone learns nothing from unlabelled samples: it trains on the labelled ones only, for as many
-        # steps as an epoch over every sample takes, so that its budget is the distillation runs' budget
-        labelled = labelled_only(data)
-        loader = labelled.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
-                                       drop_last=labelled.train_labels.numel() > batch_size)
-    batches = epoch_batches(loader, steps_per_epoch)
+    steps = steps_per_epoch(data, batch_size)
+    # CE alone learns nothing from unlabelled samples: it trains on the labelled ones only, for as many steps as an
+    # epoch over every sample takes, so that its budget is the distillation runs' budget
+    labels_only = data.labelled is not None and not objective.needs_teacher
+    loader = train_loader(labelled_only(data) if labels_only else data, batch_size, device, seed=seed, augment=augment)
+    batches = epoch_batches(loader, steps)
     val_loader = data.eval_loader("val", batch_size=eval_batch_size, device=device)
     taps, teacher_taps = objective.student_taps, objective.teacher_taps
     model.resolve_taps(taps)  # a tap the student lacks is an error now, not mid-epoch
@@ -234,7 +230,7 @@ def fit(
     if objective.needs_stage:
         prepare_stages(objective, teacher, loader, teacher_cache_key, precision)
     objective.train()
-    opt, sched = make_optimizer(model, recipe, recipe.epochs * steps_per_epoch, objective.parameters())
+    opt, sched = make_optimizer(model, recipe, recipe.epochs * steps, objective.parameters())
     scaler = grad_scaler(device, precision)
     check_every = 1 if device.type == "cpu" else 25
     sums: dict[str, torch.Tensor] = {}
@@ -288,6 +284,20 @@ def fit(
     seconds = time.perf_counter() - start
     means = {name: float(v) / max(steps, 1) for name, v in sums.items()}
     return FitResult(history, means, epoch + 1 if recipe.epochs else 0, stopped, samples, seconds)
+
+
+def train_loader(data: DatasetSplits, batch_size: int, device: torch.device, *, seed: int,
+                 augment: bool) -> DeviceLoader:
+    """The shuffling loader a run trains on; the last partial batch is dropped when there is
+    more than one batch (:func:`steps_per_epoch` counts its batches)."""
+    return data.train_loader(batch_size, device, seed=seed, augment=augment, shuffle=True,
+                             drop_last=data.train_labels.numel() > batch_size)
+
+
+def steps_per_epoch(data: DatasetSplits, batch_size: int) -> int:
+    """Batches per epoch of :func:`train_loader` over ``data``, without building it."""
+    n = data.train_labels.numel()
+    return n // batch_size if n > batch_size else min(n, 1)
 
 
 def labelled_only(data: DatasetSplits) -> DatasetSplits:
