@@ -43,6 +43,9 @@ def pair_setting(pair: str, args: argparse.Namespace):
     doc = load_setting(ROOT / "studies" / path).to_dict()
     for section in ("search", "optuna"):
         doc.pop(section, None)
+    # throughput on every label: with data.labelled CE alone trains on another loader and populations refuse it,
+    # and a --subset smaller than the labelled count would be invalid
+    doc["data"].pop("labelled", None)
     doc["device"] = args.device
     doc["budget"]["epochs"] = args.epochs
     doc["teacher"]["epochs"] = args.teacher_epochs
