@@ -8,8 +8,8 @@ peak device memory and the ratio against K = 1 (one trial alone, run_trial), in 
 
 Each pair's teacher is trained (or loaded from the cache) and its outputs computed before any
 timing; a first untimed run loads the data and warms the device up. A K that runs out of device
-memory is reported as such and larger ones are not tried. Prints a markdown table for the
-README and writes JSON to benchmarks/out/gpu/. On a machine without CUDA it runs on the CPU
+memory is reported as such and larger ones are not tried. Prints a markdown table for
+docs/benchmarks.md and writes JSON to benchmarks/out/gpu/. On a machine without CUDA it runs on the CPU
 (useful to check it, not to quote).
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ that looked like room is checked once more.
 Each candidate is studies/fmnist_quick.yaml's setting with a few fields changed (CANDIDATES
 below: the student's training subset and epochs, the student's or the teacher's model).
 Every tuning is cached (relkd.tuning), so a second run of the same candidates prints the table
-at once. Prints a markdown table for the README and writes JSON to benchmarks/out/headroom/.
+at once. Prints a markdown table for docs/benchmarks.md and writes JSON to benchmarks/out/headroom/.
 """
 from __future__ import annotations
 

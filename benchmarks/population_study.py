@@ -32,7 +32,7 @@ from relkd.engine import get_teacher, run_trial  # noqa: E402
 from relkd.engine.calibrate import best_population  # noqa: E402
 from relkd.files import write_text  # noqa: E402
 from relkd.study import counted_trials, load_study_spec, run_study  # noqa: E402
-from relkd.study.seeds import compositions  # noqa: E402
+from relkd.results.ranking import compositions  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "population_study"
 
@@ -59,7 +59,7 @@ def main() -> None:
             storage = f"sqlite:///{folder}/k{k}_{len(rows)}.db"
             start = time.perf_counter()
             result = run_study(spec.renamed(f"{spec.study_name}_k{k}"), storage=storage, timeout=args.seconds,
-                               n_trials=10_000, progress=False, population=k, outputs=False)
+                               n_trials=10_000, progress=False, population=k)
             seconds = time.perf_counter() - start
             counted = counted_trials(result.study)
             searched = [c for c in compositions(result.study) if c.anchor is None]

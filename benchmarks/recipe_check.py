@@ -8,7 +8,7 @@ target); the table says by how much each does.
 
 The tuning is the setting's own (relkd.tuning, cached: a study that ran already has it); the
 check trains 3 rates x 2 configs x len(seeds) runs at the setting's budget. Prints a markdown
-table for the README and writes JSON to benchmarks/out/recipe_check/.
+table for docs/benchmarks.md and writes JSON to benchmarks/out/recipe_check/.
 """
 from __future__ import annotations
 

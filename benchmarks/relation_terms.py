@@ -160,7 +160,7 @@ def timing_args(doc: str, reps: int, batches: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--reps", type=int, default=reps)
     parser.add_argument("--batches", default=batches)
-    parser.add_argument("--markdown", action="store_true", help="print Markdown tables (for the README)")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables (for docs/benchmarks.md)")
     torch.manual_seed(0)
     return parser.parse_args()
 

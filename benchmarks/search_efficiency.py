@@ -71,7 +71,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from relkd.study import load_study_spec, run_study  # noqa: E402
 from relkd.study.opening import open_study  # noqa: E402
-from relkd.study.record import is_counted  # noqa: E402
+from relkd.results.record import is_counted  # noqa: E402
 
 #: The sampler of each strategy; ``None``: the study file's own search (sampler, ladder, refinement).
 STRATEGIES: dict[str, tuple[str, dict[str, Any]] | None] = {
@@ -250,7 +250,7 @@ def train_anchors(spec, url: str) -> list[optuna.trial.FrozenTrial]:
     s = dataclasses.replace(spec, sampler=("random", {}), ladder=None, refine=None, rerun=None,
                             n_trials=len(spec.anchors), timeout=None).renamed(name)
     print(f"anchors: {', '.join(spec.anchors)} (study {name})", file=sys.stderr, flush=True)
-    study = run_study(s, storage=url, progress=False, outputs=False).study
+    study = run_study(s, storage=url, progress=False).study
     anchors = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "anchor" in t.user_attrs]
     missing = set(spec.anchors) - {t.user_attrs["anchor"] for t in anchors}
     if missing:
@@ -326,7 +326,7 @@ def run_strategy(spec, strategy: str, seed: int, budget: float, url: str, name: 
         info = {"strategy": strategy, "seed": int(seed), "budget": float(budget), "start": start.isoformat(),
                 "finished": False}
         study.set_user_attr(BENCH_ATTR, info)
-        result = run_study(s, storage=url, n_trials=None, timeout=float(budget), progress=False, outputs=False)
+        result = run_study(s, storage=url, n_trials=None, timeout=float(budget), progress=False)
         # parameters the sampler's own model could draw (Optuna's intersection of the completed
         # trials' spaces; GPSampler models only these, the rest it samples independently)
         relative = optuna.search_space.IntersectionSearchSpace().calculate(result.study)

@@ -14,13 +14,14 @@ from .fields import ConfigError, yaml_dump
 from .config import validate_config
 from .objective import build_objective, probe_objective
 from .features import FEATURES
-from .registry import Registry
+from .registry import Registry, markdown_tables
 from .relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS
 from .presets import PRESETS, preset
 
 log = logging.getLogger("relkd")
 
-_LISTS: dict[str, Registry] = {
+#: The registries `relkd list` shows (and `relkd list --markdown` writes to docs/registries.md).
+LISTED: dict[str, Registry] = {
     "affinities": AFFINITIES,
     "normalisations": NORMALISATIONS,
     "losses": LOSSES,
@@ -30,24 +31,20 @@ _LISTS: dict[str, Registry] = {
 }
 
 
-def _format_param(p) -> str:
-    text = f"{p.name}={p.default!r}"
-    if p.search is not None:
-        text += f" (search {p.search[0]:g}..{p.search[1]:g}{' log' if p.log else ''})"
-    return text
-
-
 def _format_properties(entry) -> str:
     return ", ".join(f"{k}={'(depends on params)' if callable(v) else v}" for k, v in entry.properties.items())
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    kinds = list(_LISTS) if args.kind == "all" else [args.kind]
+    kinds = list(LISTED) if args.kind == "all" else [args.kind]
+    if args.markdown:
+        print(markdown_tables({kind: LISTED[kind] for kind in kinds}))
+        return 0
     for kind in kinds:
-        registry = _LISTS[kind]
+        registry = LISTED[kind]
         print(f"{kind} ({len(registry)}):")
         for entry in registry.entries():
-            params = ", ".join(_format_param(p) for p in entry.params)
+            params = ", ".join(p.summary() for p in entry.params)
             print(f"  {entry.name:<14} {entry.description}")
             if params:
                 print(f"  {'':<14}   params: {params}")
@@ -97,6 +94,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_list_models(args: argparse.Namespace) -> int:
     from .models import describe_models
 
+    if args.markdown:
+        raise ValueError(f"--markdown: the registries only ({', '.join(LISTED)}); expected no --markdown with models")
     rows = describe_models(args.pattern, torchvision=args.torchvision)
     print(f"models ({len(rows)}); taps with shapes for one {{C,H,W}} input:")
     for row in rows:
@@ -104,7 +103,7 @@ def cmd_list_models(args: argparse.Namespace) -> int:
         print(f"  {row.name:<14} {row.num_params:>10,d} params  input {list(row.input_size)}  {row.description}")
         print(f"  {'':<14}   taps: {taps}")
         if row.params:
-            print(f"  {'':<14}   params: {', '.join(_format_param(p) for p in row.params)}")
+            print(f"  {'':<14}   params: {', '.join(p.summary() for p in row.params)}")
     return 0
 
 
@@ -285,8 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registry entries (or models) with descriptions and parameters")
-    p.add_argument("kind", nargs="?", default="all", choices=["all", *_LISTS, "models"])
+    p.add_argument("kind", nargs="?", default="all", choices=["all", *LISTED, "models"])
     p.add_argument("--properties", "-p", action="store_true", help="also show each entry's properties")
+    p.add_argument("--markdown", action="store_true",
+                   help="Markdown tables of the registries (docs/registries.md is this output)")
     p.add_argument("--pattern", default="*", help="models: a wildcard pattern such as 'resnet*'")
     p.add_argument("--torchvision", action="store_true", help="models: also list every supported tv:<name>")
     p.set_defaults(func=lambda a: cmd_list_models(a) if a.kind == "models" else cmd_list(a))

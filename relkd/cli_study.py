@@ -37,9 +37,9 @@ def _pct(value: float | None) -> str:
 
 
 def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: Path | None) -> None:
-    from .analysis.pareto import format_front, is_multi_objective, objective_names, pareto_front
+    from .results.pareto import format_front, is_multi_objective, objective_names, pareto_front
     from .study import redact
-    from .study.seeds import compositions, verdict_line
+    from .results.ranking import compositions, verdict_line
     from .tuning import headroom_line
 
     study = result.study
@@ -98,9 +98,13 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     _sigterm_interrupts()
     result = run_study(spec, storage=args.storage, n_trials=args.n_trials, timeout=args.timeout,
                        progress=not args.quiet, enqueue_missing_anchors=args.command_name == "run",
-                       outputs=args.command_name == "run", population=args.population)
+                       population=args.population)
     if result.error:
         log.error("study %s stopped: %s", spec.study_name, result.error)
+    if args.command_name == "run":
+        from .analysis import write_outputs
+
+        result = write_outputs(result)
     if args.command_name == "worker":
         print(f"worker done: {result.trials_run} trials run; stopped because {result.stopped_because}")
         return 1 if result.error else 0
@@ -120,7 +124,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 @shows_flags
 def cmd_study_status(args: argparse.Namespace) -> int:
     _optuna_logging(args)
-    from .analysis.pareto import format_front
+    from .results.pareto import format_front
     from .study import load_relkd_study, redact, study_status
 
     study, url = load_relkd_study(args.study_name, args.storage)

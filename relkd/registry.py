@@ -69,6 +69,13 @@ class Param:
             return f"{text} <= {self.max}"
         return text
 
+    def summary(self) -> str:
+        """``name=default (search lo..hi log)``: how ``relkd list`` and docs/registries.md show it."""
+        text = f"{self.name}={self.default!r}"
+        if self.search is not None:
+            text += f" (search {self.search[0]:g}..{self.search[1]:g}{' log' if self.log else ''})"
+        return text
+
     def check(self, value: Any) -> Any:
         """Return ``value`` converted to this parameter's type, or raise ``ValueError``
         whose message says what is allowed (without a field path: callers add it)."""
@@ -307,3 +314,19 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self)} entries)"
+
+
+def markdown_tables(registries: Mapping[str, Registry]) -> str:
+    """One Markdown table per registry (entry, description, parameters with defaults and search
+    ranges): ``relkd list --markdown``, which writes docs/registries.md."""
+    out = ["# Registries", "",
+           "Made by `relkd list --markdown > docs/registries.md` from the registries themselves (a test checks "
+           "that this file is what the command prints).", ""]
+    for kind, registry in registries.items():
+        out += [f"## {kind} ({len(registry)})", "", "| name | description | parameters |", "|---|---|---|"]
+        for entry in registry.entries():
+            params = ", ".join(f"`{p.summary()}`" for p in entry.params)
+            description = entry.description.replace("|", "\\|")
+            out.append(f"| `{entry.name}` | {description} | {params} |")
+        out.append("")
+    return "\n".join(out)

@@ -13,7 +13,15 @@ import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["welch_p", "welch_difference", "welch_interval", "Paired", "paired_difference"]
+__all__ = ["mean_sd", "welch_p", "welch_difference", "welch_interval", "Paired", "paired_difference"]
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation over seeds: ``(None, None)`` without values, a
+    spread of 0 for one value (how every table of relkd shows a single seed)."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:

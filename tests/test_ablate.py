@@ -19,8 +19,8 @@ from relkd.setting import setting_record, validate_setting
 from relkd.study import load_relkd_study, run_study, validate_study
 from relkd.study.ablate import ablate_study, ablation_variants, format_ablation
 from relkd.study.export import study_tuning
-from relkd.study.record import ABLATION_ATTR, RECIPE_ATTR, RUN_ATTR, SETTING_ATTR
-from relkd.study.seeds import compositions
+from relkd.results.record import ABLATION_ATTR, RECIPE_ATTR, RUN_ATTR, SETTING_ATTR
+from relkd.results.ranking import compositions
 from relkd.tuning import Tuning
 from tiny import TINY_SETTING
 

@@ -27,7 +27,7 @@ from relkd.models import count_params, create_model
 from relkd.models.prune import channel_groups
 from relkd.setting import validate_setting
 from relkd.study import load_study_spec
-from relkd.study.record import OBJECTIVES_ATTR
+from relkd.results.record import OBJECTIVES_ATTR
 from relkd.study.spec import validate_study
 from tiny import TINY_SETTING
 

@@ -24,7 +24,9 @@ LAYERS = [
      "relkd.data", "relkd"),
     ("relkd.engine",),
     ("relkd.pretrain", "relkd.adapt", "relkd.evaluation", "relkd.tuning"),
-    ("relkd.study", "relkd.analysis"),
+    ("relkd.results",),  # the read side: what stored trials mean (record, ranking, verdict, Pareto front)
+    ("relkd.study",),  # writes studies
+    ("relkd.analysis",),  # draws them: reads studies through relkd.results and relkd.study, never the reverse
     ("relkd.cli",),
 ]
 
@@ -71,6 +73,20 @@ def imports_of(name: str) -> list[tuple[str, list[str], int]]:
     return out
 
 
+def packages_loaded(name: str, target: str) -> list[str]:
+    """The packages whose ``__init__`` importing ``target`` runs first (``relkd.a.b`` loads
+    ``relkd.a``), less those ``name`` lives in (they are loading already): an import of
+    ``relkd.results.pareto`` from ``relkd.study.export`` runs ``relkd/analysis/__init__.py``,
+    and with it everything that package imports."""
+    parts = target.split(".")
+    out = []
+    for i in range(2, len(parts)):
+        package = ".".join(parts[:i])
+        if package in MODULES and is_package(package) and not (name == package or name.startswith(package + ".")):
+            out.append(package)
+    return out
+
+
 def graph() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {name: set() for name in MODULES}
     for name in MODULES:
@@ -79,6 +95,7 @@ def graph() -> dict[str, set[str]]:
                 target = target.rsplit(".", 1)[0]
             if target in MODULES and target != name:
                 edges[name].add(target)
+                edges[name].update(packages_loaded(name, target))
     return edges
 
 
@@ -125,6 +142,12 @@ def layer(name: str) -> int:
                 best, depth = number, prefix.count(".")
     assert best is not None, f"{name} is in no layer of LAYERS: add it"
     return best
+
+
+def test_importing_a_submodule_loads_its_package_first():
+    assert packages_loaded("relkd.study.export", "relkd.analysis.plots") == ["relkd.analysis"]
+    assert packages_loaded("relkd.study.export", "relkd.study.seeds") == []  # its own package: loading already
+    assert "relkd.engine" in graph()["relkd.study.trial"]  # imports from relkd.engine.* load relkd/engine/__init__
 
 
 def test_the_cycle_finder_finds_a_cycle():
@@ -257,8 +280,8 @@ def test_the_readme_lists_the_samplers_and_pruners_the_tables_hold():
 
     from relkd.study.spec import PRUNERS, SAMPLERS
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "studies.md").read_text()
     for field, table in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
         line = re.search(rf"^\s+{field}: \w+\s+# ([\w |]+?)(?: \(|,|$)", readme, re.M)
-        assert line, f"the README's study file shows no optuna.{field} line"
+        assert line, f"docs/studies.md's study file shows no optuna.{field} line"
         assert {n.strip() for n in line.group(1).split("|")} == set(table)

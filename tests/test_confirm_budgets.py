@@ -22,8 +22,8 @@ from relkd.study import confirm_budgets as budgets_module
 from relkd.study import queue as queue_module
 from relkd.study.confirm import Candidate, confirm_study
 from relkd.study.confirm_budgets import check_budgets, confirm_budgets, format_budgets, parse_budgets
-from relkd.study.record import CONFIRM_ATTR, RUN_ATTR, SETTING_ATTR, TUNED_ATTR
-from relkd.study.seeds import search_verdict
+from relkd.results.record import CONFIRM_ATTR, RUN_ATTR, SETTING_ATTR, TUNED_ATTR
+from relkd.results.ranking import search_verdict
 from tiny import TINY_SETTING, interrupt_on_call
 
 pytestmark = pytest.mark.usefixtures("isolated")  # conftest.py: own cache and runs folders

@@ -11,7 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from relkd.analysis.importance import SCORE, rung_scores, study_importance
-from relkd.study.record import LADDER_ATTR
+from relkd.results.record import LADDER_ATTR
 
 DISTRIBUTIONS = {"c": CategoricalDistribution(["good", "bad"]), "x": FloatDistribution(0.0, 1.0)}
 

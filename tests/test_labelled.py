@@ -157,3 +157,20 @@ def test_populations_leave_ce_alone_with_few_labels_to_single_runs():
 
     with pytest.raises(ValueError, match=r"with data.labelled the members \[0\] without a teacher"):
         run_population(validate_setting(few_labels(20)), ["none", "kd"])
+
+
+def test_a_population_asked_for_with_few_labels_is_an_error_naming_where_it_came_from(tmp_path, monkeypatch):
+    from relkd.study.spec import validate_study
+    from relkd.study.worker import run_study
+
+    study = {**few_labels(20), "name": "few", "optuna": {"population": 4, "n_trials": 1}}
+    with pytest.raises(ConfigError, match=r"optuna.population: a study with data.labelled trains one trial at a time"):
+        validate_study(copy.deepcopy(study))
+    study["optuna"]["population"] = "auto"
+    spec = validate_study(copy.deepcopy(study))
+    for flag, env, field in ((3, None, "population: 3"), (None, "2", "RELKD_POPULATION: 2")):
+        if env is not None:
+            monkeypatch.setenv("RELKD_POPULATION", env)
+        with pytest.raises(ValueError, match=rf"{field}: a study with data.labelled trains one trial at a time"):
+            run_study(spec, storage=f"sqlite:///{tmp_path}/few.db", population=flag, progress=False)
+    assert not (tmp_path / "few.db").exists()  # refused before the study was created

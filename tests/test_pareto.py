@@ -11,8 +11,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState, create_trial
 
-from relkd.analysis.pareto import (Point, best_within, format_front, is_multi_objective, non_dominated,
-                                   objective_names, pareto_front, ratio_of)
+from relkd.results.pareto import (Point, best_within, format_front, is_multi_objective, non_dominated, objective_names,
+                                  pareto_front, ratio_of)
 from relkd.analysis.plots import write_study_plots
 from relkd.analysis.report import render_report
 from relkd.cli import main
@@ -20,7 +20,7 @@ from relkd.config import load_config
 from relkd.presets import preset
 from relkd.study import study_status
 from relkd.study.export import export_trials
-from relkd.study.record import OBJECTIVES_ATTR, SETTING_ATTR
+from relkd.results.record import OBJECTIVES_ATTR, SETTING_ATTR
 from tiny import TINY_SETTING
 
 RECORD = {k: v for k, v in TINY_SETTING.items() if k != "name"}

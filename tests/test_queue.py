@@ -22,7 +22,7 @@ from relkd.study import confirm as confirm_module
 from relkd.study.compare import run_compare, validate_compare
 from relkd.study.confirm import confirm_study
 from relkd.study.queue import Run, RunQueue
-from relkd.study.record import RUN_ATTR
+from relkd.results.record import RUN_ATTR
 from relkd.study.spec import validate_study
 from relkd.study.worker import run_study
 from tiny import TINY_SETTING

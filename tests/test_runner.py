@@ -8,6 +8,7 @@ import pytest
 from relkd.cli import main
 from relkd.cli_args import as_flags
 from relkd.fields import ConfigError, read_yaml_file, yaml_dump
+from relkd.analysis import write_outputs
 from relkd.study import run_study, validate_study
 from tiny import TINY_SETTING
 
@@ -19,14 +20,13 @@ STUDY = {**TINY_SETTING, "search": {"tap": ["last_stage", "pool"]},
 
 @pytest.mark.slow
 def test_run_study_from_python_writes_the_best_config_and_the_plots(isolated):
-    result = run_study(validate_study(STUDY), progress=False)
+    result = write_outputs(run_study(validate_study(STUDY), progress=False))
     assert result.best_config == isolated / "runs" / "tiny" / "best.yaml"
     exported = read_yaml_file(result.best_config)
     assert exported["terms"] == result.study.best_trial.user_attrs["objective_config"]["terms"]
     assert result.plot_dir == isolated / "runs" / "tiny" / "plots"
     assert {"history.png", "marginals.svg"} <= {p.name for p in result.plots} and all(p.is_file() for p in result.plots)
-    worker = run_study(validate_study({**STUDY, "optuna": {**STUDY["optuna"], "n_trials": 5}}), progress=False,
-                       outputs=False)
+    worker = run_study(validate_study({**STUDY, "optuna": {**STUDY["optuna"], "n_trials": 5}}), progress=False)
     assert worker.best_config is None and worker.plots == []
 
 
@@ -71,7 +71,7 @@ def test_a_trial_builds_its_objective_once_and_the_engine_does_not_validate_it_a
     study = {**STUDY, "search": {"terms": 1, "tap": "pool", "view": "avgpool", "affinity": "cosine",
                                  "normalisation": "mean", "loss": "mse", "kd": False},
              "optuna": {"n_trials": 1, "anchors": [], "sampler": "random"}}
-    run_study(validate_study(study), progress=False, outputs=False)
+    run_study(validate_study(study), progress=False)
     assert seen == [("Objective", 2, 1)]  # drawn (validated), built once (validated) before the run
     assert (len(validations), len(builds)) == (2, 1)  # and neither again during the run
 
@@ -91,7 +91,7 @@ def test_a_study_whose_student_starts_from_a_pretrain_source_trains_its_trials(i
     doc = copy.deepcopy(STUDY)
     doc["student"] = {**doc["student"], "init": {"pretrain": "src.yaml"}}
     doc["optuna"] = {"n_trials": 2, "anchors": ["none", "kd"], "sampler": "random"}
-    result = run_study(validate_study(doc), progress=False, outputs=False)
+    result = run_study(validate_study(doc), progress=False)
     assert result.error is None and result.counts["complete"] == 2
     assert all(t.user_attrs.get("init_sha256") for t in result.study.trials)
 
@@ -122,7 +122,7 @@ def test_library_errors_name_arguments_and_the_command_line_its_flags(isolated, 
         load_relkd_study("tiny")
     assert main(["study", "status", "--study-name", "tiny"]) == 2
     assert capsys.readouterr().err.rstrip().endswith("first or give --storage")
-    result = run_study(validate_study(STUDY), progress=False, outputs=False)
+    result = run_study(validate_study(STUDY), progress=False)
     with pytest.raises(ValueError, match=r"^top_k: expected an integer >= 1, got 0"):
         export_trials(result.study, result.storage, isolated / "x.yaml", top_k=0)
     with pytest.raises(ValueError, match=r"^trial: study 'tiny' has no trial 99"):

@@ -17,9 +17,10 @@ from relkd.presets import PRESETS, preset
 from relkd.relation import combination_problems
 from relkd.study import export_trials, ranked_trials, run_study, validate_study
 from relkd.study.ladder import LadderPruner
-from relkd.study.record import is_counted
+from relkd.results.record import is_counted
 from relkd.study.refine import Refinement
-from relkd.study.seeds import Rerun, compositions, rerun_plan, search_verdict, verdict_line
+from relkd.study.seeds import Rerun, rerun_plan
+from relkd.results.ranking import compositions, search_verdict, verdict_line
 from tiny import TINY_SETTING, peek_study
 
 ROOT = Path(__file__).resolve().parents[1]

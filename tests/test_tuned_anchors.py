@@ -15,8 +15,9 @@ from optuna.trial import TrialState, create_trial
 from relkd.fields import ConfigError, yaml_dump
 from relkd.presets import preset
 from relkd.study import run_study, validate_study
-from relkd.study.record import TUNED_ATTR, counted_trials
-from relkd.study.seeds import compositions, rerun_plan, Rerun, search_verdict, verdict_line
+from relkd.results.record import TUNED_ATTR, counted_trials
+from relkd.results.ranking import compositions, search_verdict, verdict_line
+from relkd.study.seeds import rerun_plan, Rerun
 from relkd.study.tuned_anchors import AnchorTuning, searched_index
 from tiny import TINY_SETTING
 

@@ -8,12 +8,13 @@ import logging
 import pytest
 
 import relkd.tuning as tuning_module
+from relkd.analysis import write_outputs
 from relkd.analysis.report import render_report
 from relkd.cli import main
 from relkd.fields import ConfigError, yaml_dump
 from relkd.setting import validate_setting
 from relkd.study import load_relkd_study, run_study, study_setting, study_status, validate_study
-from relkd.study.record import RECIPE_ATTR
+from relkd.results.record import RECIPE_ATTR
 from relkd.tuning import Tuning, headroom_line, resolve_recipe, tune_recipe
 from tiny import TINY_SETTING
 
@@ -148,7 +149,7 @@ def test_a_study_tunes_first_records_the_recipe_and_every_trial_trains_at_it(mon
 
     rates, real = [], trial_module.run_trial
     monkeypatch.setattr(trial_module, "run_trial", lambda s, *a, **k: rates.append(s.budget.lr) or real(s, *a, **k))
-    result = run_study(validate_study(study_doc()), progress=False)
+    result = write_outputs(run_study(validate_study(study_doc()), progress=False))
     tuning = result.tuning
     assert tuning is not None and result.study.user_attrs[RECIPE_ATTR] == tuning.record()
     assert rates and set(rates) == {tuning.lr}

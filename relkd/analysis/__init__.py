@@ -2,8 +2,9 @@
 ``importance`` (which choices matter), ``plots`` (``recipe_plot``: the tuned learning rate), ``report`` (one HTML page), ``pareto``
 (accuracy against student size: the Pareto front, the best student within a size) and
 ``compare`` (the method-comparison benchmark)."""
-from .pareto import best_within, is_multi_objective, objective_names, pareto_front
+from ..results.pareto import best_within, is_multi_objective, objective_names, pareto_front
 from .plots import write_study_plots
+from .outputs import write_outputs
 from . import recipe_plot  # noqa: F401,E402 (registers the plot "recipe")
 
-__all__ = ["write_study_plots", "is_multi_objective", "objective_names", "pareto_front", "best_within"]
+__all__ = ["write_study_plots", "write_outputs", "is_multi_objective", "objective_names", "pareto_front", "best_within"]

@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import tap_label
-from ..study.record import RERUN_ATTR
+from ..results.record import RERUN_ATTR
 from ..study.space import GROUPS, choice_group
 
 __all__ = ["GROUPS", "CHOICES", "FAMILY_CHOICES", "NO_TERM", "uses_features", "choice_group", "trial_choices",
@@ -61,7 +61,7 @@ def uses_features(trials: Iterable[optuna.trial.FrozenTrial]) -> bool:
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Completed trials that carry a composition, one per composition: re-runs with another
-    seed (:data:`relkd.study.record.RERUN_ATTR`) are not counted again."""
+    seed (:data:`relkd.results.record.RERUN_ATTR`) are not counted again."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if "objective_config" in t.user_attrs and RERUN_ATTR not in t.user_attrs]
 

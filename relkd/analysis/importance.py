@@ -27,9 +27,9 @@ import optuna
 from optuna.trial import TrialState
 
 from ..study.ladder import ladder_of
-from ..study.record import LADDER_ATTR, TUNED_ATTR
+from ..results.record import LADDER_ATTR, TUNED_ATTR
 from .choices import CHOICES, FAMILY_CHOICES, GROUPS, choice_group, choice_stats, completed, uses_features
-from .pareto import single_objective
+from ..results.pareto import single_objective
 
 __all__ = ["EVALUATORS", "study_importance", "rung_scores", "MIN_TRIALS", "SCORE"]
 

@@ -32,7 +32,7 @@ The shipped ones, in the report's order:
   line, anchors as diamonds: multi-objective studies, and single-objective ones whose
   trials trained students of several sizes.
 
-A multi-objective study (accuracy and student size, :mod:`relkd.analysis.pareto`) gets the
+A multi-objective study (accuracy and student size, :mod:`relkd.results.pareto`) gets the
 plots registered with ``multi_objective=True`` (``marginals``, the interactions,
 ``weights``, ``pareto``: they read the accuracy, each trial's first value); the others
 (history, importance, intermediate) need a single value and are left out. A plot with
@@ -56,10 +56,10 @@ from optuna.trial import TrialState
 from ..figures import pyplot, save_figure
 from ..registry import Entry, Registry
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, combination_problems
-from ..study.record import is_known
+from ..results.record import is_known
 from .choices import NO_TERM, choice_stats, completed
 from .importance import study_importance
-from .pareto import SIZES, is_multi_objective, non_dominated, size_measure, sized_points
+from ..results.pareto import SIZES, is_multi_objective, non_dominated, size_measure, sized_points
 
 __all__ = ["PLOTS", "INPUTS", "PlotNotApplicable", "study_plot", "study_plots", "write_study_plots", "cell_invalid",
            "plot_history", "plot_intermediate", "plot_importance", "plot_marginals", "plot_interaction", "plot_weights",

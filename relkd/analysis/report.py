@@ -20,12 +20,12 @@ import optuna
 from ..fields import yaml_dump
 from ..files import write_text
 from ..study import redact, study_status
-from ..study.seeds import compositions, search_verdict, verdict_line
+from ..results.ranking import compositions, search_verdict, verdict_line
 from ..study.confirm import BUDGET_RECORDS
 from ..study.confirm_budgets import format_budgets
-from ..study.record import ABLATION_ATTR, CONFIRM_ATTR, SETTING_ATTR, versions
+from ..results.record import ABLATION_ATTR, CONFIRM_ATTR, SETTING_ATTR, versions
 from .importance import study_importance
-from .pareto import FRONT_COLUMNS, front_cells, is_multi_objective, objective_names, pareto_front
+from ..results.pareto import FRONT_COLUMNS, front_cells, is_multi_objective, objective_names, pareto_front
 from .plots import study_plots, write_study_plots
 
 __all__ = ["write_report", "render_report"]

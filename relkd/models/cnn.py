@@ -12,7 +12,7 @@ cnn_large  32     2      3       0.29 M       29 M
 
 cnn_large is the default teacher: ``relkd teacher train --setting studies/fmnist_full.yaml``
 trains it to about 92.7 % Fashion-MNIST test accuracy in about 9 minutes on 2 CPU cores
-(see the README).
+(docs/benchmarks.md).
 
 Stage ``i`` (1-based) has ``width * 2**(i-1)`` channels and ``depth`` conv3x3-BN-ReLU
 blocks; stages after the first start with a 2x2 max-pool, so a 28x28 input gives

@@ -24,7 +24,7 @@ Every run is a run of a :class:`relkd.study.queue.RunQueue`: the Optuna study
 elsewhere), and ``<study>.ablate.lr=<rate>`` beside it for the recipe reset (a queue trains
 every run at its one setting), so an interrupted ablation resumes and several processes split
 the runs. The table goes to ``ablation.json`` and ``ablation.md`` in that folder and to the
-study attribute ``relkd.ablation`` (:data:`relkd.study.record.ABLATION_ATTR`), which the HTML
+study attribute ``relkd.ablation`` (:data:`relkd.results.record.ABLATION_ATTR`), which the HTML
 report shows::
 
     from relkd.study import load_relkd_study
@@ -61,8 +61,9 @@ from ..stats import Paired, paired_difference
 from ..tuning import Tuning
 from .export import composition_label, study_setting, study_tuning
 from .queue import Run, RunQueue
-from .record import ABLATION_ATTR, RERUN_ATTR
-from .seeds import SIGNIFICANCE, compositions
+from ..results.pareto import composition_summary, is_multi_objective, objectives_phrase
+from ..results.record import ABLATION_ATTR, RERUN_ATTR
+from ..results.ranking import SIGNIFICANCE, compositions
 from .storage import run_dir
 
 __all__ = ["Variant", "ablation_variants", "ablate_study", "format_ablation", "contribution_sentence",
@@ -107,7 +108,6 @@ class Variant:
 def term_label(term: dict[str, Any], index: int) -> str:
     """A term's name, or (unnamed, or named as an unnamed term is: ``term1``) ``term<index>``
     with its choices: ``term0 (rbf/max/l1 at last_stage)``, ``term1 (fitnet at stage2)``."""
-    from ..analysis.pareto import composition_summary  # here: relkd.analysis reads relkd.study when it loads
 
     name = term.get("name")
     if name and not _AUTO_NAME.fullmatch(name):
@@ -256,7 +256,6 @@ def ablate_study(study: optuna.Study, *, trial: int | None = None, seeds: int | 
     defaults to the study's budget; ``device`` overrides the study's. Runs already in the queue
     (same setting, composition, seed and epochs) are reused; the queue is ``storage`` or, by
     default, SQLite at ``out_dir/ablate.db`` (``out_dir``: ``runs/<study>/ablate``)."""
-    from ..analysis.pareto import composition_summary, is_multi_objective, objectives_phrase  # see term_label
 
     if is_multi_objective(study):
         raise ValueError(f"study_name: study {study.study_name!r} has {objectives_phrase(study)}; an ablation needs "

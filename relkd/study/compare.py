@@ -48,7 +48,7 @@ from ..setting import Setting, setting_or_errors
 from ..tuning import resolve_recipe
 from .export import recipe_status
 from .queue import Run, RunQueue, completed_runs
-from .record import COMPARE_ATTR, RECIPE_ATTR
+from ..results.record import COMPARE_ATTR, RECIPE_ATTR
 from .storage import redact, resolve_storage, run_dir
 
 __all__ = ["CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_runs", "compare_table",

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,9 +36,11 @@ from ..adapt import resolve_student
 from ..pretrain import prepare_inits
 from .export import anchor_values, composition_label, ranked_trials, study_setting
 from .queue import Run, RunQueue
-from .seeds import compositions, welch_p
+from ..results.pareto import single_objective
+from ..results.ranking import compositions
+from ..stats import mean_sd, welch_p
 from ..setting import comparable_setting, setting_record
-from .record import CONFIRM_ATTR
+from ..results.record import CONFIRM_ATTR
 from .storage import run_dir
 
 __all__ = ["confirm_study", "Candidate", "welch_p", "format_table", "setting_hash", "import_runs_jsonl",
@@ -140,12 +141,6 @@ def import_runs_jsonl(queue: RunQueue, path: Path, runs: Sequence[Run]) -> int:
     return imported
 
 
-def _summary(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] = (0, 1, 2),
                   epochs: int | None = None, out_dir: str | os.PathLike | None = None,
                   device: str | None = None, progress: bool = False, storage: str | None = None) -> dict[str, Any]:
@@ -154,7 +149,6 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
     ``epochs`` defaults to twice the study's budget; ``device`` overrides the study's. Runs
     already in the queue (same setting, composition, seed and epochs) are reused; the queue
     is ``storage`` or, by default, SQLite at ``out_dir/confirm.db``."""
-    from ..analysis.pareto import single_objective  # here: relkd.analysis reads relkd.study when it loads
 
     single_objective(study, "confirm", "it retrains the leaders of one ranking; export a trial of the Pareto front "
                      "instead (relkd study export --trial N, or --max-params N, --out best.yaml writes its config "
@@ -180,7 +174,8 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
     url = storage or f"sqlite:///{(out / 'confirm.db').as_posix()}"
     queue = RunQueue.open(f"{study.study_name}.confirm", url, seed=setting.seed)
     import_runs_jsonl(queue, out / "runs.jsonl", runs)
-    results = queue.run(runs, resolve_student(setting, progress=progress), eval_test=True, progress=progress, train=run_trial,
+    results = queue.run(runs, resolve_student(setting, progress=progress), eval_test=True, progress=progress,
+                        train=run_trial,
                         on_start=lambda run: log.info("confirm: %s, seed %d, %d epochs", run.label, run.seed, epochs))
     missing = [r for r in runs if r.id not in results]
     if missing:
@@ -197,8 +192,8 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
     rows = []
     for candidate in candidates:
         test = values(candidate, "test_accuracy")
-        val_mean, val_std = _summary(values(candidate, "val_accuracy"))
-        test_mean, test_std = _summary(test)
+        val_mean, val_std = mean_sd(values(candidate, "val_accuracy"))
+        test_mean, test_std = mean_sd(test)
         rows.append({
             "label": candidate.label, "trial": candidate.trial, "study_value": candidate.study_value,
             "seeds": len(test), "val_mean": val_mean, "val_std": val_std, "test_mean": test_mean,

@@ -1,6 +1,6 @@
 """Does the margin hold at a longer budget? The study's verdict retrained at several budgets.
 
-The study's verdict (:func:`relkd.study.seeds.search_verdict`) names two compositions: the
+The study's verdict (:func:`relkd.results.ranking.search_verdict`) names two compositions: the
 **winner** (the best searched composition) and the **best known** method (the best anchor
 or tuned anchor), compared on validation accuracy at the study's short budget.
 :func:`confirm_budgets` retrains those two, and ``none`` (CE alone) and ``kd``, with each
@@ -30,7 +30,6 @@ import dataclasses
 import json
 import logging
 import os
-import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,12 +39,13 @@ from ..adapt import resolve_student
 from ..engine import run_trial
 from ..files import write_text
 from ..setting import Setting
-from ..stats import welch_difference, welch_interval, welch_p
+from ..stats import mean_sd, welch_difference, welch_interval, welch_p
 from .confirm import BUDGET_RECORDS, Candidate, import_runs_jsonl, setting_hash
 from .export import study_setting
 from .queue import Run, RunQueue
-from .record import CONFIRM_ATTR
-from .seeds import compositions, search_verdict
+from ..results.pareto import single_objective
+from ..results.record import CONFIRM_ATTR
+from ..results.ranking import compositions, search_verdict
 from .storage import run_dir
 
 __all__ = ["confirm_budgets", "format_budgets", "parse_budgets", "check_budgets", "full_training_set",
@@ -130,10 +130,6 @@ def _margin(b: list[float], a: list[float]) -> dict[str, Any]:
     return {"difference": difference, "standard_error": se, "ci": None if ci is None else list(ci), "p": p}
 
 
-def _spread(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def confirm_budgets(study: optuna.Study, *, epochs: Sequence[int] | None = None, seeds: Sequence[int] = (0, 1, 2),
                     full_train: bool = False, out_dir: str | os.PathLike | None = None, device: str | None = None,
                     progress: bool = False, storage: str | None = None) -> dict[str, Any]:
@@ -143,7 +139,6 @@ def confirm_budgets(study: optuna.Study, *, epochs: Sequence[int] | None = None,
 
     ``device`` overrides the study's; runs already in the queue are reused; the queue is
     ``storage`` or, by default, SQLite at ``out_dir/confirm.db`` (``runs/<study>/confirm``)."""
-    from ..analysis.pareto import single_objective  # here: relkd.analysis reads relkd.study when it loads
 
     single_objective(study, "a confirm at several budgets", "it retrains the verdict's winner and best known "
                      "method, and a study of several objectives has no verdict; export a trial of the Pareto front "
@@ -204,8 +199,8 @@ def _budget(epochs: int, chosen: list[tuple[Candidate, list[str]]], trials: list
     for i, (candidate, roles) in enumerate(chosen):
         mine = trials[i * n:(i + 1) * n]
         test = [float(t.user_attrs["test_accuracy"]) for t in mine]
-        val_mean, val_std = _spread([float(t.value) for t in mine])
-        test_mean, test_std = _spread(test)
+        val_mean, val_std = mean_sd([float(t.value) for t in mine])
+        test_mean, test_std = mean_sd(test)
         rows.append({"label": candidate.label, "roles": roles, "trial": candidate.trial, "seeds": len(mine),
                      "val_mean": val_mean, "val_std": val_std, "test_mean": test_mean, "test_std": test_std,
                      "test": test, "wall_seconds": sum(float(t.user_attrs.get("wall_seconds") or 0.0) for t in mine)})

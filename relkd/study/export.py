@@ -5,7 +5,7 @@ stored in the study (``relkd.setting``), so no study file is needed to export, r
 status or confirm.
 
 A multi-objective study (validation accuracy against student size) has no single best: its
-status shows the Pareto front (:mod:`relkd.analysis.pareto`), and export wants a trial
+status shows the Pareto front (:mod:`relkd.results.pareto`), and export wants a trial
 chosen by size (``max_params``, ``max_macs``) or by number.
 """
 from __future__ import annotations
@@ -25,8 +25,9 @@ from ..fields import yaml_dump
 from ..files import write_text
 from ..setting import Setting, validate_setting
 from ..tuning import Tuning, headroom_line, tuned
-from .seeds import Composition, compositions, search_verdict, verdict_line
-from .record import N_TRIALS_ATTR, RECIPE_ATTR, SETTING_ATTR, counted_trials, trial_counts, versions
+from ..results.pareto import accuracy, best_within, is_multi_objective, objective_names, objectives_phrase, pareto_front
+from ..results.ranking import Composition, compositions, search_verdict, verdict_line
+from ..results.record import N_TRIALS_ATTR, RECIPE_ATTR, SETTING_ATTR, counted_trials, trial_counts, versions
 from .storage import open_storage, redact, resolve_storage
 
 __all__ = ["load_relkd_study", "ranked_trials", "study_status", "export_trials", "study_setting", "study_tuning",
@@ -72,7 +73,7 @@ def study_tuning(study: optuna.Study) -> Tuning | None:
 
 def ranked_trials(study: optuna.Study, *, include_anchors: bool = True) -> list[optuna.trial.FrozenTrial]:
     """Completed compositions, best mean validation accuracy over seeds first (re-runs are
-    folded into the trial they re-run: :func:`relkd.study.seeds.compositions`); ties broken
+    folded into the trial they re-run: :func:`relkd.results.ranking.compositions`); ties broken
     by trial number. A trial of a study with a fidelity ladder completes only at the top rung,
     so this ranks by the top rung reached."""
     return [c.trial for c in compositions(study, include_anchors=include_anchors)]
@@ -99,8 +100,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
 
     On a multi-objective study ``best`` and ``verdict`` are ``None`` (there is no single best)
     and two keys more say what there is: ``objectives`` (what the trials' values are) and
-    ``pareto`` (the front's rows, :func:`relkd.analysis.pareto.pareto_front`)."""
-    from ..analysis.pareto import is_multi_objective, objective_names, pareto_front  # here: analysis loads relkd.study
+    ``pareto`` (the front's rows, :func:`relkd.results.pareto.pareto_front`)."""
 
     multi = is_multi_objective(study)
     counts = trial_counts(study)
@@ -151,7 +151,6 @@ def recipe_status(study: optuna.Study) -> dict[str, Any] | None:
 
 def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, rank: int,
                 seeds: Composition | None, selected_by: dict[str, int] | None) -> dict[str, Any]:
-    from ..analysis.pareto import accuracy, is_multi_objective, objective_names  # here: analysis loads relkd.study
 
     setting = study.user_attrs[SETTING_ATTR]
     tuning = study_tuning(study)
@@ -201,7 +200,7 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
     """Write compositions as objective configs with provenance in ``meta``.
 
     ``trial``: that trial; ``max_params`` / ``max_macs``: the most accurate trial whose
-    student is that small (:func:`relkd.analysis.pareto.best_within`); else the ``top_k``
+    student is that small (:func:`relkd.results.pareto.best_within`); else the ``top_k``
     best (default: the best one, to ``out``). With ``top_k`` the files are
     ``<out stem>_rank<r><suffix>`` beside ``out``. A trial chosen by size, and any trial of a
     multi-objective study, comes with its student section in ``<out stem>.student.yaml``
@@ -209,7 +208,6 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
 
     A multi-objective study has no single best: it needs ``trial`` or a size limit."""
     # here: relkd.analysis loads relkd.study
-    from ..analysis.pareto import accuracy, best_within, is_multi_objective, objectives_phrase
 
     by_size = max_params is not None or max_macs is not None
     multi = is_multi_objective(study)

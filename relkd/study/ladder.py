@@ -39,7 +39,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..fields import FieldChecker, join_path
-from .record import is_searched
+from ..results.record import is_searched
 
 __all__ = ["Ladder", "LadderPruner", "validate_ladder", "LADDER_FIELDS", "COMPARE", "ladder_of"]
 

@@ -8,17 +8,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .record import (
-    INITS_ATTR,
-    LADDER_ATTR,
-    OBJECTIVES_ATTR,
-    SETTING_ATTR,
-    STUDY_ATTR,
-    VERSION_ATTR,
-    StudyMismatchError,
-    setting_differences,
-    versions,
-)
+from ..results.record import (INITS_ATTR, LADDER_ATTR, OBJECTIVES_ATTR, SETTING_ATTR, STUDY_ATTR, VERSION_ATTR,
+                              StudyMismatchError, setting_differences, versions)
 from ..setting import comparable_setting, setting_record
 from .spec import StudySpec
 from .storage import open_storage, redact, resolve_storage

@@ -46,7 +46,7 @@ from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enable
 from optuna.trial import FrozenTrial, TrialState
 
 from ..engine import free_device_memory, run_population
-from .record import is_counted
+from ..results.record import is_counted
 from .trial import Draw, TrialObjective, frozen, put_back
 
 __all__ = ["optimize_population"]

@@ -2,7 +2,7 @@
 interruption, and is shared by every process that opens the queue.
 
 A run queue is an ordinary Optuna study: each :class:`Run` is a trial enqueued with the
-run in its user attributes (:data:`relkd.study.record.RUN_ATTR`: id, key, label, seed,
+run in its user attributes (:data:`relkd.results.record.RUN_ATTR`: id, key, label, seed,
 epochs; ``objective_config``) and its parameters, if it has any (:attr:`Run.params`), so
 ``optuna.load_study`` and optuna-dashboard read it. A trial's value is the student's
 validation accuracy; ``test_accuracy``, ``wall_seconds``, ``part_means``, ``val_history``
@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..engine import TeacherResult, get_teacher, run_trial
 from ..objective import build_objective
 from ..setting import Setting
-from .record import RUN_ATTR, WORKER, versions
+from ..results.record import RUN_ATTR, WORKER, versions
 from .storage import RACE_ERRORS, is_lost_race, open_storage
 
 __all__ = ["Run", "RunQueue", "run_id", "completed_runs", "DEFAULT_PATIENCE"]

@@ -1,5 +1,5 @@
-"""Noise-aware ranking: the leading compositions re-run with more seeds inside the study, a
-ranking by the mean over seeds, and the verdict whether the search beat the known methods.
+"""Re-runs: the leading compositions trained again with more seeds inside the study (the
+ranking by the mean over seeds and the verdict they feed are :mod:`relkd.results.ranking`).
 
 A composition is not better because one seed said so. When a study's search ends, the
 ``top_k`` best searched compositions and the ``anchors`` best anchors are trained again with
@@ -7,7 +7,7 @@ further seeds (the study's seed + 1, + 2, ...), so that each has ``seeds`` value
 is an ordinary trial of the study carrying the user attribute ``rerun`` (``{"of": N, "seed":
 S}``: the trial whose composition it re-runs and its seed); its value is the validation
 accuracy of that run. Re-runs never count towards ``n_trials``, are never pruned and are not
-compositions of their own: :func:`compositions` folds them into the trial they re-run, whose
+compositions of their own: :func:`~relkd.results.ranking.compositions` folds them into the trial they re-run, whose
 ``values`` are then one accuracy per seed. Ranking, ``best``, export, status, confirm and the
 report use the mean over seeds and show the spread. In a study file::
 
@@ -15,28 +15,23 @@ report use the mean over seeds and show the spread. In a study file::
       rerun: {top_k: 2, anchors: 1, seeds: 3}   # seeds: how many each gets in all
 
 Anchors get the same seeds as the searched compositions, so the comparison is fair; the
-verdict (:func:`search_verdict`) compares the best searched composition with the best
+verdict (:func:`~relkd.results.ranking.search_verdict`) compares the best searched composition with the best
 anchor over the seeds both were run with.
 """
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from ..fields import FieldChecker, join_path
-from ..stats import welch_difference, welch_interval, welch_p  # noqa: F401 (welch_p: re-exported)
-from .record import TUNED_ATTR
+from ..results.ranking import compositions
 
-__all__ = ["Rerun", "validate_rerun", "RERUN_FIELDS", "Composition", "compositions", "rerun_plan",
-           "enqueue_reruns", "search_verdict", "verdict_line", "welch_p", "SIGNIFICANCE"]
+__all__ = ["Rerun", "validate_rerun", "RERUN_FIELDS", "rerun_plan", "enqueue_reruns"]
 
 RERUN_FIELDS = ("top_k", "anchors", "seeds")
-#: The Welch p-value below which a lead over the best anchor counts as a win.
-SIGNIFICANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -63,85 +58,6 @@ def validate_rerun(c: FieldChecker, value: Any, path: str) -> Rerun | None:
     return Rerun(top_k, anchors, seeds)
 
 
-@dataclass
-class Composition:
-    """A completed trial with the values of its re-runs: ``values`` maps seed -> validation accuracy."""
-
-    trial: FrozenTrial
-    values: dict[int, float] = field(default_factory=dict)
-
-    @property
-    def anchor(self) -> str | None:
-        return self.trial.user_attrs.get("anchor")
-
-    @property
-    def tuned(self) -> str | None:
-        """The anchor whose hyperparameters this trial tuned (:mod:`relkd.study.tuned_anchors`)."""
-        return self.trial.user_attrs.get(TUNED_ATTR)
-
-    @property
-    def known(self) -> bool:
-        """A known method: an anchor or a tuned anchor (the side the search is measured against)."""
-        return self.anchor is not None or self.tuned is not None
-
-    @property
-    def label(self) -> str:
-        if self.anchor:
-            return f"anchor {self.anchor}"
-        return f"tuned {self.tuned} (trial {self.trial.number})" if self.tuned else f"trial {self.trial.number}"
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values.values())
-
-    @property
-    def std(self) -> float | None:
-        return statistics.stdev(self.values.values()) if len(self.values) > 1 else None
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    def spread(self) -> str:
-        """``80.12%`` or, with several seeds, ``80.12% ± 0.40% (3 seeds)``."""
-        text = _pct(self.mean)
-        return text if self.std is None else f"{text} ± {_pct(self.std)} ({self.n} seeds)"
-
-    def summary(self) -> dict[str, Any]:
-        return {"trial": self.trial.number, "label": self.label, "mean": self.mean, "std": self.std,
-                "seeds": sorted(self.values), "values": [self.values[s] for s in sorted(self.values)]}
-
-
-def _seed(trial: FrozenTrial, default: int = 0) -> int:
-    seed = trial.user_attrs.get("seed", default)
-    return int(seed) if isinstance(seed, (int, float)) else default
-
-
-def compositions(study: optuna.Study, *, include_anchors: bool = True,
-                 replicated_first: bool = True) -> list[Composition]:
-    """Completed compositions (re-runs folded into the trial they re-run), best mean first;
-    ties broken by trial number; ``include_anchors=False``: the searched ones only (no anchors,
-    no tuned anchors). A trial's accuracy is its first value, so a multi-objective
-    study (values: accuracy, size) ranks by accuracy alone.
-
-    ``replicated_first``: compositions re-run with more seeds rank above those on one seed.
-    Many compositions close together on the selection seed are the winner's curse at work:
-    a re-run leader's mean falls back, and a composition nobody re-ran would lead on its one
-    lucky seed, against means it cannot be compared with. (The re-run plan ranks by the mean
-    alone, to find the next leaders to re-run.)"""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    found: dict[int, Composition] = {}
-    for t in trials:
-        if "rerun" not in t.user_attrs and "objective_config" in t.user_attrs:
-            found[t.number] = Composition(t, {_seed(t): float(t.values[0])})
-    for t in trials:
-        rerun = t.user_attrs.get("rerun")
-        if isinstance(rerun, dict) and rerun.get("of") in found:
-            found[rerun["of"]].values.setdefault(int(rerun["seed"]), float(t.values[0]))
-    ranked = [c for c in found.values() if include_anchors or not c.known]
-    return sorted(ranked, key=lambda c: (-(replicated_first and c.n > 1), -c.mean, c.trial.number))
-
-
 def rerun_plan(study: optuna.Study, rerun: Rerun, base_seed: int) -> list[tuple[int, int]]:
     """``(trial number, seed)`` of every re-run still missing: the ``top_k`` best searched
     compositions and the ``anchors`` best anchors, each with seeds ``base_seed + 1 ..
@@ -163,83 +79,3 @@ def enqueue_reruns(study: optuna.Study, rerun: Rerun, base_seed: int) -> int:
     for number, seed in plan:
         study.enqueue_trial({}, user_attrs={"rerun": {"of": number, "seed": seed}})
     return len(plan)
-
-
-def search_verdict(study: optuna.Study) -> dict[str, Any] | None:
-    """Whether the best searched composition beat the best known method (an anchor, or a
-    tuned anchor: :mod:`relkd.study.tuned_anchors`), as plain data, or ``None`` without a
-    completed known method and a completed searched composition.
-
-    Both are ranked by their mean over seeds, and both were picked as leaders on the seed
-    their first trial ran with: among many compositions, the best one on that seed is
-    lucky on it (the winner's curse), more so for the search, which picks among more. So
-    the difference is taken over the **re-run seeds** both have, leaving the selection seed
-    out, when there are at least two of them; otherwise over all the seeds both have
-    (``selection_seed_left_out`` says which). It comes with its standard error (Welch), its
-    95% confidence interval and Welch's p-value. ``outcome`` is ``beat`` (ahead with p <
-    :data:`SIGNIFICANCE`), ``ahead within noise`` (ahead, but p is larger or undefined: fewer
-    than two seeds each) or ``did not beat``. ``none`` holds CE alone's mean (the student
-    trained without a teacher, at the study's recipe) where it is an anchor, and whether the
-    best searched composition (over the verdict's seeds) is above it. ``None`` on a multi-objective study too: a pruned student is not beaten by a
-    larger anchor, the Pareto front (:mod:`relkd.analysis.pareto`) says what the search found."""
-    if len(study.directions) > 1:
-        return None
-    ranked = compositions(study)
-    anchors = [c for c in ranked if c.known]
-    searched = [c for c in ranked if not c.known]
-    if not anchors or not searched:
-        return None
-    anchor, best = anchors[0], searched[0]
-    common = sorted(set(anchor.values) & set(best.values))
-    selection = {_seed(anchor.trial), _seed(best.trial)}
-    fresh = [s for s in common if s not in selection]
-    seeds = fresh if len(fresh) >= 2 else common
-    a = [anchor.values[s] for s in seeds] if seeds else list(anchor.values.values())
-    b = [best.values[s] for s in seeds] if seeds else list(best.values.values())
-    difference, se, p = welch_difference(b, a)
-    if difference > 0 and p is not None and p < SIGNIFICANCE:
-        outcome = "beat"
-    elif difference > 0:
-        outcome = "ahead within noise"
-    else:
-        outcome = "did not beat"
-    none = next((c for c in ranked if c.anchor == "none"), None)
-    return {"outcome": outcome, "best_anchor": anchor.summary(), "best_searched": best.summary(),
-            "seeds": seeds, "selection_seed_left_out": seeds is fresh and bool(fresh),
-            "anchor_mean": statistics.fmean(a), "searched_mean": statistics.fmean(b),
-            "difference": difference, "standard_error": se, "p": p, "ci": welch_interval(b, a),
-            "none": None if none is None else {"mean": none.mean, "seeds": none.n,
-                                               "beaten": statistics.fmean(b) > none.mean}}
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
-
-
-def verdict_line(verdict: dict[str, Any] | None) -> str:
-    """The verdict in one plain sentence."""
-    if verdict is None:
-        return "no verdict yet: the study needs a completed anchor and a completed searched composition"
-    a, b = verdict["best_anchor"], verdict["best_searched"]
-    n = len(verdict["seeds"])
-    diff = f"{100 * verdict['difference']:+.2f}"
-    if verdict["standard_error"] is not None:
-        diff += f" ± {100 * verdict['standard_error']:.2f}"
-    over = f"mean over {n} seeds" if n > 1 else "on one seed, without uncertainty"
-    if verdict.get("selection_seed_left_out"):
-        over = f"mean over the {n} re-run seeds, leaving out the seed they were picked on"
-    p = "" if verdict["p"] is None else (", Welch p < 0.001" if verdict["p"] < 0.001
-                                         else f", Welch p = {verdict['p']:.3f}")
-    if verdict.get("ci"):
-        diff += f" (95% CI {100 * verdict['ci'][0]:+.2f} .. {100 * verdict['ci'][1]:+.2f})"
-    head = {"beat": "the search beat the known methods",
-            "ahead within noise": "the search did not beat the known methods beyond seed noise",
-            "did not beat": "the search did not beat the known methods"}[verdict["outcome"]]
-    none = verdict.get("none")
-    first = ""
-    if none is not None and not none["beaten"]:
-        first = (f"the search did not beat CE alone (none {_pct(none['mean'])}, the student without a teacher at "
-                 f"this recipe); ")
-    return (f"{first}{head}: best searched {b['label']} {_pct(verdict['searched_mean'])} vs best known "
-            f"{a['label'].removeprefix('anchor ')} {_pct(verdict['anchor_mean'])} (validation accuracy, "
-            f"{over}): {diff} points{p}")

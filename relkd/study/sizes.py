@@ -16,7 +16,7 @@ one objective), so such a study has no pruner, ladder, refinement, re-runs or po
 every trial trains its full budget. Anchors (the known methods) train at every listed ratio
 (once, at a ratio the sampler draws, for a continuous range). The trials' values are
 ``[val_accuracy, size]``; ``relkd study status``, the report and ``relkd study export
---max-params N`` read the Pareto front (:mod:`relkd.analysis.pareto`).
+--max-params N`` read the Pareto front (:mod:`relkd.results.pareto`).
 """
 from __future__ import annotations
 

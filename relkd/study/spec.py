@@ -57,7 +57,8 @@ from .space import SearchSpace, validate_search
 from .tuned_anchors import AnchorTuning, validate_tune_anchors
 
 __all__ = ["StudySpec", "load_study_spec", "validate_study", "DEFAULT_ANCHORS", "SAMPLERS", "PRUNERS",
-           "common_taps", "population_or_error", "MAX_POPULATION"]
+           "common_taps", "population_or_error", "MAX_POPULATION",
+           "LABELLED_SINGLE_RUNS"]
 
 DEFAULT_ANCHORS = ("none", "kd", "sp", "rkd", "pkt", "cc", "sp+kd", "rkd+kd", "pkt+kd", "cc+kd")
 
@@ -206,6 +207,11 @@ def _component(c: FieldChecker, value: Any, path: str, table: dict[str, type],
     return name, params
 
 
+#: Why a study with ``data.labelled`` trains one trial at a time (the study file and the worker's flag).
+LABELLED_SINGLE_RUNS = ("a study with data.labelled trains one trial at a time (CE alone trains on the labelled "
+                        "samples only, another loader than its population's); expected 1 or auto")
+
+
 def population_or_error(value: Any, field: str, error: Callable[[str, str], None]) -> int | str:
     """``auto`` or a population size in [1, :data:`MAX_POPULATION`]; else ``error(field,
     message)`` is called and ``"auto"`` returned."""
@@ -274,6 +280,8 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
         if setting is not None and setting.tune is not None and anchors and "none" not in anchors:
             anchors = ("none", *anchors)  # CE alone at the tuned rate: the baseline every verdict states first
         population = population_or_error(opt.get("population", "auto"), "optuna.population", c.error)
+        if setting is not None and setting.data.labelled is not None and population not in ("auto", 1):
+            c.error("optuna.population", LABELLED_SINGLE_RUNS)
         size = validate_sizes(c, ratio, opt, setting)
         if size is not None:
             pruner = ("none", {})

@@ -5,7 +5,7 @@ What a trial stores (``optuna.load_study``, the ``optuna`` CLI and optuna-dashbo
 
 - the trial's value is the student's validation accuracy after the last epoch; every epoch
   is reported as an intermediate value (step = epochs trained);
-- user attributes: :data:`relkd.study.record.TRIAL_ATTRS` (``objective_config``,
+- user attributes: :data:`relkd.results.record.TRIAL_ATTRS` (``objective_config``,
   ``part_means``, ``wall_seconds``, ``seed``, ``versions``, ``val_history``, ``epochs``,
   ``worker``, ``init_sha256``; ``anchor`` on the known methods; ``refined_from`` on
   refinements of an anchor (:mod:`relkd.study.refine`); ``rerun`` on re-runs of a
@@ -33,8 +33,8 @@ from ..engine.memory import memory_problems
 from ..fields import ConfigError
 from ..objective import Objective, build_objective
 from ..setting import Setting, resolve_device
-from .record import TUNED_ATTR, WORKER, is_counted, versions
-from .seeds import compositions
+from ..results.record import TUNED_ATTR, WORKER, is_counted, versions
+from ..results.ranking import compositions
 from .spec import StudySpec
 from .tuned_anchors import searched_index
 

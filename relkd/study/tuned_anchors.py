@@ -10,7 +10,7 @@ term), which stay the search's. A tuned anchor is a trial with the user attribut
 ``tuned_anchor`` (the preset it tunes); its parameters are ``tuned.<preset>.*``, so the
 sampler learns each anchor's tuning apart from the open space. Like anchors, tuned anchors
 always train to the end, and the ranking, the re-runs and the verdict treat them as known
-methods (:class:`relkd.study.seeds.Composition`).
+methods (:class:`relkd.results.ranking.Composition`).
 
 Which searched trials tune an anchor is decided by their place among the searched trials
 (trial numbers less the anchors'), so a resumed or distributed study gives the same trial
@@ -29,7 +29,7 @@ import optuna
 
 from ..config import validate_config
 from ..fields import FieldChecker, join_path
-from .record import RERUN_ATTR
+from ..results.record import RERUN_ATTR
 from .refine import scale_kd_and_ce, scale_term
 
 __all__ = ["AnchorTuning", "validate_tune_anchors", "TUNE_ANCHORS_FIELDS", "searched_index"]

@@ -1,6 +1,7 @@
 """The worker loop: run a study's trials until it has ``n_trials`` (over all workers), the
-timeout passes or something is broken, wait for other workers' last trials, and write what
-the study produced (the best composition, the plots).
+timeout passes or something is broken, and wait for other workers' last trials. What the
+study produced (the best composition, the plots) is written by the caller
+(:func:`relkd.analysis.outputs.write_outputs`; ``relkd study run`` does).
 
 ``n_trials`` counts the study's finished trials over all workers: completed and pruned
 trials that trained, not invalid draws and not failures.
@@ -24,17 +25,17 @@ from ..presets import preset
 from ..adapt import resolve_student
 from ..pretrain import prepare_inits, resolve_inits
 from ..setting import Setting
-from .export import export_trials
 from .opening import open_study
 from .population import optimize_population
 from ..tuning import Tuning, headroom_line, resolve_recipe
-from .record import N_TRIALS_ATTR, RECIPE_ATTR, RERUN_ATTR, WORKER, counted_trials, is_counted, trial_counts
-from .seeds import enqueue_reruns, search_verdict
-from .spec import StudySpec, population_or_error
-from .storage import RACE_ERRORS, is_lost_race, run_dir
+from ..results.record import N_TRIALS_ATTR, RECIPE_ATTR, RERUN_ATTR, WORKER, counted_trials, is_counted, trial_counts
+from .seeds import enqueue_reruns
+from ..results.ranking import search_verdict
+from .spec import LABELLED_SINGLE_RUNS, StudySpec, population_or_error
+from .storage import RACE_ERRORS, is_lost_race
 from .trial import MAX_INVALID_IN_A_ROW, TrialObjective
 
-__all__ = ["run_study", "StudyRun", "write_outputs", "MAX_FAILURES_IN_A_ROW"]
+__all__ = ["run_study", "StudyRun", "MAX_FAILURES_IN_A_ROW"]
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,11 @@ class StudyRun:
     stopped_because: str = ""
     error: str | None = None  # set when the study stopped because something is broken
     counts: dict[str, int] = field(default_factory=dict)
-    best_config: Path | None = None  # the exported best composition (best.yaml), once a trial completed
-    plot_dir: Path | None = None  # where the plots went
+    best_config: Path | None = None  # the exported best composition (best.yaml): set by write_outputs
+    plot_dir: Path | None = None  # where the plots went (write_outputs)
     plots: list[Path] = field(default_factory=list)  # the plot files written
     reruns: int = 0  # re-runs of the leading compositions with more seeds this process trained
-    verdict: dict | None = None  # whether the search beat the best anchor (relkd.study.seeds.search_verdict)
+    verdict: dict | None = None  # whether the search beat the best anchor (relkd.results.ranking.search_verdict)
     population: int = 1  # trials this process trained together
     tuning: Tuning | None = None  # the tuned learning rate and the headroom (relkd.tuning), with a tune section
 
@@ -102,7 +103,6 @@ def run_study(
     progress: bool = True,
     enqueue_missing_anchors: bool = True,
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-    outputs: bool = True,
     population: int | str | None = None,
 ) -> StudyRun:
     """Create or resume ``spec``'s study and run trials until the study has ``n_trials``
@@ -111,8 +111,8 @@ def run_study(
     :data:`MAX_FAILURES_IN_A_ROW` trials fail in a row (``error`` says why) or the process
     is interrupted. Finished trials are kept. Workers joining a study pass
     ``enqueue_missing_anchors=False``, so only ``relkd study run`` re-enqueues anchors.
-    With ``outputs`` (workers pass ``False``), it ends with :func:`write_outputs`: the best
-    composition and the plots, in ``runs/<study>/``, their paths in the result.
+    It writes no files: :func:`relkd.analysis.outputs.write_outputs` exports the best
+    composition and writes the plots (``relkd study run`` calls it; workers do not).
 
     ``population`` (flag, else ``$RELKD_POPULATION``, else the study file's
     ``optuna.population``): how many trials this process trains together
@@ -120,6 +120,8 @@ def run_study(
     (:func:`relkd.engine.calibrate.best_population`). Re-runs train one at a time."""
     n_trials = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
+    if spec.size is None:
+        _population_asked(spec, population)  # a population the study cannot train stops here, before anything
     inits = prepare_inits(spec.setting, progress=progress)  # a missing init file stops here, before the study
     # cached by now: the checkpoint files the runs start from; an adapted student is made here, unless
     # each trial searches its size (then each trial adapts it to its ratio, relkd.study.sizes)
@@ -139,7 +141,7 @@ def run_study(
             result.reruns = _rerun_phase(study, spec, TrialObjective(spec, n_trials, setting))  # teacher: lazily
         result.counts = trial_counts(study)
         result.verdict = search_verdict(study)
-        return write_outputs(result) if outputs else result
+        return result
     if n_trials is None and timeout is None:
         log.warning("neither n_trials nor timeout is set: running until the sampler is exhausted or interrupted")
 
@@ -212,7 +214,7 @@ def run_study(
     result.seconds = time.perf_counter() - start
     result.counts = trial_counts(study)
     result.verdict = search_verdict(study)
-    return write_outputs(result) if outputs else result
+    return result
 
 
 def _tuned_setting(study: optuna.Study, setting: Setting, teacher: TeacherResult | None,
@@ -265,31 +267,23 @@ def _rerun_phase(study: optuna.Study, spec: StudySpec, objective: TrialObjective
     return trained
 
 
-def write_outputs(result: StudyRun) -> StudyRun:
-    """Once the study has a completed trial: export the best composition to
-    ``runs/<study>/best.yaml`` and write the plots into ``runs/<study>/plots``; their paths
-    go into ``result`` (returned)."""
-    study = result.study
-    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
-        return result
-    from ..analysis.plots import write_study_plots  # here: relkd.analysis reads relkd.study when it loads
-
-    folder = run_dir(study.study_name)
-    if len(study.directions) == 1:  # a multi-objective study has a front, not a best: export --max-params N
-        result.best_config = export_trials(study, result.storage, folder / "best.yaml")[0]
-    result.plot_dir = folder / "plots"
-    result.plots = write_study_plots(study, result.plot_dir)
-    return result
-
-
 def _population_size(spec: StudySpec, setting: Setting, population: int | str | None) -> int:
     """The population size this process trains with: the flag, else ``$RELKD_POPULATION``,
     else the study file's; ``auto`` is measured for this device (cached per machine). A
     multi-objective study and one with ``data.labelled`` train one trial at a time."""
     if spec.size is not None:
         return 1
+    _, value = _population_asked(spec, population)
     if setting.data.labelled is not None:  # CE alone trains on another loader there (relkd.engine.training.fit)
         return 1
+    if value == "auto":
+        return best_population(setting)
+    return int(value)
+
+
+def _population_asked(spec: StudySpec, population: int | str | None) -> tuple[str, int | str]:
+    """The population asked for and where: the flag, ``$RELKD_POPULATION``, the study file.
+    A number above 1 for a study with ``data.labelled`` is an error naming where it came from."""
     field, value = "population", population
     if value is None and os.environ.get(POPULATION_ENV):
         text = os.environ[POPULATION_ENV]
@@ -297,9 +291,9 @@ def _population_size(spec: StudySpec, setting: Setting, population: int | str | 
     if value is None:
         field, value = "optuna.population", spec.population
     value = population_or_error(value, field, _raise_value_error)
-    if value == "auto":
-        return best_population(setting)
-    return int(value)
+    if spec.setting.data.labelled is not None and value not in ("auto", 1):
+        raise ValueError(f"{field}: {value}: {LABELLED_SINGLE_RUNS}")
+    return field, value
 
 
 def _raise_value_error(field: str, message: str) -> None:

@@ -14,7 +14,7 @@ several sizes has a front as well, over ``student_params``. Older studies record
 
 ::
 
-    from relkd.analysis.pareto import best_within, pareto_front
+    from relkd.results.pareto import best_within, pareto_front
     for row in pareto_front(study):
         print(row["trial"], row["val_accuracy"], row["params"], row["ratio"])
     trial = best_within(study, max_params=50_000)
@@ -29,8 +29,8 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..study.record import OBJECTIVES_ATTR, RERUN_ATTR
-from ..study.seeds import compositions
+from .record import OBJECTIVES_ATTR, RERUN_ATTR
+from .ranking import compositions
 
 __all__ = ["DEFAULT_OBJECTIVES", "SIZES", "FRONT_COLUMNS", "Point", "is_multi_objective", "objective_names",
            "size_measure", "single_objective", "objectives_phrase", "accuracy", "trial_size", "ratio_of",
@@ -210,7 +210,7 @@ def best_within(study: optuna.Study, max_params: int | None = None, max_macs: in
     """The most accurate completed trial whose student has at most ``max_params`` parameters
     and at most ``max_macs`` MACs (at least one limit given), on a single- or a multi-objective
     study. Accuracy is the mean over seeds where a trial was re-run
-    (:func:`relkd.study.seeds.compositions`); equal accuracies go to the smaller student, then
+    (:func:`relkd.results.ranking.compositions`); equal accuracies go to the smaller student, then
     to the lower trial number. Raises ``ValueError`` naming the limit when no trial fits (with
     the smallest student trained) or when the trials record no sizes."""
     limits = {m: v for m, v in (("params", _limit("max_params", max_params)),
