@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from relkd.cli import main
 from relkd.engine import calibrate
 from relkd.fields import ConfigError, yaml_dump
+from relkd.analysis import write_outputs
 from relkd.study import counted_trials, open_study, run_study, validate_study
 from relkd.study import population as population_module
 from relkd.study import trial as trial_module
@@ -47,7 +48,8 @@ def sizes_trained(monkeypatch):
 @pytest.mark.slow
 def test_a_population_study_counts_every_member_as_its_own_trial(tmp_path, monkeypatch):
     sizes = sizes_trained(monkeypatch)
-    result = run_study(validate_study(study_doc(n_trials=7, pruner="none")), progress=False, population=3)
+    result = write_outputs(run_study(validate_study(study_doc(n_trials=7, pruner="none")), progress=False,
+                                     population=3))
     study = result.study
     assert result.population == 3 and result.error is None
     assert sizes == [3, 3, 1]  # n_trials: the last population asks only for the room left
