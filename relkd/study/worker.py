@@ -120,8 +120,8 @@ def run_study(
     (:func:`relkd.engine.calibrate.best_population`). Re-runs train one at a time."""
     n_trials = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
-    if spec.size is None:
-        _population_asked(spec, population)  # a population the study cannot train stops here, before anything
+    # resolved before anything trains, so a population the study cannot train stops here
+    asked = 1 if spec.size is not None else _population_asked(spec, population)
     inits = prepare_inits(spec.setting, progress=progress)  # a missing init file stops here, before the study
     # cached by now: the checkpoint files the runs start from; an adapted student is made here, unless
     # each trial searches its size (then each trial adapts it to its ratio, relkd.study.sizes)
@@ -150,7 +150,7 @@ def run_study(
     deadline = float("inf") if timeout is None else time.time() + timeout - (time.perf_counter() - start)
     objective = TrialObjective(spec, n_trials, setting, teacher=teacher, heartbeat=float(heartbeat or 0),
                                deadline=deadline)  # the teacher: trained or loaded above, within the timeout
-    size = _population_size(spec, setting, population)
+    size = _population_size(setting, asked)
     result.population = size
     remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 0.0)
     bar = _Progress(progress, n_trials, done_before, _best_value(study))
@@ -267,22 +267,19 @@ def _rerun_phase(study: optuna.Study, spec: StudySpec, objective: TrialObjective
     return trained
 
 
-def _population_size(spec: StudySpec, setting: Setting, population: int | str | None) -> int:
-    """The population size this process trains with: the flag, else ``$RELKD_POPULATION``,
-    else the study file's; ``auto`` is measured for this device (cached per machine). A
-    multi-objective study and one with ``data.labelled`` train one trial at a time."""
-    if spec.size is not None:
-        return 1
-    _, value = _population_asked(spec, population)
+def _population_size(setting: Setting, asked: int | str) -> int:
+    """The population size this process trains with (``asked``: :func:`_population_asked`, 1
+    for a multi-objective study); ``auto`` is measured for this device (cached per machine). A
+    study with ``data.labelled`` trains one trial at a time."""
     if setting.data.labelled is not None:  # CE alone trains on another loader there (relkd.engine.training.fit)
         return 1
-    if value == "auto":
+    if asked == "auto":
         return best_population(setting)
-    return int(value)
+    return int(asked)
 
 
-def _population_asked(spec: StudySpec, population: int | str | None) -> tuple[str, int | str]:
-    """The population asked for and where: the flag, ``$RELKD_POPULATION``, the study file.
+def _population_asked(spec: StudySpec, population: int | str | None) -> int | str:
+    """The population asked for: the flag, else ``$RELKD_POPULATION``, else the study file's.
     A number above 1 for a study with ``data.labelled`` is an error naming where it came from."""
     field, value = "population", population
     if value is None and os.environ.get(POPULATION_ENV):
@@ -293,7 +290,7 @@ def _population_asked(spec: StudySpec, population: int | str | None) -> tuple[st
     value = population_or_error(value, field, _raise_value_error)
     if spec.setting.data.labelled is not None and value not in ("auto", 1):
         raise ValueError(f"{field}: {value}: {LABELLED_SINGLE_RUNS}")
-    return field, value
+    return value
 
 
 def _raise_value_error(field: str, message: str) -> None:
