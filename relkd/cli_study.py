@@ -10,6 +10,7 @@ from typing import Any
 from .cli_args import (device_flag, integer, out_file, out_folder, population_flag, positive_float, print_json,
                        seed_count_or_list, shows_flags, storage_flag)
 from .fields import yaml_dump
+from .text import percent
 
 log = logging.getLogger("relkd")
 
@@ -30,10 +31,6 @@ def _sigterm_interrupts() -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupt)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: Path | None) -> None:
@@ -144,15 +141,16 @@ def cmd_study_status(args: argparse.Namespace) -> int:
     if status["recipe"]:
         print(status["recipe"]["line"])
     if status["anchors"]:
-        print("anchors: " + ", ".join(f"{k} {_pct(v)}" for k, v in sorted(status["anchors"].items(),
-                                                                           key=lambda kv: -kv[1])))
+        anchors = sorted(status["anchors"].items(), key=lambda kv: -kv[1])
+        print("anchors: " + ", ".join(f"{k} {percent(v, missing='-', unit='%')}" for k, v in anchors))
     if "pareto" in status:
         print(f"Pareto front ({', '.join(status['objectives'])}; accuracy maximised, size minimised):")
         print(format_front(status["pareto"]), end="")
     best = status["best"]
     if best:
-        print(f"best: {best['label']}, validation accuracy {_pct(best['value'])}"
-              + (f" ± {_pct(best['std'])} over {len(best['seeds'])} seeds" if best["std"] is not None else ""))
+        print(f"best: {best['label']}, validation accuracy {percent(best['value'], missing='-', unit='%')}"
+              + (f" ± {percent(best['std'], missing='-', unit='%')} over {len(best['seeds'])} seeds"
+                 if best["std"] is not None else ""))
         print(yaml_dump(best["objective_config"]), end="")
     print(f"verdict: {status['verdict_line']}")
     return 0
@@ -231,7 +229,7 @@ def cmd_study_importance(args: argparse.Namespace) -> int:
     for choice, values in result["best_per_choice"].items():
         if values:
             name, stats = next(iter(values.items()))
-            print(f"  {choice:<14} {name:<12} {_pct(stats['best'])} (n={stats['count']})")
+            print(f"  {choice:<14} {name:<12} {percent(stats['best'], missing='-', unit='%')} (n={stats['count']})")
     return 0
 
 

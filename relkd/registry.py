@@ -30,6 +30,8 @@ import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from .text import markdown_table
+
 __all__ = ["Param", "Entry", "Component", "Registry", "split_spec", "did_you_mean", "unknown_name_message"]
 
 _TYPE_NAMES = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
@@ -323,10 +325,7 @@ def markdown_tables(registries: Mapping[str, Registry]) -> str:
            "Made by `relkd list --markdown > docs/registries.md` from the registries themselves (a test checks "
            "that this file is what the command prints).", ""]
     for kind, registry in registries.items():
-        out += [f"## {kind} ({len(registry)})", "", "| name | description | parameters |", "|---|---|---|"]
-        for entry in registry.entries():
-            params = ", ".join(f"`{p.summary()}`" for p in entry.params)
-            description = entry.description.replace("|", "\\|")
-            out.append(f"| `{entry.name}` | {description} | {params} |")
-        out.append("")
+        rows = [[f"`{entry.name}`", entry.description.replace("|", "\\|"),
+                 ", ".join(f"`{p.summary()}`" for p in entry.params)] for entry in registry.entries()]
+        out += [f"## {kind} ({len(registry)})", "", markdown_table(["name", "description", "parameters"], rows), ""]
     return "\n".join(out)

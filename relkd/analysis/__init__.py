@@ -1,7 +1,8 @@
 """Turn a study into pictures, numbers and pages: ``choices`` (design-choice groups),
-``importance`` (which choices matter), ``plots`` (``recipe_plot``: the tuned learning rate), ``report`` (one HTML page), ``pareto``
-(accuracy against student size: the Pareto front, the best student within a size) and
-``compare`` (the method-comparison benchmark)."""
+``importance`` (which choices matter), ``plots`` (``recipe_plot``: the tuned learning rate),
+``report`` (one HTML page) and ``outputs`` (best.yaml and the plots after ``relkd study run``).
+The numbers they read (ranking, verdict, Pareto front) live one floor below, in
+:mod:`relkd.results`."""
 from ..results.pareto import best_within, is_multi_objective, objective_names, pareto_front
 from .plots import write_study_plots
 from .outputs import write_outputs

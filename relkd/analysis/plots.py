@@ -182,7 +182,8 @@ def plot_intermediate(study: optuna.Study):
             ax.plot(steps[-1:], values[-1:], "x", color="grey")
             pruned_label = False
         else:
-            ax.plot(steps, values, color="tab:blue", alpha=0.7, linewidth=1.2, label="completed" if done_label else None)
+            ax.plot(steps, values, color="tab:blue", alpha=0.7, linewidth=1.2,
+                    label="completed" if done_label else None)
             done_label = False
     ax.set_xlabel("epochs trained")
     ax.set_ylabel("validation accuracy")

@@ -19,6 +19,7 @@ import optuna
 
 from ..fields import yaml_dump
 from ..files import write_text
+from ..text import percent
 from ..study import redact, study_status
 from ..results.ranking import compositions, search_verdict, verdict_line
 from ..study.confirm import BUDGET_RECORDS
@@ -42,10 +43,6 @@ pre { background: #f7f7f7; padding: .6em; overflow-x: auto; font-size: .85em; }
 figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .9em; } .muted { color: #777; }
 """
-
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.2f}%"
-
 
 def _table(header: list[str] | None, rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
     if header is None:
@@ -112,7 +109,7 @@ def _importance(study: optuna.Study, evaluator: str) -> str:
     for choice, values in result["best_per_choice"].items():
         if values:
             name, stats = next(iter(values.items()))
-            best.append([html.escape(choice), f"<code>{html.escape(name)}</code>", _pct(stats["best"]),
+            best.append([html.escape(choice), f"<code>{html.escape(name)}</code>", percent(stats["best"], unit="%"),
                          str(stats["count"])])
     return (f"<p>{html.escape(evaluator)} over {result['trials_used']} searched trials, "
             f"{result['pruned_used']} of them pruned and counted at the rung they reached "

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..figures import pyplot, save_figure
+from ..text import markdown_table, percent
 from .degrade import DEGRADATIONS
 
 __all__ = ["format_degradation_table", "plot_degradation"]
@@ -49,24 +50,19 @@ def format_degradation_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     kind's strength per severity."""
     kinds, levels = _curves(results)
     header = ["model", "degradation", "clean", *(str(s) for s in levels), "mean"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
-
-    def pct(value: float | None) -> str:
-        return "–" if value is None else f"{100 * value:.2f}"
-
+    rows = []
     for label, result in results.items():
         for kind in kinds or ["–"]:
             values = [_accuracy_at(result, kind, s) for s in levels] if kinds else []
             present = [v for v in values if v is not None]
             mean = sum(present) / len(present) if present else None
-            row = [str(label), kind, pct(result["accuracy"]), *(pct(v) for v in values), pct(mean)]
-            lines.append("| " + " | ".join(row) + " |")
+            rows.append([str(label), kind, *(percent(v, missing="–") for v in [result["accuracy"], *values, mean])])
     notes = []
     for kind in kinds:
         unit, strengths = _strength_label(kind)
         if strengths is not None:
             notes.append(f"{kind}: {unit} " + ", ".join(f"{strengths[s - 1]:g}" for s in levels if s <= len(strengths)))
-    text = "\n".join(lines)
+    text = markdown_table(header, rows, right=range(2, len(header)))
     if notes:
         text += "\n\nStrength per severity " + ", ".join(str(s) for s in levels) + ": " + "; ".join(notes) + "."
     return text

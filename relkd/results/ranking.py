@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..stats import welch_difference, welch_interval
+from ..text import percent
 from .record import TUNED_ATTR
 
 __all__ = ["Composition", "compositions", "search_verdict", "verdict_line", "SIGNIFICANCE"]
@@ -68,8 +69,8 @@ class Composition:
 
     def spread(self) -> str:
         """``80.12%`` or, with several seeds, ``80.12% ± 0.40% (3 seeds)``."""
-        text = _pct(self.mean)
-        return text if self.std is None else f"{text} ± {_pct(self.std)} ({self.n} seeds)"
+        text = percent(self.mean, unit="%")
+        return text if self.std is None else f"{text} ± {percent(self.std, unit='%')} ({self.n} seeds)"
 
     def summary(self) -> dict[str, Any]:
         return {"trial": self.trial.number, "label": self.label, "mean": self.mean, "std": self.std,
@@ -121,8 +122,9 @@ def search_verdict(study: optuna.Study) -> dict[str, Any] | None:
     :data:`SIGNIFICANCE`), ``ahead within noise`` (ahead, but p is larger or undefined: fewer
     than two seeds each) or ``did not beat``. ``none`` holds CE alone's mean (the student
     trained without a teacher, at the study's recipe) where it is an anchor, and whether the
-    best searched composition (over the verdict's seeds) is above it. ``None`` on a multi-objective study too: a pruned student is not beaten by a
-    larger anchor, the Pareto front (:mod:`relkd.results.pareto`) says what the search found."""
+    best searched composition (over the verdict's seeds) is above it. ``None`` on a multi-objective
+    study too: a pruned student is not beaten by a larger anchor, the Pareto front
+    (:mod:`relkd.results.pareto`) says what the search found."""
     if len(study.directions) > 1:
         return None
     ranked = compositions(study)
@@ -153,10 +155,6 @@ def search_verdict(study: optuna.Study) -> dict[str, Any] | None:
                                                "beaten": statistics.fmean(b) > none.mean}}
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
-
-
 def verdict_line(verdict: dict[str, Any] | None) -> str:
     """The verdict in one plain sentence."""
     if verdict is None:
@@ -179,8 +177,8 @@ def verdict_line(verdict: dict[str, Any] | None) -> str:
     none = verdict.get("none")
     first = ""
     if none is not None and not none["beaten"]:
-        first = (f"the search did not beat CE alone (none {_pct(none['mean'])}, the student without a teacher at "
-                 f"this recipe); ")
-    return (f"{first}{head}: best searched {b['label']} {_pct(verdict['searched_mean'])} vs best known "
-            f"{a['label'].removeprefix('anchor ')} {_pct(verdict['anchor_mean'])} (validation accuracy, "
+        first = (f"the search did not beat CE alone (none {percent(none['mean'], unit='%')}, the student without a "
+                 f"teacher at this recipe); ")
+    return (f"{first}{head}: best searched {b['label']} {percent(verdict['searched_mean'], unit='%')} vs best known "
+            f"{a['label'].removeprefix('anchor ')} {percent(verdict['anchor_mean'], unit='%')} (validation accuracy, "
             f"{over}): {diff} points{p}")

@@ -58,6 +58,7 @@ from ..presets import KD, KD_CE_WEIGHT
 from ..pretrain import prepare_inits
 from ..setting import Setting, comparable_setting, setting_record
 from ..stats import Paired, paired_difference
+from ..text import markdown_table, mean_pm, p_value, percent
 from ..tuning import Tuning
 from .export import composition_label, study_setting, study_tuning
 from .queue import Run, RunQueue
@@ -329,16 +330,14 @@ def format_ablation(table: dict[str, Any]) -> str:
          f"seeds {', '.join(map(str, table['seeds']))}; validation accuracy % (mean ± std over seeds); contribution: "
          f"full - variant in points, paired by seed (mean, 95% CI, paired t-test p)."),
         "",
-        "| variant | change | val % | contribution | 95% CI | p |",
-        "|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in table["rows"]:
         c = r["contribution"] or {}
-        contribution = "" if not c else f"{100 * c['mean']:+.2f}"
-        ci = "" if c.get("low") is None else f"{100 * c['low']:.2f} .. {100 * c['high']:.2f}"
-        p = "" if c.get("p") is None else f"{c['p']:.3g}"
-        lines.append(f"| {r['variant']} | {r['change']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
-                     f"{contribution} | {ci} | {p} |")
+        ci = "" if c.get("low") is None else f"{percent(c['low'])} .. {percent(c['high'])}"
+        rows.append([r["variant"], r["change"], mean_pm(r["mean"], r["std"]), percent(c.get("mean"), sign=True), ci,
+                     p_value(c.get("p"))])
+    lines.append(markdown_table(["variant", "change", "val %", "contribution", "95% CI", "p"], rows))
     if table.get("skipped"):
         lines += ["", "Not trained: " + "; ".join(f"{s['variant']} ({s['why']})" for s in table["skipped"]) + "."]
     sentences = [r["sentence"] for r in table["rows"] if r["sentence"]]

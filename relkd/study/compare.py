@@ -45,6 +45,7 @@ from ..presets import PRESETS, preset
 from ..adapt import resolve_student
 from ..registry import unknown_name_message
 from ..setting import Setting, setting_or_errors
+from ..text import markdown_table, mean_pm, percent
 from ..tuning import resolve_recipe
 from .export import recipe_status
 from .queue import Run, RunQueue, completed_runs
@@ -289,20 +290,18 @@ def quinn_findings(table: dict[str, Any], methods: tuple[str, ...]) -> list[dict
 
 def format_markdown(table: dict[str, Any]) -> str:
     lines = [table["recipe"]["line"], ""] if table.get("recipe") else []
-    lines += ["| method | seeds | test accuracy (%) | gain over none | rank | gain of +kd over kd |",
-              "|---|---|---|---|---|---|"]
-    for r in table["rows"]:
-        kd_gain = "" if r["kd_gain"] is None else f"{100 * r['kd_gain']:+.2f}"
-        lines.append(f"| {r['method']} | {r['seeds']} | {100 * r['test_mean']:.2f} ± {100 * r['test_std']:.2f} | "
-                     f"{100 * r['gain']:+.2f} | {r['rank']} | {kd_gain} |")
+    lines.append(markdown_table(
+        ["method", "seeds", "test accuracy (%)", "gain over none", "rank", "gain of +kd over kd"],
+        [[r["method"], r["seeds"], mean_pm(r["test_mean"], r["test_std"]), percent(r["gain"], sign=True), r["rank"],
+          percent(r["kd_gain"], sign=True)] for r in table["rows"]]))
     rho = table["spearman_gain_alone_vs_with_kd"]
     lines.append("")
     lines.append("Spearman correlation between each method's gain alone (over none) and its gain with KD "
                  f"(over kd): {'n/a' if rho is None else f'{rho:.2f}'}")
     if table.get("findings"):
-        lines += ["", "| Quinn et al.'s finding | this run | evidence |", "|---|---|---|"]
-        lines += [f"| {f['finding']} | {'agrees' if f['agrees'] else 'disagrees'} | {f['evidence']} |"
-                  for f in table["findings"]]
+        lines += ["", markdown_table(["Quinn et al.'s finding", "this run", "evidence"],
+                                     [[f["finding"], "agrees" if f["agrees"] else "disagrees", f["evidence"]]
+                                      for f in table["findings"]])]
     return "\n".join(lines) + "\n"
 
 

@@ -39,6 +39,7 @@ from .queue import Run, RunQueue
 from ..results.pareto import single_objective
 from ..results.ranking import compositions
 from ..stats import mean_sd, welch_p
+from ..text import markdown_table, mean_pm, p_value, percent
 from ..setting import comparable_setting, setting_record
 from ..results.record import CONFIRM_ATTR
 from .storage import run_dir
@@ -222,18 +223,9 @@ def format_table(table: dict[str, Any]) -> str:
         f"Confirm: study {table['study']}, {table['epochs']} epochs, seeds {', '.join(map(str, table['seeds']))}, "
         f"test accuracy (mean ± std); Welch's t-test p-values.",
         "",
-        f"| composition | study val | val | test | p vs kd | p vs {preset_name} |",
-        "|---|---|---|---|---|---|",
+        markdown_table(["composition", "study val", "val", "test", "p vs kd", f"p vs {preset_name}"],
+                       [[r["label"], percent(r["study_value"]), mean_pm(r["val_mean"], r["val_std"]),
+                         mean_pm(r["test_mean"], r["test_std"]), p_value(r["p_vs_kd"]),
+                         p_value(r["p_vs_best_preset"])] for r in table["rows"]]),
     ]
-
-    def pm(mean: float | None, std: float | None) -> str:
-        return "" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
-
-    def p(value: float | None) -> str:
-        return "" if value is None else f"{value:.3g}"
-
-    for r in table["rows"]:
-        study_value = "" if r["study_value"] is None else f"{100 * r['study_value']:.2f}"
-        lines.append(f"| {r['label']} | {study_value} | {pm(r['val_mean'], r['val_std'])} | "
-                     f"{pm(r['test_mean'], r['test_std'])} | {p(r['p_vs_kd'])} | {p(r['p_vs_best_preset'])} |")
     return "\n".join(lines) + "\n"

@@ -40,6 +40,7 @@ from ..engine import run_trial
 from ..files import write_text
 from ..setting import Setting
 from ..stats import mean_sd, welch_difference, welch_interval, welch_p
+from ..text import markdown_table, p_value, percent
 from .confirm import BUDGET_RECORDS, Candidate, import_runs_jsonl, setting_hash
 from .export import study_setting
 from .queue import Run, RunQueue
@@ -237,15 +238,11 @@ def _record(study: optuna.Study, name: str, table: dict[str, Any]) -> None:
     study.set_user_attr(CONFIRM_ATTR, record)
 
 
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.2f}"
-
-
 def _points(margin: dict[str, Any]) -> list[str]:
     """A margin's cells: difference, 95% CI (points) and Welch p."""
     ci = margin["ci"]
-    return [f"{100 * margin['difference']:+.2f}", "" if ci is None else f"{100 * ci[0]:+.2f} .. {100 * ci[1]:+.2f}",
-            "" if margin["p"] is None else f"{margin['p']:.3g}"]
+    return [percent(margin["difference"], sign=True),
+            "" if ci is None else f"{percent(ci[0], sign=True)} .. {percent(ci[1], sign=True)}", p_value(margin["p"])]
 
 
 def _data_phrase(table: dict[str, Any]) -> str:
@@ -276,21 +273,18 @@ def format_budgets(table: dict[str, Any]) -> str:
         f"study's verdict chose them at {table['study_epochs']} epochs on validation ({verdict['outcome']}: "
         f"{study_margin}).",
         "",
-        "| epochs | composition | role | study val | val | test |",
-        "|---|---|---|---|---|---|",
     ]
     study_values = {c["label"]: c["study_value"] for c in table["candidates"]}
-    for budget in table["by_budget"]:
-        for r in budget["rows"]:
-            lines.append(f"| {budget['epochs']} | {r['label']} | {', '.join(r['roles'])} | "
-                         f"{_pct(study_values[r['label']])} | {_pct(r['val_mean'])} ± {_pct(r['val_std'])} | "
-                         f"{_pct(r['test_mean'])} ± {_pct(r['test_std'])} |")
+    lines.append(markdown_table(
+        ["epochs", "composition", "role", "study val", "val", "test"],
+        [[budget["epochs"], r["label"], ", ".join(r["roles"]), percent(study_values[r["label"]]),
+          f"{percent(r['val_mean'])} ± {percent(r['val_std'])}",
+          f"{percent(r['test_mean'])} ± {percent(r['test_std'])}"]
+         for budget in table["by_budget"] for r in budget["rows"]]))
     lines += ["", "Margins on the test split, in points (Welch's 95% CI and p); minutes: the budget's runs' wall "
-                  "time, summed.", "",
-              "| epochs | winner − best known | 95% CI | p | winner − none | 95% CI | p | runs | minutes |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for budget in table["by_budget"]:
-        cells = [str(budget["epochs"]), *_points(budget["margin"]), *_points(budget["over_none"]),
-                 str(budget["runs"]), f"{budget['wall_seconds'] / 60:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+                  "time, summed.", ""]
+    lines.append(markdown_table(
+        ["epochs", "winner − best known", "95% CI", "p", "winner − none", "95% CI", "p", "runs", "minutes"],
+        [[budget["epochs"], *_points(budget["margin"]), *_points(budget["over_none"]), budget["runs"],
+          f"{budget['wall_seconds'] / 60:.1f}"] for budget in table["by_budget"]]))
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 compared with the best *tuned* known method, not with weights published for another budget.
 
 ``kd`` and the ``anchors`` best other anchors (by validation accuracy, among those completed
-when the trial starts; never ``none``, whose learning rate the recipe tunes) each get ``trials`` trials that change their hyperparameters only:
+when the trial starts; never ``none``, whose learning rate the recipe tunes) each get
+``trials`` trials that change their hyperparameters only:
 each term's weight times ``10**u`` (``u`` in ``[-weight_decades, weight_decades]``), KD's
 temperature (times 1/4 .. 4) and weight (times 1/3 .. 3), CE's weight (times 1/10 .. 10),
 the moves of :mod:`relkd.study.refine` without its structural ones (another tap, view or
