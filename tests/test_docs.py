@@ -144,3 +144,42 @@ def test_the_registry_tables_are_what_the_registries_say():
     for kind, registry in LISTED.items():
         for name in registry:
             assert f"| `{name}` |" in written, (kind, name)
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def _section(text: str, title: str) -> str:
+    return text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_module_is_placed_in_the_architecture_page():
+    """A reader finds the job of any module in docs/architecture.md: every module of relkd/ is
+    named there, by its file name or (for the small packages described as one) its folder."""
+    text = _text(ARCHITECTURE).split("## Where to add", 1)[0]
+    missing = [str(f.relative_to(ROOT)) for f in sorted((ROOT / "relkd").rglob("*.py"))
+               if f.name != "__init__.py" and f"`{f.name}`" not in text and f"{f.name}`" not in text
+               and f"`{f.parent.name}/`" not in text and f"relkd/{f.parent.name}/`" not in text]
+    assert not missing, f"modules docs/architecture.md does not place: {missing}"
+
+
+def test_every_word_of_the_glossary_points_at_code_that_exists():
+    """The glossary ("Words: one per concept") names, for each concept, where it lives: every
+    path exists, and a name given after a path (``relkd/config.py: TERM_KINDS``) is defined in
+    that file."""
+    rows = [line for line in _section(_text(ARCHITECTURE), "Words").splitlines()
+            if line.startswith("| **")]
+    assert len(rows) >= 15
+    for row in rows:
+        word, _, where = (cell.strip() for cell in row.strip("|").split(" | "))
+        places = re.findall(r"`([^`]+)`", where)
+        assert places, f"{word}: no place named"
+        folder = None
+        for place in places:
+            path, _, name = place.partition(": ")
+            target = ROOT / path if path.startswith("relkd/") else folder / path if folder else None
+            assert target is not None and target.exists(), f"{word}: {place} does not exist"
+            folder = target.parent if target.is_file() else target
+            if name:
+                assert re.search(rf"^(class |def )?{re.escape(name)}\b", target.read_text(), re.M), \
+                    f"{word}: {name} is not defined in {path}"
