@@ -1,5 +1,5 @@
 """Design choices of trials: which group a search parameter belongs to (declared with each
-search dimension in :mod:`relkd.study.space`), and which affinity / normalisation / loss /
+search dimension in :mod:`relkd.study.dimensions`), and which affinity / normalisation / loss /
 tap / view a trial's composition uses, and which family of terms (relation, feature).
 
 Choices are read from each trial's ``objective_config`` rather than its parameters, so the
@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from ..config import tap_label
 from ..results.record import RERUN_ATTR
-from ..study.space import GROUPS, choice_group
+from ..study.dimensions import GROUPS, choice_group
 
 __all__ = ["GROUPS", "CHOICES", "FAMILY_CHOICES", "NO_TERM", "uses_features", "choice_group", "trial_choices",
            "completed", "ChoiceStats",
