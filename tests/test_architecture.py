@@ -19,7 +19,7 @@ MAX_LINES = 500
 
 #: Layers from the ground floor up: a module imports only from its own layer or below.
 LAYERS = [
-    ("relkd.registry", "relkd.fields", "relkd.files", "relkd.cache", "relkd.figures", "relkd.stats"),
+    ("relkd.registry", "relkd.fields", "relkd.files", "relkd.cache", "relkd.figures", "relkd.stats", "relkd.text"),
     ("relkd.relation", "relkd.features", "relkd.config", "relkd.presets", "relkd.objective", "relkd.setting", "relkd.models",
      "relkd.data", "relkd"),
     ("relkd.engine",),
@@ -197,6 +197,41 @@ def test_every_module_says_its_job_and_stays_small():
     assert long == {}
     silent = [name for name, path in MODULES.items() if not ast.get_docstring(ast.parse(path.read_text()))]
     assert silent == []
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def modules_imported_by(path: Path) -> set[str]:
+    """The relkd modules a test file imports by name, anywhere in it: ``import relkd.a.b``,
+    ``from relkd.a import b`` (``b`` a submodule), ``from relkd.a.b import name``. Only the
+    module named counts: importing ``relkd.a`` is no test of ``relkd.a.b``, and importing
+    ``relkd.a.b`` none of ``relkd.a`` (its ``__init__`` runs, but nothing of it is used)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found & set(MODULES)
+
+
+def test_the_import_finder_counts_only_the_module_named(tmp_path):
+    test = tmp_path / "test_x.py"
+    test.write_text("import relkd.stats\nfrom relkd.engine import device\nfrom relkd.results.pareto import x\n"
+                    "def f():\n    from relkd import text\n    from relkd.study import ranking_of_nothing\n")
+    assert modules_imported_by(test) == {"relkd", "relkd.stats", "relkd.engine", "relkd.engine.device",
+                                         "relkd.results.pareto", "relkd.text", "relkd.study"}
+
+
+def test_every_module_has_a_test_that_imports_it():
+    """Every module of relkd (a package's ``__init__`` too, as the package's name) is imported
+    by name by some ``test_*.py`` under tests/ (helpers such as tests/tiny.py do not count);
+    a module's own tests live in ``tests/<package>/test_<module>.py``."""
+    imported = set().union(*(modules_imported_by(p) for p in sorted(TESTS.rglob("test_*.py"))))
+    untested = sorted(set(MODULES) - imported)
+    assert untested == [], f"{len(untested)} modules of relkd no test imports: {', '.join(untested)}"
 
 
 # --------------------------------------------------------------------------- written before the split

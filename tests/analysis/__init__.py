@@ -1,0 +1,1 @@
+"""Tests of relkd.analysis, one file per module."""

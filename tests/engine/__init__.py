@@ -1,0 +1,1 @@
+"""Tests of relkd.engine, one file per module."""

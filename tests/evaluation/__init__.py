@@ -1,0 +1,1 @@
+"""Tests of relkd.evaluation, one file per module."""

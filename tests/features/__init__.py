@@ -1,0 +1,1 @@
+"""Tests of relkd.features, one file per module."""

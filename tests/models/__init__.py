@@ -1,0 +1,1 @@
+"""Tests of relkd.models, one file per module."""

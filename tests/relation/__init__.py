@@ -1,0 +1,1 @@
+"""Tests of relkd.relation, one file per module."""

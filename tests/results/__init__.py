@@ -1,0 +1,1 @@
+"""Tests of relkd.results, one file per module."""

@@ -1,0 +1,1 @@
+"""Tests of relkd.study, one file per module."""
