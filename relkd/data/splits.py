@@ -365,8 +365,9 @@ def canonical_dataset_name(name: str) -> str:
     an unknown name raises ``ValueError`` with the valid names and a did-you-mean."""
     if not isinstance(name, str):
         raise ValueError(unknown_name_message("dataset", name, DATASETS.list()))
-    key = name.strip().lower().replace("_", "-")
-    key = ALIASES.get(key, key)
+    key = name.strip().lower()
+    if key not in DATASETS:  # a registered name as it is (``my_data``), else with ``-`` for ``_`` or an alias
+        key = ALIASES.get(key.replace("_", "-"), key.replace("_", "-"))
     if key not in DATASETS:
         raise ValueError(unknown_name_message("dataset", name, DATASETS.list()))
     return key

@@ -70,3 +70,16 @@ def test_load_dataset_keeps_classes_and_labels_and_fingerprints_the_result():
     assert images.dtype == torch.uint8 and len(images) == len(labels)
     with pytest.raises(ValueError, match="split"):
         data.split("dev")
+
+
+def test_a_dataset_registered_with_an_underscore_is_found_by_its_own_name(monkeypatch):
+    """Found by tests/test_extension.py: ``_`` was always turned into ``-``, so a dataset named
+    ``my_data`` could never be loaded ("unknown dataset 'my_data'; did you mean 'my_data'?")."""
+    from relkd.data import DATASETS, canonical_dataset_name
+
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))  # the registration goes with the test
+    DATASETS.register("probe_under_score", description="a test name", source="test")(lambda data_dir=None: None)
+    assert canonical_dataset_name("probe_under_score") == "probe_under_score"
+    assert canonical_dataset_name("PROBE_UNDER_SCORE") == "probe_under_score"
+    assert canonical_dataset_name("fashion_mnist") == "fashion-mnist"  # the old spellings still work
+    assert canonical_dataset_name("FMNIST") == "fashion-mnist"
