@@ -7,6 +7,7 @@ Debian's folder.
 from __future__ import annotations
 
 import gzip
+import inspect
 import pickle
 import struct
 from pathlib import Path
@@ -19,9 +20,12 @@ import torch.nn.functional as F
 from relkd import data as D
 from relkd.data import fashion_mnist as FM
 from relkd.data import synthetic
+from relkd.data.base import ALIASES
 from relkd.data import (
+    DATASETS,
     DatasetNotFoundError,
     DeviceLoader,
+    canonical_dataset_name,
     list_datasets,
     load_dataset,
     normalize,
@@ -138,9 +142,30 @@ def reference_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torc
 
 
 def test_list_datasets():
-    assert list_datasets() == ["cifar10", "cifar100", "fashion-mnist", "imagefolder", "synthetic"]
-    assert D.DEFAULT_DATASET == "fashion-mnist"
-    assert list_datasets("cifar*") == ["cifar10", "cifar100"]
+    assert list_datasets() == sorted(DATASETS) and len(list_datasets()) == len(DATASETS)
+    assert D.DEFAULT_DATASET == "fashion-mnist" and D.DEFAULT_DATASET in list_datasets()
+    assert {"cifar10", "cifar100"} <= set(list_datasets("cifar*"))
+    assert all(n.startswith("cifar") for n in list_datasets("cifar*")) and list_datasets("nothing*") == []
+    assert set(ALIASES.values()) <= set(list_datasets())  # every alias names a registered dataset
+
+
+@pytest.mark.parametrize("name", DATASETS.list())
+def test_every_dataset_is_found_documented_and_takes_its_parameters(name):
+    """What a registered loader must meet (so a new dataset is tested without editing this file):
+    documented, loadable under its own name (any case), called with ``data_dir`` and its ``Param``s,
+    whose defaults are the function's and satisfy their own bounds, and unknown parameters refused
+    before any file is looked for."""
+    entry = DATASETS.get(name)
+    assert entry.description and entry.doc
+    assert canonical_dataset_name(name) == name == canonical_dataset_name(name.upper())
+    signature = inspect.signature(entry.obj).parameters
+    assert "data_dir" in signature and signature["data_dir"].default is None
+    assert set(signature) == {"data_dir", *(p.name for p in entry.params)}
+    for p in entry.params:
+        assert p.check(p.default) == p.default == signature[p.name].default
+    assert entry.resolve_params({}) == entry.defaults()
+    with pytest.raises(ValueError, match=f"dataset '{name}' has no parameter 'not_a_parameter'"):
+        load_dataset(name, not_a_parameter=1)
 
 
 def test_unknown_dataset_name_suggests():

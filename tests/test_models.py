@@ -24,11 +24,19 @@ from relkd.models import (
 from relkd.models import tv
 from relkd.registry import Param
 
-CNN = ["cnn_large", "cnn_small", "cnn_tiny"]  # sorted
-CIFAR = ["resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "resnet8x4", "resnet32x4",
-         "wrn_16_2", "wrn_40_1", "wrn_40_2"]
+# Every model test reads the registry, so a new model is tested without editing this file.
+ALL_REGISTERED = MODELS.list()
+
+
+def family_of(name: str) -> str:
+    return MODELS.info(name).property("family")
+
+
+CNN = [n for n in ALL_REGISTERED if family_of(n) == "cnn"]
+CIFAR = [n for n in ALL_REGISTERED if family_of(n) in ("cifar_resnet", "wrn")]
 TV_LISTED = ["tv:" + n for n in tv.LISTED]
-ALL_REGISTERED = sorted(CNN + CIFAR + TV_LISTED)
+#: The natural input of the families whose sizes are written down by hand.
+FAMILY_INPUT = {"cnn": (1, 28, 28), "cifar_resnet": (3, 32, 32), "wrn": (3, 32, 32), "torchvision": (3, 32, 32)}
 
 
 def _input(model: TappedModel, batch: int = 2) -> torch.Tensor:
@@ -48,23 +56,45 @@ def built() -> dict[str, TappedModel]:
 
 # ---------------------------------------------------------------------- registry
 def test_registered_names() -> None:
-    assert list_models() == ALL_REGISTERED
-    assert list_models("cnn_*") == CNN
-    assert list_models("wrn*") == ["wrn_16_2", "wrn_40_1", "wrn_40_2"]
+    assert list_models() == sorted(MODELS) == ALL_REGISTERED
+    assert {"cnn_tiny", "cnn_small", "cnn_large"} <= set(list_models("cnn_*"))
+    assert {"wrn_16_2", "wrn_40_1", "wrn_40_2"} <= set(list_models("wrn*"))
+    assert all(n.startswith("wrn") for n in list_models("wrn*")) and list_models("nothing*") == []
+    assert set(TV_LISTED) <= set(ALL_REGISTERED)
 
 
-def test_every_entry_documented_with_properties() -> None:
-    for entry in MODELS.entries():
-        assert entry.doc, entry.name
-        assert entry.description, entry.name
-        assert entry.property("family") in {"cnn", "cifar_resnet", "wrn", "torchvision"}
-        size = entry.property("input_size")
-        assert len(size) == 3
-        if entry.property("family") == "cnn":
-            assert size == (1, 28, 28)
-            assert [p.name for p in entry.params] == ["width", "depth", "stages"]
-        else:
-            assert size == (3, 32, 32)
+@pytest.mark.parametrize("name", ALL_REGISTERED)
+def test_every_entry_documented_with_properties(name: str) -> None:
+    entry = MODELS.get(name)
+    assert entry.doc and entry.description
+    family = entry.property("family")
+    assert isinstance(family, str) and family
+    size = entry.property("input_size")
+    assert len(size) == 3 and all(isinstance(n, int) and n > 0 for n in size)
+    assert size == FAMILY_INPUT.get(family, size)
+    if family == "cnn":
+        assert [p.name for p in entry.params] == ["width", "depth", "stages"]
+    for p in entry.params:  # the defaults satisfy their own bounds
+        assert p.check(p.default) == p.default
+    assert entry.resolve_params({}) == entry.defaults()
+
+
+def test_every_model_is_listed_with_its_taps(built: dict[str, TappedModel], capsys) -> None:
+    """``relkd list models`` shows every registered model, with the shapes a real build gives."""
+    from relkd.cli import main
+
+    rows = {row.name: row for row in describe_models()}
+    assert list(rows) == ALL_REGISTERED
+    for name, model in built.items():
+        row = rows[name]
+        assert row.family == family_of(name) and row.input_size == tuple(MODELS.info(name).property("input_size"))
+        with torch.no_grad():
+            out = model(_input(model, batch=1))
+        assert row.taps == {tap: tuple(v.shape[1:]) for tap, v in out.items()}, name
+        assert row.num_params == count_params(model), name
+    assert main(["list", "models"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"  {name} " in printed for name in ALL_REGISTERED)
 
 
 def test_torchvision_listing() -> None:
@@ -165,7 +195,7 @@ def test_pool_is_global_average_of_last_stage(name: str, built: dict[str, Tapped
     with torch.no_grad():
         out = model(_input(model))
         last = out["last_stage"]
-        if name.startswith("wrn"):
+        if family_of(name) == "wrn":
             last = torch.relu(model.net.bn1(last))
     torch.testing.assert_close(out["pool"], last.mean(dim=(2, 3)))
 
@@ -230,7 +260,7 @@ def test_mobilenet_v3_small_gray_input_taps() -> None:
 
 def test_tap_shapes_and_describe() -> None:
     rows = describe_models("cnn_*")
-    assert [r.name for r in rows] == CNN
+    assert [r.name for r in rows] == list_models("cnn_*")
     tiny = {r.name: r for r in rows}["cnn_tiny"]
     assert isinstance(tiny, ModelInfo)
     assert tiny.family == "cnn" and tiny.input_size == (1, 28, 28)
@@ -412,7 +442,7 @@ def test_crd_parameter_counts(name: str, expected: float) -> None:
 
 
 def test_cnn_family_sizes() -> None:
-    sizes = {name: count_params(create_model(name)) for name in CNN}
+    sizes = {name: count_params(create_model(name)) for name in ("cnn_tiny", "cnn_small", "cnn_large")}
     assert 10_000 < sizes["cnn_tiny"] < 60_000
     assert sizes["cnn_tiny"] < sizes["cnn_small"] < sizes["cnn_large"]
     assert 0.25e6 <= sizes["cnn_large"] <= 1.5e6

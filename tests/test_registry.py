@@ -1,7 +1,34 @@
+import importlib
+import pkgutil
+
 import pytest
 
-from relkd.registry import Param, Registry
+import relkd
+from relkd.analysis.plots import PLOTS
+from relkd.cli import LISTED, main
+from relkd.data import DATASETS
+from relkd.evaluation import DEGRADATIONS
+from relkd.features import FEATURES
+from relkd.models import MODELS
+from relkd.presets import PRESETS
+from relkd.registry import Component, Param, Registry, markdown_tables
 from relkd.relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS
+
+
+
+def all_registries() -> list[Registry]:
+    """Every registry any relkd module holds, found by importing them all: the contract tests below
+    run over each entry, so a new entry (or a new registry) is tested without editing a test."""
+    found = {}
+    for info in pkgutil.walk_packages(relkd.__path__, "relkd."):
+        for value in vars(importlib.import_module(info.name)).values():
+            if isinstance(value, Registry):
+                found[id(value)] = value
+    return sorted(found.values(), key=lambda registry: registry.kind)
+
+
+REGISTRIES = all_registries()
+ENTRIES = [(registry, name) for registry in REGISTRIES for name in registry.list()]
 
 
 def make_registry() -> Registry:
@@ -94,6 +121,46 @@ def test_every_entry_documents_its_formula_and_params():
                 if p.search is not None:
                     p.check(p.type(p.search[0]))
                     p.check(p.type(p.search[1]))
+
+
+@pytest.mark.parametrize("registry, name", ENTRIES, ids=[f"{r.kind}:{n}" for r, n in ENTRIES])
+def test_every_entry_describes_itself_and_its_params_validate(registry, name):
+    entry = registry.get(name)
+    assert entry.name == name and entry.kind == registry.kind and entry.description.strip()
+    assert "\n" not in entry.description and "|" not in name  # one table row in relkd list --markdown
+    assert len({p.name for p in entry.params}) == len(entry.params)
+    for p in entry.params:
+        assert p.check(p.default) == p.default, f"{registry.kind} {name}: {p.name}'s default breaks its bounds"
+        if p.search is not None:
+            lo, hi = p.search
+            assert lo < hi and (not p.log or lo > 0), f"{registry.kind} {name}: {p.name}'s search range"
+            p.check(p.type(lo))
+            p.check(p.type(hi))
+    assert entry.resolve_params({}) == entry.defaults()
+    assert entry.param_errors({"not_a_parameter": 1})
+    if registry.bind:  # a bound component is rebuilt from the form configs store
+        component = registry.create(name)
+        assert isinstance(component, Component) and component.to_config() == {"name": name, **entry.defaults()}
+        assert registry.from_spec(component.to_config()).params == component.params
+
+
+@pytest.mark.parametrize("kind", list(LISTED))
+def test_relkd_list_shows_every_entry(kind, capsys):
+    registry = LISTED[kind]
+    assert main(["list", kind]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{kind} ({len(registry)}):")
+    for entry in registry.entries():
+        assert f"  {entry.name:<14} {entry.description}" in out
+    table = markdown_tables({kind: registry})
+    assert all(f"| `{name}` |" in table for name in registry.list())
+
+
+def test_the_contract_covers_every_registry():
+    known = (AFFINITIES, NORMALISATIONS, LOSSES, VIEWS, FEATURES, PRESETS, MODELS, DATASETS, PLOTS, DEGRADATIONS,
+             *LISTED.values())
+    assert all(any(registry is found for found in REGISTRIES) for registry in known)
+    assert len({registry.kind for registry in REGISTRIES}) == len(REGISTRIES)
 
 
 def test_required_entries_exist():
