@@ -43,11 +43,8 @@ those with the largest L1 norm. Only the criterion differs, so a comparison meas
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,10 +53,9 @@ from typing import Any, Callable, Mapping
 import torch
 
 from . import __version__
-from .cache import cached
+from .cache import Artefact, ArtefactKind
 from .engine import build_model, evaluate, fit, load_data, transfer_ident
 from .fields import ConfigError
-from .files import atomic_write
 from .models import TappedModel, count_params, model_entry
 from .models.adapted import META_FILE, PREFIX, WEIGHTS_FILE
 from .models.prune import (
@@ -74,7 +70,7 @@ from .objective import build_objective
 from .pretrain import prepare_inits, resolve_inits
 from .setting import AdaptSpec, Setting, resolve_device, validate_setting
 
-__all__ = ["AdaptResult", "adapt_setting", "adapt_key", "adapt_model", "get_adapted", "export_adapted",
+__all__ = ["ADAPTED", "AdaptResult", "adapt_setting", "adapt_key", "adapt_model", "get_adapted", "export_adapted",
            "resolve_student",
            "prepare_student", "with_ratio", "model_size", "activation_ranking", "plan_activation", "plan_uniform_l1",
            "ADAPT_FORMAT"]
@@ -86,20 +82,21 @@ ADAPT_FORMAT = 1
 
 
 @dataclass
-class AdaptResult:
-    checkpoint: Path
-    meta: dict[str, Any]
-    built: bool  # False when loaded from the cache
+class AdaptResult(Artefact):
+    """An adapted student on the store, its metadata and whether this call made it."""
+
+    SUMMARY = ("checkpoint", "built", "key", "sha256", "criterion", "measure", "ratio", "ratio_reached",
+               "original_params", "params", "original_macs", "macs", "warmup_val_accuracy", "val_accuracy",
+               "test_accuracy", "steps_taken", "seconds")
 
     @property
     def model_name(self) -> str:
         return PREFIX + str(self.checkpoint.parent)
 
-    def summary(self) -> dict[str, Any]:
-        keys = ("key", "sha256", "criterion", "measure", "ratio", "ratio_reached", "original_params", "params",
-                "original_macs", "macs", "warmup_val_accuracy", "val_accuracy", "test_accuracy", "steps_taken",
-                "seconds")
-        return {"checkpoint": str(self.checkpoint), "built": self.built, **{k: self.meta.get(k) for k in keys}}
+
+#: adapted students on the store: ``adapted/<model>-<key>/model.pt`` (a folder that
+#: ``adapted:<folder>`` names); its consumers read the file, so a write error is an error
+ADAPTED = ArtefactKind("adapted", "adapted model", AdaptResult, format=ADAPT_FORMAT, filename=WEIGHTS_FILE)
 
 
 def with_ratio(setting: Setting, ratio: float | None, **fields: Any) -> Setting:
@@ -147,7 +144,6 @@ def adapt_key(setting: Setting, data: Any = None) -> str:
     recipe["augment"] = setting.data.augment if recipe["augment"] is None else recipe["augment"]
     del recipe["epochs"]  # the adapt fields say how long it fine-tunes
     ident = {
-        "format": ADAPT_FORMAT,
         "data": data.fingerprint(),
         "model": spec.model,
         "params": model_entry(spec.model).resolve_params(spec.params),
@@ -156,7 +152,7 @@ def adapt_key(setting: Setting, data: Any = None) -> str:
         "recipe": recipe,
         "seed": setting.seed,
     }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+    return ADAPTED.key(ident)
 
 
 # ----------------------------------------------------------------------------- choosing filters
@@ -268,7 +264,7 @@ def adapt_model(setting: Setting, *, progress: bool = False) -> tuple[TappedMode
     original_size, original_widths = size(model), {g.name: g.size for g in channel_groups(model)}
     target = adapt.ratio * original_size
     none = build_objective("none")
-    batch_size = setting.budget.batch_size or setting.data.batch_size
+    batch_size = setting.batch_size
     augment = setting.data.augment if setting.budget.augment is None else setting.budget.augment
 
     def finetune(epochs: int, step: int) -> float | None:
@@ -328,15 +324,8 @@ def get_adapted(setting: Setting, *, progress: bool = False, force: bool = False
     setting = resolve_inits(setting, progress=progress)
     if setting.student.adapt is None:
         raise ConfigError(["student.adapt: missing; e.g. student: {..., adapt: {ratio: 0.5}}"])
-    key = adapt_key(setting)
-
-    def build() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        model, meta = adapt_model(setting, progress=progress)
-        return {k: v.detach().cpu() for k, v in model.state_dict().items()}, {**meta, "key": key}
-
-    entry = cached("adapted", key, build, name=setting.student.model, filename=WEIGHTS_FILE, force=force,
-                   what="adapted model")
-    return AdaptResult(entry.file, entry.meta, built=entry.built)
+    return ADAPTED.get(adapt_key(setting), lambda: adapt_model(setting, progress=progress),
+                       name=setting.student.model, force=force)
 
 
 def resolve_student(setting: Setting, *, progress: bool = False) -> Setting:
@@ -368,7 +357,5 @@ def export_adapted(result: AdaptResult, out: str | Path) -> Path:
         raise ValueError(f"--out {folder}: expected a folder (it will hold {WEIGHTS_FILE} and {META_FILE}), "
                          f"and a file is there")
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / WEIGHTS_FILE, lambda tmp: shutil.copyfile(result.checkpoint, tmp))
-    meta = {**result.meta, "exported_from": str(result.checkpoint)}
-    atomic_write(folder / META_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    result.export(folder / WEIGHTS_FILE, folder / META_FILE, exported_from=str(result.checkpoint))
     return folder

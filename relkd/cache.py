@@ -12,6 +12,15 @@ Teachers, teacher outputs and pretrained source checkpoints live here::
 A damaged file (truncated, altered, another key's) is never used: it is logged and built
 again. A full disk costs later processes a rebuild, never the result in hand, where the
 caller allows it (``keep_on_write_error``).
+
+Trained models (the teacher, a pretrained source, an adapted student) share one pattern on
+top of :func:`cached`: an :class:`ArtefactKind` names the folder, file, log name and
+format, keys a spec (:func:`spec_key`), stores a built model's weights and returns an
+:class:`Artefact` (its file, metadata and whether this call built it), which exports::
+
+    PRETRAINED = ArtefactKind("pretrained", "pretrained checkpoint", PretrainResult, format=1)
+    result = PRETRAINED.get(PRETRAINED.key(ident), lambda: (train(), meta), name="cnn_small")
+    result.export(out / "model.pt", out / "meta.json")
 """
 from __future__ import annotations
 
@@ -22,16 +31,17 @@ import io
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Generic, Iterator, Mapping, TypeVar
 
 import torch
 
-from .files import atomic_write, file_sha256
+from .files import atomic_write, file_sha256, write_text
 
 __all__ = ["cache_root", "file_sha256", "atomic_write", "file_lock", "save_checked", "intact_meta", "load_checked",
-           "CacheEntry", "cached"]
+           "CacheEntry", "cached", "spec_key", "model_state", "Artefact", "ArtefactKind"]
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +188,96 @@ def cached(kind: str, key: str, build: Callable[[], tuple[Any, dict[str, Any]]],
             torch.save(value, buffer)
             meta["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
     return CacheEntry(folder, file, meta, built=True, value=value)
+
+
+# ----------------------------------------------------------------------------- trained models on the store
+
+
+def spec_key(ident: Mapping[str, Any]) -> str:
+    """The key of everything that determines an entry: the first 20 hex digits of the SHA-256
+    of ``ident`` as JSON with sorted keys."""
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What the store keeps of a model: its state dict, detached, on the CPU."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+@dataclass
+class Artefact:
+    """A trained model on the store: its file, its metadata (``key``, ``sha256`` and what the
+    build returned) and whether this call built it. A kind's result subclasses it and names
+    what its :meth:`summary` shows (``SUMMARY``)."""
+
+    checkpoint: Path
+    meta: dict[str, Any]
+    built: bool  # False when loaded from the cache
+
+    #: the summary's entries in order: ``checkpoint`` (the path), ``built`` or ``trained``
+    #: (whether this call built it), else the metadata field of that name
+    SUMMARY: ClassVar[tuple[str, ...]] = ("checkpoint", "built", "key", "sha256")
+
+    @property
+    def key(self) -> str:
+        return self.meta["key"]
+
+    @property
+    def sha256(self) -> str:
+        return self.meta["sha256"]
+
+    @property
+    def trained(self) -> bool:
+        """:attr:`built`, as a trained model says it."""
+        return self.built
+
+    def summary(self) -> dict[str, Any]:
+        special = {"checkpoint": str(self.checkpoint), "built": self.built, "trained": self.built}
+        return {k: special[k] if k in special else self.meta.get(k) for k in self.SUMMARY}
+
+    def export(self, file: Path, meta_file: Path, **extra: Any) -> tuple[Path, Path]:
+        """Copy the checkpoint to ``file`` and the metadata with ``extra`` added to ``meta_file``
+        (JSON), each atomically; a file already there with that content is left as it is.
+        Returns ``(file, meta_file)``."""
+        if not (file.is_file() and file_sha256(file) == self.sha256):
+            atomic_write(file, lambda tmp: shutil.copyfile(self.checkpoint, tmp))
+        text = json.dumps({**self.meta, **extra}, indent=2)
+        if not (meta_file.is_file() and meta_file.read_text() == text):
+            write_text(meta_file, text)
+        return file, meta_file
+
+
+A = TypeVar("A", bound=Artefact)
+
+
+@dataclass(frozen=True)
+class ArtefactKind(Generic[A]):
+    """One kind of trained model on the store: ``<root>/<folder>/<name>-<key>/<filename>``,
+    named ``what`` in log lines, its key covering ``format`` (bump it when the kind's file or
+    training changes meaning), returned as ``result``. ``keep_on_write_error``: a process
+    keeps the model it built when the disk is full (:func:`cached`)."""
+
+    folder: str
+    what: str
+    result: type[A]
+    format: int
+    filename: str = "model.pt"
+    keep_on_write_error: bool = False
+
+    def key(self, ident: Mapping[str, Any]) -> str:
+        """The key of a spec (everything that determines the model, paths and devices not)."""
+        return spec_key({"format": self.format, **ident})
+
+    def get(self, key: str, build: Callable[[], tuple[torch.nn.Module, dict[str, Any]]], *, name: str,
+            force: bool = False, load: Callable[[Any, dict[str, Any]], Any] | None = None, **fields: Any) -> A:
+        """The intact entry for ``key``, else ``build()``'s ``(model, metadata)`` stored (the
+        model's weights, :func:`model_state`; ``key`` and ``sha256`` added to the metadata), as
+        ``result(checkpoint, meta, built, **fields)``. ``load(state, meta)`` reads a found entry
+        and may raise to refuse it; ``force`` builds anyway."""
+        def store() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            model, meta = build()
+            return model_state(model), meta
+
+        entry = cached(self.folder, key, store, name=name, filename=self.filename, load=load, force=force,
+                       keep_on_write_error=self.keep_on_write_error, what=self.what)
+        return self.result(entry.file, entry.meta, entry.built, **fields)

@@ -21,24 +21,23 @@ the setting field (``student.init.path: no such file ...``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import __version__
-from .cache import cached, file_sha256
+from .cache import Artefact, ArtefactKind, file_sha256
 from .engine import init_file, load_data, run_trial, transfer_ident
 from .fields import ConfigError
-from .files import atomic_write, write_text
 from .models import model_entry
 from .setting import ModelSpec, Setting, load_setting
 
-__all__ = ["PretrainResult", "pretrain_key", "get_pretrained", "export_pretrained", "resolve_inits", "prepare_inits"]
+__all__ = ["PRETRAINED", "PretrainResult", "pretrain_key", "get_pretrained", "export_pretrained", "resolve_inits",
+           "prepare_inits"]
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +95,16 @@ def prepare_inits(setting: Setting, *, progress: bool = False) -> dict[str, str]
 
 
 @dataclass
-class PretrainResult:
-    checkpoint: Path
-    meta: dict[str, Any]
-    trained: bool  # False when loaded from the cache
+class PretrainResult(Artefact):
+    """A source checkpoint on the store, its metadata and whether this call trained it."""
 
-    @property
-    def key(self) -> str:
-        return self.meta["key"]
+    SUMMARY = ("checkpoint", "trained", "key", "sha256", "model", "dataset", "classes", "val_accuracy",
+               "test_accuracy", "train_seconds")
 
-    @property
-    def sha256(self) -> str:
-        return self.meta["sha256"]
 
-    def summary(self) -> dict[str, Any]:
-        keys = ("key", "sha256", "model", "dataset", "classes", "val_accuracy", "test_accuracy", "train_seconds")
-        return {"checkpoint": str(self.checkpoint), "trained": self.trained, **{k: self.meta.get(k) for k in keys}}
+#: source checkpoints on the store: ``pretrained/<model>-<key>/model.pt``; its consumers read
+#: the file, so a write error is an error
+PRETRAINED = ArtefactKind("pretrained", "pretrained checkpoint", PretrainResult, format=PRETRAIN_FORMAT)
 
 
 def pretrain_key(setting: Setting, data: Any = None) -> str:
@@ -122,7 +115,6 @@ def pretrain_key(setting: Setting, data: Any = None) -> str:
     recipe = setting.budget.key_fields(setting.data.batch_size)
     recipe["augment"] = setting.data.augment if recipe["augment"] is None else recipe["augment"]
     ident = {
-        "format": PRETRAIN_FORMAT,
         "data": data.fingerprint(),
         "model": setting.student.model,
         "params": model_entry(setting.student.model).resolve_params(setting.student.params),
@@ -130,7 +122,7 @@ def pretrain_key(setting: Setting, data: Any = None) -> str:
         "recipe": recipe,
         "seed": setting.seed,
     }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+    return PRETRAINED.key(ident)
 
 
 def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = False) -> PretrainResult:
@@ -141,13 +133,11 @@ def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = Fa
     data = load_data(setting)
     key = pretrain_key(setting, data)
 
-    def train() -> tuple[dict[str, Any], dict[str, Any]]:
+    def train() -> tuple[torch.nn.Module, dict[str, Any]]:
         log.info("pretraining %s on %s (%d epochs)", setting.student.model, data.name, setting.budget.epochs)
         metrics = run_trial(setting, "none", eval_test=True, return_model=True, progress=progress)
-        model = metrics.pop("model")
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        return state, {
-            "key": key, "model": setting.student.model,
+        return metrics.pop("model"), {
+            "model": setting.student.model,
             "params": setting.student.params, "dataset": data.name, "classes": list(data.classes),
             "num_classes": data.num_classes, "recipe": setting.budget.to_dict(), "seed": setting.seed,
             "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
@@ -156,15 +146,13 @@ def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = Fa
             "relkd": __version__,
         }
 
-    # its consumers read the file, so a write error is an error
-    entry = cached("pretrained", key, train, name=setting.student.model, force=force,
-                   what="pretrained checkpoint")
-    if not entry.built:
-        log.debug("pretrained %s loaded from %s", setting.student.model, entry.file)
+    result = PRETRAINED.get(key, train, name=setting.student.model, force=force)
+    if not result.built:
+        log.debug("pretrained %s loaded from %s", setting.student.model, result.checkpoint)
     else:
         log.info("pretrained %s: val accuracy %.4f, test accuracy %.4f", setting.student.model,
-                 entry.meta["val_accuracy"], entry.meta["test_accuracy"])
-    return PretrainResult(entry.file, entry.meta, trained=entry.built)
+                 result.meta["val_accuracy"], result.meta["test_accuracy"])
+    return result
 
 
 def export_pretrained(result: PretrainResult, out: str | os.PathLike) -> tuple[Path, Path]:
@@ -175,11 +163,5 @@ def export_pretrained(result: PretrainResult, out: str | os.PathLike) -> tuple[P
     meta_out = out.with_suffix(".json")
     if meta_out == out:
         raise ValueError(f"--out {out}: give the checkpoint a suffix other than .json, e.g. {out.with_suffix('.pt')}")
-    if not (out.is_file() and file_sha256(out) == result.sha256):
-        atomic_write(out, lambda tmp: shutil.copyfile(result.checkpoint, tmp))
-    meta = {**result.meta, "checkpoint": str(out)}
-    text = json.dumps(meta, indent=2)
-    if not (meta_out.is_file() and meta_out.read_text() == text):
-        write_text(meta_out, text)
-    return out, meta_out
+    return result.export(out, meta_out, checkpoint=str(out))
 

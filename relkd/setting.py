@@ -156,6 +156,18 @@ class Setting:
     tf32: bool = False  # CUDA: TensorFloat-32 for float32 matrix products (relation matrices included)
     tune: TuneSpec | None = None  # the student's learning rate tuned before runs (relkd.setting_tune)
 
+    @property
+    def batch_size(self) -> int:
+        """The batch size the student trains with: ``budget.batch_size``, else ``data.batch_size``
+        (every student run, population, calibration and memory estimate reads it here)."""
+        return self.budget.batch_size or self.data.batch_size
+
+    @property
+    def teacher_batch_size(self) -> int:
+        """The batch size the teacher trains with: its own recipe's ``batch_size``, else
+        ``data.batch_size`` (what :meth:`Recipe.key_fields` writes into the teacher's key)."""
+        return self.teacher_recipe.batch_size or self.data.batch_size
+
     def to_dict(self) -> dict[str, Any]:
         """The canonical setting as plain data (study sections included when present)."""
         data = dataclasses.asdict(self.data)

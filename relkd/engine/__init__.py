@@ -12,7 +12,8 @@ asks for it (``eval_test=True``). The rooms:
 
 - :mod:`.device`: autocast and memory layout;
 - :mod:`.build`: the setting's data splits and models (init checkpoints, frozen parts);
-- :mod:`.training`: :func:`fit`, the optimizer and schedule, :func:`evaluate`;
+- :mod:`.training`: :func:`fit`, the optimizer and schedule, :func:`evaluate`, and the training
+  step that :func:`fit` and populations share (:func:`~.training.train_step`);
 - :mod:`.teacher_outputs`: the teacher's taps cached per sample;
 - :mod:`.teacher`: the teacher's key and :func:`get_teacher`;
 - :mod:`.runs`: :func:`run_trial` and :func:`train_runs`;

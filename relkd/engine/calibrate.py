@@ -58,7 +58,7 @@ def measure_populations(setting: Setting, sizes: Sequence[int] = (), *, steps: i
     sizes = tuple(sizes) or (CPU_SIZES if device.type == "cpu" else GPU_SIZES)
     data = load_data(setting)
     template = build_model(setting.student, data, setting.seed, device)
-    batch = setting.budget.batch_size or setting.data.batch_size
+    batch = setting.batch_size
     x, y = next(iter(data.train_loader(batch, device, seed=setting.seed, augment=False, shuffle=False)))
     x = prepare_input(x, device)
     # A typical composition (sp+kd: a relation term and KD) when the setting has a teacher: each
@@ -122,7 +122,7 @@ def best_population(setting: Setting, *, device: torch.device | None = None, ref
     """The population size to train the setting's students with on this machine (see the
     module): measured on first use, then read from the cache (``refresh`` measures again)."""
     device = device or resolve_device(setting.device)
-    batch = setting.budget.batch_size or setting.data.batch_size
+    batch = setting.batch_size
     ident: dict[str, Any] = {"format": CALIBRATION_FORMAT, "machine": _machine(device), "device": device.type,
                              "precision": setting.precision if device.type == "cuda" else "fp32",
                              "tf32": setting.tf32 and device.type == "cuda",

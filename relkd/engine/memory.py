@@ -81,7 +81,7 @@ def memory_problems(objective: Objective, setting: Setting, device: torch.device
     """Sentences for the terms of ``objective`` that would not fit on ``device`` (empty: all fit)."""
     if setting.teacher is None or not objective.terms:
         return []
-    batch = setting.budget.batch_size or setting.data.batch_size
+    batch = setting.batch_size
     budget = device_budget(device)
     problems = []
     for term, pairs in zip(objective.terms, objective.pairs):

@@ -8,7 +8,8 @@ Every member is what :func:`relkd.engine.run_trial` would train for its config a
 same initial weights (one seed for all), the same shuffled batches, the same teacher outputs
 (from the teacher-output cache exactly as :func:`~relkd.engine.training.fit` gets them, or
 the teacher run live once per batch), and its own optimizer state and learning-rate schedule
-built by :func:`~relkd.engine.training.make_optimizer`.
+built by :func:`~relkd.engine.training.make_optimizer`. Each step is fit's own
+(:func:`~relkd.engine.training.train_step`), with K students instead of one.
 
 Three engines train the members (``engine``):
 
@@ -40,7 +41,6 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -54,12 +54,11 @@ from ..models import TappedModel
 from ..objective import Objective, as_objective
 from ..setting import Recipe, Setting, resolve_device
 from .build import build_model, load_data
-from .device import autocast, grad_scaler, prepare_input, tf32
+from .device import grad_scaler, tf32
 from .fold import FoldedStudents, FoldError
 from .teacher import TeacherResult, get_teacher
-from .teacher_outputs import TeacherOutputs
-from .training import (NonFiniteLossError, evaluate, make_optimizer, member_accuracies, optimizer_step,
-                       progress_bar, raise_non_finite, train_loader)
+from .training import (NonFiniteLossError, PartSums, TeacherTaps, check_interval, evaluate, make_optimizer,
+                       member_accuracies, optimizer_step, progress_bar, train_loader, train_step)
 
 __all__ = ["PopulationReport", "run_population", "FusedStudents", "LoopStudents", "make_students", "ENGINES"]
 
@@ -206,35 +205,21 @@ class LoopStudents:
 
 @dataclass(eq=False)
 class _Member:
-    """One member's objective and what it has done so far."""
+    """One member's objective and what it has done so far (its loss parts in ``parts``)."""
 
     index: int
     objective: Objective
+    parts: PartSums
     history: list[float] = field(default_factory=list)
-    sums: dict[str, torch.Tensor] = field(default_factory=dict)
-    previous: dict[str, torch.Tensor] | None = None
-    steps: int = 0
-    samples: int = 0
     stopped: str | None = None
     stopped_early: bool = False
     error: str | None = None
     left_at: float | None = None
     model: TappedModel | None = None
 
-    def record(self, parts: Mapping[str, torch.Tensor], batch: int) -> None:
-        self.steps += 1
-        self.samples += batch
-        for name in self.objective.part_names:
-            value = parts[name].detach().float()
-            self.sums[name] = self.sums[name] + value if name in self.sums else value
-
-    def fail(self, parts: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor] | None,
-             epoch: int) -> None:
-        """Record why the loss went non-finite (the part :func:`raise_non_finite` names)."""
-        try:
-            raise_non_finite(parts, previous, self.objective, epoch, self.steps)  # always raises
-        except NonFiniteLossError as err:
-            self.stopped, self.error = f"non-finite: {err.part}", str(err)
+    def fail(self, err: NonFiniteLossError) -> None:
+        """Record why the loss went non-finite (the part ``err`` names)."""
+        self.stopped, self.error = f"non-finite: {err.part}", str(err)
 
 
 def _teacher_taps(members: Sequence[_Member]) -> tuple[str, ...]:
@@ -313,16 +298,17 @@ def run_population(
     if not configs:
         return []
     seed = setting.seed if seed is None else seed
-    members = [_Member(i, as_objective(c)) for i, c in enumerate(configs)]
-    trainable = [m.index for m in members if m.objective.trainable]
+    objectives = [as_objective(c) for c in configs]
+    trainable = [i for i, o in enumerate(objectives) if o.trainable]
     if trainable:
         raise ValueError(f"run_population: the objectives of members {trainable} have feature terms with parts "
                          f"that train with the student or need sample indices; train them with run_trial")
-    labels_only = [m.index for m in members if not m.objective.needs_teacher]
+    labels_only = [i for i, o in enumerate(objectives) if not o.needs_teacher]
     if setting.data.labelled is not None and labels_only:
         raise ValueError(f"run_population: with data.labelled the members {labels_only} without a teacher train on "
                          f"the labelled samples only, on their own loader; train them with run_trial")
     device = resolve_device(setting.device)
+    members = [_Member(i, o, PartSums(o, check_interval(device))) for i, o in enumerate(objectives)]
     data = load_data(setting)
     teacher_taps = _teacher_taps(members)
     if teacher_taps and teacher is None:
@@ -335,13 +321,17 @@ def run_population(
         teacher.model.eval()
     budget = setting.budget
     augment = setting.data.augment if budget.augment is None else budget.augment
-    batch_size = budget.batch_size or setting.data.batch_size
+    batch_size = setting.batch_size
     loader = train_loader(data, batch_size, device, seed=seed, augment=augment)
     val_loader = data.eval_loader("val", batch_size=setting.data.eval_batch_size, device=device)
     cache_key = (teacher.key, teacher.sha256, data.fingerprint()) if (teacher is not None and teacher_cache) else None
     students = make_students(engine, template, len(members), budget, budget.epochs * len(loader), setting.precision)
     active = list(members)
-    check_every = 1 if device.type == "cpu" else 25
+    source = TeacherTaps(teacher.model, teacher_taps, loader, cache_key, setting.precision) if teacher_taps else None
+
+    def forward(x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        return students.forward(x, student_taps)
+
     train_start = time.perf_counter()
     desc = f"population of {len(members)} {setting.student.model} seed {seed}"
 
@@ -360,37 +350,17 @@ def run_population(
         active = [active[i] for i in positions]
 
     for epoch in progress_bar(range(budget.epochs), progress, desc):
-        cached = None
-        live_teacher = bool(teacher_taps) and any(m.objective.needs_teacher for m in active)
-        if live_teacher and cache_key is not None:
-            key = (*cache_key, loader.seed if loader.augments else None, epoch if loader.augments else None)
-            cached = TeacherOutputs.get(key, teacher.model, loader, epoch, teacher_taps, setting.precision)
-        for x, y, index in loader.epoch(epoch, with_indices=True):
+        if source is not None:
+            source.start_epoch(epoch, needed=any(m.objective.needs_teacher for m in active))
+        for batch in loader.epoch(epoch, with_indices=True):
             if not active:
                 break
-            x = prepare_input(x, device)
-            with autocast(device, setting.precision):
-                per_member = students.forward(x, student_taps)
-                t_taps = None
-                if cached is not None:
-                    t_taps = {t: v.index_select(0, index) for t, v in cached.items()}
-                elif live_teacher:
-                    with torch.inference_mode():
-                        live = teacher.model(x, taps=teacher_taps)
-                    t_taps = {k: v.clone() for k, v in live.items()}  # inference tensors cannot be saved for backward
-                parts = [m.objective(s, t_taps if m.objective.needs_teacher else None, y)
-                         for m, s in zip(active, per_member)]
-            total = parts[0]["total"] if len(parts) == 1 else torch.stack([p["total"] for p in parts]).sum()
-            students.step(total)
             failed = []
-            for m, p in zip(active, parts):
-                m.record(p, int(y.numel()))
-                if m.steps % check_every == 0:
-                    if not bool(torch.isfinite(p["total"].detach())):
-                        m.fail(p, m.previous, epoch)
-                        failed.append(m)
-                    else:
-                        m.previous = {name: p[f"{name}.weighted"].detach() for name in m.objective.part_names}
+            for position, parts in train_step(batch, forward, [m.objective for m in active], source, students.step,
+                                              [m.parts for m in active], device, setting.precision):
+                m = active[position]
+                m.fail(m.parts.error(parts, epoch))
+                failed.append(m)
             leave(failed)
         if not active:
             break
@@ -399,8 +369,8 @@ def run_population(
         for m, acc in zip(active, accuracies):
             m.history.append(acc)
             log.info("%s member %d epoch %d/%d: val accuracy %.4f", desc, m.index, epoch + 1, budget.epochs, acc)
-            if any(not math.isfinite(float(v)) for v in m.sums.values()):
-                m.fail(m.sums, None, epoch)
+            if (error := m.parts.sums_error(epoch)) is not None:
+                m.fail(error)
                 leaving.append(m)
             elif report is not None and report(m.index, epoch, acc):
                 m.stopped_early = epoch + 1 < budget.epochs
@@ -428,9 +398,9 @@ def _summary(m: _Member, seed: int, population: int, start: float, train_start: 
         "stopped": m.stopped,
         "stopped_early": m.stopped_early or m.stopped is not None,
         "error": m.error,
-        "part_means": {name: float(v) / max(m.steps, 1) for name, v in m.sums.items()},
+        "part_means": m.parts.means(),
         "train_seconds": train_seconds,
-        "samples_per_second": m.samples / max(train_seconds, 1e-9),
+        "samples_per_second": m.parts.samples / max(train_seconds, 1e-9),
         "wall_seconds": left_at - start,
         "population": population,
     }

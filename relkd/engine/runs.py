@@ -87,7 +87,7 @@ def run_trial(
     with tf32(device, setting.tf32):
         result = fit(
             model, data, budget, objective, seed=seed, device=device,
-            batch_size=budget.batch_size or setting.data.batch_size, augment=augment,
+            batch_size=setting.batch_size, augment=augment,
             eval_batch_size=setting.data.eval_batch_size,
             teacher=teacher.model if teacher is not None else None, teacher_cache_key=cache_key,
             report=report, progress=progress, desc=f"student {setting.student.model} seed {seed}",

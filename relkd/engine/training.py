@@ -1,5 +1,12 @@
 """The one training loop (:func:`fit`) for teachers and students, its optimizer and learning-rate
-schedule, and top-1 evaluation."""
+schedule, and top-1 evaluation.
+
+A training step is written once, for one student (:func:`fit`) and for K
+(:func:`relkd.engine.population.run_population`): :func:`train_step` runs the students on a
+batch, takes the teacher's taps from :class:`TeacherTaps` (the teacher-output cache, or the
+teacher run live), computes each student's loss parts, steps on the sum of their totals and
+counts each student's parts in its :class:`PartSums`, which checks their finiteness every few
+steps."""
 from __future__ import annotations
 
 import copy
@@ -11,7 +18,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -25,8 +32,8 @@ from .device import autocast, autocast_dtype, grad_scaler, prepare_input
 from .teacher_outputs import TeacherOutputs
 
 __all__ = ["NonFiniteLossError", "FitResult", "Report", "fit", "evaluate", "member_accuracies", "optimizer_step",
-           "param_groups", "make_optimizer", "bind_objective", "prepare_stages",
-           "raise_non_finite", "progress_bar"]
+           "param_groups", "make_optimizer", "bind_objective", "prepare_stages", "TeacherTaps", "PartSums",
+           "train_step", "check_interval", "non_finite_error", "raise_non_finite", "progress_bar"]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +176,112 @@ def prepare_stages(objective: Objective, teacher: TappedModel | None, loader: De
     objective.prepare_stages(batches, key)
 
 
+def check_interval(device: torch.device) -> int:
+    """Steps between finiteness checks of the loss: every step on the CPU; every 25 on an
+    accelerator, where the check makes the host wait for the device."""
+    return 1 if device.type == "cpu" else 25
+
+
+class TeacherTaps:
+    """The teacher's taps for each training batch: from the teacher-output cache (computed or
+    read once per epoch, then indexed by the batch's samples) when ``cache_key`` is given (the
+    teacher checkpoint and its data), else the teacher run on the batch."""
+
+    def __init__(self, teacher: TappedModel, taps: tuple[str, ...], loader: DeviceLoader,
+                 cache_key: tuple | None, precision: str = "auto"):
+        self.teacher, self.taps, self.loader, self.cache_key = teacher, taps, loader, cache_key
+        self.precision = precision
+        self.cached: dict[str, torch.Tensor] | None = None
+        self.live = False
+
+    def start_epoch(self, epoch: int, needed: bool = True) -> None:
+        """Ready the taps of ``epoch`` of ``loader``; ``needed=False``: no batch of this epoch
+        asks for them (each then gives ``None``)."""
+        self.live, self.cached = needed, None
+        if needed and self.cache_key is not None:
+            loader = self.loader
+            key = (*self.cache_key, loader.seed if loader.augments else None, epoch if loader.augments else None)
+            self.cached = TeacherOutputs.get(key, self.teacher, loader, epoch, self.taps, self.precision)
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The taps for the batch ``x`` of samples ``index`` (inside the step's autocast)."""
+        if self.cached is not None:
+            return {t: v.index_select(0, index) for t, v in self.cached.items()}
+        if not self.live:
+            return None
+        with torch.inference_mode():
+            live = self.teacher(x, taps=self.taps)
+        # inference tensors may not be saved for backward: clone them out
+        return {k: v.clone() for k, v in live.items()}
+
+
+@dataclass(eq=False)
+class PartSums:
+    """One student's loss parts over a run: their sums (kept on the device), its steps and
+    samples, and the finiteness of its total checked every ``check_every`` steps
+    (:func:`check_interval`), with the weighted parts of the last finite check."""
+
+    objective: Objective
+    check_every: int = 1
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    previous: dict[str, torch.Tensor] | None = None  # weighted parts at the last finite check
+    steps: int = 0
+    samples: int = 0
+
+    def add(self, parts: Mapping[str, torch.Tensor], batch: int) -> bool:
+        """Count one step's ``parts`` over ``batch`` samples; false when the step was checked
+        and its total is not finite (:meth:`error` says why)."""
+        self.steps += 1
+        self.samples += batch
+        for name in self.objective.part_names:
+            value = parts[name].detach().float()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        if self.steps % self.check_every == 0:
+            if not bool(torch.isfinite(parts["total"].detach())):
+                return False
+            self.previous = {name: parts[f"{name}.weighted"].detach() for name in self.objective.part_names}
+        return True
+
+    def error(self, parts: Mapping[str, torch.Tensor], epoch: int) -> NonFiniteLossError:
+        """Why the step whose ``parts`` :meth:`add` refused went non-finite."""
+        return non_finite_error(parts, self.previous, self.objective, epoch, self.steps)
+
+    def sums_error(self, epoch: int) -> NonFiniteLossError | None:
+        """At the end of ``epoch``: the error if a part's sum is not finite (a step between
+        two checks went bad), else ``None``."""
+        if any(not math.isfinite(float(v)) for v in self.sums.values()):
+            return non_finite_error(self.sums, None, self.objective, epoch, self.steps)
+        return None
+
+    def means(self) -> dict[str, float]:
+        """Each part's mean over the steps so far."""
+        return {name: float(v) / max(self.steps, 1) for name, v in self.sums.items()}
+
+
+def train_step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+               students: Callable[[torch.Tensor], Sequence[Mapping[str, torch.Tensor]]],
+               objectives: Sequence[Objective], teacher: TeacherTaps | None, step: Callable[[torch.Tensor], None],
+               records: Sequence[PartSums], device: torch.device,
+               precision: str = "auto") -> list[tuple[int, dict[str, torch.Tensor]]]:
+    """One training step of one or more students on ``batch`` ``(x, y, index)``: their taps
+    (``students(x)``, one mapping per student), the teacher's (``teacher``, given to the
+    objectives that use it), each student's loss parts by its objective, one ``step`` on the
+    sum of their totals, and each student's parts counted in its ``records`` (the samples'
+    ``index`` goes to the objectives that need it, CRD's). Returns the
+    position and parts of every student whose checked total was not finite."""
+    x, y, index = batch
+    x = prepare_input(x, device)
+    with autocast(device, precision):
+        per_student = students(x)
+        t_taps = teacher(x, index) if teacher is not None else None
+        parts = [objective(s, t_taps if objective.needs_teacher else None, y,
+                           **({"index": index} if objective.needs_index else {}))
+                 for objective, s in zip(objectives, per_student)]
+    step(parts[0]["total"] if len(parts) == 1 else torch.stack([p["total"] for p in parts]).sum())
+    samples = int(y.numel())
+    return [(i, p) for i, (record, p) in enumerate(zip(records, parts)) if not record.add(p, samples)]
+
+
 @dataclass
 class FitResult:
     """What :func:`fit` did: validation accuracy per epoch, mean loss parts, epochs, samples and time."""
@@ -220,57 +333,40 @@ def fit(
     val_loader = data.eval_loader("val", batch_size=eval_batch_size, device=device)
     taps, teacher_taps = objective.student_taps, objective.teacher_taps
     model.resolve_taps(taps)  # a tap the student lacks is an error now, not mid-epoch
+    source = None
     if objective.needs_teacher:
         if teacher is None:
             raise ValueError("this objective uses KD or relation terms, so it needs a teacher")
         teacher.resolve_taps(teacher_taps)
         teacher.eval()
-    use_cache = objective.needs_teacher and teacher_cache_key is not None
+        source = TeacherTaps(teacher, teacher_taps, loader, teacher_cache_key, precision)
     bind_objective(objective, model, teacher, loader, precision)
     if objective.needs_stage:
         prepare_stages(objective, teacher, loader, teacher_cache_key, precision)
     objective.train()
     opt, sched = make_optimizer(model, recipe, recipe.epochs * steps, objective.parameters())
     scaler = grad_scaler(device, precision)
-    check_every = 1 if device.type == "cpu" else 25
-    sums: dict[str, torch.Tensor] = {}
-    previous: dict[str, torch.Tensor] | None = None  # weighted parts at the last finite check
+    record = PartSums(objective, check_interval(device))
+
+    def forward(x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        return [model(x, taps=taps)]
+
+    def step(total: torch.Tensor) -> None:
+        optimizer_step(opt, sched, scaler, total)
+
     history: list[float] = []
-    steps = samples = 0
     stopped = False
     start = time.perf_counter()
     bar = progress_bar(range(recipe.epochs), progress, desc)
     for epoch in bar:
         model.train()
-        cached = None
-        if use_cache:
-            key = (*teacher_cache_key, loader.seed if loader.augments else None, epoch if loader.augments else None)
-            cached = TeacherOutputs.get(key, teacher, loader, epoch, teacher_taps, precision)
-        for x, y, index in batches(epoch):
-            x = prepare_input(x, device)
-            with autocast(device, precision):
-                s_taps = model(x, taps=taps)
-                t_taps = None
-                if cached is not None:
-                    t_taps = {t: v.index_select(0, index) for t, v in cached.items()}
-                elif objective.needs_teacher:
-                    with torch.inference_mode():
-                        live = teacher(x, taps=teacher_taps)
-                    # inference tensors may not be saved for backward: clone them out
-                    t_taps = {k: v.clone() for k, v in live.items()}
-                parts = objective(s_taps, t_taps, y, index=index)
-            optimizer_step(opt, sched, scaler, parts["total"])
-            steps += 1
-            samples += int(y.numel())
-            for name in objective.part_names:
-                value = parts[name].detach().float()
-                sums[name] = sums[name] + value if name in sums else value
-            if steps % check_every == 0:
-                if not bool(torch.isfinite(parts["total"].detach())):
-                    raise_non_finite(parts, previous, objective, epoch, steps)
-                previous = {name: parts[f"{name}.weighted"].detach() for name in objective.part_names}
-        if any(not math.isfinite(float(v)) for v in sums.values()):
-            raise_non_finite(sums, None, objective, epoch, steps)
+        if source is not None:
+            source.start_epoch(epoch)
+        for batch in batches(epoch):
+            for _, parts in train_step(batch, forward, [objective], source, step, [record], device, precision):
+                raise record.error(parts, epoch)
+        if (error := record.sums_error(epoch)) is not None:
+            raise error
         if not every_epoch and epoch + 1 < recipe.epochs:
             continue
         val_acc = evaluate(model, val_loader, precision)
@@ -282,8 +378,7 @@ def fit(
             stopped = epoch + 1 < recipe.epochs
             break
     seconds = time.perf_counter() - start
-    means = {name: float(v) / max(steps, 1) for name, v in sums.items()}
-    return FitResult(history, means, epoch + 1 if recipe.epochs else 0, stopped, samples, seconds)
+    return FitResult(history, record.means(), epoch + 1 if recipe.epochs else 0, stopped, record.samples, seconds)
 
 
 def train_loader(data: DatasetSplits, batch_size: int, device: torch.device, *, seed: int,
@@ -325,21 +420,27 @@ def epoch_batches(loader: DeviceLoader, steps: int) -> Callable[[int], Iterator[
     return lambda epoch: itertools.islice(batches, steps)
 
 
-def raise_non_finite(parts: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor] | None,
-                      objective: Objective, epoch: int, step: int) -> None:
-    """Name the part that went bad: the non-finite one if the others are finite; if all are
-    (the weights were already corrupted by the previous step), the part with the largest
-    weighted value in the last finite step."""
+def non_finite_error(parts: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor] | None,
+                     objective: Objective, epoch: int, step: int) -> NonFiniteLossError:
+    """The error that names the part that went bad: the non-finite one if the others are finite;
+    if all are (the weights were already corrupted by the previous step), the part with the
+    largest weighted value in the last finite step."""
     bad = [name for name in objective.part_names
            if any(key in parts and not bool(torch.isfinite(parts[key].detach()).all())
                   for key in (name, f"{name}.weighted"))]
     if bad and (len(bad) < len(objective.part_names) or not previous):
-        raise NonFiniteLossError(bad[0], epoch, step)
+        return NonFiniteLossError(bad[0], epoch, step)
     if previous:
         culprit = max(previous, key=lambda name: float(previous[name].abs()))
-        raise NonFiniteLossError(culprit, epoch, step, f" (every part is non-finite: the weights diverged after "
-                                                       f"a step where {culprit!r} was the largest weighted part)")
-    raise NonFiniteLossError("total", epoch, step)
+        return NonFiniteLossError(culprit, epoch, step, f" (every part is non-finite: the weights diverged after "
+                                                        f"a step where {culprit!r} was the largest weighted part)")
+    return NonFiniteLossError("total", epoch, step)
+
+
+def raise_non_finite(parts: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor] | None,
+                     objective: Objective, epoch: int, step: int) -> None:
+    """Raise :func:`non_finite_error`."""
+    raise non_finite_error(parts, previous, objective, epoch, step)
 
 
 def progress_bar(iterable: Any, enabled: bool, desc: str) -> Any:
