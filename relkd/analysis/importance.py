@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..study.ladder import ladder_of
-from ..results.record import LADDER_ATTR, TUNED_ATTR
+from ..results.record import CONFIG_ATTR, LADDER_ATTR, TUNED_ATTR
 from .choices import CHOICES, FAMILY_CHOICES, GROUPS, choice_group, choice_stats, completed, uses_features
 from ..results.pareto import single_objective
 
@@ -182,7 +182,7 @@ def study_importance(study: optuna.Study, evaluator: str = "ped_anova", *, seed:
         if ranked:
             value, s = ranked[0]
             best_composition[choice] = {"value": value, "trial": s.best_trial, "validation_accuracy": s.best,
-                                        "objective_config": by_number[s.best_trial].user_attrs["objective_config"]}
+                                        "objective_config": by_number[s.best_trial].user_attrs[CONFIG_ATTR]}
     return {
         "study": study.study_name,
         "evaluator": evaluator,

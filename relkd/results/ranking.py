@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..stats import welch_difference, welch_interval
 from ..text import percent
-from .record import TUNED_ATTR
+from .record import CONFIG_ATTR, RERUN_ATTR, TUNED_ATTR
 
 __all__ = ["Composition", "compositions", "search_verdict", "verdict_line", "SIGNIFICANCE"]
 
@@ -97,7 +97,7 @@ def compositions(study: optuna.Study, *, include_anchors: bool = True,
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     found: dict[int, Composition] = {}
     for t in trials:
-        if "rerun" not in t.user_attrs and "objective_config" in t.user_attrs:
+        if RERUN_ATTR not in t.user_attrs and CONFIG_ATTR in t.user_attrs:
             found[t.number] = Composition(t, {_seed(t): float(t.values[0])})
     for t in trials:
         rerun = t.user_attrs.get("rerun")

@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 
-__all__ = ["SETTING_ATTR", "STUDY_ATTR", "VERSION_ATTR", "INITS_ATTR", "N_TRIALS_ATTR", "COMPARE_ATTR",
+__all__ = ["CONFIG_ATTR", "SETTING_ATTR", "STUDY_ATTR", "VERSION_ATTR", "INITS_ATTR", "N_TRIALS_ATTR", "COMPARE_ATTR",
            "CONFIRM_ATTR", "RUN_ATTR", "OBJECTIVES_ATTR", "RECIPE_ATTR",
            "LADDER_ATTR", "RERUN_ATTR", "TRIAL_ATTRS", "WORKER", "StudyMismatchError",
            "versions", "is_counted", "is_known", "is_searched", "TUNED_ATTR",
@@ -47,10 +47,11 @@ LADDER_ATTR = "relkd.ladder"  # the fidelity ladder's rungs, the top one include
 TUNED_ATTR = "tuned_anchor"  # trial user attribute of a tuned anchor: the preset it tunes (relkd.study.tuned_anchors)
 RERUN_ATTR = "rerun"  # trial user attribute of a re-run: {"of": trial number, "seed": seed} (relkd.study.seeds)
 RUN_ATTR = "relkd.run"  # trial user attribute: the fixed run of a run queue (relkd.study.queue)
+CONFIG_ATTR = "objective_config"  # trial user attribute: the composition it trained (an objective config)
 
 #: Trial user attributes relkd writes, with what each holds.
 TRIAL_ATTRS = {
-    "objective_config": "the composition, in the format of relkd.load_config",
+    CONFIG_ATTR: "the composition, in the format of relkd.load_config",
     "part_means": "mean of each loss part over the run",
     "wall_seconds": "the trial's wall time",
     "seed": "the student's seed",

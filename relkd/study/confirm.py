@@ -41,7 +41,7 @@ from ..results.ranking import compositions
 from ..stats import mean_sd, welch_p
 from ..text import markdown_table, mean_pm, p_value, percent
 from ..setting import comparable_setting, setting_record
-from ..results.record import CONFIRM_ATTR
+from ..results.record import CONFIG_ATTR, CONFIRM_ATTR
 from .storage import run_dir
 
 __all__ = ["confirm_study", "Candidate", "welch_p", "format_table", "setting_hash", "import_runs_jsonl",
@@ -101,7 +101,7 @@ def _candidates(study: optuna.Study, setting: Any, top_k: int) -> list[Candidate
         if found >= top_k:
             break
         t = c.trial
-        candidate = Candidate(composition_label(t), t.user_attrs["objective_config"], t.number, c.mean)
+        candidate = Candidate(composition_label(t), t.user_attrs[CONFIG_ATTR], t.number, c.mean)
         if candidate.key in seen:  # the same composition as an anchor or a better trial
             continue
         seen.add(candidate.key)

@@ -45,7 +45,7 @@ from .confirm import BUDGET_RECORDS, Candidate, import_runs_jsonl, setting_hash
 from .export import study_setting
 from .queue import Run, RunQueue
 from ..results.pareto import single_objective
-from ..results.record import CONFIRM_ATTR
+from ..results.record import CONFIG_ATTR, CONFIRM_ATTR
 from ..results.ranking import compositions, search_verdict
 from .storage import run_dir
 
@@ -110,7 +110,7 @@ def budget_candidates(study: optuna.Study, setting: Setting) -> tuple[list[tuple
 
     def of(number: int) -> Candidate:
         c = ranked[number]
-        config = setting.preset(c.anchor) if c.anchor else c.trial.user_attrs["objective_config"]
+        config = setting.preset(c.anchor) if c.anchor else c.trial.user_attrs[CONFIG_ATTR]
         return Candidate(c.label, config, number, c.mean)
 
     chosen = [(of(verdict["best_searched"]["trial"]), "winner"), (of(verdict["best_anchor"]["trial"]), "best known")]

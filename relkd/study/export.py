@@ -27,7 +27,8 @@ from ..setting import Setting, validate_setting
 from ..tuning import Tuning, headroom_line, tuned
 from ..results.pareto import accuracy, best_within, is_multi_objective, objective_names, objectives_phrase, pareto_front
 from ..results.ranking import Composition, compositions, search_verdict, verdict_line
-from ..results.record import N_TRIALS_ATTR, RECIPE_ATTR, SETTING_ATTR, counted_trials, trial_counts, versions
+from ..results.record import (CONFIG_ATTR, N_TRIALS_ATTR, RECIPE_ATTR, SETTING_ATTR, counted_trials, trial_counts,
+                              versions)
 from .storage import open_storage, redact, resolve_storage
 
 __all__ = ["load_relkd_study", "ranked_trials", "study_status", "export_trials", "study_setting", "study_tuning",
@@ -124,7 +125,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "mean_trial_seconds": statistics.fmean(durations) if durations else None,
         "eta_seconds": eta,
         "best": None if best is None else {
-            **best.summary(), "value": best.mean, "objective_config": best.trial.user_attrs.get("objective_config"),
+            **best.summary(), "value": best.mean, "objective_config": best.trial.user_attrs.get(CONFIG_ATTR),
         },
         "anchors": anchor_values(study),
         "recipe": recipe_status(study),
@@ -220,7 +221,7 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
             raise ValueError(f"trial: study {study.study_name!r} has no trial {trial}; expected one of its "
                              f"trials 0..{len(study.trials) - 1}")
         chosen = matches[0]
-        if chosen.state != TrialState.COMPLETE or "objective_config" not in chosen.user_attrs:
+        if chosen.state != TrialState.COMPLETE or CONFIG_ATTR not in chosen.user_attrs:
             raise ValueError(f"trial: trial {trial} is {chosen.state.name.lower()}, not complete; "
                              f"export a completed trial (see `relkd study status`)")
         selected = [(1, chosen)]
@@ -247,7 +248,7 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
     seeds = {c.trial.number: c for c in compositions(study)}
     limits = {k: v for k, v in (("max_params", max_params), ("max_macs", max_macs)) if v is not None}
     for rank, t in selected:
-        config = validate_config(t.user_attrs["objective_config"])
+        config = validate_config(t.user_attrs[CONFIG_ATTR])
         config["meta"] = _provenance(study, t, url, rank, seeds.get(t.number), limits)
         path = out if top_k is None else out.with_name(f"{out.stem}_rank{rank}{out.suffix or '.yaml'}")
         path.parent.mkdir(parents=True, exist_ok=True)

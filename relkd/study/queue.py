@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..engine import TeacherResult, get_teacher, run_trial
 from ..objective import build_objective
 from ..setting import Setting
-from ..results.record import RUN_ATTR, WORKER, versions
+from ..results.record import CONFIG_ATTR, RUN_ATTR, WORKER, versions
 from .storage import RACE_ERRORS, is_lost_race, open_storage
 
 __all__ = ["Run", "RunQueue", "run_id", "completed_runs", "DEFAULT_PATIENCE"]
@@ -89,7 +89,7 @@ class Run:
         record = trial.user_attrs.get(RUN_ATTR)
         if not isinstance(record, dict) or "key" not in record:
             return None
-        return cls(record["key"], trial.user_attrs.get("objective_config") or {}, record["seed"],
+        return cls(record["key"], trial.user_attrs.get(CONFIG_ATTR) or {}, record["seed"],
                    record.get("epochs"), record.get("label", ""),
                    trial.params or trial.system_attrs.get("fixed_params") or {})
 
@@ -173,7 +173,7 @@ class RunQueue:
 
     def enqueue(self, run: Run) -> None:
         self.study.enqueue_trial(dict(run.params),
-                                 user_attrs={RUN_ATTR: run.record(), "objective_config": dict(run.config)})
+                                 user_attrs={RUN_ATTR: run.record(), CONFIG_ATTR: dict(run.config)})
 
     def add(self, runs: Iterable[Run]) -> int:
         """Enqueue every run that is not completed, running or waiting (failed and
@@ -188,7 +188,7 @@ class RunQueue:
     def record(self, run: Run, metrics: Mapping[str, Any], **user_attrs: Any) -> None:
         """Store a run finished elsewhere (e.g. read from an older file) as completed:
         ``metrics`` has ``val_accuracy`` and what of :data:`METRICS` it knows."""
-        attrs = {RUN_ATTR: run.record(), "objective_config": dict(run.config), "seed": run.seed,
+        attrs = {RUN_ATTR: run.record(), CONFIG_ATTR: dict(run.config), "seed": run.seed,
                  **{k: metrics[k] for k in METRICS if k in metrics}, **user_attrs}
         self.study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE,
                                                        value=float(metrics["val_accuracy"]), user_attrs=attrs))
@@ -292,7 +292,7 @@ class RunQueue:
                 if value in self.choices.get(name, ()):
                     trial.suggest_categorical(name, list(self.choices[name]))
             trial.set_user_attr(RUN_ATTR, run.record())  # a retry of this trial carries it
-            trial.set_user_attr("objective_config", dict(run.config))
+            trial.set_user_attr(CONFIG_ATTR, dict(run.config))
             trial.set_user_attr("seed", run.seed)
             trial.set_user_attr("worker", WORKER)
             trial.set_user_attr("versions", versions())
