@@ -6,7 +6,7 @@ does what it tests (a kill, a signal, another worker's move) and removes the fil
 trial go on. So no test needs one trial to outlast another, which a busy machine can reverse.
 
 Run as ``python tests/held_worker.py <relkd arguments>``; without the variables it is plain relkd.
-Only this process is changed (relkd has no such hook): :meth:`TrialObjective.reporter` is wrapped."""
+Only this process is changed (relkd has no such hook): :meth:`TrialRunner.reporter` is wrapped."""
 import os
 import sys
 import time
@@ -25,12 +25,12 @@ def hold_env(anchor: str, marker: Path) -> dict[str, str]:
 
 
 def _install() -> None:
-    from relkd.study.trial import TrialObjective
+    from relkd.study.trial import TrialRunner
 
     anchor, marker = os.environ.get(HOLD_ANCHOR), os.environ.get(HOLD_FILE)
     if not anchor or not marker:
         return
-    reporter = TrialObjective.reporter
+    reporter = TrialRunner.reporter
 
     def holding_reporter(draw):
         report = reporter(draw)
@@ -45,7 +45,7 @@ def _install() -> None:
 
         return held
 
-    TrialObjective.reporter = staticmethod(holding_reporter)
+    TrialRunner.reporter = staticmethod(holding_reporter)
 
 
 if __name__ == "__main__":

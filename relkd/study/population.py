@@ -3,11 +3,11 @@ their students together with :func:`relkd.engine.run_population`, and tells each
 its own trial.
 
 Everything else is as for single trials (:meth:`optuna.Study.optimize` with
-:class:`~relkd.study.trial.TrialObjective`):
+:class:`~relkd.study.trial.TrialRunner`):
 
-- every member is prepared by :meth:`TrialObjective.prepare` (anchor, re-run, refinement or
+- every member is prepared by :meth:`TrialRunner.prepare` (anchor, re-run, refinement or
   draw; an invalid draw is told pruned at once and another trial is asked for instead), and
-  its result recorded by :meth:`TrialObjective.finish`;
+  its result recorded by :meth:`TrialRunner.finish`;
 - each member reports its epochs as its own intermediate values and is pruned on its own
   (pruner or fidelity ladder); it leaves the population, the others go on;
 - each member's trial has its own heartbeat, so a worker killed mid-population leaves K
@@ -47,7 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..engine import free_device_memory, run_population
 from ..results.record import is_counted
-from .trial import Draw, TrialObjective, frozen, put_back
+from .trial import Draw, TrialRunner, frozen, put_back
 
 __all__ = ["optimize_population"]
 
@@ -124,7 +124,7 @@ class _Batch:
         self.beats.clear()
 
 
-def optimize_population(study: optuna.Study, objective: TrialObjective, size: int, *,
+def optimize_population(study: optuna.Study, objective: TrialRunner, size: int, *,
                         timeout: float | None = None, callback: Callback | None = None) -> None:
     """Run ``study``'s trials ``size`` at a time until ``study.stop()`` is called (by the
     callback, the objective or the sampler) or ``timeout`` seconds pass (checked before each
@@ -158,7 +158,7 @@ def _room(study: optuna.Study, n_trials: int | None) -> bool:
     return sum(1 for t in trials if is_counted(t) or t.state == TrialState.RUNNING) < n_trials
 
 
-def _fill(batch: _Batch, objective: TrialObjective, size: int) -> None:
+def _fill(batch: _Batch, objective: TrialRunner, size: int) -> None:
     """Ask for trials until ``size`` are ready to train, the study has no room or it stops."""
     study = batch.study
     while len(batch.draws) < size and not _stopped(study):
@@ -193,7 +193,7 @@ def _same_cell(trial: optuna.Trial, draws: list[Draw]) -> bool:
     return cell is not None and any(_grid_cell(d.trial) == cell for d in draws)
 
 
-def _train(batch: _Batch, objective: TrialObjective, draws: list[Draw]) -> None:
+def _train(batch: _Batch, objective: TrialRunner, draws: list[Draw]) -> None:
     """Train ``draws`` (one seed) as one population and tell each; on an error, train each
     half again, down to single members, which end as single trials do. The halves are
     trained after the failed population's frames are gone (its traceback dropped), so an

@@ -33,12 +33,12 @@ from ..engine.memory import memory_problems
 from ..fields import ConfigError
 from ..objective import Objective, build_objective
 from ..setting import Setting, resolve_device
-from ..results.record import TUNED_ATTR, WORKER, is_counted, versions
+from ..results.record import CONFIG_ATTR, TUNED_ATTR, WORKER, is_counted, versions
 from ..results.ranking import compositions
 from .spec import StudySpec
 from .tuned_anchors import searched_index
 
-__all__ = ["TrialObjective", "Draw", "put_back", "frozen", "MAX_INVALID_IN_A_ROW"]
+__all__ = ["TrialRunner", "Draw", "put_back", "frozen", "MAX_INVALID_IN_A_ROW"]
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,10 @@ class Draw:
 
 
 @dataclass
-class TrialObjective:
-    """The objective Optuna calls once per trial; ``setting`` is the spec's with its inits resolved."""
+class TrialRunner:
+    """The callable Optuna calls once per trial (Optuna's "objective"; relkd keeps that word for
+    the distillation objective, docs/architecture.md); ``setting`` is the spec's with its inits
+    resolved."""
 
     spec: StudySpec
     n_trials: int | None
@@ -126,7 +128,7 @@ class TrialObjective:
         if rerun:
             self._check_rerun_is_new(trial, rerun)
             original = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == rerun["of"])
-            config, seed = original.user_attrs["objective_config"], int(rerun["seed"])
+            config, seed = original.user_attrs[CONFIG_ATTR], int(rerun["seed"])
             anchor = original.user_attrs.get("anchor")
         elif anchor:
             config = setting.preset(anchor)  # the layers of this setting's models
@@ -148,7 +150,7 @@ class TrialObjective:
             self.invalid_in_a_row = 0
         trial_setting = self._sized(trial, setting) if self.spec.size is not None else None
         trial.set_user_attr("student", (trial_setting or setting).student.to_dict())
-        trial.set_user_attr("objective_config", config)
+        trial.set_user_attr(CONFIG_ATTR, config)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("versions", versions())
         trial.set_user_attr("worker", WORKER)
@@ -243,7 +245,7 @@ class TrialObjective:
         trials, when it tunes its anchors), a refinement of a best anchor (for the share of
         trials the study's ``refine`` gives, once an anchor has completed) or a draw of the
         open space."""
-        bases = [(c.anchor, c.trial.user_attrs["objective_config"])
+        bases = [(c.anchor, c.trial.user_attrs[CONFIG_ATTR])
                  for c in compositions(trial.study) if c.anchor is not None]
         tuning = self.spec.tune_anchors
         if tuning is not None:
@@ -318,3 +320,12 @@ def put_back(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         user_attrs={k: v for k, v in trial.user_attrs.items() if k in ("anchor", "anchor_in_space", "rerun")},
         system_attrs={k: v for k, v in system.items() if k in ("fixed_params", "failed_trial", "retry_history")}))
     return True
+
+
+def __getattr__(name: str):
+    """``TrialObjective``, the old name of :class:`TrialRunner`: a deprecated alias for one release."""
+    if name == "TrialObjective":
+        warnings.warn("relkd.study.trial.TrialObjective is deprecated; use TrialRunner", DeprecationWarning,
+                      stacklevel=2)
+        return TrialRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,7 +33,7 @@ from .seeds import enqueue_reruns
 from ..results.ranking import search_verdict
 from .spec import LABELLED_SINGLE_RUNS, StudySpec, population_or_error
 from .storage import RACE_ERRORS, is_lost_race
-from .trial import MAX_INVALID_IN_A_ROW, TrialObjective
+from .trial import MAX_INVALID_IN_A_ROW, TrialRunner
 
 __all__ = ["run_study", "StudyRun", "MAX_FAILURES_IN_A_ROW"]
 
@@ -138,7 +138,7 @@ def run_study(
     if n_trials is not None and done_before >= n_trials:
         result.stopped_because = f"the study already has {done_before} of {n_trials} trials"
         if spec.rerun is not None:  # the re-runs an earlier run did not finish
-            result.reruns = _rerun_phase(study, spec, TrialObjective(spec, n_trials, setting))  # teacher: lazily
+            result.reruns = _rerun_phase(study, spec, TrialRunner(spec, n_trials, setting))  # teacher: lazily
         result.counts = trial_counts(study)
         result.verdict = search_verdict(study)
         return result
@@ -148,7 +148,7 @@ def run_study(
     heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)()  # None: journal files
     # the same timeout as the optimize loop's, counted from ``start``, as a wall-clock time
     deadline = float("inf") if timeout is None else time.time() + timeout - (time.perf_counter() - start)
-    objective = TrialObjective(spec, n_trials, setting, teacher=teacher, heartbeat=float(heartbeat or 0),
+    objective = TrialRunner(spec, n_trials, setting, teacher=teacher, heartbeat=float(heartbeat or 0),
                                deadline=deadline)  # the teacher: trained or loaded above, within the timeout
     size = _population_size(setting, asked)
     result.population = size
@@ -241,7 +241,7 @@ def _mine(study: optuna.Study) -> int:
                if RERUN_ATTR in t.user_attrs and t.user_attrs.get("worker") == WORKER)
 
 
-def _rerun_phase(study: optuna.Study, spec: StudySpec, objective: TrialObjective) -> int:
+def _rerun_phase(study: optuna.Study, spec: StudySpec, objective: TrialRunner) -> int:
     """Once the search has ended: enqueue the re-runs of the leaders with more seeds (only
     those no process has made or taken yet) and train waiting re-runs, of this process or
     others, until none waits. A re-run can change the ranking (a leader that one lucky seed
