@@ -1,7 +1,7 @@
 """Rebuild tests/data/space_draws_v0.json: what each shipped study file's search space draws.
 
 The file was captured when the search space became a table (relkd.study.space's dimensions) and
-``tests/test_space.py`` replays it: for each study file it holds the space's ``describe()`` and
+``tests/study/test_space.py`` replays it: for each study file it holds the space's ``describe()`` and
 ``grid()`` (``null`` where a grid cannot enumerate the space) and 30 draws of an Optuna
 ``RandomSampler(seed=7)`` (each draw's parameters, distributions, config and problems; every
 trial told 0.0).

@@ -5,7 +5,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 # Studies train one trial at a time in the tests (and their worker processes), whatever a
 # calibration would choose on this machine; tests of populations ask for one
-# (tests/test_population_study.py), and a flag beats this variable.
+# (tests/study/test_population.py), and a flag beats this variable.
 os.environ["RELKD_POPULATION"] = "1"
 
 import glob

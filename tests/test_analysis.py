@@ -186,7 +186,7 @@ def test_every_registered_plot_is_written_and_shown_in_the_report(env, tmp_path)
 
     _, result = env
     written = {p.stem for p in write_study_plots(result.study, tmp_path)}
-    # one student size: no trade-off to draw (test_pareto.py); no tuned rate (test_tuning.py)
+    # one student size: no trade-off to draw (results/test_pareto.py); no tuned rate (test_tuning.py)
     assert set(DRAWN) <= written and not written & {"pareto", "recipe"}
     page = render_report(result.study, "sqlite:///x.db")
     for entry in study_plots():

@@ -19,7 +19,7 @@ from test_analysis import env, study_dir  # noqa: F401 - the shared 24-trial stu
 SHIPPED = ["recipe", "history", "importance", "marginals", "interaction_affinity_normalisation",
            "interaction_normalisation_loss", "weights", "intermediate", "pareto"]
 # the shipped plots the shared study leaves out: every trial trains the same student, so there is
-# no trade-off of accuracy against size to draw (tests/test_pareto.py draws it), and it tunes no
+# no trade-off of accuracy against size to draw (tests/results/test_pareto.py draws it), and it tunes no
 # learning rate (tests/test_tuning.py draws the recipe)
 LEFT_OUT = {"pareto", "recipe"}
 # the order `relkd study plot` has always printed the files in: the importance plot comes last

@@ -423,7 +423,7 @@ def test_the_quick_strategy_on_real_fashion_mnist(tmp_path):
     doc["teacher"] = {"model": "cnn_tiny", "params": {"width": 8}, "epochs": 1, "lr": 0.1, "schedule": "onecycle"}
     doc["optuna"].update(n_trials=12, timeout=None, anchors=["none", "kd", "sp+kd"],
                          ladder={"rungs": [1], "reduction": 3, "min_trials": 2})
-    # the tuned recipe and tuned anchors have their own tests (test_tuning.py, test_tuned_anchors.py): here the
+    # the tuned recipe and tuned anchors have their own tests (test_tuning.py, study/test_tuned_anchors.py): here the
     # few searched trials all go to the open space and the refinement
     doc.pop("tune")
     doc["optuna"]["tune_anchors"] = None

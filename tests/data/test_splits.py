@@ -73,7 +73,7 @@ def test_load_dataset_keeps_classes_and_labels_and_fingerprints_the_result():
 
 
 def test_a_dataset_registered_with_an_underscore_is_found_by_its_own_name(monkeypatch):
-    """Found by tests/test_extension.py: ``_`` was always turned into ``-``, so a dataset named
+    """Found by tests/contracts/test_extension.py: ``_`` was always turned into ``-``, so a dataset named
     ``my_data`` could never be loaded ("unknown dataset 'my_data'; did you mean 'my_data'?")."""
     from relkd.data import DATASETS, canonical_dataset_name
 

@@ -1,7 +1,7 @@
 """docs/architecture.md's "Where to add …", checked: on a copy of the code, a throw-away affinity,
 plot and dataset are each added the way the page says (one decorated function; one module and
 its import line), and the suite's contract tests, which iterate the registries, run over them
-unchanged. A new search field is checked in tests/test_space.py
+unchanged. A new search field is checked in tests/study/test_space.py
 (``test_one_new_dimension_reaches_...``): one entry of the table reaches validation, drawing, the
 inverse, the grid, the description and the analysis' groups."""
 from __future__ import annotations
@@ -15,19 +15,19 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 AFFINITY = '''
 
 @AFFINITIES.register("probe_gaussian", nonnegative=True, symmetric=True, order=2, range="(0, 1]")
 def probe_gaussian(x: torch.Tensor) -> torch.Tensor:
-    """A throw-away affinity (tests/test_extension.py): A_ij = exp(-||x_i - x_j||^2 / D)."""
+    """A throw-away affinity (tests/contracts/test_extension.py): A_ij = exp(-||x_i - x_j||^2 / D)."""
     return torch.exp(-_sq_dist(x) / x.shape[1])
 '''
 
 PLOT = '''
 
-@study_plot("probe_trial_count", "Trials per state (a throw-away plot, tests/test_extension.py).",
+@study_plot("probe_trial_count", "Trials per state (a throw-away plot, tests/contracts/test_extension.py).",
             inputs=("study",))
 def plot_probe_trial_count(study):
     """How many trials each state holds."""
@@ -39,7 +39,7 @@ def plot_probe_trial_count(study):
     return fig
 '''
 
-DATASET = '''"""A throw-away dataset (tests/test_extension.py): random noise images with random labels."""
+DATASET = '''"""A throw-away dataset (tests/contracts/test_extension.py): random noise images with random labels."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -89,7 +89,7 @@ def test_an_affinity_a_plot_and_a_dataset_added_as_documented_pass_the_contract_
     where = subprocess.run([sys.executable, "-c", "import relkd; print(relkd.__file__)"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(tmp_path)), f"the copy was not the relkd imported: {where}"
-    contracts = ["tests/test_relation_properties.py", "tests/test_registry.py", "tests/test_plots.py",
+    contracts = ["tests/contracts/test_relation_properties.py", "tests/test_registry.py", "tests/test_plots.py",
                  "tests/test_data.py"]
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "probe",
                           *contracts], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

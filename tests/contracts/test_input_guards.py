@@ -28,7 +28,7 @@ from relkd.study import load_study_spec, run_study, validate_study
 from relkd.study.storage import open_storage, resolve_storage
 from tiny import TINY_SETTING
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- device

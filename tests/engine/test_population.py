@@ -238,7 +238,7 @@ def test_the_gpu_benchmark_runs_end_to_end(tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "RELKD_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--pairs", "quick", "--ks", "2",
                            "--data", "synthetic", "--subset", "100", "--teacher-epochs", "1", "--out",

@@ -19,12 +19,12 @@ from relkd.fields import ConfigError, yaml_dump
 from relkd.presets import preset
 from relkd.setting import validate_setting
 from relkd.study import validate_study
-from test_hostile_input import ALLOWED, mutate, paths
+from contracts.test_hostile_input import ALLOWED, mutate, paths
 from tiny import TINY_SETTING
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/, where cli_driver.py is
 STUDY = {**TINY_SETTING, "search": {"tap": ["pool"], "terms": {"low": 0, "high": 1}},
          "optuna": {"n_trials": 2, "sampler": "tpe", "anchors": ["sp"]}}
 COMPARE = {**TINY_SETTING, "compare": {"methods": ["sp"], "seeds": 1}}

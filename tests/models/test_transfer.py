@@ -17,10 +17,10 @@ from relkd.models import create_model
 from relkd.models.transfer import body_and_head, head_name, module_parts
 from relkd.pretrain import resolve_inits
 from relkd.setting import Recipe, load_setting, validate_setting
-from test_hostile_input import FUZZ, check, hostile, mutate
+from contracts.test_hostile_input import FUZZ, check, hostile, mutate
 from tiny import TINY_SETTING
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SYNTH = {"dataset": "synthetic", "batch_size": 32, "params": {"train_size": 600, "test_size": 100}}
 
 

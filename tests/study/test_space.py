@@ -20,8 +20,8 @@ from relkd.study import space as space_module
 from relkd.study.dimensions import COMPONENT, DIMENSIONS, TERM_VALUE, Dimension, names_parser
 from relkd.study.space import validate_search
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = Path(__file__).parent / "data" / "space_draws_v0.json"
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "space_draws_v0.json"
 BEFORE = json.loads(GOLDEN.read_text())
 _script = importlib.util.spec_from_file_location("regenerate_golden", ROOT / "scripts" / "regenerate_golden.py")
 regenerate_golden = importlib.util.module_from_spec(_script)

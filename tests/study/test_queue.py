@@ -27,8 +27,8 @@ from relkd.study.spec import validate_study
 from relkd.study.worker import run_study
 from tiny import TINY_SETTING
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 pytestmark = pytest.mark.usefixtures("isolated")  # conftest.py: own cache and runs folders
 

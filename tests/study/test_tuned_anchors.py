@@ -21,7 +21,7 @@ from relkd.study.seeds import rerun_plan, Rerun
 from relkd.study.tuned_anchors import AnchorTuning, searched_index
 from tiny import TINY_SETTING
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("isolated")  # conftest.py: own cache and runs folders
 
 
