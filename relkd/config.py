@@ -33,15 +33,15 @@ from typing import Any, Mapping
 
 from .fields import ConfigError, FieldChecker, join_path, read_yaml_file, yaml_dump
 from .files import write_text
-from .registry import short_repr, unknown_name_message
-from .features import FEATURES
-from .features.term import MAP_TAPS_HINT
-from .relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS, combination_problems
+from .registry import short_repr
+# the term kinds relkd ships register as their modules load (relkd.terms.TERM_KINDS)
+from .features.term import FeatureKind, feature_problems  # noqa: F401
+from .relation.term import RelationKind  # noqa: F401
+from .terms import DEFAULT_KIND, TERM_KINDS, kind_names, tap_pairs
 
 __all__ = [
     "CONFIG_VERSION",
     "ConfigError",
-    "TERM_KINDS",
     "feature_problems",
     "tap_pairs",
     "tap_label",
@@ -59,13 +59,6 @@ KD_TEMPERATURE_RANGE = (0.01, 1000.0)
 
 _TOP_FIELDS = ("relkd_config", "ce_weight", "kd", "terms", "meta")
 _KD_FIELDS = ("weight", "temperature")
-_TERM_FIELDS = ("kind", "name", "tap", "view", "affinity", "normalisation", "loss", "weight")
-_FEATURE_FIELDS = ("kind", "name", "tap", "method", "weight")
-#: The two families of terms: relation terms (:mod:`relkd.relation`, the default) and feature
-#: terms (:mod:`relkd.features`, ``kind: feature``).
-TERM_KINDS = ("relation", "feature")
-#: Taps every model gives as vectors (B, D), never feature maps.
-VECTOR_TAPS = ("pool", "logits")
 #: The two sides of a tap pair.
 TAP_SIDES = ("student", "teacher")
 _RESERVED_NAMES = ("total", "ce", "kd")
@@ -73,19 +66,25 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_+\-]*$")
 
 
 def _check_term(c: FieldChecker, term: Any, path: str) -> dict[str, Any] | None:
-    kind = term.get("kind", "relation") if isinstance(term, Mapping) else "relation"
-    if kind not in TERM_KINDS:
-        c.error(join_path(path, "kind"), f"expected one of {', '.join(TERM_KINDS)} (relation when left out), "
-                                         f"got {short_repr(kind)}")
+    """A term of any registered kind (:data:`relkd.terms.TERM_KINDS`): the fields every term has
+    (``kind``, ``name``, ``tap``, ``weight``) here, the kind's own ones by the kind."""
+    kind_name = term.get("kind", DEFAULT_KIND) if isinstance(term, Mapping) else DEFAULT_KIND
+    if not isinstance(kind_name, str) or kind_name not in TERM_KINDS:
+        c.error(join_path(path, "kind"), f"expected one of {', '.join(kind_names())} ({DEFAULT_KIND} when left "
+                                         f"out), got {short_repr(kind_name)}")
         return None
-    if kind == "relation" and isinstance(term, Mapping) and "method" in term and "affinity" not in term:
-        c.error(join_path(path, "kind"), f"missing: a term with a method ({short_repr(term['method'])}) is a "
-                                         f"feature term; add kind: feature")
-        return None
-    if not c.mapping(term, path, _FEATURE_FIELDS if kind == "feature" else _TERM_FIELDS):
+    kind = TERM_KINDS.get(kind_name).obj
+    if kind_name == DEFAULT_KIND and isinstance(term, Mapping) and kind.key not in term:
+        for other in kind_names():
+            key = TERM_KINDS.get(other).obj.key
+            if other != kind_name and key in term:
+                c.error(join_path(path, "kind"), f"missing: a term with a {key} ({short_repr(term[key])}) is a "
+                                                 f"{other} term; add kind: {other}")
+                return None
+    if not c.mapping(term, path, ("kind", "name", "tap", *kind.fields, "weight")):
         return None
     n_errors = len(c.errors)
-    out: dict[str, Any] = {"kind": "feature"} if kind == "feature" else {}
+    out: dict[str, Any] = {} if kind_name == DEFAULT_KIND else {"kind": kind_name}
     if "name" in term:
         name = term["name"]
         if not isinstance(name, str) or not _NAME_RE.match(name) or name in _RESERVED_NAMES:
@@ -93,41 +92,13 @@ def _check_term(c: FieldChecker, term: Any, path: str) -> dict[str, Any] | None:
                                          f"{', '.join(_RESERVED_NAMES)}; got {short_repr(name)}")
         out["name"] = name
     out["tap"] = _check_tap(c, term.get("tap"), join_path(path, "tap"))
-    if kind == "feature":
-        _check_feature(c, term, path, out)
-    else:
-        _check_relation(c, term, path, out)
+    kind.check(c, term, path, out)
     out["weight"] = c.number(term.get("weight", 1.0), join_path(path, "weight"), maximum=MAX_WEIGHT)
     if len(c.errors) > n_errors:
         return None
-    if kind == "relation":
-        for problem in combination_problems(out["affinity"], out["normalisation"], out["loss"]):
-            c.error(path, problem)
+    for problem in kind.problems(out):
+        c.error(path, problem)
     return out if len(c.errors) == n_errors else None
-
-
-def _check_relation(c: FieldChecker, term: Mapping[str, Any], path: str, out: dict[str, Any]) -> None:
-    view = term.get("view", "auto")
-    if not isinstance(view, str) or view not in VIEWS:
-        c.error(join_path(path, "view"), unknown_name_message("view", view, VIEWS.list()))
-    out["view"] = view
-    if "affinity" not in term:
-        c.error(join_path(path, "affinity"), f"missing; choose one of {', '.join(AFFINITIES.list())}")
-    else:
-        out["affinity"] = c.component(term["affinity"], join_path(path, "affinity"), AFFINITIES)
-    out["normalisation"] = c.component(term.get("normalisation", "none"), join_path(path, "normalisation"),
-                                       NORMALISATIONS)
-    out["loss"] = c.component(term.get("loss", "mse"), join_path(path, "loss"), LOSSES)
-
-
-def _check_feature(c: FieldChecker, term: Mapping[str, Any], path: str, out: dict[str, Any]) -> None:
-    if "method" not in term:
-        c.error(join_path(path, "method"), f"missing; choose one of {', '.join(FEATURES.list())}")
-        return
-    out["method"] = method = c.component(term["method"], join_path(path, "method"), FEATURES)
-    if method is not None and out["tap"] is not None:
-        for problem in feature_problems(method["name"], out["tap"]):
-            c.error(join_path(path, "tap"), problem)
 
 
 _TAP_HINT = ("a tap (layer) name such as 'pool' or 'last_stage', a pair {student: stage2, teacher: stage3}, or a "
@@ -178,30 +149,10 @@ def _check_tap_pair(c: FieldChecker, value: Any, path: str) -> Any:
     return None
 
 
-def tap_pairs(tap: Any) -> list[tuple[str, str]]:
-    """The (student layer, teacher layer) pairs of a canonical ``tap``."""
-    if isinstance(tap, list):
-        return [pair for t in tap for pair in tap_pairs(t)]
-    if isinstance(tap, Mapping):
-        return [(tap["student"], tap["teacher"])]
-    return [(tap, tap)]
-
-
 def tap_label(tap: Any) -> str:
     """A canonical ``tap`` in words: ``pool``, ``stage2->stage3`` (student -> teacher),
     ``stage1 + stage2`` (a list)."""
     return " + ".join(s if s == t else f"{s}->{t}" for s, t in tap_pairs(tap))
-
-
-def feature_problems(method: str, tap: Any) -> list[str]:
-    """Why feature method ``method`` cannot read ``tap`` (a name, pair or list; empty: it can)."""
-    pairs = tap_pairs(tap)
-    if FEATURES.get(method).property("map"):
-        flat = sorted({name for pair in pairs for name in pair if name in VECTOR_TAPS})
-        return [f"{method} compares feature maps (B, C, H, W); tap {name!r} has no spatial dimensions (it is "
-                f"(B, D)); use {MAP_TAPS_HINT}" for name in flat]
-    return [f"{method} compares a student tap with a teacher tap of the same kind; {s!r} and {t!r} are one a "
-            f"vector (B, D) and one a feature map" for s, t in pairs if (s in VECTOR_TAPS) != (t in VECTOR_TAPS)]
 
 
 def validate_config(config: Any, source: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from .config import load_config, tap_label, tap_pairs, validate_config
 from .registry import did_you_mean
 from .features import FeatureTerm
 from .relation import RelationTerm
+from .terms import kind_of
 
 __all__ = ["Objective", "build_objective", "as_objective", "kd_loss", "labelled_cross_entropy", "probe_objective"]
 
@@ -227,11 +228,8 @@ class Objective:
 
 
 def _term(t: Mapping[str, Any]) -> RelationTerm | FeatureTerm:
-    tap = tap_label(t["tap"])  # what messages call the tap
-    if t.get("kind") == "feature":
-        return FeatureTerm(tap, t["method"], weight=t["weight"], name=t.get("name"), pairs=len(tap_pairs(t["tap"])))
-    return RelationTerm(tap, t["affinity"], t["normalisation"], t["loss"], view=t["view"], weight=t["weight"],
-                        name=t.get("name"))
+    """The term of a canonical term config, built by its kind (:data:`relkd.terms.TERM_KINDS`)."""
+    return kind_of(t).build(t, tap_label(t["tap"]))  # the tap in words: what messages call it
 
 
 def _tap(taps: Taps | None, tap: str, side: str, term: str | None = None) -> torch.Tensor:

@@ -165,7 +165,7 @@ def test_every_module_is_placed_in_the_architecture_page():
 
 def test_every_word_of_the_glossary_points_at_code_that_exists():
     """The glossary ("Words: one per concept") names, for each concept, where it lives: every
-    path exists, and a name given after a path (``relkd/config.py: TERM_KINDS``) is defined in
+    path exists, and a name given after a path (``relkd/terms.py: TERM_KINDS``) is defined in
     that file."""
     rows = [line for line in _section(_text(ARCHITECTURE), "Words").splitlines()
             if line.startswith("| **")]

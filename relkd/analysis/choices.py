@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from ..config import tap_label
 from ..results.record import RERUN_ATTR
 from ..study.dimensions import GROUPS, choice_group
+from ..terms import term_kind
 
 __all__ = ["GROUPS", "CHOICES", "FAMILY_CHOICES", "NO_TERM", "uses_features", "choice_group", "trial_choices",
            "completed", "ChoiceStats",
@@ -36,7 +37,7 @@ def trial_choices(config: dict[str, Any]) -> dict[str, set[str]]:
     ``kd`` (on / off) and the :data:`FAMILY_CHOICES`: ``family`` (relation, feature) and
     ``method`` (the feature terms' methods)."""
     terms = config.get("terms") or []
-    relation = [t for t in terms if t.get("kind", "relation") == "relation"]
+    relation = [t for t in terms if term_kind(t) == "relation"]
     out: dict[str, set[str]] = {}
     for choice in CHOICES:
         if choice == "tap":
@@ -48,7 +49,7 @@ def trial_choices(config: dict[str, Any]) -> dict[str, set[str]]:
         out[choice] = values or {NO_TERM}
     out["terms"] = {str(len(terms))}
     out["kd"] = {"on" if config.get("kd") else "off"}
-    out["family"] = {t.get("kind", "relation") for t in terms} or {NO_TERM}
+    out["family"] = {term_kind(t) for t in terms} or {NO_TERM}
     out["method"] = {t["method"]["name"] for t in terms if t.get("kind") == "feature"} or {NO_TERM}
     return out
 

@@ -57,6 +57,7 @@ from ..figures import pyplot, save_figure
 from ..registry import Entry, Registry
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, combination_problems
 from ..results.record import is_known
+from ..terms import term_kind, term_summary
 from .choices import NO_TERM, choice_stats, completed
 from .importance import study_importance
 from ..results.pareto import SIZES, is_multi_objective, non_dominated, size_measure, sized_points
@@ -254,7 +255,7 @@ def plot_interaction(study: optuna.Study, rows: str, cols: str):
     cells: dict[tuple[str, str], list[float]] = {}
     for t in completed(study):
         for term in t.user_attrs["objective_config"].get("terms") or []:
-            if term.get("kind") == "feature":  # no relation components
+            if term_kind(term) != "relation":  # only relation terms have these components
                 continue
             key = (term[rows]["name"], term[cols]["name"])
             cells.setdefault(key, []).append(t.values[0])
@@ -298,7 +299,7 @@ def plot_weights(study: optuna.Study):
     for t in completed(study):
         for term in t.user_attrs["objective_config"].get("terms") or []:
             if term["weight"] > 0:
-                panel = term["method"]["name"] if term.get("kind") == "feature" else term["loss"]["name"]
+                panel = term["loss"]["name"] if term_kind(term) == "relation" else term_summary(term)
                 points.setdefault(panel, []).append((term["weight"], t.values[0], is_known(t)))
     losses = sorted(points) or ["(no term)"]
     ncols = min(3, len(losses))

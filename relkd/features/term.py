@@ -10,7 +10,8 @@ weight as a relation term does::
       weight: 0.8
 
 Like relation terms, feature terms compute in float32 with autocast off whatever the
-features' dtype.
+features' dtype. :class:`FeatureKind` registers them as the term kind ``feature``
+(:data:`relkd.terms.TERM_KINDS`): their config fields, validation and building.
 """
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from typing import Any, Mapping
 
 import torch
 
+from ..fields import FieldChecker, join_path
 from ..registry import split_spec
 from ..relation.term import in_float32
+from ..terms import VECTOR_TAPS, TermKind, register_kind, tap_pairs
 from .methods import FEATURES, FeatureMethod
 
-__all__ = ["FeatureTerm", "MAP_TAPS_HINT"]
+__all__ = ["FeatureTerm", "FeatureKind", "MAP_TAPS_HINT", "feature_problems"]
 
 MAP_TAPS_HINT = "a stage tap such as stage2 or last_stage"
 
@@ -112,3 +115,41 @@ class FeatureTerm:
         params = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return (f"FeatureTerm({self.name or ''} tap={self.tap!r}, {self.entry.name}({params}), "
                 f"weight={self.weight:g})")
+
+
+def feature_problems(method: str, tap: Any) -> list[str]:
+    """Why feature method ``method`` cannot read ``tap`` (a name, pair or list; empty: it can)."""
+    pairs = tap_pairs(tap)
+    if FEATURES.get(method).property("map"):
+        flat = sorted({name for pair in pairs for name in pair if name in VECTOR_TAPS})
+        return [f"{method} compares feature maps (B, C, H, W); tap {name!r} has no spatial dimensions (it is "
+                f"(B, D)); use {MAP_TAPS_HINT}" for name in flat]
+    return [f"{method} compares a student tap with a teacher tap of the same kind; {s!r} and {t!r} are one a "
+            f"vector (B, D) and one a feature map" for s, t in pairs if (s in VECTOR_TAPS) != (t in VECTOR_TAPS)]
+
+
+@register_kind("feature", order=1)
+class FeatureKind(TermKind):
+    """Feature terms: a method on the features themselves (relkd.features), marked kind: feature."""
+
+    fields = ("method",)
+    key = "method"
+
+    def check(self, c: FieldChecker, term: Mapping[str, Any], path: str, out: dict[str, Any]) -> None:
+        if "method" not in term:
+            c.error(join_path(path, "method"), f"missing; choose one of {', '.join(FEATURES.list())}")
+            return
+        out["method"] = method = c.component(term["method"], join_path(path, "method"), FEATURES)
+        if method is not None and out["tap"] is not None:
+            for problem in feature_problems(method["name"], out["tap"]):
+                c.error(join_path(path, "tap"), problem)
+
+    def problems(self, term: Mapping[str, Any]) -> list[str]:
+        return feature_problems(term["method"]["name"], term["tap"])
+
+    def build(self, term: Mapping[str, Any], tap: str) -> FeatureTerm:
+        return FeatureTerm(tap, term["method"], weight=term["weight"], name=term.get("name"),
+                           pairs=len(tap_pairs(term["tap"])))
+
+    def summary(self, term: Mapping[str, Any]) -> str:
+        return str(term.get("method", {}).get("name"))

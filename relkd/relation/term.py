@@ -4,6 +4,9 @@ Applied to the student's and the teacher's features at the same tap (layer name)
 relation matrices are B x B (or B x B x B), so student and teacher widths never need to
 match. Relations are computed in float32 (with autocast off) whatever the features'
 dtype: they are small and their logarithms and divisions need the precision.
+
+:class:`RelationKind` registers relation terms as the term kind ``relation`` (the default kind,
+:data:`relkd.terms.TERM_KINDS`): their config fields, validation and building.
 """
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..registry import Component, Registry
+from ..fields import FieldChecker, join_path
+from ..registry import Component, Registry, unknown_name_message
+from ..terms import TermKind, register_kind
 from .affinity import AFFINITIES
 from .loss import LOSSES
 from .normalise import NORMALISATIONS
@@ -137,3 +142,34 @@ class RelationTerm:
             f"RelationTerm({self.name or ''} tap={self.tap!r}, view={self.view.name}, {self.affinity!r}, "
             f"{self.normalisation!r}, {self.loss!r}, weight={self.weight:g})"
         )
+
+
+@register_kind("relation", order=0)
+class RelationKind(TermKind):
+    """Relation terms: tap -> view -> affinity -> normalisation -> loss on a B x B matrix (the default kind)."""
+
+    fields = ("view", "affinity", "normalisation", "loss")
+    key = "affinity"
+
+    def check(self, c: FieldChecker, term: Mapping[str, Any], path: str, out: dict[str, Any]) -> None:
+        view = term.get("view", "auto")
+        if not isinstance(view, str) or view not in VIEWS:
+            c.error(join_path(path, "view"), unknown_name_message("view", view, VIEWS.list()))
+        out["view"] = view
+        if "affinity" not in term:
+            c.error(join_path(path, "affinity"), f"missing; choose one of {', '.join(AFFINITIES.list())}")
+        else:
+            out["affinity"] = c.component(term["affinity"], join_path(path, "affinity"), AFFINITIES)
+        out["normalisation"] = c.component(term.get("normalisation", "none"), join_path(path, "normalisation"),
+                                           NORMALISATIONS)
+        out["loss"] = c.component(term.get("loss", "mse"), join_path(path, "loss"), LOSSES)
+
+    def problems(self, term: Mapping[str, Any]) -> list[str]:
+        return combination_problems(term["affinity"], term["normalisation"], term["loss"])
+
+    def build(self, term: Mapping[str, Any], tap: str) -> RelationTerm:
+        return RelationTerm(tap, term["affinity"], term["normalisation"], term["loss"], view=term["view"],
+                            weight=term["weight"], name=term.get("name"))
+
+    def summary(self, term: Mapping[str, Any]) -> str:
+        return "/".join(str(term.get(k, {}).get("name")) for k in ("affinity", "normalisation", "loss"))

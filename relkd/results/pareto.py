@@ -29,6 +29,7 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..terms import term_summary
 from .record import OBJECTIVES_ATTR, RERUN_ATTR
 from .ranking import compositions
 
@@ -120,11 +121,7 @@ def composition_summary(config: Any) -> str:
     if not isinstance(config, dict):
         return "?"
     parts = ["kd"] if config.get("kd") else []
-    for term in config.get("terms") or []:
-        if term.get("kind") == "feature":
-            parts.append(str(term.get("method", {}).get("name")))
-        else:
-            parts.append("/".join(str(term.get(k, {}).get("name")) for k in ("affinity", "normalisation", "loss")))
+    parts += [term_summary(term) for term in config.get("terms") or []]
     return " + ".join(parts) or "ce only"
 
 

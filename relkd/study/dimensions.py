@@ -15,13 +15,15 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from ..config import KD_TEMPERATURE_RANGE, MAX_WEIGHT, TERM_KINDS
+from ..config import KD_TEMPERATURE_RANGE, MAX_WEIGHT
 from ..features import FEATURES
 from ..fields import FieldChecker
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS
+from ..terms import kind_names
 from .domains import Domain, Fixed, bool_domain, free_names, name_domain, numeric_domain, upper
 
 __all__ = ["Dimension", "DIMENSIONS", "DEFAULT_SEARCH", "SECTIONS", "GROUPS", "choice_group", "dims", "term_dims",
+           "drawn_kinds",
            "nested", "names_parser", "numbers", "registry_names", "SAME", "COUNT", "FAMILY", "TERM_VALUE",
            "COMPONENT", "COMPONENT_PARAMS", "PAIR", "TERM_WEIGHT", "SWITCH", "SWITCHED", "VALUE"]
 
@@ -115,10 +117,17 @@ def parse_component_params(c: FieldChecker, value: Any, path: str, taps: Sequenc
     return None if choice is None else Fixed(choice)
 
 
+def drawn_kinds() -> tuple[str, ...]:
+    """The term kinds (:func:`relkd.terms.kind_names`, in their order) the search field ``family``
+    may draw: those with search fields of their own here; a kind registered without any has
+    nothing to draw."""
+    return tuple(kind for kind in kind_names() if any(d.family == kind for d in DIMENSIONS))
+
+
 #: The search space, one row per search field, in the order a trial draws them.
 DIMENSIONS: tuple[Dimension, ...] = (
     Dimension("terms", {"low": 0, "high": 2}, parse_terms, "n_terms", "terms", role=COUNT),
-    Dimension("family", "relation", names_parser(TERM_KINDS, "term family"), "{term}.family", "family", role=FAMILY,
+    Dimension("family", "relation", names_parser(drawn_kinds, "term family"), "{term}.family", "family", role=FAMILY,
               config_key="kind"),
     Dimension("tap", ["last_stage", "pool"], parse_tap, "{term}.tap", "tap", role=TERM_VALUE),
     Dimension("view", ["flatten", "avgpool", "maxpool"], registry_names(VIEWS), "{term}.view", "view",

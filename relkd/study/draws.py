@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..config import feature_problems, validate_config
-from ..relation import combination_problems
+from ..config import validate_config
+from ..terms import DEFAULT_KIND, term_kind, term_problems
 from .dimensions import (COMPONENT, COMPONENT_PARAMS, COUNT, FAMILY, PAIR, SAME, SWITCH, SWITCHED, TERM_VALUE,
                          TERM_WEIGHT, VALUE, Dimension, dims, term_dims)
 from .domains import Domain, Fixed, Range
@@ -71,7 +71,7 @@ def draw_term(space: Any, trial: Any, i: int) -> tuple[dict[str, Any], list[str]
     is drawn for an invalid term)."""
     (family_dim,) = dims(FAMILY)
     family = space.domains[family_dim.field].suggest(trial, family_dim.param_name(i))
-    term: dict[str, Any] = {"kind": "feature"} if family == "feature" else {}
+    term: dict[str, Any] = {} if family == DEFAULT_KIND else {"kind": family}
     (params_dim,) = dims(COMPONENT_PARAMS)
     for dim in term_dims(family, TERM_VALUE, COMPONENT):
         value = space.domains[dim.field].suggest(trial, dim.param_name(i))
@@ -86,10 +86,7 @@ def draw_term(space: Any, trial: Any, i: int) -> tuple[dict[str, Any], list[str]
     teacher = space.domains[pair_dim.field].suggest(trial, pair_dim.param_name(i))
     if teacher not in (SAME, term["tap"]):
         term["tap"] = {"student": term["tap"], "teacher": teacher}
-    if family == "feature":
-        problems = feature_problems(term["method"]["name"], term["tap"])
-    else:
-        problems = combination_problems(term["affinity"], term["normalisation"], term["loss"])
+    problems = term_problems(term)
     if problems:
         return term, problems
     for dim in dims(TERM_WEIGHT):
@@ -117,7 +114,7 @@ def config_params(space: Any, config: Mapping[str, Any]) -> dict[str, Any] | Non
         return None
     (family_dim,) = dims(FAMILY)
     for i, term in enumerate(cfg["terms"]):
-        family = term.get("kind", "relation")
+        family = term_kind(term)
         if not put(space.domains[family_dim.field], family_dim.param_name(i), family):
             return None
         tap = term["tap"]

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 from ..config import validate_config
 from ..fields import FieldChecker, join_path
-from ..relation import combination_problems
+from ..terms import term_kind, term_problems
 from .space import SearchSpace
 
 __all__ = ["Refinement", "validate_refine", "REFINE_FIELDS", "PrefixedTrial", "KEEP", "scale_term", "scale_kd_and_ce"]
@@ -114,7 +114,7 @@ class Refinement:
         structural = False
         for i, term in enumerate(config["terms"]):
             scale_term(trial, term, f"refine.term{i}.scale", self.weight_decades)
-            if term.get("kind") == "feature":  # its method decides which taps it reads: the weight only
+            if term_kind(term) != "relation":  # tap and view moves are a relation term's: others, the weight only
                 continue
             if term["affinity"]["name"] == "angle":  # B^3 x width: a wider view could take minutes
                 continue
@@ -133,8 +133,7 @@ class Refinement:
         if structural_only and not structural:
             return {}, [f"refine: no structural change to {name} (another tap, view or term): moves of its "
                         f"hyperparameters alone are its tuned anchor's (optuna.tune_anchors)"]
-        problems = [f"term{i}: {p}" for i, t in enumerate(config["terms"]) if t.get("kind") != "feature"
-                    for p in combination_problems(t["affinity"], t["normalisation"], t["loss"])]
+        problems = [f"term{i}: {p}" for i, t in enumerate(config["terms"]) for p in term_problems(t)]
         if problems:
             return {}, problems
         config.pop("meta", None)
