@@ -265,7 +265,7 @@ def adapt_model(setting: Setting, *, progress: bool = False) -> tuple[TappedMode
     target = adapt.ratio * original_size
     none = build_objective("none")
     batch_size = setting.batch_size
-    augment = setting.data.augment if setting.budget.augment is None else setting.budget.augment
+    augment = setting.augment
 
     def finetune(epochs: int, step: int) -> float | None:
         if epochs < 1:

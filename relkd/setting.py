@@ -163,6 +163,12 @@ class Setting:
         return self.budget.batch_size or self.data.batch_size
 
     @property
+    def augment(self) -> bool:
+        """Whether the student's training batches are augmented: ``budget.augment`` where it is
+        set, else ``data.augment``."""
+        return self.data.augment if self.budget.augment is None else self.budget.augment
+
+    @property
     def teacher_batch_size(self) -> int:
         """The batch size the teacher trains with: its own recipe's ``batch_size``, else
         ``data.batch_size`` (what :meth:`Recipe.key_fields` writes into the teacher's key)."""

@@ -320,7 +320,7 @@ def run_population(
         teacher.model.resolve_taps(teacher_taps)
         teacher.model.eval()
     budget = setting.budget
-    augment = setting.data.augment if budget.augment is None else budget.augment
+    augment = setting.augment
     batch_size = setting.batch_size
     loader = train_loader(data, batch_size, device, seed=seed, augment=augment)
     val_loader = data.eval_loader("val", batch_size=setting.data.eval_batch_size, device=device)

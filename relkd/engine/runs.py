@@ -82,7 +82,7 @@ def run_trial(
         teacher = get_teacher(setting, device=device)
     model = build_model(setting.student, data, seed, device)
     budget = setting.budget
-    augment = setting.data.augment if budget.augment is None else budget.augment
+    augment = setting.augment
     cache_key = (teacher.key, teacher.sha256, data.fingerprint()) if (teacher is not None and teacher_cache) else None
     with tf32(device, setting.tf32):
         result = fit(
