@@ -106,14 +106,14 @@ def main() -> None:
     for label, variant, setting_of in plans:
         for method in args.methods if seeds else ():
             runs = [run_trial(setting_of(s), method, seed=s, eval_test=True, teacher=teacher) for s in seeds]
-            test = [r["test_accuracy"] for r in runs]
+            test = [r.test_accuracy for r in runs]
             rows.append({
                 "student": label, "method": method, "criterion": variant["criterion"] if variant else None,
                 "ratio": variant["ratio"] if variant else 1.0,
                 "test_accuracy": statistics.fmean(test), "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
-                "val_accuracy": statistics.fmean(r["val_accuracy"] for r in runs),
-                "params": statistics.fmean(r["student_params"] for r in runs),
-                "macs": statistics.fmean(r["student_macs"] for r in runs),
+                "val_accuracy": statistics.fmean(r.val_accuracy for r in runs),
+                "params": statistics.fmean(r.student_params for r in runs),
+                "macs": statistics.fmean(r.student_macs for r in runs),
                 "adapt_epochs": statistics.fmean(adaptation_epochs(m) for m in variant["meta"].values())
                 if variant else (extra if "+" in label else 0),
                 "per_seed": test,

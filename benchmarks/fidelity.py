@@ -110,8 +110,8 @@ def main() -> None:
         if (key, seed, epochs) in done or args.no_train:
             continue
         metrics = run_trial(spec.setting.with_budget(epochs=epochs), config, seed=seed, teacher=teacher)
-        record = {"name": name, "key": key, "seed": seed, "epochs": epochs, "val_history": metrics["val_history"],
-                  "wall_seconds": metrics["wall_seconds"], "config": config}
+        record = {"name": name, "key": key, "seed": seed, "epochs": epochs, "val_history": metrics.val_history,
+                  "wall_seconds": metrics.wall_seconds, "config": config}
         with log_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         done[(key, seed, epochs)] = record

@@ -73,16 +73,16 @@ def measure(setting, teacher, configs, engine: str, device: torch.device) -> dic
     start = time.perf_counter()
     if len(configs) == 1:
         results = [run_trial(setting, configs[0], teacher=teacher)]
-        samples = results[0]["samples_per_second"] * results[0]["train_seconds"]
+        samples = results[0].samples_per_second * results[0].train_seconds
     else:
         results = run_population(setting, configs, teacher=teacher, engine=engine)
-        samples = sum(r["samples_per_second"] * r["train_seconds"] for r in results)
+        samples = sum(r.samples_per_second * r.train_seconds for r in results)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return {"seconds": seconds, "samples_per_second": samples / seconds, "peak_mib": peak,
-            "val_accuracy": [r["val_accuracy"] for r in results]}
+            "val_accuracy": [r.val_accuracy for r in results]}
 
 
 def main() -> None:

@@ -83,7 +83,7 @@ def against_ce(at, kd_setting, seeds: list[int], teacher) -> dict:
     from relkd.stats import welch_difference
 
     def accuracies(config: dict) -> list[float]:
-        return [float(run_trial(at, config, seed=s, teacher=teacher, every_epoch=False)["val_accuracy"])
+        return [float(run_trial(at, config, seed=s, teacher=teacher, every_epoch=False).val_accuracy)
                 for s in seeds]
 
     kd, ce = accuracies(kd_config(*kd_setting)), accuracies({"relkd_config": 1, "terms": []})
@@ -100,7 +100,7 @@ def kd_settings(setting, tuning, teacher) -> dict:
 
     at = setting.with_budget(lr=tuning.lr)
     picking, fresh = tuning.seeds, [s + len(tuning.seeds) for s in tuning.seeds]
-    tried = {k: [float(run_trial(at, kd_config(*k), seed=s, teacher=teacher, every_epoch=False)["val_accuracy"])
+    tried = {k: [float(run_trial(at, kd_config(*k), seed=s, teacher=teacher, every_epoch=False).val_accuracy)
                  for s in picking] for k in KD_SETTINGS}
     best = max(tried, key=lambda k: statistics.fmean(tried[k]))
     measured = against_ce(at, best, fresh, teacher)

@@ -93,7 +93,7 @@ def main() -> None:
                 seconds.append(s)
             row[f"{way}_seconds"] = statistics.median(seconds)
             row[f"{way}_trials_per_hour"] = k * 3600 / row[f"{way}_seconds"]
-            accuracies[way] = [r["val_accuracy"] for r in results]
+            accuracies[way] = [r.val_accuracy for r in results]
         for engine in engines:
             row[f"{engine}_speedup"] = row["separate_seconds"] / row[f"{engine}_seconds"]
         row["val_accuracy"] = accuracies

@@ -45,7 +45,7 @@ def check(setting, seeds: list[int]) -> dict:
                          f"give fresh ones")
     rates = {"half": tuning.lr / 2, "tuned": tuning.lr, "twice": tuning.lr * 2}
     values = {config: {name: [float(run_trial(setting.with_budget(lr=lr), config, seed=s, teacher=teacher,
-                                              every_epoch=False)["val_accuracy"]) for s in seeds]
+                                              every_epoch=False).val_accuracy) for s in seeds]
                        for name, lr in rates.items()}
               for config in ("none", "kd")}
     rows = []

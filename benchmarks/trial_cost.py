@@ -39,19 +39,19 @@ def main() -> None:
     teacher = get_teacher(setting, progress=True)
     kd_sp = relkd.preset("sp+kd")
 
-    def timed(config, cache: bool) -> dict:
+    def timed(config, cache: bool):
         return run_trial(setting, config, teacher=teacher, teacher_cache=cache)
 
     TeacherOutputs.persist = False  # measure computing the outputs, not reading another process's files
     TeacherOutputs.clear()
-    first_cached = timed(kd_sp, True)["wall_seconds"]  # pays for the teacher's outputs once
+    first_cached = timed(kd_sp, True).wall_seconds  # pays for the teacher's outputs once
     times: dict[str, list[float]] = {"ce": [], "cached": [], "live": []}
     rates: dict[str, list[float]] = {"ce": [], "cached": [], "live": []}
     for _ in range(args.reps):
         for name, config, cache in (("ce", "none", True), ("cached", kd_sp, True), ("live", kd_sp, False)):
             m = timed(config, cache)
-            times[name].append(m["wall_seconds"])
-            rates[name].append(m["samples_per_second"])
+            times[name].append(m.wall_seconds)
+            rates[name].append(m.samples_per_second)
     ce = statistics.median(times["ce"])
     rows = [
         ("CE only", ce, statistics.median(rates["ce"])),

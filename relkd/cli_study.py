@@ -37,7 +37,6 @@ def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: 
     from .results.pareto import format_front, is_multi_objective, objective_names, pareto_front
     from .study import redact
     from .results.ranking import compositions, verdict_line
-    from .results.record import CONFIG_ATTR
     from .tuning import headroom_line
 
     study = result.study
@@ -73,7 +72,7 @@ def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: 
         return
     best = ranked[0]
     print(f"\nbest composition: {best.label}, validation accuracy {best.spread()}")
-    print(yaml_dump(best.trial.user_attrs[CONFIG_ATTR]), end="")
+    print(yaml_dump(best.record.config), end="")
     print(f"\nverdict: {verdict_line(result.verdict)}")
     if export_path is not None:
         print(f"exported config: {export_path}\n  retrain it: relkd train --setting {study_file} --config {export_path}"

@@ -135,13 +135,13 @@ def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = Fa
 
     def train() -> tuple[torch.nn.Module, dict[str, Any]]:
         log.info("pretraining %s on %s (%d epochs)", setting.student.model, data.name, setting.budget.epochs)
-        metrics = run_trial(setting, "none", eval_test=True, return_model=True, progress=progress)
-        return metrics.pop("model"), {
+        run = run_trial(setting, "none", eval_test=True, return_model=True, progress=progress)
+        return run.model, {
             "model": setting.student.model,
             "params": setting.student.params, "dataset": data.name, "classes": list(data.classes),
             "num_classes": data.num_classes, "recipe": setting.budget.to_dict(), "seed": setting.seed,
-            "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
-            "train_seconds": metrics["train_seconds"], "init_sha256": metrics.get("init_sha256"),
+            "val_accuracy": run.val_accuracy, "test_accuracy": run.test_accuracy,
+            "train_seconds": run.train_seconds, "init_sha256": run.init_sha256,
             "setting": {k: v for k, v in setting.to_dict().items() if k not in ("search", "optuna", "compare")},
             "relkd": __version__,
         }

@@ -180,7 +180,7 @@ def tune_recipe(setting: Setting, *, teacher: TeacherResult | None = None, progr
             at = setting.with_budget(lr=lr)
             for c in TUNED_CONFIGS:
                 curves[c][_rate(lr)] = [float(run_trial(at, configs[c], seed=s, teacher=teacher,
-                                                        every_epoch=False)["val_accuracy"]) for s in seeds]
+                                                        every_epoch=False).val_accuracy) for s in seeds]
             log.info("tuning %s: lr %g: none %.4f, kd %.4f", setting.name, lr,
                      statistics.fmean(curves["none"][_rate(lr)]), statistics.fmean(curves["kd"][_rate(lr)]))
 

@@ -195,11 +195,11 @@ def test_adapted_student_trains_with_any_objective_and_reports_its_size(tmp_path
     setting = resolve_student(validate_setting(setting_doc(tmp_path, ratio=0.5)))
     adapted = get_adapted(setting)
     metrics = run_trial(setting, "sp+kd")
-    assert metrics["student_params"] == adapted.meta["params"] and metrics["student_macs"] == adapted.meta["macs"]
+    assert metrics.student_params == adapted.meta["params"] and metrics.student_macs == adapted.meta["macs"]
     plain = run_trial(validate_setting(setting_doc(tmp_path)), "none")
-    assert plain["student_params"] == adapted.meta["original_params"]
+    assert plain.student_params == adapted.meta["original_params"]
     at = run_trial(setting, "at")  # a feature term: its parts are built for the adapted widths
-    assert 0 <= at["val_accuracy"] <= 1
+    assert 0 <= at.val_accuracy <= 1
 
 
 def test_adapted_model_is_a_first_class_model(tmp_path):
@@ -215,7 +215,7 @@ def test_adapted_model_is_a_first_class_model(tmp_path):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.items())
     original = create_model("cnn_tiny", num_classes=10, width=8)
     assert model.tap_names == original.tap_names  # every objective config still applies
-    assert run_trial(named, "rkd+kd")["student_params"] == result.meta["params"]
+    assert run_trial(named, "rkd+kd").student_params == result.meta["params"]
     fresh = create_model(f"adapted:{folder}", num_classes=10, in_channels=1, weights=False)
     assert count_params(fresh) == result.meta["params"]
     assert not torch.equal(fresh.state_dict()["net.fc.weight"], reference["net.fc.weight"])

@@ -74,7 +74,7 @@ def test_fp32_and_tf32_settings_train_the_same_on_the_cpu():
     """The CPU always runs float32: the precision fields change nothing there."""
     plain = run_trial(validate_setting(tiny()), "kd")
     other = run_trial(validate_setting(tiny(precision="fp16", tf32=True)), "kd")
-    assert plain["val_history"] == other["val_history"]
+    assert plain.val_history == other.val_history
 
 
 def test_evaluate_counts_what_argmax_says():
@@ -100,7 +100,7 @@ def test_the_teacher_output_cache_evicts_the_least_recently_used(monkeypatch):
     one_epoch = 240 * 10 * 4  # the logits of 240 samples, float32
     monkeypatch.setattr(TeacherOutputs, "limit_bytes", int(1.5 * one_epoch))
     cached = run_trial(setting, "kd")
-    assert cached["val_history"] == live["val_history"]
+    assert cached.val_history == live.val_history
     epochs = [key[-1] for key in TeacherOutputs._store]
     assert epochs == [1]  # epoch 0 was evicted to make room for epoch 1
     assert TeacherOutputs._bytes() <= TeacherOutputs.limit_bytes

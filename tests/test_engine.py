@@ -124,16 +124,16 @@ def test_run_trial_reports_each_epoch_and_stops_early():
     calls = []
     m = run_trial(setting(budget__epochs=4), "none", report=lambda e, acc: calls.append((e, acc)) or e == 1)
     assert [e for e, _ in calls] == [0, 1]
-    assert m["epochs"] == 2 and m["stopped_early"] and m["val_history"] == [a for _, a in calls]
-    assert "test_accuracy" not in m  # the test split is untouched unless asked for
+    assert m.epochs == 2 and m.stopped_early and m.val_history == [a for _, a in calls]
+    assert m.test_accuracy is None  # the test split is untouched unless asked for
 
 
 @pytest.mark.slow
 def test_a_run_may_evaluate_after_its_last_epoch_only():
     every = run_trial(setting(budget__epochs=3), "kd")
     last = run_trial(setting(budget__epochs=3), "kd", every_epoch=False)
-    assert len(every["val_history"]) == 3 and last["val_history"] == [every["val_accuracy"]]
-    assert last["val_accuracy"] == every["val_accuracy"] and last["epochs"] == 3
+    assert len(every.val_history) == 3 and last.val_history == [every.val_accuracy]
+    assert last.val_accuracy == every.val_accuracy and last.epochs == 3
     with pytest.raises(ValueError, match="every_epoch: a run that reports each epoch must evaluate each epoch"):
         run_trial(setting(), "none", report=lambda e, acc: False, every_epoch=False)
 
@@ -141,9 +141,9 @@ def test_a_run_may_evaluate_after_its_last_epoch_only():
 def test_run_is_deterministic_on_cpu():
     a = run_trial(setting(), "rkd+kd", eval_test=True)
     b = run_trial(setting(), "rkd+kd", eval_test=True)
-    assert a["val_history"] == b["val_history"] and a["test_accuracy"] == b["test_accuracy"]
-    assert a["part_means"] == b["part_means"]
-    assert set(a["part_means"]) == {"ce", "kd", "rkd_d", "rkd_a"}
+    assert a.val_history == b.val_history and a.test_accuracy == b.test_accuracy
+    assert a.part_means == b.part_means
+    assert set(a.part_means) == {"ce", "kd", "rkd_d", "rkd_a"}
 
 
 @pytest.mark.slow
@@ -152,9 +152,9 @@ def test_teacher_output_cache_gives_the_same_run(augment):
     s = setting(data__augment=augment)
     cached = run_trial(s, "sp+kd", teacher_cache=True)
     live = run_trial(s, "sp+kd", teacher_cache=False)
-    assert cached["val_history"] == live["val_history"]
-    for k in cached["part_means"]:
-        assert cached["part_means"][k] == pytest.approx(live["part_means"][k], rel=1e-5)
+    assert cached.val_history == live.val_history
+    for k in cached.part_means:
+        assert cached.part_means[k] == pytest.approx(live.part_means[k], rel=1e-5)
 
 
 def test_teacher_outputs_are_written_once_and_read_by_later_processes(cache_dir, monkeypatch):
@@ -170,7 +170,7 @@ def test_teacher_outputs_are_written_once_and_read_by_later_processes(cache_dir,
         lambda cls, *a: calls.__setitem__("n", calls["n"] + 1) or real_save.__func__(cls, *a)))
     again = run_trial(setting(), "sp+kd")
     assert calls["n"] == 0  # read, not computed again
-    assert again["val_history"] == first["val_history"] and again["part_means"] == first["part_means"]
+    assert again.val_history == first.val_history and again.part_means == first.part_means
 
 
 @pytest.mark.parametrize("damage", ["truncated", "altered"])
@@ -184,7 +184,7 @@ def test_a_damaged_teacher_output_file_is_computed_again(cache_dir, caplog, dama
     TeacherOutputs.clear()
     again = run_trial(setting(), "kd")
     assert "teacher-output cache" in caplog.text and "unusable" in caplog.text
-    assert again["val_history"] == first["val_history"]  # the damaged file was not used
+    assert again.val_history == first.val_history  # the damaged file was not used
     assert path.read_bytes() == data  # and it was written again
 
 
@@ -214,7 +214,7 @@ def test_a_full_disk_costs_the_cache_but_not_the_run(cache_dir, caplog, monkeypa
     assert teacher.trained and len(teacher.sha256) == 64
     assert "could not cache teacher checkpoint" in caplog.text and "No space left" in caplog.text
     metrics = run_trial(setting(), "sp+kd", teacher=teacher)
-    assert metrics["val_history"] == expected["val_history"]  # the same run as with a disk
+    assert metrics.val_history == expected.val_history  # the same run as with a disk
     assert "could not write the teacher-output cache" in caplog.text
     assert sorted(p.name for p in cache_dir.rglob("*") if p.is_file()) == [".lock"]  # nothing half-written
     monkeypatch.setattr(torch, "save", real_save)
@@ -310,8 +310,8 @@ def test_real_fashion_mnist_teacher_and_kd_student():
     teacher = get_teacher(s)
     assert teacher.test_accuracy > 0.75  # one epoch on the whole training split
     m = run_trial(s, "kd", eval_test=True)
-    assert m["val_accuracy"] > 0.5 and m["test_accuracy"] > 0.5
-    assert m["samples_per_second"] > 0
+    assert m.val_accuracy > 0.5 and m.test_accuracy > 0.5
+    assert m.samples_per_second > 0
 
 
 def test_step_schedule_decays_at_the_milestones_and_keeps_other_teacher_keys():

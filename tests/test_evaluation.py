@@ -248,7 +248,7 @@ def tiny():
     cfg["data"]["params"]["num_classes"] = 4
     cfg["budget"].update(epochs=4, lr=0.1)
     setting = validate_setting(cfg)
-    model = run_trial(setting, "none", return_model=True)["model"]
+    model = run_trial(setting, "none", return_model=True).model
     return setting, load_data(setting), model
 
 

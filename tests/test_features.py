@@ -257,12 +257,12 @@ def test_every_feature_preset_trains_reproducibly_and_leaves_the_teacher_alone(i
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
     for name in ("fitnet", "at+kd", "nst", "vid+kd", "crd+kd", "srm+kd"):
         first = run_trial(s, name, teacher=teacher)
-        assert all(v == v for v in first["part_means"].values()), name  # finite
-        assert first["val_accuracy"] > 0
+        assert all(v == v for v in first.part_means.values()), name  # finite
+        assert first.val_accuracy > 0
         if name == "crd+kd":
             again = run_trial(s, name, teacher=teacher)
-            assert again["val_history"] == first["val_history"]
-            assert again["part_means"] == first["part_means"]
+            assert again.val_history == first.val_history
+            assert again.part_means == first.part_means
     after = teacher.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -272,8 +272,8 @@ def test_run_trial_trains_a_bound_objective_from_its_start(isolated):
     objective = relkd.build_objective("vid")
     first = run_trial(s, objective, return_model=True)
     again = run_trial(s, objective, return_model=True)
-    assert first["val_history"] == again["val_history"]
-    assert set(first["objective_state"]) == set(again["objective_state"])
+    assert first.val_history == again.val_history
+    assert set(first.objective_state) == set(again.objective_state)
 
 
 @pytest.mark.slow
@@ -439,7 +439,7 @@ def test_training_reads_the_student_and_teacher_layers_of_each_pair(isolated):
         {"kind": "feature", "tap": [{"student": "stage1", "teacher": "stage2"}, "last_stage"], "method": "vid",
          "weight": 1.0}]}
     result = run_trial(s, config)
-    assert result["part_means"]["term0"] > 0 and result["part_means"]["term1"] != 0
+    assert result.part_means["term0"] > 0 and result.part_means["term1"] != 0
 
 
 def test_the_search_may_choose_the_teachers_layer():
@@ -493,10 +493,10 @@ def test_srm_learns_its_dictionary_once_per_teacher_and_caches_it(isolated, monk
     assert len(calls) == 3  # one dictionary per stage tap
     assert [c[1] for c in calls] == [2 * c[0] for c in calls]  # M = 2 C_t
     again = run_trial(s, "srm", teacher=teacher, seed=1)  # another seed shares the teacher's dictionaries
-    assert len(calls) == 3 and again["part_means"]["srm_stage2"] > 0
+    assert len(calls) == 3 and again.part_means["srm_stage2"] > 0
     files = sorted((cache_root() / "srm").glob("*/dictionary.pt"))
     assert len(files) == 3
-    state = first["objective_state"]
+    state = first.objective_state
     stored = torch.load(files[0], weights_only=True)
     assert any(torch.equal(stored["dictionary"], v) for k, v in state.items() if k.endswith("dictionary"))
     files[0].write_bytes(files[0].read_bytes()[:-8])  # a damaged entry is learned again, not used

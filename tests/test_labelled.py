@@ -114,11 +114,11 @@ def test_runs_with_few_labels_train_the_student_on_them_and_the_teacher_on_every
     assert int((student.train_labels >= 0).sum()) == 20
     kd = run_trial(setting, "kd", seed=0)
     none = run_trial(setting, "none", seed=0)
-    assert 0 <= none["val_accuracy"] <= 1 and 0 <= kd["val_accuracy"] <= 1
-    assert kd["part_means"]["kd"] > 0 and none["part_means"]["ce"] > 0
+    assert 0 <= none.val_accuracy <= 1 and 0 <= kd.val_accuracy <= 1
+    assert kd.part_means["kd"] > 0 and none.part_means["ce"] > 0
     # the labels are part of what a run sees: all labels train another student than 20 of them
     every = run_trial(validate_setting(copy.deepcopy(TINY_SETTING)), "none", seed=0)
-    assert every["val_history"] != none["val_history"] or every["part_means"] != none["part_means"]
+    assert every.val_history != none.val_history or every.part_means != none.part_means
 
 
 def test_ce_alone_trains_on_the_labelled_samples_only_for_as_many_steps_as_distillation(monkeypatch):
@@ -142,7 +142,7 @@ def test_ce_alone_trains_on_the_labelled_samples_only_for_as_many_steps_as_disti
         monkeypatch.setattr(runs, "load_data", lambda s: images)
         steps.clear()
         result = run_trial(setting, config, seed=0, teacher_cache=False)
-        return result["val_history"], len(steps)
+        return result.val_history, len(steps)
 
     none, none_steps = trained("none", data)
     assert trained("none", noisy) == (none, none_steps)

@@ -16,6 +16,7 @@ from relkd.setting import validate_setting
 from relkd.study import load_relkd_study, run_study, study_setting, study_status, validate_study
 from relkd.results.record import RECIPE_ATTR
 from relkd.tuning import Tuning, headroom_line, resolve_recipe, tune_recipe
+from relkd.engine.result import RunResult
 from tiny import TINY_SETTING
 
 pytestmark = pytest.mark.usefixtures("isolated")  # conftest.py: own cache and runs folders
@@ -88,7 +89,7 @@ def test_the_grid_extends_past_the_edge_the_best_rate_lands_on(monkeypatch):
     calls = counting_runs(monkeypatch)
     scores = {0.05: 0.1, 0.1: 0.2, 0.2: 0.3, 0.4: 0.4, 0.8: 0.35}  # best at the top edge, then past it
     monkeypatch.setattr(tuning_module, "run_trial", lambda s, c, **k: calls.append(s.budget.lr) or
-                        {"val_accuracy": scores[s.budget.lr] + 0.01 * k["seed"]})
+                        RunResult(k["seed"], scores[s.budget.lr] + 0.01 * k["seed"]))
     tuning = tune_recipe(validate_setting(tiny({"lr": [0.05, 0.1, 0.2], "seeds": 2, "extend": 3})))
     assert tuning.grid == [0.05, 0.1, 0.2, 0.4, 0.8] and tuning.lr == 0.4  # 0.4 is inside now: no third point
 
@@ -117,7 +118,7 @@ def test_the_headroom_says_whether_the_pair_leaves_distillation_room_and_why():
 def test_a_fixed_rate_far_below_a_cached_tuning_is_warned_about_naming_the_field(monkeypatch, caplog, capsys,
                                                                                 tmp_path):
     scores = {0.025: 0.3, 0.05: 0.4, 0.1: 0.5, 0.2: 0.6, 0.4: 0.7, 0.8: 0.6}
-    monkeypatch.setattr(tuning_module, "run_trial", lambda s, c, **k: {"val_accuracy": scores[s.budget.lr]})
+    monkeypatch.setattr(tuning_module, "run_trial", lambda s, c, **k: RunResult(k["seed"], scores[s.budget.lr]))
     setting = validate_setting(tiny(None))
     with caplog.at_level(logging.WARNING, logger="relkd"):
         assert resolve_recipe(setting) == (setting, None)  # nothing cached: nothing to say
@@ -195,8 +196,8 @@ def test_the_headroom_benchmark_picks_a_kd_setting_on_the_tuning_seeds_and_measu
         key = None if kd is None else (config["ce_weight"], kd["weight"], kd["temperature"])
         calls.append((setting.budget.lr, key, seed))
         if key == lucky:  # best on seeds 0-2, no better than CE on fresh seeds
-            return {"val_accuracy": 0.9 if seed < 3 else 0.70 + 0.01 * seed}
-        return {"val_accuracy": 0.70 + 0.01 * seed if key is None else 0.6 + 0.001 * seed}
+            return RunResult(seed, 0.9 if seed < 3 else 0.70 + 0.01 * seed)
+        return RunResult(seed, 0.70 + 0.01 * seed if key is None else 0.6 + 0.001 * seed)
 
     monkeypatch.setattr(relkd.engine, "run_trial", run)
     setting = validate_setting(tiny())
@@ -230,7 +231,7 @@ def test_the_recipe_check_trains_half_and_twice_the_tuned_rate_on_fresh_seeds_an
 
     def run(setting, config, *, seed, teacher, every_epoch):
         calls.append((config, setting.budget.lr, seed))
-        return {"val_accuracy": accuracy[config][setting.budget.lr] + 0.001 * seed}
+        return RunResult(seed, accuracy[config][setting.budget.lr] + 0.001 * seed)
 
     monkeypatch.setattr(bench, "run_trial", run)
     monkeypatch.setattr(bench, "get_teacher", lambda setting, progress: None)

@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import tap_label
-from ..results.record import RERUN_ATTR
+from ..results.record import TrialRecord
 from ..study.dimensions import GROUPS, choice_group
 from ..terms import term_kind
 
@@ -57,14 +57,14 @@ def trial_choices(config: dict[str, Any]) -> dict[str, set[str]]:
 def uses_features(trials: Iterable[optuna.trial.FrozenTrial]) -> bool:
     """Whether any of ``trials`` has a feature term (then the family is a design choice to show)."""
     return any(t.get("kind") == "feature" for trial in trials
-               for t in trial.user_attrs.get("objective_config", {}).get("terms") or [])
+               for t in (TrialRecord.of(trial).config or {}).get("terms") or [])
 
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Completed trials that carry a composition, one per composition: re-runs with another
     seed (:data:`relkd.results.record.RERUN_ATTR`) are not counted again."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if "objective_config" in t.user_attrs and RERUN_ATTR not in t.user_attrs]
+            if TrialRecord.of(t).config is not None and TrialRecord.of(t).rerun is None]
 
 
 @dataclass
@@ -96,7 +96,7 @@ def choice_stats(trials: Iterable[optuna.trial.FrozenTrial], choice: str) -> dic
     value: the only one on a single-objective study, the accuracy on a multi-objective one)."""
     stats: dict[str, ChoiceStats] = {}
     for t in trials:
-        for value in sorted(trial_choices(t.user_attrs["objective_config"])[choice]):
+        for value in sorted(trial_choices(TrialRecord.of(t).config)[choice]):
             entry = stats.setdefault(value, ChoiceStats([], []))
             entry.values.append(t.values[0])  # the validation accuracy, also on a multi-objective study
             entry.trials.append(t.number)

@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..study.ladder import ladder_of
-from ..results.record import CONFIG_ATTR, LADDER_ATTR, TUNED_ATTR
+from ..results.record import LADDER_ATTR, TrialRecord
 from .choices import CHOICES, FAMILY_CHOICES, GROUPS, choice_group, choice_stats, completed, uses_features
 from ..results.pareto import single_objective
 
@@ -57,7 +57,7 @@ def _trained_searched_trials(study: optuna.Study) -> list[optuna.trial.FrozenTri
     least one epoch (not the invalid draws or skipped trials, which were pruned before training)."""
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if not t.params or TUNED_ATTR in t.user_attrs:
+        if not t.params or TrialRecord.of(t).tuned_anchor is not None:
             continue  # anchors outside the space, trials that drew nothing, tuned anchors (their own parameters)
         if t.state == TrialState.PRUNED and not t.intermediate_values:
             continue  # pruned before training: invalid combination, skipped
@@ -182,7 +182,7 @@ def study_importance(study: optuna.Study, evaluator: str = "ped_anova", *, seed:
         if ranked:
             value, s = ranked[0]
             best_composition[choice] = {"value": value, "trial": s.best_trial, "validation_accuracy": s.best,
-                                        "objective_config": by_number[s.best_trial].user_attrs[CONFIG_ATTR]}
+                                        "objective_config": TrialRecord.of(by_number[s.best_trial]).config}
     return {
         "study": study.study_name,
         "evaluator": evaluator,

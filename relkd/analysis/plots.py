@@ -56,7 +56,7 @@ from optuna.trial import TrialState
 from ..figures import pyplot, save_figure
 from ..registry import Entry, Registry
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, combination_problems
-from ..results.record import is_known
+from ..results.record import TrialRecord, is_known
 from ..terms import term_kind, term_summary
 from .choices import NO_TERM, choice_stats, completed
 from .importance import study_importance
@@ -140,8 +140,9 @@ def study_plots() -> list[Entry]:
 
 def _anchor_lines(study: optuna.Study) -> dict[str, float]:
     """``none``, ``kd`` and the best relation preset: label -> validation accuracy."""
-    anchors = {t.user_attrs["anchor"]: t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-               if "anchor" in t.user_attrs}
+    anchors = {r.anchor: r.value for r in map(TrialRecord.of, study.get_trials(deepcopy=False,
+                                                                                 states=(TrialState.COMPLETE,)))
+               if r.anchor is not None}
     lines = {name: anchors[name] for name in REFERENCE_ANCHORS if name in anchors}
     relation = {k: v for k, v in anchors.items() if k not in REFERENCE_ANCHORS}
     if relation:
@@ -254,7 +255,7 @@ def plot_interaction(study: optuna.Study, rows: str, cols: str):
     row_names, col_names = _registry_names(rows), _registry_names(cols)
     cells: dict[tuple[str, str], list[float]] = {}
     for t in completed(study):
-        for term in t.user_attrs["objective_config"].get("terms") or []:
+        for term in TrialRecord.of(t).config.get("terms") or []:
             if term_kind(term) != "relation":  # only relation terms have these components
                 continue
             key = (term[rows]["name"], term[cols]["name"])
@@ -297,7 +298,7 @@ def plot_weights(study: optuna.Study):
     plt = pyplot()
     points: dict[str, list[tuple[float, float, bool]]] = {}
     for t in completed(study):
-        for term in t.user_attrs["objective_config"].get("terms") or []:
+        for term in TrialRecord.of(t).config.get("terms") or []:
             if term["weight"] > 0:
                 panel = term["loss"]["name"] if term_kind(term) == "relation" else term_summary(term)
                 points.setdefault(panel, []).append((term["weight"], t.values[0], is_known(t)))

@@ -95,7 +95,7 @@ def _top_k(study: optuna.Study, k: int) -> str:
     parts = []
     for rank, c in enumerate(compositions(study)[:k], start=1):
         parts.append(f"<h3>{rank}. {html.escape(c.label)}: {c.spread()}</h3>"
-                     f"<pre>{html.escape(yaml_dump(c.trial.user_attrs['objective_config']))}</pre>")
+                     f"<pre>{html.escape(yaml_dump(c.record.config))}</pre>")
     return "".join(parts) or "<p class=\"muted\">No completed trial yet.</p>"
 
 

@@ -56,6 +56,7 @@ from ..setting import Recipe, Setting, resolve_device
 from .build import build_model, load_data
 from .device import grad_scaler, tf32
 from .fold import FoldedStudents, FoldError
+from .result import RunResult
 from .teacher import TeacherResult, get_teacher
 from .training import (NonFiniteLossError, PartSums, TeacherTaps, check_interval, evaluate, make_optimizer,
                        member_accuracies, optimizer_step, progress_bar, train_loader, train_step)
@@ -277,8 +278,8 @@ def run_population(
     engine: str = "auto",
     teacher_cache: bool = True,
     return_models: bool = False,
-) -> list[dict[str, Any]]:
-    """Train one student per objective config at once and return one summary per config.
+) -> list[RunResult]:
+    """Train one student per objective config at once and return one result per config.
 
     ``seed`` (``None``: the setting's) seeds every member's initial weights and the batch
     order, as :func:`relkd.engine.run_trial` does. After each epoch ``report(member_index,
@@ -286,7 +287,7 @@ def run_population(
     that member. A member whose loss becomes NaN or inf leaves with its reason; the others
     go on. ``engine``: ``auto``, ``fold``, ``vmap`` or ``loop`` (see the module).
 
-    Each summary has ``member``, ``objective_config``, ``seed``, ``val_accuracy`` (last epoch,
+    Each :class:`RunResult` has ``member``, ``objective_config``, ``seed``, ``val_accuracy`` (last epoch,
     ``None`` if it left before one), ``val_history``, ``epochs``, ``stopped`` (``None``,
     ``"pruned"`` or ``"non-finite: PART"``), ``stopped_early``, ``error`` (the full message of
     a non-finite loss), ``part_means``, ``train_seconds`` and ``wall_seconds`` (from the start
@@ -381,29 +382,18 @@ def run_population(
     summaries = [_summary(m, seed, len(members), start, train_start) for m in members]
     if getattr(template, "init_sha256", None):  # the student's init checkpoint, as run_trial records it
         for s in summaries:
-            s["init_sha256"] = template.init_sha256
+            s.init_sha256 = template.init_sha256
     return summaries
 
 
-def _summary(m: _Member, seed: int, population: int, start: float, train_start: float) -> dict[str, Any]:
+def _summary(m: _Member, seed: int, population: int, start: float, train_start: float) -> RunResult:
     left_at = m.left_at if m.left_at is not None else time.perf_counter()
     train_seconds = left_at - train_start
-    out: dict[str, Any] = {
-        "member": m.index,
-        "objective_config": m.objective.to_config(),
-        "seed": seed,
-        "val_accuracy": m.history[-1] if m.history else None,
-        "val_history": m.history,
-        "epochs": len(m.history),
-        "stopped": m.stopped,
-        "stopped_early": m.stopped_early or m.stopped is not None,
-        "error": m.error,
-        "part_means": m.parts.means(),
-        "train_seconds": train_seconds,
-        "samples_per_second": m.parts.samples / max(train_seconds, 1e-9),
-        "wall_seconds": left_at - start,
-        "population": population,
-    }
-    if m.model is not None:
-        out["model"] = m.model
-    return out
+    return RunResult(
+        member=m.index, objective_config=m.objective.to_config(), seed=seed,
+        val_accuracy=m.history[-1] if m.history else None, val_history=m.history, epochs=len(m.history),
+        stopped=m.stopped, stopped_early=m.stopped_early or m.stopped is not None, error=m.error,
+        part_means=m.parts.means(), train_seconds=train_seconds,
+        samples_per_second=m.parts.samples / max(train_seconds, 1e-9), wall_seconds=left_at - start,
+        population=population, model=m.model,
+    )

@@ -20,6 +20,7 @@ from ..presets import PRESETS
 from ..setting import Setting, resolve_device
 from .build import build_model, load_data
 from .device import tf32
+from .result import RunResult
 from .teacher import TeacherResult, get_teacher
 from .training import Report, evaluate, fit
 
@@ -55,13 +56,13 @@ def run_trial(
     teacher: TeacherResult | None = None,
     return_model: bool = False,
     every_epoch: bool = True,
-) -> dict[str, Any]:
-    """Train the setting's student with an objective and return its metrics.
+) -> RunResult:
+    """Train the setting's student with an objective and return its metrics (:class:`RunResult`).
 
     ``report(epoch, val_accuracy)`` is called after each epoch; a truthy return stops the
     run early (how the study driver prunes). ``teacher_cache`` reuses the teacher's taps
     across epochs and trials when the teacher sees exactly what the student sees.
-    Returns ``val_accuracy`` (last epoch), ``val_history``, ``test_accuracy`` (with
+    The result has ``val_accuracy`` (last epoch), ``val_history``, ``test_accuracy`` (with
     ``eval_test``), ``part_means`` (mean of every loss part over the run), ``epochs``,
     ``stopped_early``, ``wall_seconds``, ``samples_per_second``, ``seed``, and the student's
     size (``student_params``; ``student_macs`` for one input, Conv2d and Linear layers); with
@@ -93,29 +94,23 @@ def run_trial(
             report=report, progress=progress, desc=f"student {setting.student.model} seed {seed}",
             precision=setting.precision, every_epoch=every_epoch,
         )
-    metrics: dict[str, Any] = {
-        "seed": seed,
-        "val_accuracy": result.history[-1],
-        "val_history": result.history,
-        "epochs": result.epochs,
-        "stopped_early": result.stopped_early,
-        "part_means": result.part_means,
-        "train_seconds": result.seconds,
-        "samples_per_second": result.samples / max(result.seconds, 1e-9),
-    }
+    test_accuracy = None
     if eval_test:
-        metrics["test_accuracy"] = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device),
-                                            setting.precision)
-    if getattr(model, "init_sha256", None):
-        metrics["init_sha256"] = model.init_sha256
-    metrics["student_params"] = count_params(model)
-    metrics["student_macs"] = count_macs(model, tuple(data.train_images.shape[1:]))
-    metrics["wall_seconds"] = time.perf_counter() - start
+        test_accuracy = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device),
+                                 setting.precision)
+    run = RunResult(
+        seed=seed, val_accuracy=result.history[-1], val_history=result.history, epochs=result.epochs,
+        stopped_early=result.stopped_early, part_means=result.part_means, train_seconds=result.seconds,
+        samples_per_second=result.samples / max(result.seconds, 1e-9), test_accuracy=test_accuracy,
+        init_sha256=getattr(model, "init_sha256", None) or None, student_params=count_params(model),
+        student_macs=count_macs(model, tuple(data.train_images.shape[1:])),
+    )
+    run.wall_seconds = time.perf_counter() - start
     if return_model:
-        metrics["model"] = model
+        run.model = model
         if objective.trainable:
-            metrics["objective_state"] = {k: v.detach().cpu() for k, v in objective.state_dict().items()}
-    return metrics
+            run.objective_state = {k: v.detach().cpu() for k, v in objective.state_dict().items()}
+    return run
 
 
 def train_runs(
@@ -143,11 +138,11 @@ def train_runs(
     per_seed = []
     out_dir = Path(out) if out is not None else None
     for seed in seeds:
-        m = run_trial(setting, objective.to_config(), seed=seed, eval_test=eval_test, teacher=teacher,
-                      teacher_cache=teacher_cache, progress=progress,
-                      return_model=out_dir is not None or eval_test)
-        model = m.pop("model", None)
-        objective_state = m.pop("objective_state", None)
+        run = run_trial(setting, objective.to_config(), seed=seed, eval_test=eval_test, teacher=teacher,
+                        teacher_cache=teacher_cache, progress=progress,
+                        return_model=out_dir is not None or eval_test)
+        model, objective_state = run.model, run.objective_state
+        m = run.to_dict()
         if eval_test and evaluation is not None and model is not None:
             m.update(evaluation.per_seed(model, teacher))
         if out_dir is not None and model is not None:

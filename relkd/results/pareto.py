@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..terms import term_summary
-from .record import OBJECTIVES_ATTR, RERUN_ATTR
+from .record import OBJECTIVES_ATTR, TrialRecord
 from .ranking import compositions
 
 __all__ = ["DEFAULT_OBJECTIVES", "SIZES", "FRONT_COLUMNS", "Point", "is_multi_objective", "objective_names",
@@ -97,7 +97,7 @@ def trial_size(trial: FrozenTrial, measure: str, objectives: list[str] | None = 
     """The trial's student size in ``measure`` (``params``, ``macs``): its user attribute
     ``student_<measure>``, else its value of that objective (``objectives``: the study's
     :func:`objective_names`), else ``None`` (a trial made before relkd recorded sizes)."""
-    size = trial.user_attrs.get(f"student_{measure}")
+    size = getattr(TrialRecord.of(trial), f"student_{measure}", None)
     if isinstance(size, (int, float)) and not isinstance(size, bool) and math.isfinite(size):
         return int(size)
     if objectives and measure in objectives and trial.values is not None:
@@ -110,7 +110,7 @@ def trial_size(trial: FrozenTrial, measure: str, objectives: list[str] | None = 
 def ratio_of(trial: FrozenTrial) -> float:
     """The ratio the trial's student was adapted (pruned) to: ``student.adapt.ratio``, 1.0 when
     the student was not adapted (or the trial does not record its student)."""
-    student = trial.user_attrs.get("student")
+    student = TrialRecord.of(trial).student
     adapt = student.get("adapt") if isinstance(student, dict) else None
     ratio = adapt.get("ratio") if isinstance(adapt, dict) else None
     return float(ratio) if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) else 1.0
@@ -135,7 +135,7 @@ class Point:
 
     @property
     def anchor(self) -> str | None:
-        return self.trial.user_attrs.get("anchor")
+        return TrialRecord.of(self.trial).anchor
 
 
 def sized_points(study: optuna.Study, measure: str | None = None) -> list[Point]:
@@ -146,7 +146,8 @@ def sized_points(study: optuna.Study, measure: str | None = None) -> list[Point]
     objectives = objective_names(study)
     points = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if RERUN_ATTR in t.user_attrs or "objective_config" not in t.user_attrs or not t.values:
+        record = TrialRecord.of(t)
+        if record.rerun is not None or record.config is None or not t.values:
             continue
         size = trial_size(t, measure, objectives)
         if size is not None and math.isfinite(t.values[0]):
@@ -178,7 +179,7 @@ def non_dominated(points: Iterable[Point]) -> list[Point]:
 def _row(point: Point, objectives: list[str]) -> dict[str, Any]:
     t = point.trial
     anchor = point.anchor
-    config = t.user_attrs.get("objective_config")
+    config = TrialRecord.of(t).config
     return {"trial": t.number, "val_accuracy": point.accuracy, "params": trial_size(t, "params", objectives),
             "macs": trial_size(t, "macs", objectives), "ratio": ratio_of(t),
             "composition": f"anchor {anchor}" if anchor else f"trial {t.number}", "anchor": anchor,

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..stats import welch_difference, welch_interval
 from ..text import percent
-from .record import CONFIG_ATTR, RERUN_ATTR, TUNED_ATTR
+from .record import TrialRecord
 
 __all__ = ["Composition", "compositions", "search_verdict", "verdict_line", "SIGNIFICANCE"]
 
@@ -36,13 +36,17 @@ class Composition:
     values: dict[int, float] = field(default_factory=dict)
 
     @property
+    def record(self) -> TrialRecord:
+        return TrialRecord.of(self.trial)
+
+    @property
     def anchor(self) -> str | None:
-        return self.trial.user_attrs.get("anchor")
+        return self.record.anchor
 
     @property
     def tuned(self) -> str | None:
         """The anchor whose hyperparameters this trial tuned (:mod:`relkd.study.tuned_anchors`)."""
-        return self.trial.user_attrs.get(TUNED_ATTR)
+        return self.record.tuned_anchor
 
     @property
     def known(self) -> bool:
@@ -78,7 +82,7 @@ class Composition:
 
 
 def _seed(trial: FrozenTrial, default: int = 0) -> int:
-    seed = trial.user_attrs.get("seed", default)
+    seed = TrialRecord.of(trial).seed
     return int(seed) if isinstance(seed, (int, float)) else default
 
 
@@ -97,10 +101,11 @@ def compositions(study: optuna.Study, *, include_anchors: bool = True,
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     found: dict[int, Composition] = {}
     for t in trials:
-        if RERUN_ATTR not in t.user_attrs and CONFIG_ATTR in t.user_attrs:
+        record = TrialRecord.of(t)
+        if record.rerun is None and record.config is not None:
             found[t.number] = Composition(t, {_seed(t): float(t.values[0])})
     for t in trials:
-        rerun = t.user_attrs.get("rerun")
+        rerun = TrialRecord.of(t).rerun
         if isinstance(rerun, dict) and rerun.get("of") in found:
             found[rerun["of"]].values.setdefault(int(rerun["seed"]), float(t.values[0]))
     ranked = [c for c in found.values() if include_anchors or not c.known]

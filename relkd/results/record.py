@@ -14,22 +14,27 @@ Study user attributes:
   (``["val_accuracy", "params"]`` or ``["val_accuracy", "macs"]``; accuracy maximised, size
   minimised); absent on single-objective studies.
 
-Trial user attributes are listed in :data:`TRIAL_ATTRS`.
+Trial user attributes are the fields of :class:`TrialRecord` (listed in :data:`TRIAL_ATTRS`):
+readers take a trial's record (``TrialRecord.of(trial)``), writers name fields
+(:func:`trial_attrs`), so an attribute name is spelled here only.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import socket
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 
 __all__ = ["CONFIG_ATTR", "SETTING_ATTR", "STUDY_ATTR", "VERSION_ATTR", "INITS_ATTR", "N_TRIALS_ATTR", "COMPARE_ATTR",
            "CONFIRM_ATTR", "RUN_ATTR", "OBJECTIVES_ATTR", "RECIPE_ATTR",
-           "LADDER_ATTR", "RERUN_ATTR", "TRIAL_ATTRS", "WORKER", "StudyMismatchError",
+           "LADDER_ATTR", "RERUN_ATTR", "TRIAL_ATTRS", "TrialRecord", "trial_attrs", "set_trial_attrs", "WORKER",
+           "StudyMismatchError",
            "versions", "is_counted", "is_known", "is_searched", "TUNED_ATTR",
            "counted_trials", "trial_counts", "setting_differences"]
 
@@ -49,32 +54,102 @@ RERUN_ATTR = "rerun"  # trial user attribute of a re-run: {"of": trial number, "
 RUN_ATTR = "relkd.run"  # trial user attribute: the fixed run of a run queue (relkd.study.queue)
 CONFIG_ATTR = "objective_config"  # trial user attribute: the composition it trained (an objective config)
 
-#: Trial user attributes relkd writes, with what each holds.
-TRIAL_ATTRS = {
-    CONFIG_ATTR: "the composition, in the format of relkd.load_config",
-    "part_means": "mean of each loss part over the run",
-    "wall_seconds": "the trial's wall time",
-    "seed": "the student's seed",
-    "versions": "relkd, torch, optuna and Python versions",
-    "val_history": "validation accuracy after each epoch",
-    "epochs": "epochs trained",
-    "worker": "host:pid of the process that trained it",
-    "population": "how many trials its worker trained together with it (relkd.study.population)",
-    "init_sha256": "the student's init checkpoint (transfer learning only)",
-    "student_params": "the student's parameter count (the adapted one's when the student is adapted)",
-    "student_macs": "the student's multiply-accumulates for one input (Conv2d and Linear layers)",
-    "student": "the student section this trial trained (model, params, init, adapt), as in a setting file",
-    "anchor": "the preset name, on the known methods",
-    "invalid_combination": "the rules a draw broke (pruned without training)",
-    "skipped": "why a trial was put back without training",
-    "pruned_reason": "the pruner, or a NaN/inf loss",
-    "error": "why the trial failed",
-    RERUN_ATTR: "a re-run of trial 'of' with another 'seed' (not counted in n_trials; folded into that trial)",
-    "refined_from": "the anchor a refinement started from",
-    RUN_ATTR: "the run of a run queue (confirm, compare): id, key, label, seed, epochs",
-    "test_accuracy": "accuracy on the test split (runs of a run queue)",
-    "imported_from": "the file a finished run was read from (an older confirm's runs.jsonl)",
-}
+def _attr(doc: str, name: str | None = None) -> Any:
+    """A :class:`TrialRecord` field: the trial user attribute ``name`` (default: the field's
+    own name) and what it holds."""
+    return field(default=None, metadata={"doc": doc, "attr": name})
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One stored trial as relkd reads it: every trial user attribute relkd writes is a field
+    here, under the attribute's own name unless the field says otherwise (``config`` is the
+    attribute ``objective_config``, ``tuned_anchor`` and ``rerun`` are spelled by their
+    constants, ``run`` is ``relkd.run``). Attributes a trial does not have are ``None``.
+    :meth:`of` reads a trial; :func:`trial_attrs` turns fields into attributes for a writer."""
+
+    number: int
+    state: TrialState
+    values: tuple[float, ...] | None
+    config: dict[str, Any] | None = _attr("the composition, in the format of relkd.load_config", CONFIG_ATTR)
+    part_means: dict[str, float] | None = _attr("mean of each loss part over the run")
+    wall_seconds: float | None = _attr("the trial's wall time")
+    train_seconds: float | None = _attr("the time spent training (from the first step to the last evaluation)")
+    samples_per_second: float | None = _attr("training samples per second of train_seconds")
+    seed: int | None = _attr("the student's seed")
+    versions: dict[str, str] | None = _attr("relkd, torch, optuna and Python versions")
+    val_history: list[float] | None = _attr("validation accuracy after each epoch")
+    epochs: int | None = _attr("epochs trained")
+    worker: str | None = _attr("host:pid of the process that trained it")
+    population: int | None = _attr("how many trials its worker trained together with it (relkd.study.population)")
+    init_sha256: str | None = _attr("the student's init checkpoint (transfer learning only)")
+    student_params: int | None = _attr("the student's parameter count (the adapted one's when the student is adapted)")
+    student_macs: int | None = _attr("the student's multiply-accumulates for one input (Conv2d and Linear layers)")
+    student: dict[str, Any] | None = _attr("the student section this trial trained (model, params, init, adapt), "
+                                           "as in a setting file")
+    anchor: str | None = _attr("the preset name, on the known methods")
+    anchor_in_space: bool | None = _attr("on an anchor: whether the search space's parameters can express it")
+    tuned_anchor: str | None = _attr("the preset a tuned anchor tunes (relkd.study.tuned_anchors)", TUNED_ATTR)
+    invalid_combination: list[str] | None = _attr("the rules a draw broke (pruned without training)")
+    skipped: str | None = _attr("why a trial was put back without training")
+    pruned_reason: str | None = _attr("the pruner, or a NaN/inf loss")
+    error: str | None = _attr("why the trial failed")
+    rerun: dict[str, int] | None = _attr("a re-run of trial 'of' with another 'seed' (not counted in n_trials; "
+                                         "folded into that trial)", RERUN_ATTR)
+    refined_from: str | None = _attr("the anchor a refinement started from")
+    run: dict[str, Any] | None = _attr("the run of a run queue (confirm, compare): id, key, label, seed, epochs",
+                                       RUN_ATTR)
+    test_accuracy: float | None = _attr("accuracy on the test split (runs of a run queue that evaluate it)")
+    imported_from: str | None = _attr("the file a finished run was read from (an older confirm's runs.jsonl)")
+    trial: FrozenTrial | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, trial: FrozenTrial | optuna.Trial) -> "TrialRecord":
+        """The record of a stored trial, or of a running one (an ``optuna.Trial``: RUNNING,
+        no values yet)."""
+        attrs = trial.user_attrs
+        values = getattr(trial, "values", None)
+        return cls(number=trial.number, state=getattr(trial, "state", TrialState.RUNNING),
+                   values=tuple(values) if values is not None else None,
+                   **{f.name: attrs.get(_ATTR_NAMES[f.name]) for f in _ATTR_FIELDS}, trial=trial)
+
+    @property
+    def value(self) -> float | None:
+        """The first value (validation accuracy), ``None`` on a trial without values."""
+        return self.values[0] if self.values else None
+
+    @property
+    def known(self) -> bool:
+        """A known method: an anchor or a tuned anchor."""
+        return self.anchor is not None or self.tuned_anchor is not None
+
+    @property
+    def searched(self) -> bool:
+        """A composition the search drew: not a known method or a re-run."""
+        return not self.known and self.rerun is None
+
+
+_ATTR_FIELDS = [f for f in dataclasses.fields(TrialRecord) if "doc" in f.metadata]
+_ATTR_NAMES = {f.name: f.metadata["attr"] or f.name for f in _ATTR_FIELDS}
+
+#: Trial user attributes relkd writes, with what each holds (from :class:`TrialRecord`).
+TRIAL_ATTRS = {_ATTR_NAMES[f.name]: f.metadata["doc"] for f in _ATTR_FIELDS}
+
+
+def set_trial_attrs(trial: optuna.Trial, **fields: Any) -> None:
+    """Write :class:`TrialRecord` fields on a running trial as its user attributes."""
+    for name, value in trial_attrs(**fields).items():
+        trial.set_user_attr(name, value)
+
+
+def trial_attrs(**fields: Any) -> dict[str, Any]:
+    """The user attributes of :class:`TrialRecord` fields (``config=...`` becomes
+    ``objective_config``); a name that is no field is an error, so a writer cannot invent one."""
+    unknown = sorted(set(fields) - set(_ATTR_NAMES))
+    if unknown:
+        raise TypeError(f"not fields of a TrialRecord: {', '.join(unknown)}; they are: {', '.join(_ATTR_NAMES)}")
+    return {_ATTR_NAMES[name]: value for name, value in fields.items()}
+
 
 #: Which process trained a trial (its ``worker`` user attribute): host and process id.
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -96,22 +171,23 @@ def versions() -> dict[str, str]:
 def is_known(trial: optuna.trial.FrozenTrial) -> bool:
     """A known method: an anchor (a preset) or a tuned anchor (a preset with its hyperparameters
     tuned, :mod:`relkd.study.tuned_anchors`)."""
-    return "anchor" in trial.user_attrs or TUNED_ATTR in trial.user_attrs
+    return TrialRecord.of(trial).known
 
 
 def is_searched(trial: optuna.trial.FrozenTrial) -> bool:
     """A composition the search drew: not a known method (:func:`is_known`) or a re-run."""
-    return not is_known(trial) and RERUN_ATTR not in trial.user_attrs
+    return TrialRecord.of(trial).searched
 
 
 def is_counted(trial: optuna.trial.FrozenTrial) -> bool:
     """A finished trial that trained: completed or pruned, not an invalid draw, a skip or a
     re-run of a composition with another seed (the re-run phase comes after ``n_trials``)."""
-    if RERUN_ATTR in trial.user_attrs:
+    record = TrialRecord.of(trial)
+    if record.rerun is not None:
         return False
     if trial.state == TrialState.COMPLETE:
         return True
-    return trial.state == TrialState.PRUNED and not {"invalid_combination", "skipped"} & set(trial.user_attrs)
+    return trial.state == TrialState.PRUNED and record.invalid_combination is None and record.skipped is None
 
 
 def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -138,11 +214,12 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
     counts["skipped"] = 0
     counts["reruns"] = 0
     for t in study.get_trials(deepcopy=False):
-        if "invalid_combination" in t.user_attrs:
+        record = TrialRecord.of(t)
+        if record.invalid_combination is not None:
             counts["invalid_draws"] += 1
-        elif "skipped" in t.user_attrs:
+        elif record.skipped is not None:
             counts["skipped"] += 1
-        elif RERUN_ATTR in t.user_attrs:
+        elif record.rerun is not None:
             counts["reruns"] += 1
         else:
             counts[t.state.name.lower()] += 1

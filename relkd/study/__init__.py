@@ -6,7 +6,7 @@ anchors, storage, export and confirmation.
     from relkd.study import load_study_spec, run_study
     spec = load_study_spec("studies/fmnist_quick.yaml")
     result = run_study(spec)                 # creates or resumes runs/fmnist_quick/optuna.db
-    print(result.study.best_trial.user_attrs["objective_config"])
+    print(compositions(result.study)[0].record.config)  # the best by its mean over seeds
 """
 from .compare import CompareSpec, compare_table, format_markdown, load_compare, run_compare, validate_compare
 from .confirm import confirm_study, format_table, welch_p

@@ -63,7 +63,7 @@ from ..tuning import Tuning
 from .export import composition_label, study_setting, study_tuning
 from .queue import Run, RunQueue
 from ..results.pareto import composition_summary, is_multi_objective, objectives_phrase
-from ..results.record import ABLATION_ATTR, CONFIG_ATTR, RERUN_ATTR
+from ..results.record import ABLATION_ATTR, TrialRecord
 from ..results.ranking import SIGNIFICANCE, compositions
 from .storage import run_dir
 
@@ -212,10 +212,10 @@ def _chosen(study: optuna.Study, trial: int | None) -> FrozenTrial:
                                                                                  f"is {chosen.state.name.lower()}")
         raise ValueError(f"trial: trial {trial} {state}, not complete; ablate a completed trial (see `relkd study "
                          f"status`)")
-    rerun = chosen.user_attrs.get(RERUN_ATTR)
-    if isinstance(rerun, dict) and CONFIG_ATTR not in chosen.user_attrs:
-        return _chosen(study, int(rerun["of"]))
-    if CONFIG_ATTR not in chosen.user_attrs:
+    record = TrialRecord.of(chosen)
+    if isinstance(record.rerun, dict) and record.config is None:
+        return _chosen(study, int(record.rerun["of"]))
+    if record.config is None:
         raise ValueError(f"trial: trial {trial} holds no composition (objective_config); ablate a trial of the search")
     return chosen
 
@@ -273,7 +273,7 @@ def ablate_study(study: optuna.Study, *, trial: int | None = None, seeds: int | 
     if device:
         setting = setting.replace(device=device)
     tuning = study_tuning(study)
-    candidates = _candidates(chosen.user_attrs[CONFIG_ATTR], tuning)
+    candidates = _candidates(TrialRecord.of(chosen).config, tuning)
     variants = [v for v, why in candidates if why is None]
     out = Path(out_dir) if out_dir is not None else run_dir(study.study_name) / "ablate"
     out.mkdir(parents=True, exist_ok=True)
@@ -310,7 +310,7 @@ def ablate_study(study: optuna.Study, *, trial: int | None = None, seeds: int | 
             row["sentence"] = contribution_sentence(variant, paired)
         rows.append(row)
     table = {"study": study.study_name, "trial": chosen.number, "composition": label,
-             "summary": composition_summary(chosen.user_attrs[CONFIG_ATTR]), "epochs": epochs,
+             "summary": composition_summary(TrialRecord.of(chosen).config), "epochs": epochs,
              "seeds": seed_list, "lr": setting.budget.lr, "metric": "validation accuracy", "rows": rows,
              "skipped": [{"variant": v.name, "change": v.change, "why": why} for v, why in candidates if why],
              "objective_config": rows[0]["objective_config"]}

@@ -49,7 +49,7 @@ from ..text import markdown_table, mean_pm, percent
 from ..tuning import resolve_recipe
 from .export import recipe_status
 from .queue import Run, RunQueue, completed_runs
-from ..results.record import COMPARE_ATTR, RECIPE_ATTR
+from ..results.record import COMPARE_ATTR, RECIPE_ATTR, TrialRecord
 from .storage import redact, resolve_storage, run_dir
 
 __all__ = ["CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_runs", "compare_table",
@@ -206,7 +206,7 @@ def compare_table(study: optuna.Study, spec: CompareSpec) -> dict[str, Any]:
     done = completed_runs(study, _legacy_run)  # one trial per run: the first that completed
     found = sorted((done[r.id].number, r.key, done[r.id]) for r in compare_runs(spec) if r.id in done)
     for _, method, t in found:
-        test[method].append(t.user_attrs["test_accuracy"])
+        test[method].append(TrialRecord.of(t).test_accuracy)
         val[method].append(t.value)
     means = {m: statistics.fmean(v) for m, v in test.items() if v}
     baseline = means["none"]

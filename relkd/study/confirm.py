@@ -41,7 +41,7 @@ from ..results.ranking import compositions
 from ..stats import mean_sd, welch_p
 from ..text import markdown_table, mean_pm, p_value, percent
 from ..setting import comparable_setting, setting_record
-from ..results.record import CONFIG_ATTR, CONFIRM_ATTR
+from ..results.record import CONFIRM_ATTR, TrialRecord
 from .storage import run_dir
 
 __all__ = ["confirm_study", "Candidate", "welch_p", "format_table", "setting_hash", "import_runs_jsonl",
@@ -90,7 +90,7 @@ def _candidates(study: optuna.Study, setting: Any, top_k: int) -> list[Candidate
     """The anchors ``none``, ``kd`` and the best relation preset (for ``setting``'s models),
     then the ``top_k`` best search compositions that differ from each other and from the anchors."""
     anchors = anchor_values(study)
-    trial_of = {t.user_attrs["anchor"]: t.number for t in ranked_trials(study) if "anchor" in t.user_attrs}
+    trial_of = {r.anchor: r.number for r in map(TrialRecord.of, ranked_trials(study)) if r.anchor is not None}
     relation = {name: value for name, value in anchors.items() if name not in BASELINE_ANCHORS}
     best_preset = max(relation, key=relation.get) if relation else None
     chosen = [Candidate(f"anchor {name}", setting.preset(name), trial_of.get(name), anchors.get(name))
@@ -101,7 +101,7 @@ def _candidates(study: optuna.Study, setting: Any, top_k: int) -> list[Candidate
         if found >= top_k:
             break
         t = c.trial
-        candidate = Candidate(composition_label(t), t.user_attrs[CONFIG_ATTR], t.number, c.mean)
+        candidate = Candidate(composition_label(t), c.record.config, t.number, c.mean)
         if candidate.key in seen:  # the same composition as an anchor or a better trial
             continue
         seen.add(candidate.key)
@@ -185,7 +185,7 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
 
     def values(candidate: Candidate, metric: str) -> list[float]:
         trials = [results[Run(f"{candidate.key}@{hashed}", {}, s, epochs).id] for s in seeds]
-        return [t.value if metric == "val_accuracy" else t.user_attrs[metric] for t in trials]
+        return [t.value if metric == "val_accuracy" else getattr(TrialRecord.of(t), metric) for t in trials]
 
     kd = next((c for c in candidates if c.label == "anchor kd"), None)
     best_preset = next((c for c in candidates if c.label.startswith("anchor ")

@@ -45,7 +45,7 @@ from .confirm import BUDGET_RECORDS, Candidate, import_runs_jsonl, setting_hash
 from .export import study_setting
 from .queue import Run, RunQueue
 from ..results.pareto import single_objective
-from ..results.record import CONFIG_ATTR, CONFIRM_ATTR
+from ..results.record import CONFIRM_ATTR, TrialRecord
 from ..results.ranking import compositions, search_verdict
 from .storage import run_dir
 
@@ -110,7 +110,7 @@ def budget_candidates(study: optuna.Study, setting: Setting) -> tuple[list[tuple
 
     def of(number: int) -> Candidate:
         c = ranked[number]
-        config = setting.preset(c.anchor) if c.anchor else c.trial.user_attrs[CONFIG_ATTR]
+        config = setting.preset(c.anchor) if c.anchor else c.record.config
         return Candidate(c.label, config, number, c.mean)
 
     chosen = [(of(verdict["best_searched"]["trial"]), "winner"), (of(verdict["best_anchor"]["trial"]), "best known")]
@@ -199,12 +199,12 @@ def _budget(epochs: int, chosen: list[tuple[Candidate, list[str]]], trials: list
     rows, test_of = [], {}
     for i, (candidate, roles) in enumerate(chosen):
         mine = trials[i * n:(i + 1) * n]
-        test = [float(t.user_attrs["test_accuracy"]) for t in mine]
+        test = [float(TrialRecord.of(t).test_accuracy) for t in mine]
         val_mean, val_std = mean_sd([float(t.value) for t in mine])
         test_mean, test_std = mean_sd(test)
         rows.append({"label": candidate.label, "roles": roles, "trial": candidate.trial, "seeds": len(mine),
                      "val_mean": val_mean, "val_std": val_std, "test_mean": test_mean, "test_std": test_std,
-                     "test": test, "wall_seconds": sum(float(t.user_attrs.get("wall_seconds") or 0.0) for t in mine)})
+                     "test": test, "wall_seconds": sum(float(TrialRecord.of(t).wall_seconds or 0.0) for t in mine)})
         for role in roles:
             test_of[role] = test
     return {"epochs": epochs, "runs": len(trials), "wall_seconds": sum(r["wall_seconds"] for r in rows),

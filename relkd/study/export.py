@@ -27,7 +27,7 @@ from ..setting import Setting, validate_setting
 from ..tuning import Tuning, headroom_line, tuned
 from ..results.pareto import accuracy, best_within, is_multi_objective, objective_names, objectives_phrase, pareto_front
 from ..results.ranking import Composition, compositions, search_verdict, verdict_line
-from ..results.record import (CONFIG_ATTR, N_TRIALS_ATTR, RECIPE_ATTR, SETTING_ATTR, counted_trials, trial_counts,
+from ..results.record import (N_TRIALS_ATTR, RECIPE_ATTR, SETTING_ATTR, TrialRecord, counted_trials, trial_counts,
                               versions)
 from .storage import open_storage, redact, resolve_storage
 
@@ -92,7 +92,7 @@ def anchor_values(study: optuna.Study) -> dict[str, float]:
 
 def composition_label(trial: optuna.trial.FrozenTrial) -> str:
     """``anchor sp+kd`` or ``trial 17``."""
-    anchor = trial.user_attrs.get("anchor")
+    anchor = TrialRecord.of(trial).anchor
     return f"anchor {anchor}" if anchor else f"trial {trial.number}"
 
 
@@ -125,7 +125,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "mean_trial_seconds": statistics.fmean(durations) if durations else None,
         "eta_seconds": eta,
         "best": None if best is None else {
-            **best.summary(), "value": best.mean, "objective_config": best.trial.user_attrs.get(CONFIG_ATTR),
+            **best.summary(), "value": best.mean, "objective_config": best.record.config,
         },
         "anchors": anchor_values(study),
         "recipe": recipe_status(study),
@@ -155,13 +155,14 @@ def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, 
 
     setting = study.user_attrs[SETTING_ATTR]
     tuning = study_tuning(study)
+    record = TrialRecord.of(trial)
     meta = {
         "source": "relkd study export",
         "study": study.study_name,
         "storage": redact(url),
         "trial": trial.number,
         "rank": rank,
-        "anchor": trial.user_attrs.get("anchor"),
+        "anchor": record.anchor,
         "value": seeds.mean if seeds else accuracy(trial),
         "metric": "validation accuracy" + (f" (mean over {seeds.n} seeds)" if seeds and seeds.n > 1 else ""),
         "values_by_seed": {str(s): v for s, v in sorted(seeds.values.items())} if seeds else None,
@@ -169,9 +170,9 @@ def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, 
         "teacher": setting.get("teacher", {}).get("model"),
         "student": setting.get("student", {}).get("model"),
         "dataset": setting.get("data", {}).get("dataset"),
-        "seed": trial.user_attrs.get("seed"),
-        "student_params": trial.user_attrs.get("student_params"),
-        "student_macs": trial.user_attrs.get("student_macs"),
+        "seed": record.seed,
+        "student_params": record.student_params,
+        "student_macs": record.student_macs,
         "relkd_version": versions()["relkd"],
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -189,7 +190,7 @@ def student_file(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: str 
     """Write the student section the trial trained (its ``student`` user attribute; else the
     study's setting's, which every trial of a study without adapted students shares) as the
     YAML mapping ``student: {...}`` that a setting file takes; returns ``out``."""
-    section = trial.user_attrs.get("student") or study.user_attrs[SETTING_ATTR].get("student")
+    section = TrialRecord.of(trial).student or study.user_attrs[SETTING_ATTR].get("student")
     header = (f"# the student of trial {trial.number} of study {study.study_name}: the student section of a "
               f"setting file\n")
     return write_text(out, header + yaml_dump({"student": section}))
@@ -221,7 +222,7 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
             raise ValueError(f"trial: study {study.study_name!r} has no trial {trial}; expected one of its "
                              f"trials 0..{len(study.trials) - 1}")
         chosen = matches[0]
-        if chosen.state != TrialState.COMPLETE or CONFIG_ATTR not in chosen.user_attrs:
+        if chosen.state != TrialState.COMPLETE or TrialRecord.of(chosen).config is None:
             raise ValueError(f"trial: trial {trial} is {chosen.state.name.lower()}, not complete; "
                              f"export a completed trial (see `relkd study status`)")
         selected = [(1, chosen)]
@@ -248,7 +249,7 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
     seeds = {c.trial.number: c for c in compositions(study)}
     limits = {k: v for k, v in (("max_params", max_params), ("max_macs", max_macs)) if v is not None}
     for rank, t in selected:
-        config = validate_config(t.user_attrs[CONFIG_ATTR])
+        config = validate_config(TrialRecord.of(t).config)
         config["meta"] = _provenance(study, t, url, rank, seeds.get(t.number), limits)
         path = out if top_k is None else out.with_name(f"{out.stem}_rank{rank}{out.suffix or '.yaml'}")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..results.record import (INITS_ATTR, LADDER_ATTR, OBJECTIVES_ATTR, SETTING_ATTR, STUDY_ATTR, VERSION_ATTR,
-                              StudyMismatchError, setting_differences, versions)
+                              StudyMismatchError, TrialRecord, setting_differences, trial_attrs, versions)
 from ..setting import comparable_setting, setting_record
 from .spec import StudySpec
 from .storage import open_storage, redact, resolve_storage
@@ -125,13 +125,13 @@ def enqueue_anchors(study: optuna.Study, spec: StudySpec) -> None:
             return None
         return t.params.get("ratio", (t.system_attrs.get("fixed_params") or {}).get("ratio"))
 
-    present = {(t.user_attrs.get("anchor"), ratio(t)) for t in study.get_trials(deepcopy=False, states=live)}
+    present = {(TrialRecord.of(t).anchor, ratio(t)) for t in study.get_trials(deepcopy=False, states=live)}
     sizes = spec.size.anchor_params() if spec.size is not None else [{}]
     missing = [(name, extra) for name in spec.anchors for extra in sizes if (name, extra.get("ratio")) not in present]
     for name, extra in missing:
         params = spec.space.params_for(spec.setting.preset(name))
         study.enqueue_trial({**(params or {}), **extra},
-                            user_attrs={"anchor": name, "anchor_in_space": params is not None})
+                            user_attrs=trial_attrs(anchor=name, anchor_in_space=params is not None))
     if missing:
         log.info("enqueued anchors: %s", ", ".join(name + (f" (ratio {extra['ratio']})" if extra else "")
                                                    for name, extra in missing))

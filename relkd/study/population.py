@@ -46,7 +46,7 @@ from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enable
 from optuna.trial import FrozenTrial, TrialState
 
 from ..engine import free_device_memory, run_population
-from ..results.record import is_counted
+from ..results.record import is_counted, set_trial_attrs
 from .trial import Draw, TrialRunner, frozen, put_back
 
 __all__ = ["optimize_population"]
@@ -168,7 +168,7 @@ def _fill(batch: _Batch, objective: TrialRunner, size: int) -> None:
         try:
             trial = batch.ask()
             if _same_cell(trial, batch.draws):  # the grid has no cell left that nobody trains
-                trial.set_user_attr("skipped", "its grid cell is in this population already")
+                set_trial_attrs(trial, skipped="its grid cell is in this population already")
                 batch.tell(trial, state=TrialState.PRUNED, why="not trained: its grid cell is trained already")
                 return
             batch.draws.append(objective.prepare(trial, tuple(d.trial.number for d in batch.draws)))
@@ -178,7 +178,7 @@ def _fill(batch: _Batch, objective: TrialRunner, size: int) -> None:
             if trial is None:
                 raise
             with contextlib.suppress(Exception):  # the storage may refuse it too: the trial fails all the same
-                trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+                set_trial_attrs(trial, error=f"{type(err).__name__}: {err}")
             batch.tell(trial, state=TrialState.FAIL, why=f"{type(err).__name__}: {err}")
 
 
@@ -209,14 +209,14 @@ def _train(batch: _Batch, objective: TrialRunner, draws: list[Draw]) -> None:
     setting = objective.setting or objective.spec.setting
     failure: Exception | None = None
     try:
-        summaries = run_population(setting, [d.objective for d in draws], seed=draws[0].seed,
+        results = run_population(setting, [d.objective for d in draws], seed=draws[0].seed,
                                    report=lambda member, epoch, acc: reports[member](epoch, acc),
                                    teacher=objective.teacher)
     except Exception as err:  # noqa: BLE001 - split, or end the single member as a single trial ends
         failure = err.with_traceback(None)
     if failure is None:
-        for draw, summary in zip(draws, summaries):
-            _end(batch, draw, functools.partial(objective.finish, draw, summary))
+        for draw, result in zip(draws, results):
+            _end(batch, draw, functools.partial(objective.finish, draw, result))
         return
     if len(draws) == 1:  # ends as a single trial ends (failed() gives an out-of-memory error's memory back)
         _end(batch, draws[0], functools.partial(objective.failed, draws[0].trial, failure))

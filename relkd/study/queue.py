@@ -37,10 +37,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..engine import TeacherResult, get_teacher, run_trial
+from ..engine import RunResult, TeacherResult, get_teacher, run_trial
 from ..objective import build_objective
 from ..setting import Setting
-from ..results.record import CONFIG_ATTR, RUN_ATTR, WORKER, versions
+from ..results.record import WORKER, TrialRecord, set_trial_attrs, trial_attrs, versions
 from .storage import RACE_ERRORS, is_lost_race, open_storage
 
 __all__ = ["Run", "RunQueue", "run_id", "completed_runs", "DEFAULT_PATIENCE"]
@@ -49,9 +49,6 @@ log = logging.getLogger(__name__)
 
 #: The least time (seconds) a process waits for runs other processes are training.
 DEFAULT_PATIENCE = 600.0
-#: Metrics of :func:`relkd.engine.run_trial` kept as trial user attributes.
-METRICS = ("test_accuracy", "wall_seconds", "train_seconds", "part_means", "val_history", "epochs")
-
 #: How a trial written before run queues (e.g. a compare trial with parameters
 #: ``method``/``seed``) maps to its run, or ``None``.
 Legacy = Callable[[FrozenTrial], "Run | None"]
@@ -86,10 +83,10 @@ class Run:
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> Run | None:
         """The run a queue trial holds (also waiting or running), or ``None``."""
-        record = trial.user_attrs.get(RUN_ATTR)
+        record = TrialRecord.of(trial).run
         if not isinstance(record, dict) or "key" not in record:
             return None
-        return cls(record["key"], trial.user_attrs.get(CONFIG_ATTR) or {}, record["seed"],
+        return cls(record["key"], TrialRecord.of(trial).config or {}, record["seed"],
                    record.get("epochs"), record.get("label", ""),
                    trial.params or trial.system_attrs.get("fixed_params") or {})
 
@@ -97,7 +94,7 @@ class Run:
 def run_id(trial: FrozenTrial, legacy: Legacy | None = None) -> str | None:
     """The id of the run a trial holds, also before it has started; ``legacy`` reads trials
     written before run queues."""
-    record = trial.user_attrs.get(RUN_ATTR)
+    record = TrialRecord.of(trial).run
     if isinstance(record, dict) and "id" in record:
         return record["id"]
     run = legacy(trial) if legacy is not None else None
@@ -173,7 +170,7 @@ class RunQueue:
 
     def enqueue(self, run: Run) -> None:
         self.study.enqueue_trial(dict(run.params),
-                                 user_attrs={RUN_ATTR: run.record(), CONFIG_ATTR: dict(run.config)})
+                                 user_attrs=trial_attrs(run=run.record(), config=dict(run.config)))
 
     def add(self, runs: Iterable[Run]) -> int:
         """Enqueue every run that is not completed, running or waiting (failed and
@@ -185,11 +182,12 @@ class RunQueue:
                 taken.add(run.id)
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
-    def record(self, run: Run, metrics: Mapping[str, Any], **user_attrs: Any) -> None:
+    def record(self, run: Run, metrics: Mapping[str, Any], **fields: Any) -> None:
         """Store a run finished elsewhere (e.g. read from an older file) as completed:
-        ``metrics`` has ``val_accuracy`` and what of :data:`METRICS` it knows."""
-        attrs = {RUN_ATTR: run.record(), CONFIG_ATTR: dict(run.config), "seed": run.seed,
-                 **{k: metrics[k] for k in METRICS if k in metrics}, **user_attrs}
+        ``metrics`` has ``val_accuracy`` and what of a :class:`RunResult` it knows (its trial
+        attributes are stored as a trained run's are)."""
+        attrs = {**trial_attrs(run=run.record(), config=dict(run.config), seed=run.seed),
+                 **RunResult.from_dict(metrics).trial_attrs(), **trial_attrs(**fields)}
         self.study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE,
                                                        value=float(metrics["val_accuracy"]), user_attrs=attrs))
 
@@ -199,13 +197,13 @@ class RunQueue:
         reaped = 0
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             run = self.run_of(t)
-            if run is None or not _process_is_dead(str(t.user_attrs.get("worker", ""))):
+            if run is None or not _process_is_dead(str(TrialRecord.of(t).worker or "")):
                 continue
             try:
                 self.study.tell(t.number, state=TrialState.FAIL)
             except ValueError:  # another process failed it first and enqueues it
                 continue
-            log.info("run %s: its process %s is gone; enqueued it again", run.id, t.user_attrs["worker"])
+            log.info("run %s: its process %s is gone; enqueued it again", run.id, TrialRecord.of(t).worker)
             self.enqueue(run)
             reaped += 1
         return reaped
@@ -213,7 +211,7 @@ class RunQueue:
     # ------------------------------------------------------------------ training
 
     def run(self, runs: Sequence[Run], setting: Setting, *, eval_test: bool = True, progress: bool = False,
-            catch: tuple[type[Exception], ...] = (), train: Callable[..., dict[str, Any]] | None = None,
+            catch: tuple[type[Exception], ...] = (), train: Callable[..., RunResult] | None = None,
             on_start: Callable[[Run], None] | None = None, patience: float | None = None,
             poll: float = 2.0) -> dict[str, FrozenTrial]:
         """Enqueue the missing ``runs``, train waiting runs (of any process) one at a time,
@@ -262,7 +260,7 @@ class RunQueue:
         return self.results(runs)
 
     def _patience(self) -> float:
-        longest = max((t.user_attrs.get("wall_seconds", 0.0)
+        longest = max((TrialRecord.of(t).wall_seconds or 0.0
                        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))), default=0.0)
         return max(DEFAULT_PATIENCE, 3 * longest)
 
@@ -278,24 +276,21 @@ class RunQueue:
         return None
 
     def _train(self, trial: optuna.Trial, setting: Setting, *, eval_test: bool, progress: bool,
-               train: Callable[..., dict[str, Any]], on_start: Callable[[Run], None] | None,
+               train: Callable[..., RunResult], on_start: Callable[[Run], None] | None,
                catch: tuple[type[Exception], ...]) -> float:
         mine = next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
         run = self.run_of(mine)
         reason = self._skip_reason(trial, run)
         if reason is not None:
-            trial.set_user_attr("skipped", reason)
+            set_trial_attrs(trial, skipped=reason)
             raise optuna.TrialPruned(f"not trained: {reason}")
         assert run is not None
         try:
             for name, value in run.params.items():  # replays the enqueued parameters
                 if value in self.choices.get(name, ()):
                     trial.suggest_categorical(name, list(self.choices[name]))
-            trial.set_user_attr(RUN_ATTR, run.record())  # a retry of this trial carries it
-            trial.set_user_attr(CONFIG_ATTR, dict(run.config))
-            trial.set_user_attr("seed", run.seed)
-            trial.set_user_attr("worker", WORKER)
-            trial.set_user_attr("versions", versions())
+            set_trial_attrs(trial, run=run.record())  # a retry of this trial carries it
+            set_trial_attrs(trial, config=dict(run.config), seed=run.seed, worker=WORKER, versions=versions())
             objective = build_objective(dict(run.config))
             if objective.needs_teacher and self.teacher is None:
                 self.teacher = get_teacher(setting, progress=progress)
@@ -303,7 +298,7 @@ class RunQueue:
                 setting = setting.with_budget(epochs=run.epochs)
             if on_start is not None:
                 on_start(run)
-            metrics = train(setting, objective, seed=run.seed, eval_test=eval_test, teacher=self.teacher,
+            result = train(setting, objective, seed=run.seed, eval_test=eval_test, teacher=self.teacher,
                             progress=progress)
         except KeyboardInterrupt:  # Optuna fails the trial; the run goes back for the other processes
             try:
@@ -312,11 +307,9 @@ class RunQueue:
                 log.warning("run %s was interrupted and could not be enqueued again: %s", run.id, err)
             raise
         except Exception as err:
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+            set_trial_attrs(trial, error=f"{type(err).__name__}: {err}")
             if isinstance(err, catch):  # the queue goes on: say which run failed
                 log.warning("run %s failed: %s: %s", run.id, type(err).__name__, err)
             raise
-        for key in METRICS:
-            if key in metrics:
-                trial.set_user_attr(key, metrics[key])
-        return float(metrics["val_accuracy"])
+        set_trial_attrs(trial, **result.trial_attrs())
+        return float(result.val_accuracy)

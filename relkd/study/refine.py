@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 from ..config import validate_config
 from ..fields import FieldChecker, join_path
+from ..results.record import set_trial_attrs
 from ..terms import term_kind, term_problems
 from .space import SearchSpace
 
@@ -107,7 +108,7 @@ class Refinement:
         or term breaks a rule, since its anchor's own tuning covers hyperparameter moves."""
         index = int(trial.suggest_categorical("refine.base", list(range(self.anchors))))
         name, base = bases[min(index, len(bases) - 1)]
-        trial.set_user_attr("refined_from", name)
+        set_trial_attrs(trial, refined_from=name)
         config = copy.deepcopy(validate_config(base))
         taps = [KEEP, *(t for t in space.choices("tap") if t != KEEP)]
         views = [KEEP, *(v for v in space.choices("view") if v != KEEP)]

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from ..fields import FieldChecker, join_path
 from ..results.ranking import compositions
+from ..results.record import TrialRecord, trial_attrs
 
 __all__ = ["Rerun", "validate_rerun", "RERUN_FIELDS", "rerun_plan", "enqueue_reruns"]
 
@@ -67,7 +68,7 @@ def rerun_plan(study: optuna.Study, rerun: Rerun, base_seed: int) -> list[tuple[
     chosen += [c for c in ranked if c.known][:rerun.anchors]
     live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
     taken = {(r["of"], int(r["seed"])) for t in study.get_trials(deepcopy=False, states=live)
-             if isinstance(r := t.user_attrs.get("rerun"), dict)}
+             if isinstance(r := TrialRecord.of(t).rerun, dict)}
     seeds = [base_seed + i for i in range(1, rerun.seeds)]
     return [(c.trial.number, s) for c in chosen for s in seeds
             if (c.trial.number, s) not in taken and s not in c.values]
@@ -77,5 +78,5 @@ def enqueue_reruns(study: optuna.Study, rerun: Rerun, base_seed: int) -> int:
     """Enqueue the missing re-runs (:func:`rerun_plan`); return how many."""
     plan = rerun_plan(study, rerun, base_seed)
     for number, seed in plan:
-        study.enqueue_trial({}, user_attrs={"rerun": {"of": number, "seed": seed}})
+        study.enqueue_trial({}, user_attrs=trial_attrs(rerun={"of": number, "seed": seed}))
     return len(plan)

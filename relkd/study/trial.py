@@ -28,12 +28,13 @@ import torch
 from optuna.trial import TrialState
 
 from ..adapt import resolve_student, with_ratio
-from ..engine import NonFiniteLossError, TeacherResult, free_device_memory, get_teacher, load_data, run_trial
+from ..engine import (NonFiniteLossError, RunResult, TeacherResult, free_device_memory, get_teacher, load_data,
+                      run_trial)
 from ..engine.memory import memory_problems
 from ..fields import ConfigError
 from ..objective import Objective, build_objective
 from ..setting import Setting, resolve_device
-from ..results.record import CONFIG_ATTR, TUNED_ATTR, WORKER, is_counted, versions
+from ..results.record import WORKER, TrialRecord, is_counted, set_trial_attrs, trial_attrs, versions
 from ..results.ranking import compositions
 from .spec import StudySpec
 from .tuned_anchors import searched_index
@@ -99,13 +100,13 @@ class TrialRunner:
         """Train a prepared draw as a single trial and return its value, or ``[accuracy,
         size]`` in a multi-objective study (raises as :meth:`failed`)."""
         try:  # the objective is built once, not validated again
-            metrics = run_trial(draw.setting or self.setting or self.spec.setting, draw.objective,
-                                self.reporter(draw), seed=draw.seed, teacher=self.teacher)
+            result = run_trial(draw.setting or self.setting or self.spec.setting, draw.objective,
+                               self.reporter(draw), seed=draw.seed, teacher=self.teacher)
         except Exception as err:
             self.failed(draw.trial, err)  # raises
-        value = self.finish(draw, metrics)
+        value = self.finish(draw, result)
         if self.spec.size is not None:
-            return [value, float(metrics[f"student_{self.spec.size.measure}"])]
+            return [value, float(result.size(self.spec.size.measure))]
         return value
 
     def prepare(self, trial: optuna.Trial, batch: tuple[int, ...] = ()) -> Draw:
@@ -114,25 +115,25 @@ class TrialRunner:
         :class:`optuna.TrialPruned` for a draw that breaks the rules or a trial that is not
         trained (no room left, or only re-runs now). ``batch``: the trials this worker has
         asked for along with this one (a population), which leave room for each other."""
-        rerun = trial.user_attrs.get("rerun")
+        record = TrialRecord.of(trial)
+        rerun = record.rerun
         if self.reruns_only and not rerun:
-            trial.set_user_attr("skipped", "the search has ended: only re-runs are trained now")
+            set_trial_attrs(trial, skipped="the search has ended: only re-runs are trained now")
             put_back(trial.study, frozen(trial))
             trial.study.stop()
             raise optuna.TrialPruned("not trained: the search has ended")
         if not rerun:
             self._check_room(trial, batch)
-        anchor = trial.user_attrs.get("anchor")
+        anchor = record.anchor
         setting = self.setting or self.spec.setting
         seed, built = setting.seed, None
         if rerun:
             self._check_rerun_is_new(trial, rerun)
             original = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == rerun["of"])
-            config, seed = original.user_attrs[CONFIG_ATTR], int(rerun["seed"])
-            anchor = original.user_attrs.get("anchor")
+            config, seed, anchor = TrialRecord.of(original).config, int(rerun["seed"]), TrialRecord.of(original).anchor
         elif anchor:
             config = setting.preset(anchor)  # the layers of this setting's models
-            if trial.user_attrs.get("anchor_in_space"):
+            if record.anchor_in_space:
                 self.spec.space.sample(trial)  # replays the enqueued parameters
         else:
             config, problems = self._draw(trial)
@@ -141,7 +142,7 @@ class TrialRunner:
                 problems = self._memory_problems(built)
             if problems:
                 self.invalid_in_a_row += 1
-                trial.set_user_attr("invalid_combination", problems)
+                set_trial_attrs(trial, invalid_combination=problems)
                 if self.invalid_in_a_row >= MAX_INVALID_IN_A_ROW:
                     self.stop_reason = (f"{self.invalid_in_a_row} invalid draws in a row: the search space allows "
                                         f"almost no valid combination ({problems[0]})")
@@ -149,15 +150,12 @@ class TrialRunner:
                 raise optuna.TrialPruned(f"invalid combination, not trained: {'; '.join(problems)}")
             self.invalid_in_a_row = 0
         trial_setting = self._sized(trial, setting) if self.spec.size is not None else None
-        trial.set_user_attr("student", (trial_setting or setting).student.to_dict())
-        trial.set_user_attr(CONFIG_ATTR, config)
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("versions", versions())
-        trial.set_user_attr("worker", WORKER)
+        set_trial_attrs(trial, student=(trial_setting or setting).student.to_dict(), config=config, seed=seed,
+                        versions=versions(), worker=WORKER)
         objective = built if built is not None else build_objective(config)
         if objective.needs_teacher and self.teacher is None:
             self.teacher = get_teacher(setting)
-        return Draw(trial, objective, seed, anchor, rerun, trial.user_attrs.get(TUNED_ATTR), setting=trial_setting)
+        return Draw(trial, objective, seed, anchor, rerun, record.tuned_anchor, setting=trial_setting)
 
     def _sized(self, trial: optuna.Trial, setting: Setting) -> Setting:
         """The setting with the student adapted to the trial's ratio (made, or found in the
@@ -167,7 +165,7 @@ class TrialRunner:
         try:
             return resolve_student(sized)
         except ConfigError as err:
-            trial.set_user_attr("invalid_combination", list(err.errors))
+            set_trial_attrs(trial, invalid_combination=list(err.errors))
             raise optuna.TrialPruned(f"invalid size, not trained: {'; '.join(err.errors)}") from None
 
     @staticmethod
@@ -192,45 +190,42 @@ class TrialRunner:
         """What an error while training means for the trial: a non-finite loss or running
         out of device memory prunes it with the reason; anything else fails it."""
         if isinstance(err, NonFiniteLossError):
-            trial.set_user_attr("pruned_reason", f"non-finite loss: {err}")
+            set_trial_attrs(trial, pruned_reason=f"non-finite loss: {err}")
             raise optuna.TrialPruned(f"non-finite loss: {err}") from None
         if isinstance(err, torch.OutOfMemoryError):  # a composition too big for the device: not a broken study
             free_device_memory()
             first = (str(err).strip().splitlines() or [""])[0][:200]
             reason = (f"out of device memory ({first}); pruned, not failed: this composition needs more memory "
                       f"than the device has (a smaller batch, another tap or view may fit)")
-            trial.set_user_attr("pruned_reason", reason)
+            set_trial_attrs(trial, pruned_reason=reason)
             raise optuna.TrialPruned(reason) from None
-        trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+        set_trial_attrs(trial, error=f"{type(err).__name__}: {err}")
         raise err
 
-    def finish(self, draw: Draw, metrics: dict) -> float:
-        """Record a run's metrics on its trial and return the trial's value; a run the pruner
-        stopped (or, in a population, whose loss went non-finite) raises
-        :class:`optuna.TrialPruned` with the reason."""
+    def finish(self, draw: Draw, result: RunResult) -> float:
+        """Record a run's result on its trial (:meth:`RunResult.trial_attrs`) and return the
+        trial's value; a run the pruner stopped (or, in a population, whose loss went
+        non-finite) raises :class:`optuna.TrialPruned` with the reason."""
         trial = draw.trial
-        for key in ("part_means", "wall_seconds", "train_seconds", "val_history", "epochs", "samples_per_second",
-                    "init_sha256", "population", "student_params", "student_macs"):
-            if key in metrics:
-                trial.set_user_attr(key, metrics[key])
-        if metrics.get("error"):  # a population member's non-finite loss
-            reason = f"non-finite loss: {metrics['error']}"
-            trial.set_user_attr("pruned_reason", reason)
+        set_trial_attrs(trial, **result.trial_attrs())
+        if result.error:  # a population member's non-finite loss
+            reason = f"non-finite loss: {result.error}"
+            set_trial_attrs(trial, pruned_reason=reason)
             raise optuna.TrialPruned(reason)
-        if metrics["stopped_early"]:
+        if result.stopped_early:
             by = "the fidelity ladder" if self.spec.ladder else f"the {self.spec.pruner[0]} pruner"
-            reason = f"pruned by {by} after epoch {metrics['epochs']}"
-            trial.set_user_attr("pruned_reason", reason)
+            reason = f"pruned by {by} after epoch {result.epochs}"
+            set_trial_attrs(trial, pruned_reason=reason)
             raise optuna.TrialPruned(reason)
-        return float(metrics["val_accuracy"])
+        return float(result.val_accuracy)
 
     @staticmethod
     def _check_rerun_is_new(trial: optuna.Trial, rerun: dict) -> None:
         """Two workers may enqueue the same re-run at once: the later trial is skipped."""
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-            if t.number != trial.number and t.user_attrs.get("rerun") == rerun and (
+            if t.number != trial.number and TrialRecord.of(t).rerun == rerun and (
                     t.state == TrialState.COMPLETE or t.number < trial.number):
-                trial.set_user_attr("skipped", f"re-run {rerun} is {t.state.name.lower()} in trial {t.number}")
+                set_trial_attrs(trial, skipped=f"re-run {rerun} is {t.state.name.lower()} in trial {t.number}")
                 raise optuna.TrialPruned("not trained: the same re-run is in another trial")
 
     def _memory_problems(self, objective: Objective) -> list[str]:
@@ -245,13 +240,13 @@ class TrialRunner:
         trials, when it tunes its anchors), a refinement of a best anchor (for the share of
         trials the study's ``refine`` gives, once an anchor has completed) or a draw of the
         open space."""
-        bases = [(c.anchor, c.trial.user_attrs[CONFIG_ATTR])
+        bases = [(c.anchor, c.record.config)
                  for c in compositions(trial.study) if c.anchor is not None]
         tuning = self.spec.tune_anchors
         if tuning is not None:
             name = tuning.choose(searched_index(trial.study, trial.number), bases, self.spec.anchors)
             if name is not None:
-                trial.set_user_attr(TUNED_ATTR, name)
+                set_trial_attrs(trial, tuned_anchor=name)
                 base = dict(bases).get(name) or (self.setting or self.spec.setting).preset(name)
                 return tuning.sample(trial, name, base), []
         refine = self.spec.refine
@@ -294,13 +289,13 @@ class TrialRunner:
         mine = next(t for t in trials if t.number == trial.number)
         put_back(study, mine)
         full = counted >= self.n_trials or not waited
-        trial.set_user_attr("skipped", f"the study already has {self.n_trials} trials" if full
-                            else "a retry of another worker's trial goes first")
+        set_trial_attrs(trial, skipped=f"the study already has {self.n_trials} trials" if full
+                        else "a retry of another worker's trial goes first")
         if full or time.time() >= self.deadline:
             self.stop_reason = (f"the study has {self.n_trials} trials (other workers finished them)" if full
                                 else "timeout while waiting for other workers' trials")
             study.stop()
-        raise optuna.TrialPruned(f"not trained: {trial.user_attrs.get('skipped', 'skipped')}")
+        raise optuna.TrialPruned(f"not trained: {TrialRecord.of(trial).skipped or 'skipped'}")
 
 
 def frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
@@ -315,9 +310,11 @@ def put_back(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     system = trial.system_attrs
     if "fixed_params" not in system and "failed_trial" not in system:
         return False  # the sampler's own draw: the next trial draws again
+    record = TrialRecord.of(trial)
+    kept = {"anchor": record.anchor, "anchor_in_space": record.anchor_in_space, "rerun": record.rerun}
     study.add_trial(optuna.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs={k: v for k, v in trial.user_attrs.items() if k in ("anchor", "anchor_in_space", "rerun")},
+        user_attrs=trial_attrs(**{k: v for k, v in kept.items() if v is not None}),
         system_attrs={k: v for k, v in system.items() if k in ("fixed_params", "failed_trial", "retry_history")}))
     return True
 

@@ -30,7 +30,7 @@ import optuna
 
 from ..config import validate_config
 from ..fields import FieldChecker, join_path
-from ..results.record import RERUN_ATTR
+from ..results.record import TrialRecord
 from .refine import scale_kd_and_ce, scale_term
 
 __all__ = ["AnchorTuning", "validate_tune_anchors", "TUNE_ANCHORS_FIELDS", "searched_index"]
@@ -81,7 +81,7 @@ def searched_index(study: optuna.Study, number: int) -> int:
     """The place of trial ``number`` among the study's searched trials: how many trials before
     it are neither anchors nor re-runs (the same in every process)."""
     return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number
-               and "anchor" not in t.user_attrs and RERUN_ATTR not in t.user_attrs)
+               and (r := TrialRecord.of(t)).anchor is None and r.rerun is None)
 
 
 def validate_tune_anchors(c: FieldChecker, value: Any, path: str) -> AnchorTuning | None:

@@ -28,7 +28,8 @@ from ..setting import Setting
 from .opening import open_study
 from .population import optimize_population
 from ..tuning import Tuning, headroom_line, resolve_recipe
-from ..results.record import N_TRIALS_ATTR, RECIPE_ATTR, RERUN_ATTR, WORKER, counted_trials, is_counted, trial_counts
+from ..results.record import (N_TRIALS_ATTR, RECIPE_ATTR, WORKER, TrialRecord, counted_trials, is_counted,
+                             trial_counts)
 from .seeds import enqueue_reruns
 from ..results.ranking import search_verdict
 from .spec import LABELLED_SINGLE_RUNS, StudySpec, population_or_error
@@ -159,7 +160,7 @@ def run_study(
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if trial.state == TrialState.FAIL:
-            failures.append(trial.user_attrs.get("error") or trial.system_attrs.get("fail_reason", "unknown error"))
+            failures.append(TrialRecord.of(trial).error or trial.system_attrs.get("fail_reason", "unknown error"))
             log.warning("trial %d failed: %s", trial.number, failures[-1])
             if len(failures) >= MAX_FAILURES_IN_A_ROW:
                 result.error = f"{len(failures)} trials failed in a row; the last one: {failures[-1]}"
@@ -175,7 +176,7 @@ def run_study(
             values = None if trial.values is None else ", ".join(  # accuracy, then a size (multi-objective)
                 [f"{trial.values[0]:.4f}", *(f"{v:.0f}" for v in trial.values[1:])])
             log.info("trial %d %s: %s", trial.number, trial.state.name.lower(),
-                     values if values is not None else trial.user_attrs.get("pruned_reason", ""))
+                     values if values is not None else TrialRecord.of(trial).pruned_reason or "")
         if n_trials is not None and len(counted_trials(study)) >= n_trials and not result.stopped_because:
             result.stopped_because = f"the study has {n_trials} trials"
             study.stop()
@@ -232,13 +233,14 @@ def _tuned_setting(study: optuna.Study, setting: Setting, teacher: TeacherResult
 
 
 def _waiting_reruns(study: optuna.Study) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if RERUN_ATTR in t.user_attrs)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+               if TrialRecord.of(t).rerun is not None)
 
 
 def _mine(study: optuna.Study) -> int:
     """How many re-runs this process has completed."""
     return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-               if RERUN_ATTR in t.user_attrs and t.user_attrs.get("worker") == WORKER)
+               if (r := TrialRecord.of(t)).rerun is not None and r.worker == WORKER)
 
 
 def _rerun_phase(study: optuna.Study, spec: StudySpec, objective: TrialRunner) -> int:

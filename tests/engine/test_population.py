@@ -27,10 +27,10 @@ def assert_same_weights(a, b):
 
 def assert_same_member(got, want):
     """Same validation accuracies and epochs, same loss parts (loosely) and weights."""
-    assert got["val_history"] == want["val_history"]
-    assert got["epochs"] == want["epochs"]
-    assert got["part_means"] == pytest.approx(want["part_means"], rel=1e-4, abs=1e-6)
-    assert_same_weights(got["model"], want["model"])
+    assert got.val_history == want.val_history
+    assert got.epochs == want.epochs
+    assert got.part_means == pytest.approx(want.part_means, rel=1e-4, abs=1e-6)
+    assert_same_weights(got.model, want.model)
 
 
 # sp+kd's SP weight (3000) makes steps of about 0.2 in the first convolution's weights: over the
@@ -45,14 +45,14 @@ ENGINE_CONFIGS = {"fold": ["kd", "rkd", "none"], "vmap": CONFIGS, "loop": CONFIG
 def test_member_trains_what_run_trial_trains_alone(setting, engine):
     configs = ENGINE_CONFIGS[engine]
     members = run_population(setting, configs, seed=0, engine=engine, return_models=True)
-    assert [m["member"] for m in members] == [0, 1, 2]
+    assert [m.member for m in members] == [0, 1, 2]
     for config, member in zip(configs, members):
         alone = run_trial(setting, config, seed=0, return_model=True)
-        assert member["stopped"] is None and not member["stopped_early"]
-        assert member["val_accuracy"] == alone["val_accuracy"]
-        assert member["objective_config"] == build_objective(config).to_config()
+        assert member.stopped is None and not member.stopped_early
+        assert member.val_accuracy == alone.val_accuracy
+        assert member.objective_config == build_objective(config).to_config()
         assert_same_member(member, alone)
-        assert member["wall_seconds"] > 0 and member["samples_per_second"] > 0
+        assert member.wall_seconds > 0 and member.samples_per_second > 0
 
 
 def test_pruned_member_leaves_and_the_others_are_undisturbed(setting):
@@ -65,19 +65,19 @@ def test_pruned_member_leaves_and_the_others_are_undisturbed(setting):
         return member == 1 and epoch == 0
 
     pruned = run_population(setting, CONFIGS, seed=0, report=report, return_models=True)
-    assert pruned[1]["stopped"] == "pruned" and pruned[1]["stopped_early"]
-    assert pruned[1]["epochs"] == 1 and pruned[1]["val_history"] == full[1]["val_history"][:1]
+    assert pruned[1].stopped == "pruned" and pruned[1].stopped_early
+    assert pruned[1].epochs == 1 and pruned[1].val_history == full[1].val_history[:1]
     assert [c for c in calls if c[0] == 1] == [(1, 0)]  # reported once, then never trained again
     assert sorted(calls) == sorted([(m, e) for m in (0, 2) for e in range(3)] + [(1, 0)])
     for i in (0, 2):
-        assert pruned[i]["stopped"] is None
+        assert pruned[i].stopped is None
         assert_same_member(pruned[i], full[i])
 
 
 def test_report_at_the_last_epoch_is_not_a_stop(setting):
     """As in fit: a stop asked for after the last epoch stops nothing."""
     members = run_population(setting, ["none"], seed=0, report=lambda member, epoch, acc: epoch == 1)
-    assert members[0]["stopped"] is None and members[0]["stopped_early"] is False and members[0]["epochs"] == 2
+    assert members[0].stopped is None and members[0].stopped_early is False and members[0].epochs == 2
 
 
 class ExplodingKD(Objective):
@@ -103,17 +103,17 @@ def test_non_finite_member_leaves_with_its_reason(setting):
     members = run_population(setting, ["sp+kd", ExplodingKD(preset("kd"), after=3), "none"], seed=0,
                              return_models=True)
     bad = members[1]
-    assert bad["stopped"] == "non-finite: kd" and bad["stopped_early"]
-    assert "'kd'" in bad["error"] and "step 4" in bad["error"]
-    assert bad["epochs"] == 0 and bad["val_accuracy"] is None
+    assert bad.stopped == "non-finite: kd" and bad.stopped_early
+    assert "'kd'" in bad.error and "step 4" in bad.error
+    assert bad.epochs == 0 and bad.val_accuracy is None
     for got, want in zip((members[0], members[2]), reference):
-        assert got["stopped"] is None
+        assert got.stopped is None
         assert_same_member(got, want)
 
 
 def test_every_member_leaving_ends_the_population(setting):
     members = run_population(setting, [ExplodingKD(preset("kd"), after=0)], seed=0)
-    assert members[0]["stopped"] == "non-finite: kd" and members[0]["epochs"] == 0
+    assert members[0].stopped == "non-finite: kd" and members[0].epochs == 0
     assert run_population(setting, [], seed=0) == []
 
 

@@ -113,7 +113,7 @@ def test_init_loads_the_body_exactly_and_replaces_the_head(tmp_path):
     assert state["net.fc.weight"].shape == (10, 16) and state["net.fc.bias"].shape == (10,)
     fresh = build_model(validate_setting(make()).student, data, seed=0, device=torch.device("cpu")).state_dict()
     assert torch.equal(state["net.fc.weight"], fresh["net.fc.weight"])  # the new head's own initialisation
-    assert model.init_sha256 == run_trial(s, "none")["init_sha256"]
+    assert model.init_sha256 == run_trial(s, "none").init_sha256
 
 
 def test_head_is_replaced_even_when_it_fits_unless_kept(tmp_path):
@@ -183,7 +183,7 @@ def test_torchvision_weights_file_initialises_a_tv_model(tmp_path):
 def test_frozen_parameters_and_their_bn_statistics_do_not_move(tmp_path, freeze, frozen_prefixes):
     source = save_source(tmp_path / "source.pt")
     s = validate_setting(make(student={"init": "source.pt", "freeze": freeze}, budget={"epochs": 2}))
-    model = run_trial(s, "none", return_model=True)["model"]
+    model = run_trial(s, "none", return_model=True).model
     state = model.state_dict()
     for key, value in state.items():
         if key.startswith("net.fc.") or key.endswith("num_batches_tracked"):
@@ -250,7 +250,7 @@ def test_pretrain_cli_writes_checkpoint_and_meta_then_reuses_them(tmp_path, caps
     # a target setting that names the source setting uses the same cached checkpoint
     target = validate_setting(make(data={"classes": [5, 6, 7, 8, 9], "train_per_class": 10},
                                    student={"init": {"pretrain": "src.yaml"}}))
-    assert run_trial(resolve_inits(target), "none")["init_sha256"] == first["sha256"]
+    assert run_trial(resolve_inits(target), "none").init_sha256 == first["sha256"]
     assert main(["pretrain", "--setting", "missing.yaml"]) == 2
 
 

@@ -22,6 +22,7 @@ from relkd.study.export import study_tuning
 from relkd.results.record import ABLATION_ATTR, RECIPE_ATTR, RUN_ATTR, SETTING_ATTR
 from relkd.results.ranking import compositions
 from relkd.tuning import Tuning
+from relkd.engine.result import RunResult
 from tiny import TINY_SETTING
 
 pytestmark = pytest.mark.usefixtures("isolated")  # conftest.py: own cache and runs folders
@@ -126,7 +127,7 @@ class FakeTrainer:
         wobble = zlib.crc32(json.dumps([strip(cfg), seed], sort_keys=True).encode()) % 5 - 2  # -2 .. 2
         value = (0.3 + 0.05 * (seed % 7) + 0.02 * len(cfg["terms"]) + 0.01 * kd["weight"] + 0.004 * cfg["ce_weight"]
                  + 0.001 * wobble + setting.budget.lr / 10)
-        return {"val_accuracy": value, "test_accuracy": -1.0}
+        return RunResult(seed, value, test_accuracy=-1.0)
 
 
 def stored_values(out, study_name):

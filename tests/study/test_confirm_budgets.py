@@ -24,6 +24,7 @@ from relkd.study.confirm import Candidate, confirm_study
 from relkd.study.confirm_budgets import check_budgets, confirm_budgets, format_budgets, parse_budgets
 from relkd.results.record import CONFIRM_ATTR, RUN_ATTR, SETTING_ATTR, TUNED_ATTR
 from relkd.results.ranking import search_verdict
+from relkd.engine.result import RunResult
 from tiny import TINY_SETTING, interrupt_on_call
 
 pytestmark = pytest.mark.usefixtures("isolated")  # conftest.py: own cache and runs folders
@@ -68,8 +69,8 @@ class FakeTrain:
         self.calls.append(call)
         draw = random.Random(repr(call))
         assert eval_test
-        return {"val_accuracy": draw.uniform(0.5, 0.9), "test_accuracy": draw.uniform(0.5, 0.9),
-                "wall_seconds": 30.0 + seed, "epochs": setting.budget.epochs}
+        return RunResult(seed, draw.uniform(0.5, 0.9), test_accuracy=draw.uniform(0.5, 0.9),
+                         wall_seconds=30.0 + seed, epochs=setting.budget.epochs)
 
 
 @pytest.fixture

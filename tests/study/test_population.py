@@ -1,6 +1,7 @@
 """Workers that train populations (relkd.study.population): K trials asked at once, trained
 together, told one by one; everything a single trial does (anchors, invalid draws, pruning
 and the ladder, n_trials, failures, interrupts, heartbeats and retries) still holds."""
+import dataclasses
 import copy
 import json
 import signal
@@ -159,8 +160,8 @@ def test_a_non_finite_member_is_pruned_with_its_reason_and_the_others_finish(mon
 
     def one_diverges(setting, configs, **kwargs):
         summaries = real(setting, configs, **kwargs)
-        summaries[0] = {**summaries[0], "stopped": "non-finite: kd", "stopped_early": True,
-                        "error": "the kd part became inf at epoch 1, step 3"}
+        summaries[0] = dataclasses.replace(summaries[0], stopped="non-finite: kd", stopped_early=True,
+                                           error="the kd part became inf at epoch 1, step 3")
         return summaries
 
     monkeypatch.setattr(population_module, "run_population", one_diverges)

@@ -25,6 +25,7 @@ from relkd.study.queue import Run, RunQueue
 from relkd.results.record import RUN_ATTR
 from relkd.study.spec import validate_study
 from relkd.study.worker import run_study
+from relkd.engine.result import RunResult
 from tiny import TINY_SETTING
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +50,8 @@ class FakeTrain:
             raise KeyboardInterrupt
         if self.fail(seed, epochs):
             raise RuntimeError("the device fell over")
-        return {"val_accuracy": 0.5 + seed / 100, "test_accuracy": 0.4 + seed / 100 + epochs / 1000,
-                "wall_seconds": 0.01, "part_means": {"ce": 1.0}, "epochs": epochs}
+        return RunResult(seed, 0.5 + seed / 100, test_accuracy=0.4 + seed / 100 + epochs / 1000,
+                         wall_seconds=0.01, part_means={"ce": 1.0}, epochs=epochs)
 
 
 def setting():
@@ -135,6 +136,7 @@ SHARED = textwrap.dedent("""
     from pathlib import Path
     from relkd.presets import preset
     from relkd.setting import validate_setting
+    from relkd.engine import RunResult
     from relkd.study.queue import Run, RunQueue
     sys.path.insert(0, "tests")
     from tiny import TINY_SETTING
@@ -147,7 +149,7 @@ SHARED = textwrap.dedent("""
 
     def train(setting, objective, *, seed, eval_test, teacher, progress):
         time.sleep(0.4)
-        return {"val_accuracy": seed / 10, "test_accuracy": seed / 20, "wall_seconds": 0.4}
+        return RunResult(seed, seed / 10, test_accuracy=seed / 20, wall_seconds=0.4)
 
     runs = [Run("none", preset("none"), seed) for seed in range(8)]
     results = queue.run(runs, validate_setting(TINY_SETTING), train=train)
