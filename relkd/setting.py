@@ -316,10 +316,11 @@ def _check_milestones(c: FieldChecker, value: Any, path: str) -> tuple[float, ..
     return tuple(float(v) for v in value)
 
 
-def _check_recipe(c: FieldChecker, section: Mapping[str, Any], path: str, defaults: Recipe) -> Recipe:
+def _check_recipe(c: FieldChecker, section: Mapping[str, Any], path: str, defaults: Recipe,
+                  min_epochs: int = 1) -> Recipe:
     get = section.get
     return Recipe(
-        epochs=c.integer(get("epochs", defaults.epochs), join_path(path, "epochs"), minimum=1),
+        epochs=c.integer(get("epochs", defaults.epochs), join_path(path, "epochs"), minimum=min_epochs),
         optimizer=c.choice(get("optimizer", defaults.optimizer), join_path(path, "optimizer"), OPTIMIZERS),
         lr=c.number(get("lr", defaults.lr), join_path(path, "lr"), strict=True),
         momentum=c.number(get("momentum", defaults.momentum), join_path(path, "momentum"), maximum=0.999),
@@ -415,7 +416,9 @@ def validate_setting(setting: Any, source: str | os.PathLike | None = None, *,
     if "teacher" in setting:
         teacher = check_model(c, setting["teacher"], "teacher", _RECIPE_FIELDS)
         if isinstance(setting["teacher"], Mapping):
-            teacher_recipe = _check_recipe(c, setting["teacher"], "teacher", teacher_recipe)
+            teacher_recipe = _check_recipe(c, setting["teacher"], "teacher", teacher_recipe, min_epochs=0)
+        if teacher is not None and teacher_recipe.epochs == 0:
+            teacher = _teacher_as_it_is(c, teacher, setting["teacher"])
     if "student" in setting:
         student = check_model(c, setting["student"], "student")
     budget = Recipe()
@@ -435,6 +438,22 @@ def validate_setting(setting: Any, source: str | os.PathLike | None = None, *,
         raise ConfigError(c.errors, source)
     extra = {k: copy.deepcopy(setting[k]) for k in STUDY_SECTIONS if k in setting}
     return Setting(data, teacher, teacher_recipe, student, budget, seed, device, name, extra, precision, tf32, tune)
+
+
+def _teacher_as_it_is(c: FieldChecker, teacher: ModelSpec, section: Mapping[str, Any]) -> ModelSpec:
+    """``teacher.epochs: 0``: the teacher is used as its ``init`` file holds it, head included
+    (``head`` defaults to ``keep`` then; ``replace`` would give it an untrained classifier)."""
+    if teacher.init is None or teacher.init.path is None:
+        c.error("teacher.epochs", "0 trains nothing, so the teacher must be a trained checkpoint: give teacher.init "
+                                  "(a .pt/.pth file of this model, head included), or epochs of at least 1")
+        return teacher
+    init = section.get("init")
+    if isinstance(init, Mapping) and init.get("head", "keep") != "keep":
+        c.error("teacher.init.head", f"teacher.epochs 0 uses the file's classifier as it is, so head must be keep "
+                                     f"(or left out), got {init.get('head')!r}; train the teacher (epochs >= 1) "
+                                     f"to give it a new head")
+        return teacher
+    return dataclasses.replace(teacher, init=dataclasses.replace(teacher.init, head="keep"))
 
 
 def setting_or_errors(document: Any, c: FieldChecker, source: str | os.PathLike | None = None) -> Setting | None:

@@ -68,10 +68,25 @@ def teacher_key(setting: Setting, data: DatasetSplits | None = None) -> str:
     return TEACHERS.key(ident)
 
 
+def _as_it_is(model: TappedModel, data: Any, setting: Setting, device: torch.device) -> dict[str, Any]:
+    """The metadata of a teacher used as its init file holds it (``teacher.epochs: 0``):
+    evaluated on the validation and test splits, trained not at all."""
+    log.info("teacher %s used as it is (epochs 0): evaluating %s", setting.teacher.model, setting.teacher.init.path)
+    batch = setting.data.eval_batch_size
+    with tf32(device, setting.tf32):
+        val_acc = evaluate(model, data.eval_loader("val", batch, device), setting.precision)
+        test_acc = evaluate(model, data.eval_loader("test", batch, device), setting.precision)
+    return {"model": setting.teacher.model, "params": setting.teacher.params,
+            "recipe": dataclasses.asdict(setting.teacher_recipe), "val_accuracy": val_acc, "test_accuracy": test_acc,
+            "seed": setting.seed, "dataset": data.name, "train_seconds": 0.0, "relkd": __version__,
+            "init_sha256": model.init_sha256}
+
+
 def get_teacher(setting: Setting, *, progress: bool = False, force: bool = False,
                 device: torch.device | None = None) -> TeacherResult:
     """The setting's trained teacher: loaded from the cache when an intact checkpoint for
-    exactly this teacher exists, else trained and cached. Processes that start together
+    exactly this teacher exists, else trained and cached (``teacher.epochs: 0``: its init
+    file used as it is, only evaluated; the file's SHA-256 is in the metadata). Processes that start together
     wait on a file lock instead of training twice."""
     device = device or resolve_device(setting.device)
     data = load_data(setting, subset=False)
@@ -81,6 +96,8 @@ def get_teacher(setting: Setting, *, progress: bool = False, force: bool = False
     def train() -> tuple[TappedModel, dict[str, Any]]:
         model.to(device)
         recipe = setting.teacher_recipe
+        if recipe.epochs == 0:
+            return model, _as_it_is(model, data, setting, device)
         log.info("training teacher %s (%d epochs)", setting.teacher.model, recipe.epochs)
         with tf32(device, setting.tf32):
             result = fit(

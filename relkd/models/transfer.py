@@ -69,8 +69,9 @@ def _under(key: str, prefix: str) -> bool:
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The state dict in a checkpoint file, with the ``net.`` prefix of relkd models removed
-    (so it fits the wrapped network). Raises :class:`InitError` for an unreadable file or
+    """The state dict in a checkpoint file (plain, or under ``state_dict`` or ``model`` as
+    Lightning and RepDistiller save it), with the ``module.`` prefix of (Distributed)DataParallel
+    and the ``net.`` prefix of relkd models removed (so it fits the wrapped network). Raises :class:`InitError` for an unreadable file or
     one that holds no state dict; ``FileNotFoundError`` for a missing one."""
     path = Path(path)
     problem = not_a_file(path)
@@ -89,6 +90,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
         raise InitError(f"{str(path)!r} holds {type(state).__name__}, not a state_dict")
     state = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel / DistributedDataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
     if state and all(k.startswith("net.") for k in state):
         state = {k[len("net."):]: v for k, v in state.items()}
     return state
