@@ -71,8 +71,9 @@ def _under(key: str, prefix: str) -> bool:
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The state dict in a checkpoint file (plain, or under ``state_dict`` or ``model`` as
     Lightning and RepDistiller save it), with the ``module.`` prefix of (Distributed)DataParallel
-    and the ``net.`` prefix of relkd models removed (so it fits the wrapped network). Raises :class:`InitError` for an unreadable file or
-    one that holds no state dict; ``FileNotFoundError`` for a missing one."""
+    and the ``net.`` prefix of relkd models removed (so it fits the wrapped network). Raises
+    :class:`InitError` for an unreadable file or one that holds no state dict;
+    ``FileNotFoundError`` for a missing one."""
     path = Path(path)
     problem = not_a_file(path)
     if problem:
