@@ -22,7 +22,8 @@ The parts of a model, for every model family alike:
 Checkpoints are read with ``torch.load(path, weights_only=True, map_location="cpu")``: a
 plain ``state_dict`` (a torchvision weights ``.pth``), one under a ``state_dict`` or
 ``model`` key, or a relkd model's ``state_dict`` (keys prefixed ``net.``: teacher,
-``relkd train --out`` and ``relkd pretrain`` checkpoints).
+``relkd train --out`` and ``relkd pretrain`` checkpoints), with ``module.`` prefixes of
+(Distributed)DataParallel stripped. ``.safetensors`` files are read with ``safetensors``.
 """
 from __future__ import annotations
 
@@ -69,15 +70,18 @@ def _under(key: str, prefix: str) -> bool:
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The state dict in a checkpoint file (plain, or under ``state_dict`` or ``model`` as
-    Lightning and RepDistiller save it), with the ``module.`` prefix of (Distributed)DataParallel
-    and the ``net.`` prefix of relkd models removed (so it fits the wrapped network). Raises
+    """The state dict in a checkpoint file (``.pt``/``.pth``: plain, or under ``state_dict`` or
+    ``model`` as Lightning and RepDistiller save it; ``.safetensors``), with the ``module.``
+    prefix of (Distributed)DataParallel and the ``net.`` prefix of relkd models removed (so it
+    fits the wrapped network). Raises
     :class:`InitError` for an unreadable file or one that holds no state dict;
     ``FileNotFoundError`` for a missing one."""
     path = Path(path)
     problem = not_a_file(path)
     if problem:
         raise FileNotFoundError(problem)
+    if path.suffix == ".safetensors":
+        return _strip_prefixes(_read_safetensors(path))
     try:
         state: Any = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - pickle, zip and torch errors all mean: not a usable checkpoint
@@ -90,7 +94,23 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             state = state[key]
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
         raise InitError(f"{str(path)!r} holds {type(state).__name__}, not a state_dict")
-    state = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    return _strip_prefixes({k: v for k, v in state.items() if isinstance(v, Tensor)})
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of a ``.safetensors`` file (how timm and most model hubs ship weights)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise InitError(f"{str(path)!r} is not a safetensors file safetensors can read ({type(err).__name__}: "
+                        f"{reason})") from None
+
+
+def _strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel / DistributedDataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
     if state and all(k.startswith("net.") for k in state):

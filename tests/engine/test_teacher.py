@@ -70,3 +70,22 @@ def test_the_head_defaults_to_the_files_when_the_teacher_is_not_trained(checkpoi
     assert as_it_is({"path": str(path)}).teacher.init.head == "keep"
     trained = validate_setting({**TINY_SETTING, "teacher": {**TINY_SETTING["teacher"], "init": str(path)}})
     assert trained.teacher.init.head == "replace"  # a teacher that trains gets a new head, as before
+
+
+def test_a_safetensors_teacher_loads_and_bad_ones_are_refused_naming_the_field(checkpoint, tmp_path):
+    from safetensors.torch import save_file
+
+    _, state, trained = checkpoint
+    good = tmp_path / "teacher.safetensors"
+    save_file({f"net.{k}": v.contiguous() for k, v in state.items()}, str(good))
+    teacher = get_teacher(as_it_is(str(good)))
+    assert teacher.val_accuracy == trained.val_accuracy and teacher.meta["init_sha256"] == file_sha256(good)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ConfigError, match=r"teacher.init: '.*garbage.safetensors' is not a safetensors file "
+                                          r"safetensors can read"):
+        get_teacher(as_it_is(str(garbage)))
+    other = tmp_path / "other.safetensors"
+    save_file({"encoder.weight": torch.zeros(2, 2)}, str(other))
+    with pytest.raises(ConfigError, match=r"teacher.init: .*missing keys.*unexpected keys \(e.g. \['encoder.weight'\]"):
+        get_teacher(as_it_is(str(other)))
