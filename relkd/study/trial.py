@@ -155,7 +155,8 @@ class TrialRunner:
         objective = built if built is not None else build_objective(config)
         if objective.needs_teacher and self.teacher is None:
             self.teacher = get_teacher(setting)
-        return Draw(trial, objective, seed, anchor, rerun, record.tuned_anchor, setting=trial_setting)
+        tuned = TrialRecord.of(trial).tuned_anchor  # read again: _draw may have just set it
+        return Draw(trial, objective, seed, anchor, rerun, tuned, setting=trial_setting)
 
     def _sized(self, trial: optuna.Trial, setting: Setting) -> Setting:
         """The setting with the student adapted to the trial's ratio (made, or found in the

@@ -18,6 +18,7 @@ from relkd.study import run_study, validate_study
 from relkd.results.record import TUNED_ATTR, counted_trials
 from relkd.results.ranking import compositions, search_verdict, verdict_line
 from relkd.study.seeds import rerun_plan, Rerun
+from relkd.study.trial import TrialRunner
 from relkd.study.tuned_anchors import AnchorTuning, searched_index
 from tiny import TINY_SETTING
 
@@ -31,6 +32,15 @@ def study_doc(**optuna_section):
     doc["optuna"] = {"sampler": {"name": "random"}, "anchors": ["none", "kd", "sp+kd", "rkd+kd"],
                      "tune_anchors": {"anchors": 1, "trials": 2}, **optuna_section}
     return doc
+
+
+def test_the_draw_of_a_tuned_anchor_is_never_pruned():
+    """The first searched trial tunes kd: the draw that trains it knows so, so the pruner cannot stop it."""
+    spec = validate_study(study_doc())
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    draw = TrialRunner(spec, n_trials=9).prepare(study.ask())
+    assert draw.tuned == "kd" and draw.trial.user_attrs[TUNED_ATTR] == "kd"
+    assert not draw.prunable
 
 
 @pytest.mark.parametrize("section, field, words", [
@@ -164,6 +174,8 @@ def test_two_workers_share_the_tuned_anchors_and_resume_them(tmp_path):
         assert p.returncode == 0, err[-3000:]
     study = optuna.load_study(study_name="tiny", storage=storage)
     tuned = [t for t in study.trials if TUNED_ATTR in t.user_attrs]
-    assert len(tuned) == 4 and all(t.state == TrialState.COMPLETE for t in tuned)
+    assert [(t.number, t.state, t.user_attrs[TUNED_ATTR]) for t in tuned] == \
+        [(t.number, TrialState.COMPLETE, t.user_attrs[TUNED_ATTR]) for t in tuned] and len(tuned) == 4, \
+        [(t.number, t.state, t.user_attrs, t.system_attrs) for t in study.trials]
     assert [searched_index(study, t.number) for t in tuned] == [0, 1, 2, 3]
     assert len(counted_trials(study)) == 9
