@@ -96,7 +96,12 @@ def cmd_list_models(args: argparse.Namespace) -> int:
 
     if args.markdown:
         raise ValueError(f"--markdown: the registries only ({', '.join(LISTED)}); expected no --markdown with models")
-    rows = describe_models(args.pattern, torchvision=args.torchvision)
+    from .models.timm_models import status_line
+
+    if args.timm and args.pattern == "*":
+        raise ValueError("--timm: give --pattern too (e.g. 'timm:resnet*'): timm has over a thousand models, each "
+                         "built to show its taps")
+    rows = describe_models(args.pattern, torchvision=args.torchvision, timm=args.timm)
     print(f"models ({len(rows)}); taps with shapes for one {{C,H,W}} input:")
     for row in rows:
         taps = ", ".join(f"{k}{list(v)}" for k, v in row.taps.items())
@@ -104,6 +109,7 @@ def cmd_list_models(args: argparse.Namespace) -> int:
         print(f"  {'':<14}   taps: {taps}")
         if row.params:
             print(f"  {'':<14}   params: {', '.join(p.summary() for p in row.params)}")
+    print(status_line())
     return 0
 
 
@@ -290,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Markdown tables of the registries (docs/registries.md is this output)")
     p.add_argument("--pattern", default="*", help="models: a wildcard pattern such as 'resnet*'")
     p.add_argument("--torchvision", action="store_true", help="models: also list every supported tv:<name>")
+    p.add_argument("--timm", action="store_true", help="models: also list the timm:<name> models matching --pattern")
     p.set_defaults(func=lambda a: cmd_list_models(a) if a.kind == "models" else cmd_list(a))
 
     def run_options(p: argparse.ArgumentParser) -> None:

@@ -32,7 +32,15 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .text import markdown_table
 
-__all__ = ["Param", "Entry", "Component", "Registry", "split_spec", "did_you_mean", "unknown_name_message"]
+__all__ = ["Param", "Entry", "Component", "Registry", "split_spec", "did_you_mean", "unknown_name_message",
+           "CHECK_PARAMS", "OPEN_PARAMS"]
+
+#: Entry property: ``check(params) -> [(parameter, message), ...]``, the entry's own check of
+#: its parameters' values beyond their types (e.g. that a weights file can be read).
+CHECK_PARAMS = "check_params"
+#: Entry property: ``True`` when the entry also takes parameters it does not declare, passed on
+#: as they are (a timm model's ``timm.create_model`` arguments); declared ones are still checked.
+OPEN_PARAMS = "open_params"
 
 _TYPE_NAMES = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
 
@@ -145,7 +153,7 @@ class Entry:
         known = [p.name for p in self.params]
         errors = []
         for key in params:
-            if key not in known:
+            if key not in known and not self.properties.get(OPEN_PARAMS):
                 allowed = ", ".join(known) if known else "none"
                 errors.append((str(key), f"{self.kind} '{self.name}' has no parameter {key!r}"
                                f"{did_you_mean(key, known)}; its parameters are: {allowed}"))
@@ -155,6 +163,9 @@ class Entry:
                     p.check(params[p.name])
                 except ValueError as err:
                     errors.append((p.name, str(err)))
+        check = self.properties.get(CHECK_PARAMS)
+        if check is not None and not errors:
+            errors += check(params)
         return errors
 
     def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,7 +175,10 @@ class Entry:
         if errors:
             key, message = errors[0]
             raise ValueError(f"{self.kind} '{self.name}' parameter {key!r}: {message}")
-        return {p.name: p.check(params.get(p.name, p.default)) for p in self.params}
+        resolved = {p.name: p.check(params.get(p.name, p.default)) for p in self.params}
+        if self.properties.get(OPEN_PARAMS):
+            resolved.update({k: v for k, v in params.items() if k not in resolved})
+        return resolved
 
 
 def split_spec(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -9,6 +9,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 os.environ["RELKD_POPULATION"] = "1"
 
 import glob
+import importlib.util
 import itertools
 import shutil
 from pathlib import Path
@@ -33,6 +34,8 @@ COMPONENTS = {
     "fashion-mnist": (lambda: all((DEBIAN_FMNIST / f"{f}.gz").is_file() for f in FMNIST_FILES),
                       f"Fashion-MNIST in {DEBIAN_FMNIST}: Debian's dataset-fashion-mnist, which scripts/setup.sh "
                       f"installs"),
+    "timm": (lambda: importlib.util.find_spec("timm") is not None,
+             "timm, in relkd's test extra (pip install -e '.[test]', which scripts/setup.sh runs)"),
     "optuna-cli": (lambda: Path(sys.executable).with_name("optuna").exists(),
                    "the optuna command beside this Python (installed with relkd's dependencies)"),
 }

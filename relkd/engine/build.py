@@ -118,6 +118,18 @@ def adapted_model_name(spec: ModelSpec) -> str:
     return ADAPTED_PREFIX + spec.adapt.checkpoint
 
 
+def _check_size(model: TappedModel, spec: ModelSpec, shape: Sequence[int]) -> None:
+    """A network that takes one image size only (a timm ViT) against the data's: a
+    :class:`ConfigError` naming the parameter that sets it, before anything trains."""
+    fixed = getattr(model, "fixed_size", None)
+    if fixed is None:
+        return
+    param, size = fixed
+    if tuple(size) != tuple(shape[1:]):
+        raise ConfigError([f"{spec.role}.params.{param}: {spec.model} takes {size[0]}x{size[1]} images only and "
+                           f"the data are {shape[1]}x{shape[2]}: set {spec.role}.params.{param}: {shape[1]}"])
+
+
 def build_model(spec: ModelSpec, data: DatasetSplits, seed: int, device: torch.device) -> TappedModel:
     """The model of ``spec`` for ``data``, initialised from ``seed``; with ``init``, the
     body loaded from the checkpoint (the head replaced, unless ``head: keep``) and the
@@ -134,6 +146,7 @@ def build_model(spec: ModelSpec, data: DatasetSplits, seed: int, device: torch.d
             apply_transfer(model, dataclasses.replace(spec, init=None), shape)
     else:
         model = create_model(spec.model, num_classes=data.num_classes, in_channels=data.in_channels, **spec.params)
+        _check_size(model, spec, shape)
         if spec.init is not None or spec.freeze:
             model.init_sha256 = apply_transfer(model, spec, shape)
     model = model.to(device)

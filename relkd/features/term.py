@@ -9,7 +9,9 @@ weight as a relation term does::
       method: {name: crd, feat_dim: 128, negatives: 16384, temperature: 0.07, momentum: 0.5}
       weight: 0.8
 
-Like relation terms, feature terms compute in float32 with autocast off whatever the
+Feature methods compare vectors (B, D) or maps (B, C, H, W): a transformer's token features
+(B, N, D) are read as their mean over tokens (B, D), so map-only methods (AT, ...) refuse them
+with the tap named. Like relation terms, feature terms compute in float32 with autocast off whatever the
 features' dtype. :class:`FeatureKind` registers them as the term kind ``feature``
 (:data:`relkd.terms.TERM_KINDS`): their config fields, validation and building.
 """
@@ -21,7 +23,7 @@ import torch
 
 from ..fields import FieldChecker, join_path
 from ..registry import split_spec
-from ..relation.term import in_float32
+from ..relation.term import TOKENS_RANK, in_float32
 from ..terms import VECTOR_TAPS, TermKind, register_kind, tap_pairs
 from .methods import FEATURES, FeatureMethod
 
@@ -74,6 +76,7 @@ class FeatureTerm:
         method = self.methods[pair]
         if method.built:
             return
+        student, teacher = as_features(student), as_features(teacher)
         self._check(student, teacher)
         try:
             method.build(student.detach().float(), teacher.detach().float(), num_samples)
@@ -83,6 +86,7 @@ class FeatureTerm:
     def __call__(self, student: torch.Tensor, teacher: torch.Tensor, index: torch.Tensor | None = None,
                  pair: int = 0) -> torch.Tensor:
         """Unweighted loss between the student's and the teacher's features (of layer pair ``pair``)."""
+        student, teacher = as_features(student), as_features(teacher)
         self._check(student, teacher)
         method = self.methods[pair]
         if not method.built:
@@ -115,6 +119,12 @@ class FeatureTerm:
         params = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return (f"FeatureTerm({self.name or ''} tap={self.tap!r}, {self.entry.name}({params}), "
                 f"weight={self.weight:g})")
+
+
+def as_features(x: torch.Tensor) -> torch.Tensor:
+    """What a feature method reads of a tap: token features (B, N, D) as their mean over tokens
+    (B, D); vectors and maps as they are."""
+    return x.mean(dim=1) if x.dim() == TOKENS_RANK else x
 
 
 def feature_problems(method: str, tap: Any) -> list[str]:

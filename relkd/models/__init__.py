@@ -13,6 +13,8 @@ Families (``MODELS.info(name).properties['family']``):
   (:mod:`relkd.models.cifar`).
 * ``torchvision``: ``tv:<name>`` for torchvision classification models
   (:mod:`relkd.models.tv`); a few are registered for listing, any supported one resolves.
+* ``timm``: ``timm:<name>`` for any timm model with feature information, timm installed
+  (:mod:`relkd.models.timm_models`; ``pip install 'relkd[timm]'``).
 * ``adapted:<folder>``: a ``cnn`` or ``cifar_resnet`` model pruned to a target task by
   ``relkd adapt`` (:mod:`relkd.models.adapted`, :mod:`relkd.models.prune`).
 
@@ -30,7 +32,7 @@ from typing import Any, Mapping, NamedTuple
 import torch
 
 from relkd.models import cnn, cifar, tv  # noqa: F401,I001  (each family registers its models, in this order)
-from relkd.models import adapted
+from relkd.models import adapted, timm_models
 from relkd.models.taps import TapPoints, TappedModel, count_params
 from relkd.models.zoo import MODELS
 from relkd.registry import Entry, Param, unknown_name_message
@@ -53,7 +55,8 @@ log = logging.getLogger(__name__)
 
 def model_entry(name: str) -> Entry:
     """The registry entry of ``name``; ``tv:<name>`` resolves any supported torchvision
-    classification model even when it is not registered. Unknown names raise
+    classification model even when it is not registered, ``timm:<name>`` any timm model (timm
+    installed) and ``adapted:<folder>`` a model relkd adapt made. Unknown names raise
     ``ValueError`` with a did-you-mean and the valid names."""
     if isinstance(name, str) and name in MODELS:
         return MODELS.get(name)
@@ -61,10 +64,13 @@ def model_entry(name: str) -> Entry:
         return tv.dynamic_entry(name)
     if isinstance(name, str) and name.startswith(adapted.PREFIX):
         return adapted.dynamic_entry(name)
+    if isinstance(name, str) and name.startswith(timm_models.PREFIX):
+        return timm_models.dynamic_entry(name)
     raise ValueError(
         unknown_name_message("model", name, MODELS.list())
         + f"; or '{tv.PREFIX}<name>' for a torchvision classification model"
         " (relkd.models.list_models(torchvision=True) lists them)"
+        f", '{timm_models.PREFIX}<name>' for a timm model"
         f", or '{adapted.PREFIX}<folder>' for a model relkd adapt made"
     )
 
@@ -92,12 +98,16 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 1, **param
     return model
 
 
-def list_models(pattern: str = "*", *, torchvision: bool = False) -> list[str]:
+def list_models(pattern: str = "*", *, torchvision: bool = False, timm: bool = False) -> list[str]:
     """Sorted registered model names matching a shell-style ``pattern`` (``'cnn_*'``,
-    ``'resnet*'``). With ``torchvision=True`` also every supported ``tv:<name>``."""
+    ``'resnet*'``). With ``torchvision=True`` also every supported ``tv:<name>``; with
+    ``timm=True`` every ``timm:<name>`` (timm installed: ``ValueError`` saying how otherwise)."""
     names = set(MODELS.list(pattern))
     if torchvision:
         names.update(n for n in tv.supported_names() if fnmatch.fnmatchcase(n, pattern))
+    if timm:
+        names.update(n for n in (timm_models.PREFIX + t for t in timm_models.timm_names())
+                     if fnmatch.fnmatchcase(n, pattern))
     return sorted(names)
 
 
@@ -122,7 +132,7 @@ def _shape_model(name: str, in_channels: int, **params: Any) -> tuple[TappedMode
     """``name`` built for its shapes only, with its tap shapes at its natural input size: on the
     meta device where it can be (no memory, no initialisation cost), without touching the
     global RNG."""
-    size = tuple(model_entry(name).property("input_size", default=(3, 32, 32)))
+    size = tuple(model_entry(name).property("input_size", params, default=(3, 32, 32)))
     with torch.random.fork_rng(devices=[]):
         try:
             with torch.device("meta"):
@@ -144,8 +154,9 @@ def body_stages(name: str, params: Mapping[str, Any] | None = None) -> tuple[str
 
 @functools.lru_cache(maxsize=None)
 def _body_stages(name: str, params: str) -> tuple[str, ...]:
-    size = tuple(model_entry(name).property("input_size", default=(3, 32, 32)))
-    return _shape_model(name, size[0], **json.loads(params))[0].body_stages
+    resolved = json.loads(params)
+    size = tuple(model_entry(name).property("input_size", resolved, default=(3, 32, 32)))
+    return _shape_model(name, size[0], **resolved)[0].body_stages
 
 
 @functools.lru_cache(maxsize=None)
@@ -164,10 +175,10 @@ def _describe(name: str) -> ModelInfo:
     )
 
 
-def describe_models(pattern: str = "*", *, torchvision: bool = False) -> list[ModelInfo]:
+def describe_models(pattern: str = "*", *, torchvision: bool = False, timm: bool = False) -> list[ModelInfo]:
     """A :class:`ModelInfo` row per model matching ``pattern`` (name, description, family,
     natural input size, tap shapes, parameter count for 10 classes, parameters), for
     ``relkd list models``. Builds each model once, on the meta device where it can (results
     are cached per process), without touching the global RNG."""
-    rows = [_describe(name) for name in list_models(pattern, torchvision=torchvision)]
+    rows = [_describe(name) for name in list_models(pattern, torchvision=torchvision, timm=timm)]
     return [row._replace(taps=dict(row.taps)) for row in rows]  # callers may edit their copy

@@ -65,6 +65,8 @@ class TapPoints:
     of blocks), which the every-stage presets leave out (:attr:`TappedModel.body_stages`).
     ``version``: raised when a tap of the network comes to read another tensor, so that
     teacher outputs cached for the old tap are not read back for the new one.
+    ``channels_last``: the stages output (B, H, W, C) maps (timm's Swin): their taps are
+    permuted to (B, C, H, W), as every other model gives them.
     """
 
     stages: tuple[str, ...]
@@ -72,6 +74,7 @@ class TapPoints:
     pool_input: str | None = None
     stem: bool = False
     version: int = 1
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -89,15 +92,19 @@ class TapPoints:
 
 
 class _SaveOutput:
-    """Forward hook: ``store[key] = output``. Holds no reference beyond one call."""
+    """Forward hook: ``store[key] = output`` (a (B, H, W, C) map permuted to (B, C, H, W) when
+    ``channels_last``). Holds no reference beyond one call."""
 
-    __slots__ = ("store", "key")
+    __slots__ = ("store", "key", "channels_last")
 
-    def __init__(self, store: dict[str, Tensor], key: str):
+    def __init__(self, store: dict[str, Tensor], key: str, channels_last: bool = False):
         self.store = store
         self.key = key
+        self.channels_last = channels_last
 
     def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self.channels_last and isinstance(output, Tensor) and output.dim() == 4:
+            output = output.permute(0, 3, 1, 2)
         self.store[self.key] = output
 
 
@@ -157,6 +164,9 @@ class TappedModel(nn.Module):
                 )
         self._tap_names = points.tap_names()
         self.frozen_norms: tuple[str, ...] = ()
+        #: ``(parameter, (H, W))`` for a network that takes one image size only (a timm ViT:
+        #: the parameter that sets it), checked against the data before a run; ``None`` otherwise
+        self.fixed_size: tuple[str, tuple[int, int]] | None = None
 
     def train(self, mode: bool = True) -> TappedModel:
         """``nn.Module.train``, except that the norm layers of frozen stages stay in eval
@@ -248,7 +258,7 @@ class TappedModel(nn.Module):
             for tap, where in zip(stage_names, self.points.stages):
                 if tap in capture:
                     module = self.net.get_submodule(where)
-                    handles.append(module.register_forward_hook(_SaveOutput(store, tap)))
+                    handles.append(module.register_forward_hook(_SaveOutput(store, tap, self.points.channels_last)))
             if POOL in capture:
                 module = self.net.get_submodule(self.points.pool_module)
                 handles.append(module.register_forward_pre_hook(_SaveInput(store, POOL)))

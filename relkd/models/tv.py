@@ -4,9 +4,13 @@
 ``torchvision.models.get_model("resnet18", weights=None, num_classes=10)`` (never
 downloads anything) and wraps it in a :class:`~relkd.models.taps.TappedModel`. Weights
 come only from a local file: ``weights="path/to/state_dict.pt"``, read with
-``torch.load(path, weights_only=True, map_location="cpu")``; a file whose classifier was
-trained for another number of classes loads everything else (a warning says so).
-A 1-channel input is repeated to 3 channels.
+``torch.load(path, weights_only=True, map_location="cpu")``, or from torchvision's named
+weights already in the local torch cache: ``weights="IMAGENET1K_V1"`` (or ``"DEFAULT"``) reads
+``$TORCH_HOME/hub/checkpoints/<the file torchvision would download>`` (:func:`named_weights_file`)
+and never downloads; when the file is absent the error names it and where it is expected.
+A file whose classifier was trained for another number of classes loads everything else
+(a warning says so). A 1-channel input is repeated to 3 channels. Note that torchvision's
+weights expect their own input normalisation (ImageNet's mean and std), not the data's.
 
 How the taps are found (once, at construction, with a dummy forward pass on a 64x64
 input in eval mode): the network's top-level submodules are taken in execution order,
@@ -39,6 +43,7 @@ import functools
 import logging
 import math
 import re
+from urllib.parse import urlparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -48,7 +53,7 @@ from torch import Tensor, nn
 
 from relkd.models.taps import TapPoints, TappedModel
 from relkd.models.zoo import MODELS
-from relkd.registry import Entry, Param, unknown_name_message
+from relkd.registry import CHECK_PARAMS, Entry, Param, unknown_name_message
 
 __all__ = [
     "PREFIX",
@@ -57,6 +62,7 @@ __all__ = [
     "discover_tap_points",
     "dynamic_entry",
     "load_weights",
+    "named_weights_file",
     "supported_names",
     "torchvision_names",
 ]
@@ -101,9 +107,12 @@ TV_PARAMS = [
         "weights",
         "",
         str,
-        help="path to a local state_dict file (torch.save of model.state_dict()); empty: random init",
+        help="a local state_dict file (.pt/.pth/.safetensors), or the name of torchvision weights in the local "
+        "torch cache (IMAGENET1K_V1, DEFAULT); empty: random init",
     )
 ]
+#: a ``weights`` value that names torchvision weights rather than a file
+_WEIGHTS_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
 # ---------------------------------------------------------------------- names
@@ -284,6 +293,56 @@ def discover_tap_points(net: nn.Module, num_classes: int, sizes: tuple[int, ...]
 
 
 # ---------------------------------------------------------------------- weights
+def is_weights_name(weights: str) -> bool:
+    """Whether a ``weights`` value names torchvision weights (``IMAGENET1K_V1``) rather than a file."""
+    return bool(_WEIGHTS_NAME.fullmatch(weights)) and not Path(weights).exists()
+
+
+def named_weights_file(name: str, weights: str) -> Path:
+    """The local file of torchvision's weights ``weights`` (``IMAGENET1K_V1``, ``DEFAULT``) for
+    ``tv:<name>``: where ``torch.hub`` keeps what torchvision downloads
+    (``torch.hub.get_dir()/checkpoints/<file name of the weights' URL>``). Nothing is downloaded:
+    ``ValueError`` names the weights torchvision knows for the model, or the file expected and
+    where it is expected when it is absent."""
+    import torch.hub
+    import torchvision
+
+    tv_name = _split(name)
+    try:
+        enum = torchvision.models.get_model_weights(tv_name)
+    except (ValueError, KeyError):
+        raise ValueError(f"torchvision has no named weights for {tv_name!r}; give weights a local file") from None
+    known = [k for k in enum.__members__]
+    if weights not in enum.__members__:
+        raise ValueError(unknown_name_message(f"torchvision weights of {tv_name!r}", weights, known)
+                         + " (or a local state_dict file)")
+    entry = enum[weights]
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    path = folder / Path(urlparse(entry.url).path).name
+    if not path.is_file():
+        raise ValueError(
+            f"torchvision weights {tv_name}.{weights} ({entry}) are not in the local torch cache: expected "
+            f"{str(path)!r} (the folder is torch.hub.get_dir()/checkpoints; set TORCH_HOME to move it). relkd "
+            f"never downloads: copy {entry.url} there from a machine that has it")
+    return path
+
+
+def weights_problem(name: str, weights: str) -> str | None:
+    """Why ``weights`` cannot be read for ``tv:<name>`` (a missing file, unknown or absent
+    named weights), or ``None``: the setting's check, before anything trains."""
+    if not weights:
+        return None
+    if is_weights_name(weights):
+        try:
+            named_weights_file(name, weights)
+        except ValueError as err:
+            return str(err)
+        return None
+    if not Path(weights).is_file():
+        return f"weights file {weights!r} does not exist (give a local state_dict file or torchvision weights' name)"
+    return None
+
+
 def load_weights(net: nn.Module, path: str | Path, classifier: str) -> list[str]:
     """Load a local state_dict file into ``net``.
 
@@ -330,7 +389,8 @@ def build_torchvision(name: str, num_classes: int = 10, in_channels: int = 1, we
     except ValueError as err:
         raise ValueError(f"torchvision model {tv_name!r}: cannot derive taps: {err}") from None
     if weights:
-        load_weights(net, weights, points.classifier)
+        load_weights(net, named_weights_file(tv_name, weights) if is_weights_name(weights) else weights,
+                     points.classifier)
     return TappedModel(net, points, model_name=PREFIX + tv_name, input_size=input_size_of(tv_name), gray_to_rgb=True)
 
 
@@ -343,7 +403,8 @@ def _factory(tv_name: str) -> Callable[..., TappedModel]:
     factory.__doc__ = f"""torchvision ``{tv_name}`` ({family} family), random init or weights from a local file.
 
     Built with ``torchvision.models.get_model({tv_name!r}, weights=None, num_classes=...)``;
-    ``weights`` is a path to a local state_dict. A 1-channel input is repeated to RGB.
+    ``weights`` is a path to a local state_dict or the name of torchvision weights in the
+    local torch cache (``IMAGENET1K_V1``). A 1-channel input is repeated to RGB.
     Stages: one per output stride, found by a dummy forward pass; pool: the classifier's
     input (B, D); logits: the model's output.
     """
@@ -358,8 +419,19 @@ def dynamic_entry(name: str) -> Entry:
         return MODELS.get(full)
     return Entry(
         full, _factory(tv_name), MODELS.kind, f"torchvision {tv_name}", tuple(TV_PARAMS),
-        {"family": "torchvision", "tv_family": family_of(tv_name), "input_size": input_size_of(tv_name)},
+        {"family": "torchvision", "tv_family": family_of(tv_name), "input_size": input_size_of(tv_name),
+         CHECK_PARAMS: _params_check(tv_name)},
     )
+
+
+def _params_check(tv_name: str) -> Callable[[Mapping[str, Any]], list[tuple[str, str]]]:
+    """The entry's check of its parameters beyond their types: the weights can be read."""
+    def check(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        weights = params.get("weights")
+        problem = weights_problem(tv_name, weights) if isinstance(weights, str) else None
+        return [("weights", problem)] if problem else []
+
+    return check
 
 
 #: torchvision models registered up front so that they show in ``list_models()``; any
@@ -370,4 +442,5 @@ for _tv_name in LISTED:
     MODELS.add(
         PREFIX + _tv_name, _factory(_tv_name), description=f"torchvision {_tv_name}", params=TV_PARAMS,
         family="torchvision", tv_family=family_of(_tv_name), input_size=TV_INPUT,
+        **{CHECK_PARAMS: _params_check(_tv_name)},
     )

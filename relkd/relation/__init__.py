@@ -4,7 +4,7 @@ from .affinity import AFFINITIES
 from .loss import LOSSES
 from .normalise import NORMALISATIONS
 from .rules import combination_problems, is_valid_combination, nonnegative_affinities
-from .term import VIEWS, RelationTerm
+from .term import TOKENS_RANK, VIEWS, RelationTerm, views_for_every_tap
 
 __all__ = [
     "AFFINITIES",
@@ -15,4 +15,6 @@ __all__ = [
     "combination_problems",
     "is_valid_combination",
     "nonnegative_affinities",
+    "views_for_every_tap",
+    "TOKENS_RANK",
 ]

@@ -24,6 +24,10 @@ from .rules import combination_problems
 
 VIEWS = Registry("view", bind=True)
 
+#: The rank of a transformer's token features (B, N, D): N tokens (a class token first, where the
+#: model has one) of width D. Feature maps are (B, C, H, W), vectors (B, D).
+TOKENS_RANK = 3
+
 
 @VIEWS.register("flatten")
 def flatten(x: torch.Tensor) -> torch.Tensor:
@@ -33,20 +37,42 @@ def flatten(x: torch.Tensor) -> torch.Tensor:
 
 @VIEWS.register("avgpool")
 def avgpool(x: torch.Tensor) -> torch.Tensor:
-    """Global average pool over spatial dimensions. (B, C, ...) -> (B, C); (B, D) unchanged."""
+    """Global average pool over positions: maps (B, C, H, W) -> (B, C); tokens (B, N, D) -> (B, D),
+    the mean over tokens; (B, D) unchanged."""
+    if x.dim() == TOKENS_RANK:
+        return x.mean(dim=1)
     return x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x
 
 
 @VIEWS.register("maxpool")
 def maxpool(x: torch.Tensor) -> torch.Tensor:
-    """Global max pool over spatial dimensions. (B, C, ...) -> (B, C); (B, D) unchanged."""
+    """Global max pool over positions: maps (B, C, H, W) -> (B, C); tokens (B, N, D) -> (B, D),
+    the maximum over tokens; (B, D) unchanged."""
+    if x.dim() == TOKENS_RANK:
+        return x.amax(dim=1)
     return x.flatten(2).amax(dim=2) if x.dim() > 2 else x
 
 
 @VIEWS.register("auto")
 def auto(x: torch.Tensor) -> torch.Tensor:
-    """Chosen by rank: (B, D) -> (B, D) as it is; feature maps (B, C, H, W) -> (B, C) average-pooled."""
+    """Chosen by rank: (B, D) -> (B, D) as it is; feature maps (B, C, H, W) -> (B, C) average-pooled;
+    token features (B, N, D) -> (B, D), the mean over tokens."""
     return avgpool(x)
+
+
+@VIEWS.register("cls", tokens=True)
+def cls(x: torch.Tensor) -> torch.Tensor:
+    """A transformer's class token: tokens (B, N, D) -> (B, D), the first token (a ViT's ``[CLS]``);
+    maps and vectors as ``auto`` (so a ViT teacher's class token meets a CNN student's pooled
+    map). It differs from ``auto`` only on token features, so a search's ``view: all`` leaves it
+    out: list it to search it on a transformer."""
+    return x[:, 0] if x.dim() == TOKENS_RANK else auto(x)
+
+
+def views_for_every_tap() -> list[str]:
+    """The views a search's ``view: all`` means: all but those that differ from another only on
+    token features (``cls``)."""
+    return [n for n in VIEWS.list() if not VIEWS.get(n).property("tokens")]
 
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 from ..config import KD_TEMPERATURE_RANGE, MAX_WEIGHT
 from ..features import FEATURES
 from ..fields import FieldChecker
-from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS
+from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS, views_for_every_tap
 from ..terms import kind_names
 from .domains import Domain, Fixed, bool_domain, free_names, name_domain, numeric_domain, upper
 
@@ -87,6 +87,13 @@ def registry_names(registry: Any) -> Parser:
     return lambda c, value, path, taps: name_domain(c, value, path, registry.list(), registry.kind)
 
 
+def parse_view(c: FieldChecker, value: Any, path: str, taps: Sequence[str] | None) -> Domain | None:
+    """Views: ``all`` is every view that reads every tap (token-only ones such as ``cls`` are
+    searched when listed)."""
+    allowed = views_for_every_tap() if value == "all" else VIEWS.list()
+    return name_domain(c, value, path, allowed, VIEWS.kind)
+
+
 def parse_terms(c: FieldChecker, value: Any, path: str, taps: Sequence[str] | None) -> Domain | None:
     domain = numeric_domain(c, value, path, integer=True)
     if domain is not None and upper(domain) > 8:
@@ -130,7 +137,7 @@ DIMENSIONS: tuple[Dimension, ...] = (
     Dimension("family", "relation", names_parser(drawn_kinds, "term family"), "{term}.family", "family", role=FAMILY,
               config_key="kind"),
     Dimension("tap", ["last_stage", "pool"], parse_tap, "{term}.tap", "tap", role=TERM_VALUE),
-    Dimension("view", ["flatten", "avgpool", "maxpool"], registry_names(VIEWS), "{term}.view", "view",
+    Dimension("view", ["flatten", "avgpool", "maxpool"], parse_view, "{term}.view", "view",
               role=TERM_VALUE, family="relation"),
     Dimension("affinity", "all", registry_names(AFFINITIES), "{term}.affinity", "affinity", role=COMPONENT,
               registry=AFFINITIES, family="relation"),

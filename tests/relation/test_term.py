@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from relkd.relation.affinity import euclidean
-from relkd.relation.term import RelationTerm, auto, avgpool, flatten, in_float32, maxpool
+from relkd.relation import VIEWS, views_for_every_tap
+from relkd.relation.term import RelationTerm, auto, avgpool, cls, flatten, in_float32, maxpool
 
 MAPS = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
 
@@ -15,6 +16,19 @@ def test_views():
     assert torch.equal(auto(MAPS), avgpool(MAPS))
     flat = torch.randn(4, 5)
     assert torch.equal(auto(flat), flat)
+
+
+def test_token_features_are_pooled_over_tokens_or_read_at_the_class_token():
+    tokens = torch.randn(4, 5, 3)  # (B, N, D): a transformer block's output
+    assert torch.equal(auto(tokens), tokens.mean(dim=1)) and torch.equal(avgpool(tokens), tokens.mean(dim=1))
+    assert torch.equal(maxpool(tokens), tokens.amax(dim=1))
+    assert torch.equal(cls(tokens), tokens[:, 0])
+    assert torch.equal(cls(MAPS), auto(MAPS))  # a CNN's map meets a ViT's class token pooled
+    term = RelationTerm("last_stage", "cosine", view="cls")
+    assert term(torch.randn(4, 8, 2, 2), tokens).item() > 0  # a CNN student, a ViT teacher: B x B on both sides
+    # `view: all` in a study: every view but those that differ from another only on tokens
+    assert "cls" in VIEWS.list() and "cls" not in views_for_every_tap()
+    assert set(views_for_every_tap()) == set(VIEWS.list()) - {"cls"}
 
 
 def test_the_loss_is_zero_between_equal_features_and_positive_otherwise():
