@@ -53,6 +53,14 @@ every label)::
       train_subset: 8000
       labelled: 1000               # stratified, deterministic in split_seed; null: every label
 
+Data that does not fit on the device (relkd.data.stream): streamed through DataLoader workers,
+the same batches as the device-resident path::
+
+    data:
+      loader: auto                 # device | stream | auto: device while the splits fit in max_resident_gib
+      max_resident_gib: 4.0
+      workers: 4                   # stream: worker processes (default: the cores, at most 4)
+
 The student's learning rate tuned first (relkd.setting_tune, relkd.tuning)::
 
     tune: {lr: [0.025, 0.05, 0.1, 0.2, 0.4], seeds: 3, extend: 2}   # or tune: {} for the defaults
@@ -70,6 +78,7 @@ from typing import Any, Mapping
 
 import torch
 
+from .data.stream import DEFAULT_MAX_RESIDENT_GIB, LOADERS
 from .fields import ConfigError, FieldChecker, join_path, read_yaml_file
 from .registry import short_repr
 from .setting_models import AdaptSpec, InitSpec, ModelSpec, check_model
@@ -104,6 +113,9 @@ class DataSpec:
     classes: tuple[int | str, ...] | None = None  # keep these classes (indices or names); None: all
     train_per_class: int | None = None  # student runs: this many training samples of each class
     labelled: int | None = None  # student runs: only this many training samples keep their labels
+    loader: str = "auto"  # device | stream | auto (relkd.data.stream): how batches are made
+    max_resident_gib: float = DEFAULT_MAX_RESIDENT_GIB  # loader auto: the splits stay on the device up to this
+    workers: int | None = None  # loader stream: DataLoader worker processes (None: the cores, at most 4)
 
 
 @dataclass(frozen=True)
@@ -177,11 +189,14 @@ class Setting:
     def to_dict(self) -> dict[str, Any]:
         """The canonical setting as plain data (study sections included when present)."""
         data = dataclasses.asdict(self.data)
-        for key in ("classes", "train_per_class", "labelled"):  # new fields (also precision, tf32): absent when unset
-            if data[key] is None:
+        for key in ("classes", "train_per_class", "labelled", "workers"):  # new fields (also precision, tf32,
+            if data[key] is None:                                            # loader): absent when unset
                 del data[key]
             elif key == "classes":
                 data[key] = list(data[key])
+        for key, default in (("loader", "auto"), ("max_resident_gib", DEFAULT_MAX_RESIDENT_GIB)):
+            if data[key] == default:
+                del data[key]
         out = {
             "name": self.name,
             "seed": self.seed,
@@ -404,6 +419,10 @@ def validate_setting(setting: Any, source: str | os.PathLike | None = None, *,
             train_per_class=c.optional(data_in.get("train_per_class"),
                                        lambda v: c.integer(v, "data.train_per_class", minimum=1)),
             labelled=c.optional(data_in.get("labelled"), lambda v: c.integer(v, "data.labelled", minimum=1)),
+            loader=c.choice(data_in.get("loader", data.loader), "data.loader", LOADERS),
+            max_resident_gib=c.number(data_in.get("max_resident_gib", data.max_resident_gib),
+                                      "data.max_resident_gib", strict=True),
+            workers=c.optional(data_in.get("workers"), lambda v: c.integer(v, "data.workers", minimum=0)),
         )
         if data.train_subset is not None and data.train_per_class is not None:
             c.error("data.train_per_class", "give data.train_subset (a total) or data.train_per_class, not both")

@@ -36,10 +36,17 @@ in ``$RELKD_DATA_DIR``; Debian's package ``dataset-fashion-mnist``
 (``$XDG_CACHE_HOME/relkd/data``, default ``~/.cache/relkd/data``); and last a download
 by torchvision into that cache.
 
+Data that does not fit on the device is streamed (``loader="stream"``, or ``"auto"`` over
+``max_resident_gib``): :class:`StreamLoader` reads the same batches through
+``torch.utils.data.DataLoader`` workers, and image folders are then never decoded whole
+(:class:`ImageFiles`).
+
 The rooms: :mod:`.base` (the registry, errors, locations), one module per source
 (:mod:`.fashion_mnist`, :mod:`.cifar`, :mod:`.imagefolder`, :mod:`.synthetic`; each
-registers its loader), :mod:`.splits` (classes, split, :class:`DatasetSplits`,
-:func:`load_dataset`) and :mod:`.loader` (augmentation, normalisation, :class:`DeviceLoader`).
+registers its loader), :mod:`.splits` (classes, split, subsets, labels), :mod:`.dataset`
+(:class:`DatasetSplits`, :func:`load_dataset`), :mod:`.loader` (augmentation, normalisation,
+:class:`DeviceLoader`), :mod:`.stream` (:class:`StreamLoader`, which path a dataset takes) and
+:mod:`.image_files` (:class:`ImageFiles`).
 A new dataset source is one module that registers a loader into :data:`DATASETS`
 returning a :class:`RawDataset`, imported below.
 """
@@ -54,8 +61,10 @@ from .base import (
     cache_dir,
 )
 from .loader import DeviceLoader, mix_seed, normalize, random_crop_flip
-from .splits import (DatasetSplits, canonical_dataset_name, labelled_positions, list_datasets, load_dataset,
-                     resolve_classes, split_indices)
+from .dataset import DatasetSplits, canonical_dataset_name, list_datasets, load_dataset
+from .image_files import ImageFiles
+from .splits import labelled_positions, resolve_classes, split_indices
+from .stream import LOADERS, StreamLoader
 
 __all__ = [
     "DATASETS",
@@ -65,6 +74,9 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetSplits",
     "DeviceLoader",
+    "ImageFiles",
+    "LOADERS",
+    "StreamLoader",
     "RawDataset",
     "cache_dir",
     "canonical_dataset_name",

@@ -6,8 +6,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 from torch import Tensor
+
+from .image_files import ImageFiles
 
 from ..registry import Registry
 
@@ -69,17 +72,20 @@ class RawDataset:
     """What a registered dataset loader returns: the full train and test sets as
     ``uint8`` ``(N, C, H, W)`` images and ``int64`` labels, plus metadata.
     ``val_images``/``val_labels`` are set only when the data comes with its own
-    validation set (``imagefolder`` with a ``val/`` folder)."""
+    validation set (``imagefolder`` with a ``val/`` folder). Images may be
+    :class:`~relkd.data.image_files.ImageFiles` (read when a batch needs them); then
+    ``materialise()`` returns the same data decoded into tensors (for the device-resident path)."""
 
-    train_images: Tensor
+    train_images: Tensor | ImageFiles
     train_labels: Tensor
-    test_images: Tensor
+    test_images: Tensor | ImageFiles
     test_labels: Tensor
     classes: tuple[str, ...]
     allows_flip: bool
     crop_padding: int
     source: str
-    val_images: Tensor | None = None
+    val_images: Tensor | ImageFiles | None = None
     val_labels: Tensor | None = None
+    materialise: Optional[Callable[[], "RawDataset"]] = None
 
 

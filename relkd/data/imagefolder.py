@@ -1,6 +1,8 @@
-"""Your own images: train/, test/ and optional val/ class folders, read once and cached as tensors."""
+"""Your own images: train/, test/ and optional val/ class folders, listed as files; decoded once and
+cached as tensors for the device-resident path, read batch by batch when streamed."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -13,6 +15,7 @@ from torch import Tensor
 from ..cache import atomic_write
 from ..registry import Param
 from .base import DATA_DIR_ENV, DATASETS, DatasetNotFoundError, RawDataset, cache_dir, env_data_dir
+from .image_files import ImageFiles
 
 __all__ = []
 
@@ -33,33 +36,28 @@ def _imagefolder_help(root: Path | None, problem: str) -> str:
     )
 
 
-def _read_image(path: str, image_size: int, channels: int) -> Tensor:
-    import torchvision.transforms.functional as TF
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img = img.convert("L" if channels == 1 else "RGB")
-        img = TF.resize(img, image_size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-        img = TF.center_crop(img, [image_size, image_size])
-        return TF.pil_to_tensor(img)
-
-
-def _read_folder(folder: Path, class_to_idx: dict[str, int], image_size: int, channels: int,
-                 allow_empty: bool) -> tuple[Tensor, Tensor]:
+def _files(folder: Path, root: Path, class_to_idx: dict[str, int], image_size: int, channels: int,
+           allow_empty: bool) -> tuple[ImageFiles, Tensor]:
+    """The image files of ``folder``'s class folders (by extension, in torchvision's order) and
+    their labels; nothing is decoded."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
     try:
         samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=allow_empty)
     except FileNotFoundError as err:
         raise DatasetNotFoundError(_imagefolder_help(folder.parent, f"in {folder}: {err}")) from None
-    if not samples:
-        return (torch.empty(0, channels, image_size, image_size, dtype=torch.uint8),
-                torch.empty(0, dtype=torch.int64))
-    paths = [p for p, _ in samples]
-    workers = min(8, os.cpu_count() or 1, len(paths))
+    files = ImageFiles(str(root), tuple(p for p, _ in samples), image_size, channels)
+    return files, torch.tensor([c for _, c in samples], dtype=torch.int64)
+
+
+def _decode_all(files: ImageFiles) -> Tensor:
+    """Every image of ``files`` decoded, with a few threads (PIL releases the GIL)."""
+    if not len(files):
+        return files.read()
+    workers = min(8, os.cpu_count() or 1, len(files))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        images = list(pool.map(lambda p: _read_image(p, image_size, channels), paths))
-    return torch.stack(images), torch.tensor([c for _, c in samples], dtype=torch.int64)
+        images = list(pool.map(lambda i: files.read([i])[0], range(len(files))))
+    return torch.stack(images)
 
 
 def _folder_fingerprint(root: Path, image_size: int, channels: int) -> str:
@@ -89,7 +87,9 @@ def _folder_fingerprint(root: Path, image_size: int, channels: int) -> str:
 )
 def _load_imagefolder(data_dir: Path | None = None, image_size: int = 32, channels: int = 3, flip: bool = True,
                       cache: bool = True) -> RawDataset:
-    """Your own images in class folders, resized to ``image_size`` and read once into tensors.
+    """Your own images in class folders, resized to ``image_size``: listed as
+    :class:`~relkd.data.image_files.ImageFiles`, decoded when a batch needs them (streamed) or
+    all at once into tensors cached for the next run (``materialise``, the device-resident path).
 
     Layout ``ROOT/train/<class>/*``, ``ROOT/test/<class>/*`` and optionally
     ``ROOT/val/<class>/*`` (then used as the validation split instead of carving one from
@@ -116,6 +116,30 @@ def _load_imagefolder(data_dir: Path | None = None, image_size: int = 32, channe
                     f"lacks; the classes are taken from train: {', '.join(classes)}"
                 )
 
+    splits = {}
+    for sub, allow_empty in (("train", False), ("val", True), ("test", True)):
+        if (root / sub).is_dir():
+            splits[sub] = _files(root / sub, root, class_to_idx, image_size, channels, allow_empty)
+    if len(splits["test"][1]) == 0:
+        raise DatasetNotFoundError(_imagefolder_help(root, f"no images in {root / 'test'}"))
+    raw = RawDataset(
+        splits["train"][0],
+        splits["train"][1],
+        splits["test"][0],
+        splits["test"][1],
+        tuple(classes),
+        allows_flip=flip,
+        crop_padding=max(1, image_size // 8),
+        source=str(root),
+        val_images=splits["val"][0] if "val" in splits else None,
+        val_labels=splits["val"][1] if "val" in splits else None,
+    )
+    return dataclasses.replace(raw, materialise=lambda: _decoded(raw, root, image_size, channels, cache))
+
+
+def _decoded(raw: RawDataset, root: Path, image_size: int, channels: int, cache: bool) -> RawDataset:
+    """``raw`` with its image files decoded into tensors, read from relkd's cache when an
+    earlier run decoded the same files (the device-resident path)."""
     cached = None
     cache_file = None
     if cache:
@@ -128,30 +152,13 @@ def _load_imagefolder(data_dir: Path | None = None, image_size: int = 32, channe
                 logger.warning("ignoring unreadable cache file %s: %s", cache_file, err)
     if cached is None:
         logger.info("imagefolder %s: decoding images at %dx%d", root, image_size, image_size)
-        cached = {}
-        for sub, allow_empty in (("train", False), ("val", True), ("test", True)):
-            if (root / sub).is_dir():
-                cached[f"{sub}_images"], cached[f"{sub}_labels"] = _read_folder(
-                    root / sub, class_to_idx, image_size, channels, allow_empty
-                )
+        cached = {f"{sub}_images": _decode_all(files) for sub, files in
+                  (("train", raw.train_images), ("val", raw.val_images), ("test", raw.test_images))
+                  if files is not None}
         if cache_file is not None:
             try:
                 atomic_write(cache_file, lambda tmp: torch.save(cached, tmp))
             except OSError as err:
                 logger.warning("could not write the cache %s: %s", cache_file, err)
-    if len(cached["test_labels"]) == 0:
-        raise DatasetNotFoundError(_imagefolder_help(root, f"no images in {root / 'test'}"))
-    return RawDataset(
-        cached["train_images"],
-        cached["train_labels"],
-        cached["test_images"],
-        cached["test_labels"],
-        tuple(classes),
-        allows_flip=flip,
-        crop_padding=max(1, image_size // 8),
-        source=str(root),
-        val_images=cached.get("val_images"),
-        val_labels=cached.get("val_labels"),
-    )
-
-
+    return dataclasses.replace(raw, train_images=cached["train_images"], test_images=cached["test_images"],
+                               val_images=cached.get("val_images"), materialise=None)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 
-__all__ = ["DeviceLoader", "mix_seed", "normalize", "random_crop_flip"]
+__all__ = ["DeviceLoader", "apply_norm", "mix_seed", "norm_constants", "normalize", "random_crop_flip"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ def random_crop_flip(images: Tensor, offsets: Tensor, flips: Tensor | None, pad:
     return windows.index_select(0, chunk.view(-1)).view(b, c, h, wp)[..., :w]
 
 
-def _norm_constants(mean: Sequence[float], std: Sequence[float], channels: int, device: torch.device,
-                    dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def norm_constants(mean: Sequence[float], std: Sequence[float], channels: int, device: torch.device,
+                   dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``(scale, shift)`` of :func:`apply_norm` for ``channels`` channels, on ``device``."""
     m = torch.as_tensor(mean, dtype=torch.float64).flatten()
     s = torch.as_tensor(std, dtype=torch.float64).flatten()
     if m.numel() not in (1, channels) or s.numel() not in (1, channels):
@@ -74,7 +75,8 @@ def _norm_constants(mean: Sequence[float], std: Sequence[float], channels: int, 
     return scale, shift
 
 
-def _apply_norm(images: Tensor, scale: Tensor, shift: Tensor, dtype: torch.dtype) -> Tensor:
+def apply_norm(images: Tensor, scale: Tensor, shift: Tensor, dtype: torch.dtype) -> Tensor:
+    """``images * scale - shift`` in ``dtype``: uint8 images normalised (:func:`norm_constants`)."""
     return images.to(dtype, memory_format=torch.contiguous_format).mul_(scale).sub_(shift)
 
 
@@ -82,8 +84,8 @@ def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float], dtype
               ) -> Tensor:
     """``(images / 255 - mean) / std`` per channel, for ``uint8`` ``(B, C, H, W)`` images
     (any layout; the result is a new contiguous tensor)."""
-    scale, shift = _norm_constants(mean, std, images.shape[1], images.device, dtype)
-    return _apply_norm(images, scale, shift, dtype)
+    scale, shift = norm_constants(mean, std, images.shape[1], images.device, dtype)
+    return apply_norm(images, scale, shift, dtype)
 
 
 def mix_seed(*parts: Any) -> int:
@@ -162,7 +164,7 @@ class DeviceLoader:
         self.dtype = dtype
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
-        self._scale, self._shift = _norm_constants(self.mean, self.std, self.images.shape[1], self.device, dtype)
+        self._scale, self._shift = norm_constants(self.mean, self.std, self.images.shape[1], self.device, dtype)
 
     @property
     def num_samples(self) -> int:
@@ -227,7 +229,7 @@ class DeviceLoader:
                 x, y = self.images.index_select(0, index), self.labels.index_select(0, index)
             if augments:
                 x = random_crop_flip(x, offsets[lo:hi], flips[lo:hi] if self.flip else None, self.pad)
-            x = _apply_norm(x, self._scale, self._shift, self.dtype)
+            x = apply_norm(x, self._scale, self._shift, self.dtype)
             yield (x, y, index) if with_indices else (x, y)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:

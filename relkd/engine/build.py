@@ -30,11 +30,14 @@ __all__ = ["load_data", "build_model", "init_file", "init_hint", "transfer_ident
 @functools.lru_cache(maxsize=4)
 def _load_data_cached(dataset: str, data_dir: str | None, val_fraction: float, split_seed: int,
                       train_subset: int | None, params: str, classes: tuple | None = None,
-                      train_per_class: int | None = None, labelled: int | None = None) -> DatasetSplits:
+                      train_per_class: int | None = None, labelled: int | None = None,
+                      loader: str = "auto", max_resident_gib: float = 4.0, workers: int | None = None
+                      ) -> DatasetSplits:
     try:
         return load_dataset(dataset, data_dir, val_fraction=val_fraction, split_seed=split_seed,
                             train_subset=train_subset, classes=classes, train_per_class=train_per_class,
-                            labelled=labelled, **json.loads(params))
+                            labelled=labelled, loader=loader, max_resident_gib=max_resident_gib, workers=workers,
+                            **json.loads(params))
     except DataFieldError as err:  # name the setting field
         raise ConfigError([f"data.{err.field}: {err}"]) from None
 
@@ -47,7 +50,8 @@ def load_data(setting: Setting, *, subset: bool = True) -> DatasetSplits:
     d = setting.data
     return _load_data_cached(d.dataset, d.data_dir, d.val_fraction, d.split_seed,
                              d.train_subset if subset else None, json.dumps(d.params, sort_keys=True),
-                             d.classes, d.train_per_class if subset else None, d.labelled if subset else None)
+                             d.classes, d.train_per_class if subset else None, d.labelled if subset else None,
+                             d.loader, d.max_resident_gib, d.workers)
 
 
 def init_hint(field: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..cache import cache_root, load_checked, save_checked
-from ..data import DeviceLoader
+from ..data import DeviceLoader, StreamLoader
 from ..models import TappedModel
 from .device import autocast, autocast_dtype, prepare_input
 
@@ -117,7 +117,10 @@ class TeacherOutputs:
         """The teacher's ``taps`` for every sample of ``loader`` at ``epoch``; ``None`` when
         they would not fit in the memory limit (the caller then runs the teacher live). On
         CUDA the outputs are those of ``precision``'s autocast, so they are kept apart per
-        autocast dtype."""
+        autocast dtype. Streamed data (a :class:`~relkd.data.StreamLoader`) is never cached:
+        its outputs would be as large as the data that did not fit, so the teacher runs live."""
+        if isinstance(loader, StreamLoader):
+            return None
         # the last two (augmentation seed, epoch) stay last
         dtype = autocast_dtype(loader.device, precision)
         if dtype is not None:

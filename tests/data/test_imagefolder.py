@@ -1,10 +1,11 @@
-"""relkd.data.imagefolder: your own images in class folders, decoded once and cached."""
+"""relkd.data.imagefolder: your own images in class folders, listed as files, decoded once and cached."""
 import pytest
 import torch
 from PIL import Image
 
 import relkd.data.imagefolder as imagefolder
 from relkd.data.base import DATASETS, DatasetNotFoundError, cache_dir
+from relkd.data.image_files import ImageFiles
 
 
 def load(name, data_dir, **params):
@@ -24,18 +25,22 @@ def make_folder(root, splits=("train", "test"), classes=("cat", "dog"), per_clas
 def test_images_are_resized_cropped_and_labelled_by_sorted_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     make_folder(tmp_path / "root", classes=("dog", "cat"))
-    raw = load("imagefolder", tmp_path / "root", image_size=4, channels=1)
+    files = load("imagefolder", tmp_path / "root", image_size=4, channels=1)
+    assert isinstance(files.train_images, ImageFiles) and files.train_images.shape == (4, 1, 4, 4)
+    assert not list(cache_dir().glob("**/*.pt"))  # listed, nothing decoded
+    raw = files.materialise()
     assert raw.classes == ("cat", "dog") and raw.train_labels.tolist() == [0, 0, 1, 1]
     assert raw.train_images.shape == (4, 1, 4, 4) and raw.train_images.dtype == torch.uint8
     assert raw.val_images is None and raw.crop_padding == 1
     assert len(list((cache_dir() / "imagefolder").glob("*.pt"))) == 1
-    again = load("imagefolder", tmp_path / "root", image_size=4, channels=1)
+    assert torch.equal(files.train_images.read(), raw.train_images)  # a batch read from the files: the same pixels
+    again = load("imagefolder", tmp_path / "root", image_size=4, channels=1).materialise()
     assert torch.equal(again.train_images, raw.train_images)
 
 
 def test_a_val_folder_is_used_as_the_validation_split(tmp_path):
     make_folder(tmp_path, splits=("train", "val", "test"))
-    raw = load("imagefolder", tmp_path, image_size=4, cache=False)
+    raw = load("imagefolder", tmp_path, image_size=4, cache=False).materialise()
     assert raw.val_images.shape == (4, 3, 4, 4) and raw.val_labels.tolist() == [0, 0, 1, 1]
 
 

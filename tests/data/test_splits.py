@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from relkd.data.base import DataFieldError
-from relkd.data.splits import (canonical_dataset_name, labelled_positions, list_datasets, load_dataset,
-                               resolve_classes, split_indices)
+from relkd.data.dataset import canonical_dataset_name, list_datasets, load_dataset
+from relkd.data.splits import labelled_positions, resolve_classes, split_indices
 
 LABELS = torch.arange(100) % 4
 
