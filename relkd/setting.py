@@ -59,7 +59,8 @@ the same batches as the device-resident path::
     data:
       loader: auto                 # device | stream | auto: device while the splits fit in max_resident_gib
       max_resident_gib: 4.0
-      workers: 4                   # stream: worker processes (default: the cores, at most 4)
+      workers: 4                   # stream: worker processes (default: none for data in memory, else the
+                                   # cores, at most 4)
 
 The student's learning rate tuned first (relkd.setting_tune, relkd.tuning)::
 
@@ -115,7 +116,7 @@ class DataSpec:
     labelled: int | None = None  # student runs: only this many training samples keep their labels
     loader: str = "auto"  # device | stream | auto (relkd.data.stream): how batches are made
     max_resident_gib: float = DEFAULT_MAX_RESIDENT_GIB  # loader auto: the splits stay on the device up to this
-    workers: int | None = None  # loader stream: DataLoader worker processes (None: the cores, at most 4)
+    workers: int | None = None  # loader stream: DataLoader worker processes (None: relkd.data.stream.default_workers)
 
 
 @dataclass(frozen=True)
@@ -241,13 +242,14 @@ def setting_record(setting: Setting) -> dict[str, Any]:
     return {k: v for k, v in setting.to_dict().items() if k not in ("search", "optuna", "compare", "name")}
 
 
-# Where a process runs, not what it trains: may differ between workers and runs.
-EXECUTION_DATA_FIELDS = ("data_dir", "eval_batch_size")
+# Where a process runs, not what it trains: may differ between workers and runs (a streamed
+# worker trains on the batches a device-resident one does).
+EXECUTION_DATA_FIELDS = ("data_dir", "eval_batch_size", "loader", "max_resident_gib", "workers")
 
 
 def comparable_setting(record: dict[str, Any]) -> dict[str, Any]:
     """A setting record without the fields that do not change a run's result (device,
-    data folder, evaluation batch size): what workers of one study, and reused confirm
+    data folder, evaluation batch size, how batches are loaded): what workers of one study, and reused confirm
     runs, must agree on."""
     out = {k: v for k, v in record.items() if k != "device"}
     out["data"] = {k: v for k, v in record.get("data", {}).items() if k not in EXECUTION_DATA_FIELDS}

@@ -28,23 +28,29 @@ logger = logging.getLogger(__name__)
 #: Image files: the normalisation statistics come from at most this many training images
 #: (drawn by the split seed), so that streamed data is not read whole before training.
 STATS_SAMPLE = 4096
+#: Image files are decoded this many at a time for the statistics.
+FILES_CHUNK = 256
 
 
 def _channel_stats(images: Tensor | ImageFiles, chunk: int = 4096, seed: int = 0
                    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images in [0, 1] units (float64 accumulation); of
-    image files, from at most :data:`STATS_SAMPLE` of them drawn by ``seed``."""
+    """Per-channel mean and std of uint8 images in [0, 1] units (float64 accumulation, ``chunk``
+    images at a time); of image files, from at most :data:`STATS_SAMPLE` of them drawn by
+    ``seed``, read :data:`FILES_CHUNK` at a time (never all decoded at once)."""
     if isinstance(images, ImageFiles):
         n = len(images)
         if n > STATS_SAMPLE:
             pick = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 104729))[:STATS_SAMPLE]
             images = images[torch.sort(pick).values]
-        images = images.read()
+        files = images
+        chunks = (files.read(index) for index in torch.arange(len(files)).split(FILES_CHUNK))
+    else:
+        chunks = (images[start:start + chunk] for start in range(0, images.shape[0], chunk))
     c = images.shape[1]
     total = torch.zeros(c, dtype=torch.float64)
     total_sq = torch.zeros(c, dtype=torch.float64)
-    for start in range(0, images.shape[0], chunk):
-        x = images[start:start + chunk].to("cpu", torch.float64).div_(255.0)
+    for part in chunks:
+        x = part.to("cpu", torch.float64).div_(255.0)
         total += x.sum(dim=(0, 2, 3))
         total_sq += x.square().sum(dim=(0, 2, 3))
     count = images.shape[0] * images.shape[2] * images.shape[3]

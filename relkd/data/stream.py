@@ -14,9 +14,11 @@ streamed run sees the batches a resident run sees, bit for bit on the same devic
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -35,8 +37,30 @@ LOADERS = ("auto", "device", "stream")
 DEFAULT_MAX_RESIDENT_GIB = 4.0
 
 
-def default_workers() -> int:
-    """Worker processes when ``data.workers`` is not given: the CPU cores, at most 4."""
+#: With workers, the host memory glibc keeps after freeing batches is given back every this many batches.
+TRIM_EVERY = 16
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)``, or a no-op where there is none. Batches that arrive from
+    worker processes live in shared memory; once they are freed, glibc raises its mmap
+    threshold and keeps the next batches' buffers on its heap, so a long epoch's resident
+    memory would grow by hundreds of MiB that it no longer uses (measured: benchmarks/stream.py)."""
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0) and None
+
+
+def default_workers(images: Tensor | ImageFiles | None = None) -> int:
+    """Worker processes when ``data.workers`` is not given: none for images already in host
+    memory (a batch is one ``index_select``: on the quick setting two workers on 2 cores ran at
+    0.46x the main process's speed, benchmarks/stream.py), else the CPU cores, at most 4 (image
+    files: decoding is the work)."""
+    if isinstance(images, Tensor):
+        return 0
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -73,8 +97,9 @@ class _Batches(torch.utils.data.Dataset):
 
 class StreamLoader(DeviceLoader):
     """A :class:`DeviceLoader` whose images stay in host memory or in their files: each batch is
-    read by one of ``workers`` processes (``0``: in this process) and moved to ``device``
-    then. Same arguments, batches, order and augmentation as :class:`DeviceLoader`."""
+    read by one of ``workers`` processes (``0``: in this process; ``None``:
+    :func:`default_workers`) and moved to ``device`` then. Same arguments, batches, order and
+    augmentation as :class:`DeviceLoader`."""
 
     def __init__(self, images: Tensor | ImageFiles, labels: Tensor, batch_size: int = 128,
                  device: torch.device | str | None = None, *, workers: int | None = None, **options: Any):
@@ -87,7 +112,7 @@ class StreamLoader(DeviceLoader):
             raise ValueError(f"labels must be 1-D with {images.shape[0]} entries, got shape {tuple(labels.shape)}")
         self.images = images
         self.labels = labels.to("cpu", torch.int64)
-        self.workers = default_workers() if workers is None else int(workers)
+        self.workers = default_workers(images) if workers is None else int(workers)
         self._scale, self._shift = norm_constants(self.mean, self.std, images.shape[1], self.device, self.dtype)
 
     @property
@@ -106,7 +131,9 @@ class StreamLoader(DeviceLoader):
         reader = torch.utils.data.DataLoader(
             _Batches(self.images, self.labels, batches), batch_size=None, shuffle=False,
             num_workers=self.workers, pin_memory=cuda, prefetch_factor=4 if self.workers else None)
-        for (x, y, index), cpu_index in zip(reader, batches):
+        for i, ((x, y, index), cpu_index) in enumerate(zip(reader, batches)):
+            if self.workers and i % TRIM_EVERY == TRIM_EVERY - 1:
+                _malloc_trim()()
             x, y = x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
             if augments:
                 x = random_crop_flip(x, offsets[cpu_index].to(self.device),

@@ -4,13 +4,15 @@ by other processes through the store's checked files."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
 
 import torch
 
-from ..cache import cache_root, load_checked, save_checked
+from ..cache import atomic_write, cache_root, intact_meta, load_checked, save_checked
+from ..files import file_sha256
 from ..data import DeviceLoader, StreamLoader
 from ..models import TappedModel
 from .device import autocast, autocast_dtype, prepare_input
@@ -37,6 +39,7 @@ class TeacherOutputs:
     and replaced, never used."""
 
     _store: dict[tuple, dict[str, torch.Tensor]] = {}
+    _mapped: dict[tuple, dict[str, torch.Tensor]] = {}  # streamed data: files mapped into host memory
     limit_bytes = int(float(os.environ.get("RELKD_TEACHER_CACHE_MB", "4096")) * 2**20)
     persist = True  # write and read the files (benchmarks of the first trial's cost turn it off)
 
@@ -44,6 +47,7 @@ class TeacherOutputs:
     def clear(cls) -> None:
         """Forget what this process holds (the files stay)."""
         cls._store.clear()
+        cls._mapped.clear()
 
     @classmethod
     def _bytes(cls) -> int:
@@ -99,6 +103,78 @@ class TeacherOutputs:
         return found[0].to(loader.device, torch.float32)
 
     @classmethod
+    def mapped(cls, key: tuple, teacher: TappedModel, loader: StreamLoader, taps: tuple[str, ...],
+               precision: str = "auto") -> dict[str, torch.Tensor] | None:
+        """The teacher's ``taps`` for every sample of a streamed ``loader``, as float32 files in the
+        cache folder (``<tap>.f32``, raw, with their shape and SHA-256 in ``<tap>.f32.json``) mapped into
+        host memory: the kernel pages in what the batches read, nothing is held on the device.
+        Computed once in a streamed pass over the data in order and shared with other processes;
+        a damaged file is computed again. ``None`` with augmentation (each epoch sees other
+        images: the teacher runs live) or without the file store."""
+        if not (cls.persist and key[-1] is None):
+            return None
+        found = cls._mapped.get(key, {})
+        missing = tuple(t for t in taps if t not in found and not cls._map(key, t, loader.num_samples, found))
+        if missing:
+            cls._write_mapped(key, teacher, loader, missing, precision)
+            for t in missing:
+                if not cls._map(key, t, loader.num_samples, found):
+                    return None  # could not be written (a full disk, say): live
+        cls._mapped[key] = found
+        return {t: found[t] for t in taps}
+
+    @classmethod
+    def _map(cls, key: tuple, tap: str, samples: int, into: dict[str, torch.Tensor]) -> bool:
+        """Map the intact file of ``tap`` into ``into``; whether there was one."""
+        path = cls.folder(key) / f"{tap}.f32"
+        meta = intact_meta(path, _meta_of(path), None, "teacher-output cache")
+        shape = (meta or {}).get("shape")
+        if not shape or shape[0] != samples:
+            return False
+        numel = 1
+        for n in shape:
+            numel *= int(n)
+        into[tap] = torch.from_file(str(path), shared=False, size=numel, dtype=torch.float32).view(*shape)
+        return True
+
+    @classmethod
+    def _write_mapped(cls, key: tuple, teacher: TappedModel, loader: StreamLoader, taps: tuple[str, ...],
+                      precision: str) -> None:
+        """One streamed pass of the teacher over ``loader``'s samples in order, each tap's
+        outputs appended to its file as they come (never all in memory)."""
+        folder = cls.folder(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        plain = StreamLoader(loader.images, loader.labels, 1024, loader.device, workers=loader.workers,
+                             mean=loader.mean, std=loader.std)
+        parts = {t: folder / f"{t}.f32.{os.getpid()}.part" for t in taps}
+        shapes: dict[str, list[int]] = {}
+        teacher.eval()
+        try:
+            files = {t: open(parts[t], "wb") for t in taps}
+            try:
+                with torch.inference_mode(), autocast(loader.device, precision):
+                    for x, _ in plain.epoch(0):
+                        out = teacher(prepare_input(x, loader.device), taps=taps)
+                        for t in taps:
+                            value = out[t].float().cpu().contiguous()
+                            shapes[t] = [shapes.get(t, [0])[0] + value.shape[0], *value.shape[1:]]
+                            files[t].write(value.numpy().tobytes())
+            finally:
+                for f in files.values():
+                    f.close()
+            for t in taps:
+                path = folder / f"{t}.f32"
+                os.replace(parts[t], path)
+                atomic_write(_meta_of(path), lambda tmp, t=t, path=path: tmp.write_text(json.dumps(
+                    {"shape": shapes[t], "key": [str(k) for k in key], "sha256": file_sha256(path)}, indent=2)))
+        except OSError as err:  # a full disk: this run takes the teacher live
+            log.warning("could not write the teacher-output files in %s (%s); running the teacher live", folder, err)
+        finally:
+            for part in parts.values():
+                part.unlink(missing_ok=True)
+        log.debug("teacher taps %s written for %d streamed samples", taps, loader.num_samples)
+
+    @classmethod
     def save(cls, key: tuple, tap: str, value: torch.Tensor) -> None:
         """Write the tap's outputs for other processes (a write error is logged, not raised)."""
         if not (cls.persist and key[-1] is None):
@@ -117,16 +193,17 @@ class TeacherOutputs:
         """The teacher's ``taps`` for every sample of ``loader`` at ``epoch``; ``None`` when
         they would not fit in the memory limit (the caller then runs the teacher live). On
         CUDA the outputs are those of ``precision``'s autocast, so they are kept apart per
-        autocast dtype. Streamed data (a :class:`~relkd.data.StreamLoader`) is never cached:
-        its outputs would be as large as the data that did not fit, so the teacher runs live."""
-        if isinstance(loader, StreamLoader):
-            return None
+        autocast dtype. Streamed data (a :class:`~relkd.data.StreamLoader`) is never held on the
+        device: its outputs are files memory-mapped on the host (:meth:`mapped`) when the data are
+        not augmented, else ``None`` (the teacher runs live)."""
         # the last two (augmentation seed, epoch) stay last
         dtype = autocast_dtype(loader.device, precision)
         if dtype is not None:
             key = (*key[:-2], str(dtype), *key[-2:])
         if teacher.points.version != 1:  # its taps read other tensors than version 1's did
             key = (*key[:-2], f"taps v{teacher.points.version}", *key[-2:])
+        if isinstance(loader, StreamLoader):
+            return cls.mapped(key, teacher, loader, taps, precision)
         stored = cls._store.pop(key, {})
         cls._store[key] = stored  # the most recently used goes last
         missing = tuple(t for t in taps if t not in stored)
@@ -160,3 +237,9 @@ class TeacherOutputs:
                 cls.save(key, t, stored[t])
             log.debug("cached teacher taps %s for %d samples", missing, loader.num_samples)
         return {t: stored[t] for t in taps}
+
+
+def _meta_of(path: Path) -> Path:
+    """The metadata file beside a mapped output file: ``<tap>.f32.json`` (``<tap>.json`` is the
+    device-resident path's)."""
+    return path.with_name(path.name + ".json")

@@ -205,8 +205,9 @@ class TeacherTaps:
 
     def __call__(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """The taps for the batch ``x`` of samples ``index`` (inside the step's autocast)."""
-        if self.cached is not None:
-            return {t: v.index_select(0, index) for t, v in self.cached.items()}
+        if self.cached is not None:  # on the device, or mapped into host memory (streamed data)
+            return {t: v.index_select(0, index.to(v.device)).to(x.device, non_blocking=True)
+                    for t, v in self.cached.items()}
         if not self.live:
             return None
         with torch.inference_mode():

@@ -59,3 +59,11 @@ def test_the_loader_is_registered_from_this_module_with_its_parameters():
     assert entry.defaults() == {"image_size": 32, "channels": 3, "flip": True, "cache": True}
     with pytest.raises(ValueError, match="channels"):
         entry.resolve_params({"channels": 2})
+
+
+def test_a_folder_with_no_images_says_so(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        (tmp_path / split / "cat" / "notes.txt").write_text("not an image")
+    with pytest.raises(DatasetNotFoundError, match=r"Found no valid file for the classes cat.*Expected layout"):
+        load("imagefolder", tmp_path, cache=False)

@@ -11,9 +11,9 @@ import relkd.data.imagefolder as imagefolder
 from relkd.data import DataFieldError, DeviceLoader, StreamLoader, load_dataset
 from relkd.data.image_files import ImageFiles
 from relkd.data.stream import resolve_loader
-from relkd.engine import run_trial
+from relkd.engine import TeacherOutputs, run_trial
 from relkd.fields import ConfigError
-from relkd.setting import validate_setting
+from relkd.setting import comparable_setting, validate_setting
 from tiny import TINY_SETTING
 
 GIB = 2**30
@@ -53,10 +53,19 @@ def test_a_streamed_dataset_has_the_resident_fingerprint_and_streams_every_split
     streamed = load_dataset("synthetic", train_size=120, test_size=30, loader="stream", workers=0)
     assert resident.loader == "device" and streamed.loader == "stream" and "streamed" in streamed.summary()
     assert streamed.fingerprint() == resident.fingerprint()  # the same data: the same teacher cache
-    assert isinstance(streamed.train_loader(16), StreamLoader) and isinstance(streamed.eval_loader("test"), StreamLoader)
+    assert isinstance(streamed.train_loader(16), StreamLoader)
+    assert isinstance(streamed.eval_loader("test"), StreamLoader)
     assert type(resident.train_loader(16)) is DeviceLoader
+    subset = dict(train_subset=40, val_fraction=0.25, labelled=20)  # splits and subsets: the same samples
+    a, b = (load_dataset("synthetic", train_size=120, test_size=30, loader=mode, **subset)
+            for mode in ("device", "stream"))
+    assert a.fingerprint() == b.fingerprint() and torch.equal(a.train_labels, b.train_labels)
+    assert torch.equal(a.val_images, b.val_images) and len(b.train_labels) == 40
     tiny = load_dataset("synthetic", train_size=120, test_size=30, loader="auto", max_resident_gib=1e-6)
     assert tiny.loader == "stream"  # over the limit: streamed
+    assert tiny.train_loader(16).workers == 0  # images in host memory: read in this process by default
+    files = ImageFiles("/x", ("/x/a.png",), 8, 1)
+    assert StreamLoader(files, torch.zeros(1, dtype=torch.int64)).workers >= 1  # files: decoded by workers
 
 
 def make_folder(root, per_class=6, size=(20, 14), classes=("ant", "bee", "cat")):
@@ -100,13 +109,39 @@ def setting(**data):
     return validate_setting(doc)
 
 
+KD_AND_SP = {"ce_weight": 1.0, "kd": {"weight": 0.5, "temperature": 4.0},
+             "terms": [{"tap": "pool", "affinity": "cosine", "loss": "mse", "weight": 1.0}]}
+
+
 @pytest.mark.usefixtures("isolated")
 def test_a_run_on_streamed_data_trains_as_the_resident_run_does():
-    config = {"ce_weight": 1.0, "kd": {"weight": 0.5, "temperature": 4.0},
-              "terms": [{"tap": "pool", "affinity": "cosine", "loss": "mse", "weight": 1.0}]}
-    resident = run_trial(setting(loader="device"), config, seed=0, teacher_cache=False)
-    streamed = run_trial(setting(loader="stream", workers=0), config, seed=0)
+    resident = run_trial(setting(loader="device"), KD_AND_SP, seed=0, teacher_cache=False)
+    streamed = run_trial(setting(loader="stream", workers=0), KD_AND_SP, seed=0, teacher_cache=False)
     assert streamed.val_history == resident.val_history and streamed.part_means == resident.part_means
+
+
+def test_streamed_teacher_outputs_are_files_mapped_on_the_host_and_shared(isolated):
+    """Not augmented: the teacher's outputs of streamed data are written once to the cache folder and
+    mapped into host memory (never held on the device); the run equals the resident cached run."""
+    resident = run_trial(setting(loader="device"), KD_AND_SP, seed=0)
+    TeacherOutputs.clear()
+    streamed = run_trial(setting(loader="stream", workers=0), KD_AND_SP, seed=0)
+    assert streamed.val_history == resident.val_history and streamed.part_means == resident.part_means
+    files = sorted((isolated / "cache" / "teacher_outputs").rglob("*.f32"))
+    assert [f.name for f in files] == ["logits.f32", "pool.f32"]
+    (mapped,) = TeacherOutputs._mapped.values()
+    assert sorted(mapped) == ["logits", "pool"] and all(t.device.type == "cpu" for t in mapped.values())
+    before = [f.stat().st_mtime_ns for f in files]
+    TeacherOutputs.clear()  # another process: reads the files, does not write them again
+    again = run_trial(setting(loader="stream", workers=0), KD_AND_SP, seed=0)
+    assert again.part_means == streamed.part_means and [f.stat().st_mtime_ns for f in files] == before
+    files[0].write_bytes(files[0].read_bytes()[:-4])  # a damaged file is computed again, never used
+    TeacherOutputs.clear()
+    assert run_trial(setting(loader="stream", workers=0), KD_AND_SP, seed=0).part_means == streamed.part_means
+    augmented = setting(loader="stream", workers=0, augment=True)  # other images every epoch: live
+    TeacherOutputs.clear()
+    run_trial(augmented, KD_AND_SP, seed=0)
+    assert not TeacherOutputs._mapped
 
 
 @pytest.mark.usefixtures("isolated")
@@ -119,3 +154,5 @@ def test_bad_loader_fields_are_named_before_anything_trains():
         run_trial(setting(loader="device", max_resident_gib=1e-6), "none", seed=0)
     assert setting(loader="stream", workers=2).to_dict()["data"]["loader"] == "stream"
     assert "loader" not in setting().to_dict()["data"]  # the default is not written: older records stay the same
+    # a streamed worker and a device-resident one may share a study: the same batches
+    assert comparable_setting(setting(loader="stream", workers=2).to_dict()) == comparable_setting(setting().to_dict())
