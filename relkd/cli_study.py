@@ -35,13 +35,13 @@ def _sigterm_interrupts() -> None:
 
 def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: Path | None) -> None:
     from .results.pareto import format_front, is_multi_objective, objective_names, pareto_front
-    from .study import redact
+    from .study import tool_storage
     from .results.ranking import compositions, verdict_line
     from .tuning import headroom_line
 
     study = result.study
     counts = result.counts
-    print(f"\nstudy {study.study_name} ({redact(result.storage)}): stopped because {result.stopped_because}; "
+    print(f"\nstudy {study.study_name} ({tool_storage(result.storage)}): stopped because {result.stopped_because}; "
           f"{result.trials_run} trials run now in {result.seconds:.0f} s"
           + (f", {result.population} at a time" if result.population > 1 else ""))
     print("trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
@@ -79,6 +79,7 @@ def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: 
               f"\n  confirm the winners on the test split: relkd study confirm --study-name {study.study_name}")
     if plot_dir is not None:
         print(f"plots: {plot_dir}")
+    print(f"watch it in Optuna's tools: optuna-dashboard {tool_storage(result.storage)}")
 
 
 @shows_flags
@@ -122,7 +123,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 def cmd_study_status(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .results.pareto import format_front
-    from .study import load_relkd_study, redact, study_status
+    from .study import load_relkd_study, study_status, tool_storage
 
     study, url = load_relkd_study(args.study_name, args.storage)
     status = study_status(study)
@@ -131,7 +132,7 @@ def cmd_study_status(args: argparse.Namespace) -> int:
         return 0
     counts = status["counts"]
     target = status["n_trials"]
-    print(f"study {status['study']} in {redact(url)}")
+    print(f"study {status['study']} in {tool_storage(url)}")
     print(f"finished trials: {status['finished']}" + (f" of {target}" if target else ""))
     print("by state: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     if status["mean_trial_seconds"] is not None:

@@ -34,6 +34,9 @@ COMPONENTS = {
     "fashion-mnist": (lambda: all((DEBIAN_FMNIST / f"{f}.gz").is_file() for f in FMNIST_FILES),
                       f"Fashion-MNIST in {DEBIAN_FMNIST}: Debian's dataset-fashion-mnist, which scripts/setup.sh "
                       f"installs"),
+    "optuna-dashboard": (lambda: importlib.util.find_spec("optuna_dashboard") is not None,
+                         "optuna-dashboard, in relkd's test extra (pip install -e '.[test]', which scripts/setup.sh "
+                         "runs)"),
     "timm": (lambda: importlib.util.find_spec("timm") is not None,
              "timm, in relkd's test extra (pip install -e '.[test]', which scripts/setup.sh runs)"),
     "optuna-cli": (lambda: Path(sys.executable).with_name("optuna").exists(),

@@ -20,7 +20,7 @@ import optuna
 from ..fields import yaml_dump
 from ..files import write_text
 from ..text import percent
-from ..study import redact, study_status
+from ..study import study_status, tool_storage
 from ..results.ranking import compositions, search_verdict, verdict_line
 from ..study.confirm import BUDGET_RECORDS
 from ..study.confirm_budgets import format_budgets
@@ -60,7 +60,7 @@ def _summary(study: optuna.Study, url: str) -> str:
     status = study_status(study)
     budget = setting.get("budget", {})
     rows = [
-        ["storage", html.escape(redact(url))],
+        ["storage", html.escape(tool_storage(url))],
         ["dataset", html.escape(str(setting.get("data", {}).get("dataset")))],
         ["teacher → student", html.escape(f"{setting.get('teacher', {}).get('model')} → "
                                           f"{setting.get('student', {}).get('model')}")],

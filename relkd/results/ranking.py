@@ -20,9 +20,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..stats import welch_difference, welch_interval
 from ..text import percent
-from .record import TrialRecord
+from .record import BEST_ATTR, TrialRecord
 
-__all__ = ["Composition", "compositions", "search_verdict", "verdict_line", "SIGNIFICANCE"]
+__all__ = ["Composition", "compositions", "search_verdict", "verdict_line", "SIGNIFICANCE", "record_best"]
 
 #: The Welch p-value below which a lead over the best anchor counts as a win.
 SIGNIFICANCE = 0.05
@@ -187,3 +187,25 @@ def verdict_line(verdict: dict[str, Any] | None) -> str:
     return (f"{first}{head}: best searched {b['label']} {percent(verdict['searched_mean'], unit='%')} vs best known "
             f"{a['label'].removeprefix('anchor ')} {percent(verdict['anchor_mean'], unit='%')} (validation accuracy, "
             f"{over}): {diff} points{p}")
+
+
+def record_best(study: optuna.Study) -> dict[str, Any] | None:
+    """Record relkd's best composition as the study attribute ``relkd.best`` (trial, label, mean
+    and std of validation accuracy over its seeds, the seeds), where optuna-dashboard and
+    ``optuna`` show study attributes, and return it (``None`` before any completed trial or on a
+    multi-objective study, whose answer is its Pareto front).
+
+    Optuna's best trial (``study.best_trial``, the dashboard's "best") is the best single
+    run, a re-run with a lucky seed included; relkd ranks compositions by the mean over
+    their seeds (:func:`compositions`), so the two may name different trials. ``relkd.best``
+    holds relkd's answer beside Optuna's."""
+    if len(study.directions) > 1:
+        return None
+    ranked = compositions(study)
+    if not ranked:
+        return None
+    best = ranked[0].summary()
+    best = {k: best[k] for k in ("trial", "label", "mean", "std", "seeds")}
+    if study.user_attrs.get(BEST_ATTR) != best:
+        study.set_user_attr(BEST_ATTR, best)
+    return best

@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 
 __all__ = ["CONFIG_ATTR", "SETTING_ATTR", "STUDY_ATTR", "VERSION_ATTR", "INITS_ATTR", "N_TRIALS_ATTR", "COMPARE_ATTR",
-           "CONFIRM_ATTR", "RUN_ATTR", "OBJECTIVES_ATTR", "RECIPE_ATTR",
+           "CONFIRM_ATTR", "RUN_ATTR", "OBJECTIVES_ATTR", "RECIPE_ATTR", "BEST_ATTR",
            "LADDER_ATTR", "RERUN_ATTR", "TRIAL_ATTRS", "TrialRecord", "trial_attrs", "set_trial_attrs", "WORKER",
            "StudyMismatchError",
            "versions", "is_counted", "is_known", "is_searched", "TUNED_ATTR",
@@ -47,6 +47,9 @@ COMPARE_ATTR = "relkd.compare"
 CONFIRM_ATTR = "relkd.confirm"
 ABLATION_ATTR = "relkd.ablation"  # the contribution table of `relkd study ablate` (relkd.study.ablate)
 OBJECTIVES_ATTR = "relkd.objectives"  # multi-objective studies: ["val_accuracy", "params" | "macs"]
+#: relkd's best composition (ranked by the mean over seeds), where Optuna's tools show study attributes:
+#: Optuna's own best trial is the best single run, which may be a lucky re-run (relkd.results.ranking.record_best)
+BEST_ATTR = "relkd.best"
 RECIPE_ATTR = "relkd.recipe"  # the tuned learning rate and the runs that chose it (relkd.tuning.Tuning.record)
 LADDER_ATTR = "relkd.ladder"  # the fidelity ladder's rungs, the top one included (relkd.study.ladder)
 TUNED_ATTR = "tuned_anchor"  # trial user attribute of a tuned anchor: the preset it tunes (relkd.study.tuned_anchors)

@@ -25,13 +25,13 @@ from ..results.ranking import compositions, search_verdict, verdict_line
 from .worker import StudyRun, run_study
 from .space import SearchSpace, validate_search
 from .spec import DEFAULT_ANCHORS, StudySpec, load_study_spec, validate_study
-from .storage import redact, resolve_storage, run_dir
+from .storage import redact, resolve_storage, run_dir, tool_storage
 
 __all__ = [
     "SearchSpace", "validate_search", "StudySpec", "load_study_spec", "validate_study", "DEFAULT_ANCHORS",
     "open_study", "run_study", "StudyRun", "StudyMismatchError", "counted_trials", "trial_counts",
     "load_relkd_study", "ranked_trials", "study_status", "export_trials", "study_setting", "anchor_values",
-    "confirm_study", "format_table", "welch_p", "redact", "resolve_storage", "run_dir",
+    "confirm_study", "format_table", "welch_p", "redact", "resolve_storage", "run_dir", "tool_storage",
     "Run", "RunQueue", "CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_table",
     "format_markdown", "compositions", "search_verdict", "verdict_line",
 ]

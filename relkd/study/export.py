@@ -29,7 +29,7 @@ from ..results.pareto import accuracy, best_within, is_multi_objective, objectiv
 from ..results.ranking import Composition, compositions, search_verdict, verdict_line
 from ..results.record import (N_TRIALS_ATTR, RECIPE_ATTR, SETTING_ATTR, TrialRecord, counted_trials, trial_counts,
                               versions)
-from .storage import open_storage, redact, resolve_storage
+from .storage import open_storage, redact, resolve_storage, tool_storage
 
 __all__ = ["load_relkd_study", "ranked_trials", "study_status", "export_trials", "study_setting", "study_tuning",
            "anchor_values", "composition_label", "student_file"]
@@ -159,7 +159,7 @@ def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, 
     meta = {
         "source": "relkd study export",
         "study": study.study_name,
-        "storage": redact(url),
+        "storage": tool_storage(url),
         "trial": trial.number,
         "rank": rank,
         "anchor": record.anchor,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Any
 
 import optuna
@@ -10,6 +11,7 @@ from optuna.trial import TrialState
 
 from ..results.record import (INITS_ATTR, LADDER_ATTR, OBJECTIVES_ATTR, SETTING_ATTR, STUDY_ATTR, VERSION_ATTR,
                               StudyMismatchError, TrialRecord, setting_differences, trial_attrs, versions)
+from ..results.pareto import objective_names
 from ..setting import comparable_setting, setting_record
 from .spec import StudySpec
 from .storage import open_storage, redact, resolve_storage
@@ -87,7 +89,18 @@ def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_a
         _record_ladder(study, spec)
         if enqueue_missing_anchors:
             enqueue_anchors(study, spec)
+    name_metrics(study)
     return study, url, created
+
+
+def name_metrics(study: optuna.Study) -> None:
+    """Name the study's values for Optuna's tools (``study.metric_names``: optuna-dashboard shows
+    ``val_accuracy``, not "Objective 0"): :func:`relkd.results.pareto.objective_names`."""
+    names = objective_names(study)
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # marked experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
 
 
 def _record_ladder(study: optuna.Study, spec: StudySpec) -> None:

@@ -4,7 +4,9 @@ The storage of a study is, in this order: the ``--storage`` flag, the ``OPTUNA_S
 environment variable, the study file's ``optuna.storage``, and by default SQLite at
 ``runs/<study>/optuna.db`` (``runs`` is ``$RELKD_RUNS_DIR`` when set). Any Optuna RDB URL
 works (``postgresql+psycopg://user:pw@host/db``, ``mysql+pymysql://...``), and a journal
-file through ``journal:PATH`` (or a plain path ending in ``.log`` or ``.journal``). Journal
+file as its plain path (``runs/s/journal.log``, as the ``optuna`` command and optuna-dashboard
+take one; ``journal:PATH`` is accepted too). relkd prints and records a storage the way those
+tools take it (:func:`tool_storage`): a journal file as its path, an RDB URL as it is. Journal
 storages have no heartbeat: a trial whose worker died stays RUNNING. RDB storages get Optuna's
 heartbeat: a trial whose worker died is marked failed and enqueued again.
 """
@@ -23,7 +25,7 @@ import optuna
 from ..files import not_a_file
 
 __all__ = ["runs_root", "run_dir", "resolve_storage", "open_storage", "redact", "is_rdb", "is_lost_race",
-           "RACE_ERRORS"]
+           "RACE_ERRORS", "tool_storage"]
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +73,31 @@ def redact(text: str) -> str:
     return _PASSWORD_PARAM.sub(lambda m: f"{m['head']}***", text)
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def _journal_path(url: str) -> str | None:
+    """The journal file ``url`` names: ``journal:PATH``, or a plain path (no ``scheme://``), as
+    Optuna's command line and optuna-dashboard read one; ``None`` for an RDB URL."""
     if url.startswith("journal:"):
         return url[len("journal:"):].removeprefix("//")
-    if url.endswith((".log", ".journal")) and "://" not in url:
+    if "://" not in url:
         return url
     return None
+
+
+def _is_sqlite_file(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return f.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+
+
+def tool_storage(url: str) -> str:
+    """``url`` as ``optuna --storage`` and ``optuna-dashboard`` take it, its password redacted:
+    a journal file as its plain path, an RDB URL as it is."""
+    journal = _journal_path(url)
+    return journal if journal is not None else redact(url)
 
 
 def is_rdb(url: str) -> bool:
@@ -110,6 +131,8 @@ def open_storage(url: str, *, heartbeat_interval: int = 60, create: bool = True)
             raise ValueError(f"storage {redact(url)}: {not_a_file(local)}; expected the storage a study was run "
                              f"with (relkd study run writes it)")
     journal = _journal_path(url)
+    if journal is not None and _is_sqlite_file(Path(journal)):
+        raise ValueError(f"storage {journal}: an SQLite database, not a journal file; give sqlite:///{journal}")
     if journal is not None:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 

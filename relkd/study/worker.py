@@ -29,9 +29,9 @@ from .opening import open_study
 from .population import optimize_population
 from ..tuning import Tuning, headroom_line, resolve_recipe
 from ..results.record import (N_TRIALS_ATTR, RECIPE_ATTR, WORKER, TrialRecord, counted_trials, is_counted,
-                             trial_counts)
+                             trial_attrs, trial_counts)
 from .seeds import enqueue_reruns
-from ..results.ranking import search_verdict
+from ..results.ranking import record_best, search_verdict
 from .spec import LABELLED_SINGLE_RUNS, StudySpec, population_or_error
 from .storage import RACE_ERRORS, is_lost_race
 from .trial import MAX_INVALID_IN_A_ROW, TrialRunner
@@ -142,6 +142,7 @@ def run_study(
             result.reruns = _rerun_phase(study, spec, TrialRunner(spec, n_trials, setting))  # teacher: lazily
         result.counts = trial_counts(study)
         result.verdict = search_verdict(study)
+        record_best(study)
         return result
     if n_trials is None and timeout is None:
         log.warning("neither n_trials nor timeout is set: running until the sampler is exhausted or interrupted")
@@ -213,9 +214,33 @@ def run_study(
         else:
             result.stopped_because = "the sampler stopped the study"
     result.seconds = time.perf_counter() - start
+    if enqueue_missing_anchors:  # relkd study run: the study's own process, which enqueues what is missing
+        retire_waiting(study, result.stopped_because)
     result.counts = trial_counts(study)
     result.verdict = search_verdict(study)
+    record_best(study)  # relkd's ranking where Optuna's tools show it
     return result
+
+
+def retire_waiting(study: optuna.Study, why: str) -> int:
+    """When the study stops with trials still waiting (anchors past ``n_trials``, trials put back
+    at the timeout) and no process trains any: mark them failed, ``skipped`` with the reason,
+    so a finished study leaves nothing WAITING in Optuna's tools. They were never trained; the
+    next ``relkd study run`` enqueues the anchors and plans the re-runs again. Returns how many."""
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.RUNNING for t in trials):  # another worker is at work: it may take them
+        return 0
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    storage = study._storage
+    attrs = trial_attrs(skipped=f"not trained: the study stopped ({why}) before it; relkd study run enqueues it "
+                                f"again")
+    for t in waiting:
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(t._trial_id, key, value)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    if waiting:
+        log.info("%d waiting trials were not trained before the study stopped; marked skipped", len(waiting))
+    return len(waiting)
 
 
 def _tuned_setting(study: optuna.Study, setting: Setting, teacher: TeacherResult | None,
