@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..registry import unknown_name_message
 from .base import ALIASES, DATASETS, DEFAULT_DATASET, RawDataset
-from .image_files import ImageFiles, images_nbytes
+from .image_files import ImageFiles, files_signature, images_nbytes
 from .loader import DeviceLoader
 from .splits import keep_classes, labelled_positions, resolve_classes, split_indices
 from .stream import DEFAULT_MAX_RESIDENT_GIB, StreamLoader, resolve_loader
@@ -42,8 +42,7 @@ def _channel_stats(images: Tensor | ImageFiles, chunk: int = 4096, seed: int = 0
         if n > STATS_SAMPLE:
             pick = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 104729))[:STATS_SAMPLE]
             images = images[torch.sort(pick).values]
-        files = images
-        chunks = (files.read(index) for index in torch.arange(len(files)).split(FILES_CHUNK))
+        chunks = (images.read(index) for index in torch.arange(len(images)).split(FILES_CHUNK))
     else:
         chunks = (images[start:start + chunk] for start in range(0, images.shape[0], chunk))
     c = images.shape[1]
@@ -193,13 +192,12 @@ class DatasetSplits:
             if self.labelled is not None:
                 meta += (("labelled", self.labelled),)
             h.update(repr(meta).encode())
-            images = (self.train_images, self.val_images, self.test_images)
+            tensors = (self.train_images, self.train_labels, self.val_images, self.val_labels,
+                       self.test_images, self.test_labels)
             if self._files is not None:  # image files: their list, sizes and times, not their pixels
                 h.update(self._files.encode())
-            for t in (self.train_images, self.train_labels, self.val_images, self.val_labels,
-                      self.test_images, self.test_labels):
-                if self._files is not None and any(t is x for x in images):
-                    continue
+                tensors = tensors[1::2]  # the labels
+            for t in tensors:
                 t = t.detach().to("cpu").contiguous()
                 h.update(repr((tuple(t.shape), str(t.dtype))).encode())
                 h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -220,16 +218,6 @@ class DatasetSplits:
 
     def __repr__(self) -> str:
         return f"DatasetSplits({self.summary()})"
-
-
-def _files_signature(raw: RawDataset) -> str | None:
-    """The signature of a dataset read from image files (every split's file list, sizes and
-    times), which its fingerprint hashes instead of pixels, the same streamed or decoded;
-    ``None`` for data held as tensors."""
-    splits = [x for x in (raw.train_images, raw.val_images, raw.test_images) if x is not None]
-    if not any(isinstance(x, ImageFiles) for x in splits):
-        return None
-    return hashlib.sha256(b"".join(x.signature() for x in splits if isinstance(x, ImageFiles))).hexdigest()
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
@@ -327,7 +315,7 @@ def load_dataset(
         ytr = raw.train_labels
     mode = resolve_loader(loader, images_nbytes(raw.train_images, raw.val_images, raw.test_images),
                           max_resident_gib)
-    files = _files_signature(full)
+    files = files_signature(full.train_images, full.val_images, full.test_images)  # pixels' stand-in
     if mode == "device" and files is not None:  # image files on the device: decoded whole (relkd caches them)
         full = full.materialise()
         raw = keep_classes(full, class_subset) if class_subset is not None else full

@@ -9,6 +9,7 @@ and modification times) stands in for the pixels in the data's fingerprint.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["ImageFiles", "read_images", "images_nbytes"]
+__all__ = ["ImageFiles", "read_images", "images_nbytes", "files_signature"]
 
 
 def decode_image(path: str, image_size: int, channels: int) -> Tensor:
@@ -100,7 +101,12 @@ class ImageFiles:
 
     def signature(self) -> bytes:
         """What identifies these images without reading them: the decoding (size, channels) and
-        each file's path relative to ``root``, size and modification time, in order."""
+        each file's path relative to ``root``, size and modification time, in order (each file
+        stat-ed once per :class:`ImageFiles`)."""
+        return self._signature
+
+    @functools.cached_property
+    def _signature(self) -> bytes:
         h = hashlib.sha256(f"files v1|{self.image_size}|{self.channels}\n".encode())
         for path in self.paths:
             st = os.stat(path)
@@ -121,3 +127,10 @@ def read_images(images: Tensor | ImageFiles, index: Tensor) -> Tensor:
 def images_nbytes(*images: Tensor | ImageFiles | None) -> int:
     """The bytes these images take as ``uint8`` tensors (decoded, for files)."""
     return sum(int(x.numel()) for x in images if x is not None)
+
+
+def files_signature(*images: Tensor | ImageFiles | None) -> str | None:
+    """One hex digest of the signatures of the :class:`ImageFiles` among ``images`` (in order),
+    or ``None`` when none is: what identifies data read from image files without their pixels."""
+    files = [x for x in images if isinstance(x, ImageFiles)]
+    return hashlib.sha256(b"".join(x.signature() for x in files)).hexdigest() if files else None

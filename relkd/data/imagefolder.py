@@ -15,7 +15,7 @@ from torch import Tensor
 from ..cache import atomic_write
 from ..registry import Param
 from .base import DATA_DIR_ENV, DATASETS, DatasetNotFoundError, RawDataset, cache_dir, env_data_dir
-from .image_files import ImageFiles
+from .image_files import ImageFiles, files_signature
 
 __all__ = []
 
@@ -58,21 +58,6 @@ def _decode_all(files: ImageFiles) -> Tensor:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         images = list(pool.map(lambda i: files.read([i])[0], range(len(files))))
     return torch.stack(images)
-
-
-def _folder_fingerprint(root: Path, image_size: int, channels: int) -> str:
-    h = hashlib.sha256(f"v1|{root.resolve()}|{image_size}|{channels}\n".encode())
-    for sub in ("train", "val", "test"):
-        base = root / sub
-        if not base.is_dir():
-            continue
-        for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
-            dirnames.sort()
-            for name in sorted(filenames):
-                path = os.path.join(dirpath, name)
-                st = os.stat(path)
-                h.update(f"{os.path.relpath(path, root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
 
 
 @DATASETS.register(
@@ -143,7 +128,11 @@ def _decoded(raw: RawDataset, root: Path, image_size: int, channels: int, cache:
     cached = None
     cache_file = None
     if cache:
-        cache_file = cache_dir() / "imagefolder" / f"{_folder_fingerprint(root, image_size, channels)}.pt"
+        # keyed by the folder and its files' names, sizes and times: the signature the data's
+        # fingerprint hashes too, so the files are stat-ed once
+        signature = files_signature(raw.train_images, raw.val_images, raw.test_images)
+        key = hashlib.sha256(f"v2|{root.resolve()}|{signature}".encode()).hexdigest()[:20]
+        cache_file = cache_dir() / "imagefolder" / f"{key}.pt"
         if cache_file.is_file():
             try:
                 cached = torch.load(cache_file, weights_only=True)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .base import DataFieldError
 from .image_files import ImageFiles, read_images
-from .loader import DeviceLoader, apply_norm, norm_constants, random_crop_flip
+from .loader import DeviceLoader, apply_norm, random_crop_flip
 
 __all__ = ["StreamLoader", "LOADERS", "DEFAULT_MAX_RESIDENT_GIB", "resolve_loader", "default_workers"]
 
@@ -103,17 +103,16 @@ class StreamLoader(DeviceLoader):
 
     def __init__(self, images: Tensor | ImageFiles, labels: Tensor, batch_size: int = 128,
                  device: torch.device | str | None = None, *, workers: int | None = None, **options: Any):
-        if isinstance(images, Tensor):  # checked, kept where it is (host memory)
-            super().__init__(images[:0], labels[:0], batch_size, device or images.device, **options)
-        else:
-            super().__init__(torch.empty(0, *images.shape[1:], dtype=torch.uint8), labels[:0], batch_size,
-                             device or "cpu", **options)
+        # DeviceLoader checks the arguments and makes the normalisation constants on an empty
+        # stand-in of the images (a tensor's own first rows, so its dtype is checked too); the
+        # images themselves stay where they are (host memory, or their files)
+        empty = images[:0] if isinstance(images, Tensor) else torch.empty(0, *images.shape[1:], dtype=torch.uint8)
+        super().__init__(empty, labels[:0], batch_size, device or images.device, **options)
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
             raise ValueError(f"labels must be 1-D with {images.shape[0]} entries, got shape {tuple(labels.shape)}")
         self.images = images
         self.labels = labels.to("cpu", torch.int64)
         self.workers = default_workers(images) if workers is None else int(workers)
-        self._scale, self._shift = norm_constants(self.mean, self.std, images.shape[1], self.device, self.dtype)
 
     @property
     def num_samples(self) -> int:

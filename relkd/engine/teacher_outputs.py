@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -131,10 +132,7 @@ class TeacherOutputs:
         shape = (meta or {}).get("shape")
         if not shape or shape[0] != samples:
             return False
-        numel = 1
-        for n in shape:
-            numel *= int(n)
-        into[tap] = torch.from_file(str(path), shared=False, size=numel, dtype=torch.float32).view(*shape)
+        into[tap] = torch.from_file(str(path), shared=False, size=math.prod(shape), dtype=torch.float32).view(*shape)
         return True
 
     @classmethod

@@ -130,7 +130,8 @@ class TrialRunner:
         if rerun:
             self._check_rerun_is_new(trial, rerun)
             original = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == rerun["of"])
-            config, seed, anchor = TrialRecord.of(original).config, int(rerun["seed"]), TrialRecord.of(original).anchor
+            first = TrialRecord.of(original)
+            config, seed, anchor = first.config, int(rerun["seed"]), first.anchor
         elif anchor:
             config = setting.preset(anchor)  # the layers of this setting's models
             if record.anchor_in_space:
