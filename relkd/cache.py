@@ -268,6 +268,10 @@ class ArtefactKind(Generic[A]):
         """The key of a spec (everything that determines the model, paths and devices not)."""
         return spec_key({"format": self.format, **ident})
 
+    def folder_of(self, key: str, name: str) -> Path:
+        """The entry's folder (where :meth:`get` builds it, under its lock)."""
+        return entry_folder(self.folder, key, name)
+
     def get(self, key: str, build: Callable[[], tuple[torch.nn.Module, dict[str, Any]]], *, name: str,
             force: bool = False, load: Callable[[Any, dict[str, Any]], Any] | None = None, **fields: Any) -> A:
         """The intact entry for ``key``, else ``build()``'s ``(model, metadata)`` stored (the

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .cli_args import MAX_SEED, Parser, device_flag, integer, out_file, out_folder, print_json, seed_list
+from .cli_args import (MAX_SEED, Parser, checkpoint_every_option, device_flag, integer, log_to_option, out_file,
+                       out_folder, print_json, seed_list)
 from .fields import ConfigError, yaml_dump
 from .config import validate_config
 from .objective import build_objective, probe_objective
@@ -19,6 +20,8 @@ from .relation import AFFINITIES, LOSSES, NORMALISATIONS, VIEWS
 from .presets import PRESETS, preset
 
 log = logging.getLogger("relkd")
+#: How the CLI's log lines show their time (``2026-12-06 14:03:27 INFO relkd.study.queue: ...``).
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
 
 #: The registries `relkd list` shows (and `relkd list --markdown` writes to docs/registries.md).
 LISTED: dict[str, Registry] = {
@@ -130,7 +133,8 @@ def _load_setting(args: argparse.Namespace):
 def cmd_teacher_train(args: argparse.Namespace) -> int:
     from .engine import get_teacher
 
-    result = get_teacher(_load_setting(args), progress=not args.quiet, force=args.force)
+    result = get_teacher(_load_setting(args), progress=not args.quiet, force=args.force,
+                         checkpoint_every=args.checkpoint_every)
     summary = result.summary()
     if args.json:
         print_json(summary)
@@ -150,7 +154,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         setting = setting.with_budget(epochs=args.epochs)
     if args.device:
         setting = setting.replace(device=args.device)
-    result = get_pretrained(setting, progress=not args.quiet, force=args.force)
+    result = get_pretrained(setting, progress=not args.quiet, force=args.force,
+                            checkpoint_every=args.checkpoint_every)
     summary = result.summary()
     if args.out:
         checkpoint, meta = export_pretrained(result, args.out)
@@ -217,7 +222,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         log.info(headroom_line(tuning))
     summary = train_runs(setting, args.config, args.seeds, eval_test=args.eval_test, out=args.out,
                          progress=not args.quiet, teacher_cache=not args.no_teacher_cache,
-                         evaluation=TestEvaluation(setting))
+                         evaluation=TestEvaluation(setting), log_to=args.log_to)
     if args.json:
         print_json({k: v for k, v in summary.items() if k != "objective_config"})
         return 0
@@ -311,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = teacher_sub.add_parser("train", help="train the setting's teacher, or load it from the cache")
     run_options(p)
     p.add_argument("--force", action="store_true", help="train again even if a cached checkpoint exists")
+    checkpoint_every_option(p)
     p.set_defaults(func=cmd_teacher_train)
 
     p = sub.add_parser("pretrain", help="train the setting's student with CE only as a source checkpoint for "
@@ -320,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also copy the checkpoint here, with its metadata (and sha256) beside it as .json")
     p.add_argument("--epochs", type=integer("--epochs"), help="override the budget's epochs")
     p.add_argument("--force", action="store_true", help="train again even if a cached checkpoint exists")
+    checkpoint_every_option(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("adapt", help="prune the setting's pretrained student (student.init) to the target task: "
@@ -343,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-test", action="store_true", help="also evaluate on the test split (final evaluation)")
     p.add_argument("--out", type=out_folder, help="write metrics.json, objective.yaml and student weights here")
     p.add_argument("--no-teacher-cache", action="store_true", help="run the teacher live in every step")
+    log_to_option(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate student checkpoints beyond accuracy: top-5, calibration (ECE), "
@@ -391,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Each line starts with its local date and time: a study's log spans hours, its workers' several processes.
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt=LOG_DATEFMT)
     try:
         return args.func(args)
     except (ConfigError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError,

@@ -21,11 +21,13 @@ def cmd_study_ablate(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.INFO if getattr(args, "verbose", 0) else optuna.logging.ERROR)
     from .study import load_relkd_study
     from .study.ablate import ablate_study, format_ablation
+    from .study.trial import preempt_on_sigterm
 
     try:
         study, _ = load_relkd_study(args.study_name, args.storage)
     except ValueError as err:
         raise in_flags(err, "--study-name")
+    preempt_on_sigterm()  # SIGTERM puts the running run back in the queue at once
     try:
         table = ablate_study(study, trial=args.trial, seeds=args.seeds, epochs=args.epochs, out_dir=args.out,
                              device=args.device, progress=not args.quiet)

@@ -7,13 +7,15 @@ import argparse
 import functools
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 __all__ = ["as_flags", "in_flags", "shows_flags", "FLAGS", "FLAG_PHRASES",
            "Parser", "integer", "positive_float", "seed_list", "seed_count_or_list",
-           "device_flag", "storage_flag", "out_file", "out_folder", "MAX_SEED", "json_text", "print_json"]
+           "device_flag", "storage_flag", "queue_storage_flag", "out_file", "out_folder", "MAX_SEED", "json_text",
+           "print_json", "log_to_flag", "log_to_option", "checkpoint_every_option"]
 
 #: The largest seed (NumPy's and torch's generators take 32-bit seeds).
 MAX_SEED = 2**32 - 1
@@ -144,12 +146,44 @@ def out_file(text: str) -> str:
     return _out(text, want_folder=False)
 
 
-def storage_flag(text: str) -> str:
+def storage_flag(text: str, flag: str = "--storage") -> str:
     """``--storage``: a non-empty URL or path (an empty one would silently mean the default)."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("--storage: expected a storage URL such as sqlite:///runs/study.db, "
+        raise argparse.ArgumentTypeError(f"{flag}: expected a storage URL such as sqlite:///runs/study.db, "
                                          "postgresql+psycopg://user@host/db or journal:PATH, got ''")
     return text
+
+
+def queue_storage_flag(text: str) -> str:
+    """``--queue-storage``: the storage of a run queue (:mod:`relkd.study.queue`), checked as
+    :func:`storage_flag` checks ``--storage``."""
+    return storage_flag(text, "--queue-storage")
+
+
+def log_to_flag(text: str) -> str:
+    """``--log-to``: ``tensorboard:DIR`` or ``mlflow:URI`` (:mod:`relkd.engine.tracking`)."""
+    from .engine.tracking import parse_log_to
+
+    try:
+        parse_log_to(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def log_to_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--log-to`` (default ``$RELKD_LOG_TO``) to a command that trains."""
+    parser.add_argument("--log-to", type=log_to_flag, default=os.environ.get("RELKD_LOG_TO") or None,
+                        metavar="TRACKER",
+                        help="log each run's parameters and per-epoch curves (loss parts, lr, val accuracy, "
+                             "samples/s) to tensorboard:DIR or mlflow:URI (default: $RELKD_LOG_TO)")
+
+
+def checkpoint_every_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--checkpoint-every N`` to a command that trains a teacher or a source checkpoint."""
+    parser.add_argument("--checkpoint-every", type=integer("--checkpoint-every", 0), metavar="N",
+                        help="save the training state every N epochs and resume an interrupted run from it "
+                             "(default: $RELKD_CHECKPOINT_EVERY, else 10; 0: never)")
 
 
 def _finite(value: Any) -> Any:
@@ -176,11 +210,12 @@ def print_json(document: Any) -> None:
 #: of the commands that give them.
 FLAGS = {"top_k": "--top-k", "trial": "--trial", "seeds": "--seeds", "study_name": "--study-name",
          "evaluator": "--evaluator", "max_params": "--max-params", "max_macs": "--max-macs", "epochs": "--epochs",
-         "storage": "--storage"}
+         "storage": "--storage", "artifacts": "--artifacts", "files": "--file"}
 #: How the library names an argument inside a message (advice), and the flag that gives it.
 FLAG_PHRASES = {"the storage argument": "--storage", "StudySpec.renamed": "--study-name",
                 "the max_params argument": "--max-params", "the max_macs argument": "--max-macs",
-                "the trial argument": "--trial", "the trial and top_k arguments": "--trial and --top-k"}
+                "the trial argument": "--trial", "the trial and top_k arguments": "--trial and --top-k",
+                "the artifacts argument": "--artifacts"}
 _ARGUMENT = re.compile(r"^(" + "|".join(FLAGS) + r")(?=:)")
 _PHRASE = re.compile("|".join(re.escape(phrase) for phrase in FLAG_PHRASES))
 

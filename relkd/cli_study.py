@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .cli_args import (device_flag, integer, out_file, out_folder, population_flag, positive_float, print_json,
-                       seed_count_or_list, shows_flags, storage_flag)
+from .cli_args import (device_flag, integer, log_to_option, out_file, out_folder, population_flag, positive_float,
+                       print_json, seed_count_or_list, shows_flags, storage_flag)
 from .fields import yaml_dump
 from .text import percent
 
@@ -20,17 +20,6 @@ def _optuna_logging(args: argparse.Namespace) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO if getattr(args, "verbose", 0) else optuna.logging.ERROR)
-
-
-def _sigterm_interrupts() -> None:
-    """SIGTERM (what schedulers and ``kill`` send) ends a study like Ctrl-C: the running trial
-    is marked failed, finished trials stay, and running the study again resumes it."""
-    import signal
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: Path | None) -> None:
@@ -52,6 +41,7 @@ def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: 
               f"or --trial N) --out best.yaml")
         if plot_dir is not None:
             print(f"plots: {plot_dir}")
+        _print_dashboard(study, result.storage)
         return
     if result.tuning is not None:
         print(f"\n{headroom_line(result.tuning)}")
@@ -79,24 +69,46 @@ def _print_summary(result, study_file: str, export_path: Path | None, plot_dir: 
               f"\n  confirm the winners on the test split: relkd study confirm --study-name {study.study_name}")
     if plot_dir is not None:
         print(f"plots: {plot_dir}")
-    print(f"watch it in Optuna's tools: optuna-dashboard {tool_storage(result.storage)}")
+    _print_dashboard(study, result.storage)
+
+
+def _print_dashboard(study, url: str) -> None:
+    """The command line that opens the study in optuna-dashboard, with its artifact store."""
+    from .study.artifacts import dashboard_command, study_artifacts
+
+    import importlib.util
+
+    missing = importlib.util.find_spec("optuna_dashboard") is None
+    print(f"watch it in Optuna's tools: {dashboard_command(study, url)}"
+          + ("  (pip install 'relkd[dashboard]' first)" if missing else ""))
+    artifacts = study_artifacts(study)
+    if artifacts is not None and artifacts.dashboard_config():
+        print("  dashboard.toml:\n" + "".join(f"    {line}\n" for line in artifacts.dashboard_config().splitlines()),
+              end="")
 
 
 @shows_flags
 def cmd_study_run(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .study import load_study_spec, run_study
+    from .study.trial import preempt_on_sigterm
 
     spec = load_study_spec(args.study)
     if args.study_name:
         spec = spec.renamed(args.study_name)
+    if args.artifacts is not None:
+        from .study.artifacts import NONE, Artifacts
+
+        spec = spec.with_artifacts(args.artifacts)
+        if spec.artifacts != NONE:
+            Artifacts(spec.artifacts, "--artifacts").store  # noqa: B018 - a store that cannot open names the flag
     if args.command_name == "worker" and not (args.storage or os.environ.get("OPTUNA_STORAGE") or spec.storage):
         raise ValueError("study worker: give the shared storage with --storage URL (or OPTUNA_STORAGE, or "
                          "optuna.storage in the study file); workers on one SQLite file must share its disk")
-    _sigterm_interrupts()
+    preempt_on_sigterm()
     result = run_study(spec, storage=args.storage, n_trials=args.n_trials, timeout=args.timeout,
                        progress=not args.quiet, enqueue_missing_anchors=args.command_name == "run",
-                       population=args.population)
+                       population=args.population, log_to=args.log_to)
     if result.error:
         log.error("study %s stopped: %s", spec.study_name, result.error)
     if args.command_name == "run":
@@ -166,7 +178,7 @@ def cmd_study_export(args: argparse.Namespace) -> int:
                                                                        or args.top_k is not None):
         raise ValueError("--max-params and --max-macs choose the trial by size: give them without --trial and "
                          "--top-k")
-    study, url = load_relkd_study(args.study_name, args.storage)
+    study, url = load_relkd_study(args.study_name, args.storage, artifacts=args.artifacts)
     for path in export_trials(study, url, args.out, trial=args.trial, top_k=args.top_k,
                               max_params=args.max_params, max_macs=args.max_macs):
         print(path)
@@ -178,19 +190,22 @@ def cmd_study_confirm(args: argparse.Namespace) -> int:
     _optuna_logging(args)
     from .study import confirm_study, format_table, load_relkd_study
     from .study.confirm_budgets import confirm_budgets, format_budgets
+    from .study.trial import preempt_on_sigterm
 
     budgets = args.full_train or (args.epochs is not None and len(args.epochs) > 1)
     if budgets and args.top_k is not None:
         raise ValueError("--top-k: with several --epochs or --full-train, confirm retrains the study's winner and "
                          "its best known method (and none and kd), not the top k; drop --top-k")
     study, _ = load_relkd_study(args.study_name, args.storage)
+    preempt_on_sigterm()  # SIGTERM puts the running run back in the queue at once, for the other processes
     if budgets:
         table = confirm_budgets(study, epochs=args.epochs, seeds=args.seeds, full_train=args.full_train,
-                                out_dir=args.out, device=args.device, progress=not args.quiet)
+                                out_dir=args.out, device=args.device, progress=not args.quiet, log_to=args.log_to,
+                                storage=args.queue_storage)
     else:
         table = confirm_study(study, top_k=3 if args.top_k is None else args.top_k, seeds=args.seeds,
                               epochs=args.epochs and args.epochs[0], out_dir=args.out, device=args.device,
-                              progress=not args.quiet)
+                              progress=not args.quiet, log_to=args.log_to, storage=args.queue_storage)
     if args.json:
         print_json(table)
     else:
@@ -204,7 +219,7 @@ def cmd_study_plot(args: argparse.Namespace) -> int:
     from .analysis.plots import write_study_plots
     from .study import load_relkd_study
 
-    study, _ = load_relkd_study(args.study_name, args.storage)
+    study, _ = load_relkd_study(args.study_name, args.storage, artifacts=args.artifacts)
     paths = write_study_plots(study, args.out, evaluator=args.evaluator)
     for path in paths:
         print(path)
@@ -240,8 +255,34 @@ def cmd_study_report(args: argparse.Namespace) -> int:
     from .analysis.report import write_report
     from .study import load_relkd_study
 
-    study, url = load_relkd_study(args.study_name, args.storage)
+    study, url = load_relkd_study(args.study_name, args.storage, artifacts=args.artifacts)
     print(write_report(study, url, args.out, top_k=args.top_k, evaluator=args.evaluator))
+    return 0
+
+
+@shows_flags
+def cmd_study_artifacts(args: argparse.Namespace) -> int:
+    _optuna_logging(args)
+    from .study import load_relkd_study
+    from .study.artifacts import download_artifacts, list_artifacts, study_artifacts
+
+    if args.file and not args.download:
+        raise ValueError("--file: picks files to download; give --download FOLDER too")
+    study, url = load_relkd_study(args.study_name, args.storage, artifacts=args.artifacts)
+    store = study_artifacts(study)
+    rows = list_artifacts(study)
+    paths = download_artifacts(study, args.download, args.file) if args.download else []
+    if args.json:
+        print_json({"store": store.location if store else None, "artifacts": rows,
+                    "downloaded": [str(p) for p in paths]})
+        return 0
+    print(f"study {study.study_name}: artifact store {store.location if store else 'none'}; {len(rows)} artifacts")
+    for r in rows:
+        print(f"  {'study' if r['trial'] is None else 'trial ' + str(r['trial']):<10} {r['filename']:<44} "
+              f"{r['artifact_id']}")
+    for path in paths:
+        print(f"downloaded {path}")
+    _print_dashboard(study, url)
     return 0
 
 
@@ -259,7 +300,7 @@ def cmd_study_validate(args: argparse.Namespace) -> int:
 def add_study_commands(sub: Any) -> None:
     """Add ``relkd study <command>`` to the top-level parser's subcommands."""
     p = sub.add_parser("study", help="Optuna studies: run, worker, status, export, confirm, ablate, plot, "
-                                     "importance, report, validate")
+                                     "importance, report, artifacts, validate")
     study_sub = p.add_subparsers(dest="study_command", required=True)
 
     def storage_option(q: argparse.ArgumentParser) -> None:
@@ -267,12 +308,27 @@ def add_study_commands(sub: Any) -> None:
                        help="Optuna storage URL (default: OPTUNA_STORAGE, the study file, "
                             "then sqlite:///runs/<study>/optuna.db)")
 
+    def artifacts_option(q: argparse.ArgumentParser) -> None:
+        def location(text: str) -> str:
+            from .study.artifacts import artifacts_location
+
+            try:
+                return artifacts_location(text, "--artifacts")
+            except ValueError as err:
+                raise argparse.ArgumentTypeError(str(err)) from None
+
+        q.add_argument("--artifacts", type=location, metavar="FOLDER|s3://BUCKET|none",
+                       help="the study's artifact store, where best.yaml, the plots and the report are uploaded for "
+                            "optuna-dashboard (default: optuna.artifacts of the study file, then the folder "
+                            "artifacts beside an SQLite or journal storage)")
+
     for name, help_text in (("run", "create or resume a study and run trials"),
                             ("worker", "join a study on a shared storage and run trials")):
         q = study_sub.add_parser(name, help=help_text)
         q.add_argument("study", help="a study file, e.g. studies/fmnist_quick.yaml")
         storage_option(q)
         q.add_argument("--study-name", help="override the study's name")
+        artifacts_option(q)
         q.add_argument("--n-trials", type=integer("--n-trials"),
                        help="finished trials of the whole study, over all workers")
         q.add_argument("--timeout", type=positive_float("--timeout"),
@@ -280,6 +336,7 @@ def add_study_commands(sub: Any) -> None:
         q.add_argument("--population", type=population_flag,
                        help="trials this process trains together: a number, or auto (measured best for this "
                             "device); default: optuna.population of the study file (auto)")
+        log_to_option(q)
         q.add_argument("--quiet", action="store_true", help="no progress bars")
         q.add_argument("--json", action="store_true", help="print the result as JSON")
         q.set_defaults(func=cmd_study_run, command_name=name)
@@ -303,11 +360,20 @@ def add_study_commands(sub: Any) -> None:
     q.add_argument("--max-macs", type=integer("--max-macs"),
                    help="the same with multiply-accumulates per input (with or without --max-params)")
     q.add_argument("--out", type=out_file, required=True, help="output YAML file, e.g. best.yaml")
+    artifacts_option(q)
     q.set_defaults(func=cmd_study_export)
 
     q = study_sub.add_parser("confirm", help="retrain the top-k and the anchors with several seeds, on the test split")
     q.add_argument("--study-name", required=True)
     storage_option(q)
+    from .cli_args import queue_storage_flag
+    from .study.confirm import QUEUE_STORAGE_ENV
+
+    q.add_argument("--queue-storage", type=queue_storage_flag, metavar="URL",
+                   help=f"Optuna storage URL of the confirm's run queue (the study <study>.confirm): processes given "
+                        f"the same one, on any machine, share the runs and each trains the ones no other has "
+                        f"(default: ${QUEUE_STORAGE_ENV}, then sqlite:///<out>/confirm.db; --storage is the "
+                        f"study's)")
     q.add_argument("--top-k", type=integer("--top-k"),
                    help="compositions confirmed at one budget (default 3; not with several --epochs or --full-train)")
     q.add_argument("--seeds", type=seed_count_or_list, default=[0, 1, 2],
@@ -333,6 +399,7 @@ def add_study_commands(sub: Any) -> None:
     q.add_argument("--device", type=device_flag, help="override the study's device (auto, cpu, cuda, cuda:1, mps)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.add_argument("--json", action="store_true")
+    log_to_option(q)
     q.set_defaults(func=cmd_study_confirm)
     from .cli_ablate import add_ablate_command  # relkd study ablate
     add_ablate_command(study_sub)
@@ -346,6 +413,7 @@ def add_study_commands(sub: Any) -> None:
     storage_option(q)
     q.add_argument("--out", type=out_folder, required=True, help="output folder")
     evaluator_option(q)
+    artifacts_option(q)
     q.set_defaults(func=cmd_study_plot)
 
     q = study_sub.add_parser("importance", help="importance of each design choice")
@@ -361,7 +429,22 @@ def add_study_commands(sub: Any) -> None:
     q.add_argument("--out", type=out_file, required=True, help="output HTML file, e.g. report.html")
     q.add_argument("--top-k", type=integer("--top-k"), default=5, help="compositions shown with their YAML")
     evaluator_option(q)
+    artifacts_option(q)
     q.set_defaults(func=cmd_study_report)
+
+    q = study_sub.add_parser("artifacts", help="list the files kept with a study for optuna-dashboard (best.yaml, "
+                                               "plots, report, study.yaml, setting.json), and download them")
+    q.add_argument("--study-name", required=True)
+    storage_option(q)
+    artifacts_option(q)
+    q.add_argument("--download", type=out_folder, metavar="FOLDER",
+                   help="download them into this folder (a trial's into FOLDER/trial_<number>), replacing files "
+                        "of the same names")
+    q.add_argument("--file", action="append", metavar="NAME",
+                   help="only this file (repeat for more), e.g. --file best.yaml")
+    q.add_argument("--json", action="store_true", help="print the store, the artifacts and the files downloaded "
+                                                        "as JSON")
+    q.set_defaults(func=cmd_study_artifacts)
 
     q = study_sub.add_parser("validate", help="check a study file and print its canonical form")
     q.add_argument("study")

@@ -32,6 +32,7 @@ import torch
 from . import __version__
 from .cache import Artefact, ArtefactKind, file_sha256
 from .engine import init_file, load_data, run_trial, transfer_ident
+from .engine.resume import EpochCheckpoint, save_interval
 from .fields import ConfigError
 from .models import model_entry
 from .setting import ModelSpec, Setting, load_setting
@@ -125,17 +126,23 @@ def pretrain_key(setting: Setting, data: Any = None) -> str:
     return PRETRAINED.key(ident)
 
 
-def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = False) -> PretrainResult:
+def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = False,
+                   checkpoint_every: int | None = None) -> PretrainResult:
     """The setting's source checkpoint: loaded from the cache when an intact one for exactly
     this setting exists, else trained (CE only, the setting's budget and seed, its data as
-    a student run sees it) and cached. Processes that start together wait on a file lock."""
+    a student run sees it) and cached. Processes that start together wait on a file lock.
+    The training saves its state every ``checkpoint_every`` epochs
+    (:func:`relkd.engine.resume.save_interval`) and an interrupted one resumes from there."""
     setting = resolve_inits(setting, progress=progress)  # a source may start from another source
     data = load_data(setting)
     key = pretrain_key(setting, data)
+    every = save_interval(checkpoint_every)  # a bad value stops here, before training
 
     def train() -> tuple[torch.nn.Module, dict[str, Any]]:
         log.info("pretraining %s on %s (%d epochs)", setting.student.model, data.name, setting.budget.epochs)
-        run = run_trial(setting, "none", eval_test=True, return_model=True, progress=progress)
+        progress_file = PRETRAINED.folder_of(key, setting.student.model) / "progress.pt"
+        run = run_trial(setting, "none", eval_test=True, return_model=True, progress=progress,
+                        checkpoint=EpochCheckpoint(progress_file, every, ident=key))
         return run.model, {
             "model": setting.student.model,
             "params": setting.student.params, "dataset": data.name, "classes": list(data.classes),

@@ -39,6 +39,10 @@ COMPONENTS = {
                          "runs)"),
     "timm": (lambda: importlib.util.find_spec("timm") is not None,
              "timm, in relkd's test extra (pip install -e '.[test]', which scripts/setup.sh runs)"),
+    "tensorboard": (lambda: importlib.util.find_spec("tensorboard") is not None,
+                    "tensorboard, in relkd's test extra (pip install -e '.[test]', which scripts/setup.sh runs)"),
+    "mlflow": (lambda: importlib.util.find_spec("mlflow") is not None,
+               "mlflow (mlflow-skinny), in relkd's test extra (pip install -e '.[test]', which scripts/setup.sh runs)"),
     "optuna-cli": (lambda: Path(sys.executable).with_name("optuna").exists(),
                    "the optuna command beside this Python (installed with relkd's dependencies)"),
 }

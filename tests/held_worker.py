@@ -3,7 +3,8 @@ middle: with ``RELKD_TEST_HOLD_ANCHOR=<anchor>`` and ``RELKD_TEST_HOLD_FILE=<pat
 environment, a trial of that anchor (one trial at a time, as the tests train) reports its first
 epoch and then holds while the file exists. The test waits for that state (:func:`tiny.wait_for_held_trial`),
 does what it tests (a kill, a signal, another worker's move) and removes the file to let the
-trial go on. So no test needs one trial to outlast another, which a busy machine can reverse.
+trial go on. ``RELKD_TEST_HOLD_ANCHOR=searched`` holds the first searched trial instead (one that is no
+anchor or re-run). So no test needs one trial to outlast another, which a busy machine can reverse.
 
 Run as ``python tests/held_worker.py <relkd arguments>``; without the variables it is plain relkd.
 Only this process is changed (relkd has no such hook): :meth:`TrialRunner.reporter` is wrapped."""
@@ -14,6 +15,8 @@ from pathlib import Path
 
 HOLD_ANCHOR = "RELKD_TEST_HOLD_ANCHOR"
 HOLD_FILE = "RELKD_TEST_HOLD_FILE"
+#: The anchor name that holds a searched trial (no preset has it).
+SEARCHED = "searched"
 #: A test that never removes the file (it failed before) does not leave the worker held forever.
 MAX_HOLD_S = 900.0
 
@@ -37,7 +40,7 @@ def _install() -> None:
 
         def held(epoch, accuracy):
             stop = report(epoch, accuracy)  # the epoch is in the storage before the hold
-            if draw.anchor == anchor and not draw.rerun:
+            if (draw.anchor or SEARCHED) == anchor and not draw.rerun:
                 deadline = time.monotonic() + MAX_HOLD_S
                 while Path(marker).exists() and time.monotonic() < deadline:
                     time.sleep(0.05)

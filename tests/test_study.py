@@ -228,7 +228,9 @@ def test_tiny_study_end_to_end(isolated):
     # plain Optuna reads everything back
     again = optuna.load_study(study_name="tiny", storage=result.storage)
     assert again.best_value == max(t.value for t in again.trials if t.state == TrialState.COMPLETE)
-    assert again.user_attrs["relkd.setting"]["student"]["model"] == "cnn_tiny"
+    assert again.user_attrs["relkd.setting"]["student"] == "cnn_tiny"  # the summary optuna-dashboard shows
+    whole = again._storage.get_study_system_attrs(again._study_id)["relkd.setting"]  # the setting, whole
+    assert whole["student"]["model"] == "cnn_tiny"
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from relkd.cli import main
 from relkd.fields import ConfigError, yaml_dump
 from relkd.setting import validate_setting
 from relkd.study import load_relkd_study, run_study, study_setting, study_status, validate_study
-from relkd.results.record import RECIPE_ATTR
+from relkd.results.record import RECIPE_ATTR, study_document
 from relkd.tuning import Tuning, headroom_line, resolve_recipe, tune_recipe
 from relkd.engine.result import RunResult
 from tiny import TINY_SETTING
@@ -152,7 +152,7 @@ def test_a_study_tunes_first_records_the_recipe_and_every_trial_trains_at_it(mon
     monkeypatch.setattr(trial_module, "run_trial", lambda s, *a, **k: rates.append(s.budget.lr) or real(s, *a, **k))
     result = write_outputs(run_study(validate_study(study_doc()), progress=False))
     tuning = result.tuning
-    assert tuning is not None and result.study.user_attrs[RECIPE_ATTR] == tuning.record()
+    assert tuning is not None and study_document(result.study, RECIPE_ATTR) == tuning.record()
     assert rates and set(rates) == {tuning.lr}
     assert study_setting(result.study).budget.lr == tuning.lr
     status = study_status(result.study)

@@ -57,6 +57,7 @@ from ..figures import pyplot, save_figure
 from ..registry import Entry, Registry
 from ..relation import AFFINITIES, LOSSES, NORMALISATIONS, combination_problems
 from ..results.record import TrialRecord, is_known
+from ..study.artifacts import upload_study_file
 from ..terms import term_kind, term_summary
 from .choices import NO_TERM, choice_stats, completed
 from .importance import study_importance
@@ -415,7 +416,9 @@ def _short_count(value: float) -> str:
 def write_study_plots(study: optuna.Study, out_dir: str | Path, *, evaluator: str = "ped_anova") -> list[Path]:
     """Write every registered plot of the study into ``out_dir``; returns the files written.
     The importance plot needs at least a few completed search trials and is left out before;
-    a multi-objective study gets only the plots registered with ``multi_objective=True``."""
+    a multi-objective study gets only the plots registered with ``multi_objective=True``. The
+    PNG files are uploaded to the study's artifact store too, where optuna-dashboard shows them
+    (:mod:`relkd.study.artifacts`; the SVG files stay in ``out_dir``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not completed(study):
@@ -438,7 +441,11 @@ def write_study_plots(study: optuna.Study, out_dir: str | Path, *, evaluator: st
                 raise
             log.warning("no %s plot: %s", entry.name, err)
             continue
-        paths += save_figure(figure, out, entry.name)
+        saved = save_figure(figure, out, entry.name)
+        paths += saved
+        for path in saved:
+            if path.suffix == ".png":
+                upload_study_file(study, path)
     log.info("wrote %d plot files to %s", len(paths), out)
     return paths
 

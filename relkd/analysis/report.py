@@ -24,7 +24,8 @@ from ..study import study_status, tool_storage
 from ..results.ranking import compositions, search_verdict, verdict_line
 from ..study.confirm import BUDGET_RECORDS
 from ..study.confirm_budgets import format_budgets
-from ..results.record import ABLATION_ATTR, CONFIRM_ATTR, SETTING_ATTR, versions
+from ..results.record import ABLATION_ATTR, CONFIRM_ATTR, SETTING_ATTR, study_document, versions
+from ..study.artifacts import upload_study_file
 from .importance import study_importance
 from ..results.pareto import FRONT_COLUMNS, front_cells, is_multi_objective, objective_names, pareto_front
 from .plots import study_plots, write_study_plots
@@ -56,7 +57,7 @@ def _table(header: list[str] | None, rows: list[list[str]], numeric: set[int] = 
 
 
 def _summary(study: optuna.Study, url: str) -> str:
-    setting = study.user_attrs.get(SETTING_ATTR, {})
+    setting = study_document(study, SETTING_ATTR) or {}
     status = study_status(study)
     budget = setting.get("budget", {})
     rows = [
@@ -126,7 +127,7 @@ def _not_yet(study: optuna.Study, noun: str, command: str, what: str) -> str:
 
 
 def _confirm(study: optuna.Study) -> str:
-    confirm = study.user_attrs.get(CONFIRM_ATTR)
+    confirm = study_document(study, CONFIRM_ATTR)
     if not confirm:
         return _not_yet(study, "confirm run", "confirm", "retrains the leaders with several seeds on the test split")
 
@@ -148,7 +149,7 @@ def _confirm(study: optuna.Study) -> str:
 
 def _ablation(study: optuna.Study) -> str:
     """The table ``relkd study ablate`` stored (:mod:`relkd.study.ablate`); the report trains nothing."""
-    table = study.user_attrs.get(ABLATION_ATTR)
+    table = study_document(study, ABLATION_ATTR)
     if not table:
         return _not_yet(study, "ablation", "ablate",
                         "retrains the best searched composition with each part removed or reset, paired by seed")
@@ -235,7 +236,9 @@ def render_report(study: optuna.Study, url: str, *, top_k: int = 5, evaluator: s
 
 def write_report(study: optuna.Study, url: str, out: str | Path, *, top_k: int = 5,
                  evaluator: str = "ped_anova") -> Path:
-    """Write the report to ``out`` (an HTML file); returns the path."""
+    """Write the report to ``out`` (an HTML file) and upload it to the study's artifact store
+    under its file name (:mod:`relkd.study.artifacts`); returns the path."""
     path = write_text(out, render_report(study, url, top_k=top_k, evaluator=evaluator))
     log.info("wrote report %s", path)
+    upload_study_file(study, path)
     return path

@@ -28,6 +28,7 @@ from torch import nn
 from ..data import DeviceLoader
 from ..models import TappedModel
 from ..setting import Recipe
+from .curves import learning_rate
 from .device import grad_scaler, tf32
 from .training import make_optimizer, member_accuracies, optimizer_step
 
@@ -174,6 +175,10 @@ class FoldedStudents:
     def step(self, total: torch.Tensor) -> None:
         """One optimizer and schedule step on the sum of the members' losses."""
         optimizer_step(self.opt, self.sched, self.scaler, total)
+
+    def lr(self) -> float:
+        """The learning rate now (every member follows the same schedule)."""
+        return learning_rate(self.opt)
 
     def evaluate(self, loader: DeviceLoader) -> list[float]:
         """Top-1 accuracy of every member over ``loader``: one folded pass per batch."""

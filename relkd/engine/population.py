@@ -57,6 +57,7 @@ from .build import build_model, load_data
 from .device import grad_scaler, tf32
 from .fold import FoldedStudents, FoldError
 from .result import RunResult
+from .curves import Curve, learning_rate
 from .teacher import TeacherResult, get_teacher
 from .training import (NonFiniteLossError, PartSums, TeacherTaps, check_interval, evaluate, make_optimizer,
                        member_accuracies, optimizer_step, progress_bar, train_loader, train_step)
@@ -108,6 +109,10 @@ class FusedStudents:
     def step(self, total: torch.Tensor) -> None:
         """One optimizer and schedule step on the sum of the members' losses."""
         optimizer_step(self.opt, self.sched, self.scaler, total)
+
+    def lr(self) -> float:
+        """The learning rate now (every member follows the same schedule)."""
+        return learning_rate(self.opt)
 
     def evaluate(self, loader: DeviceLoader) -> list[float]:
         """Top-1 accuracy of every member over ``loader`` (in [0, 1]): one vmapped pass per
@@ -196,6 +201,9 @@ class LoopStudents:
     def evaluate(self, loader: DeviceLoader) -> list[float]:
         return [evaluate(model, loader, self.precision) for model in self.models]
 
+    def lr(self) -> float:
+        return learning_rate(self.optimizers[0][0])
+
     def keep(self, positions: Sequence[int]) -> None:
         self.models = [self.models[p] for p in positions]
         self.optimizers = [self.optimizers[p] for p in positions]
@@ -217,6 +225,10 @@ class _Member:
     error: str | None = None
     left_at: float | None = None
     model: TappedModel | None = None
+    curve: Curve = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.curve = Curve(self.parts)
 
     def fail(self, err: NonFiniteLossError) -> None:
         """Record why the loss went non-finite (the part ``err`` names)."""
@@ -353,6 +365,9 @@ def run_population(
     for epoch in progress_bar(range(budget.epochs), progress, desc):
         if source is not None:
             source.start_epoch(epoch, needed=any(m.objective.needs_teacher for m in active))
+        lr, epoch_start = students.lr(), time.perf_counter()
+        for m in active:
+            m.curve.start_epoch(lr)
         for batch in loader.epoch(epoch, with_indices=True):
             if not active:
                 break
@@ -365,10 +380,12 @@ def run_population(
             leave(failed)
         if not active:
             break
+        seconds = time.perf_counter() - epoch_start
         accuracies = students.evaluate(val_loader)
         leaving = []
         for m, acc in zip(active, accuracies):
             m.history.append(acc)
+            m.curve.end_epoch(epoch, acc, seconds=seconds)
             log.info("%s member %d epoch %d/%d: val accuracy %.4f", desc, m.index, epoch + 1, budget.epochs, acc)
             if (error := m.parts.sums_error(epoch)) is not None:
                 m.fail(error)
@@ -393,7 +410,7 @@ def _summary(m: _Member, seed: int, population: int, start: float, train_start: 
         member=m.index, objective_config=m.objective.to_config(), seed=seed,
         val_accuracy=m.history[-1] if m.history else None, val_history=m.history, epochs=len(m.history),
         stopped=m.stopped, stopped_early=m.stopped_early or m.stopped is not None, error=m.error,
-        part_means=m.parts.means(), train_seconds=train_seconds,
+        part_means=m.parts.means(), curves=m.curve.points, train_seconds=train_seconds,
         samples_per_second=m.parts.samples / max(train_seconds, 1e-9), wall_seconds=left_at - start,
         population=population, model=m.model,
     )

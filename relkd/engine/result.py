@@ -50,6 +50,7 @@ class RunResult:
     stopped: str | None = None  # None, "pruned" or "non-finite: PART"
     error: str | None = None  # the full message of a non-finite loss
     population: int | None = None  # how many students trained together
+    curves: list[dict[str, Any]] | None = None  # one point per epoch (relkd.engine.curves)
     model: torch.nn.Module | None = field(default=None, repr=False, compare=False)
     objective_state: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 

@@ -21,7 +21,9 @@ from ..setting import Setting, resolve_device
 from .build import build_model, load_data
 from .device import tf32
 from .result import RunResult
+from .resume import EpochCheckpoint
 from .teacher import TeacherResult, get_teacher
+from .tracking import open_tracker
 from .training import Report, evaluate, fit
 
 __all__ = ["RunEvaluation", "run_trial", "setting_objective", "train_runs"]
@@ -56,6 +58,7 @@ def run_trial(
     teacher: TeacherResult | None = None,
     return_model: bool = False,
     every_epoch: bool = True,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> RunResult:
     """Train the setting's student with an objective and return its metrics (:class:`RunResult`).
 
@@ -63,7 +66,8 @@ def run_trial(
     run early (how the study driver prunes). ``teacher_cache`` reuses the teacher's taps
     across epochs and trials when the teacher sees exactly what the student sees.
     The result has ``val_accuracy`` (last epoch), ``val_history``, ``test_accuracy`` (with
-    ``eval_test``), ``part_means`` (mean of every loss part over the run), ``epochs``,
+    ``eval_test``), ``part_means`` (mean of every loss part over the run), ``curves`` (one
+    point per epoch: :mod:`relkd.engine.curves`), ``epochs``,
     ``stopped_early``, ``wall_seconds``, ``samples_per_second``, ``seed``, and the student's
     size (``student_params``; ``student_macs`` for one input, Conv2d and Linear layers); with
     ``return_model``, ``model`` and, for an objective with trainable parts (feature terms),
@@ -92,7 +96,7 @@ def run_trial(
             eval_batch_size=setting.data.eval_batch_size,
             teacher=teacher.model if teacher is not None else None, teacher_cache_key=cache_key,
             report=report, progress=progress, desc=f"student {setting.student.model} seed {seed}",
-            precision=setting.precision, every_epoch=every_epoch,
+            precision=setting.precision, every_epoch=every_epoch, checkpoint=checkpoint,
         )
     test_accuracy = None
     if eval_test:
@@ -100,7 +104,8 @@ def run_trial(
                                  setting.precision)
     run = RunResult(
         seed=seed, val_accuracy=result.history[-1], val_history=result.history, epochs=result.epochs,
-        stopped_early=result.stopped_early, part_means=result.part_means, train_seconds=result.seconds,
+        stopped_early=result.stopped_early, part_means=result.part_means, curves=result.curves,
+        train_seconds=result.seconds,
         samples_per_second=result.samples / max(result.seconds, 1e-9), test_accuracy=test_accuracy,
         init_sha256=getattr(model, "init_sha256", None) or None, student_params=count_params(model),
         student_macs=count_macs(model, tuple(data.train_images.shape[1:])),
@@ -123,6 +128,7 @@ def train_runs(
     progress: bool = False,
     teacher_cache: bool = True,
     evaluation: RunEvaluation | None = None,
+    log_to: str | None = None,
 ) -> dict[str, Any]:
     """Run :func:`run_trial` once per seed; aggregate means and standard deviations.
     With ``out``, write ``metrics.json``, the objective config and each student's weights
@@ -131,8 +137,10 @@ def train_runs(
     With ``eval_test``, each seed's student is evaluated on the test split; with
     ``evaluation`` as well (``relkd.evaluation.TestEvaluation(setting)``, which ``relkd
     train --eval-test`` passes), beyond accuracy: its per-seed metrics join each seed's
-    and its summary of them joins the summary."""
+    and its summary of them joins the summary. ``log_to``: a tracker each seed's run is logged
+    to (:mod:`relkd.engine.tracking`; the experiment is the setting's name)."""
     start = time.perf_counter()
+    tracker = open_tracker(log_to, setting.name)
     objective = setting_objective(setting, objective_config)
     teacher = get_teacher(setting, progress=progress) if objective.needs_teacher else None
     per_seed = []
@@ -145,6 +153,10 @@ def train_runs(
         m = run.to_dict()
         if eval_test and evaluation is not None and model is not None:
             m.update(evaluation.per_seed(model, teacher))
+        if tracker is not None:
+            tracker.log_run(f"seed-{seed}", params={"objective": objective.to_config(), "seed": seed},
+                            curves=run.curves,
+                            summary={"val_accuracy": run.val_accuracy, "test_accuracy": run.test_accuracy})
         if out_dir is not None and model is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / f"student_seed{seed}.pt")

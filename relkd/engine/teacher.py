@@ -17,6 +17,7 @@ from ..presets import preset
 from ..setting import Setting, resolve_device
 from .build import build_model, load_data, transfer_ident
 from .device import tf32
+from .resume import EpochCheckpoint, save_interval
 from .training import evaluate, fit
 
 __all__ = ["CHECKPOINT_FORMAT", "TEACHERS", "TeacherResult", "teacher_key", "get_teacher"]
@@ -83,15 +84,18 @@ def _as_it_is(model: TappedModel, data: Any, setting: Setting, device: torch.dev
 
 
 def get_teacher(setting: Setting, *, progress: bool = False, force: bool = False,
-                device: torch.device | None = None) -> TeacherResult:
+                device: torch.device | None = None, checkpoint_every: int | None = None) -> TeacherResult:
     """The setting's trained teacher: loaded from the cache when an intact checkpoint for
     exactly this teacher exists, else trained and cached (``teacher.epochs: 0``: its init
     file used as it is, only evaluated; the file's SHA-256 is in the metadata). Processes that start together
-    wait on a file lock instead of training twice."""
+    wait on a file lock instead of training twice. The training saves its state every
+    ``checkpoint_every`` epochs (:func:`relkd.engine.resume.save_interval`) beside the
+    entry, and an interrupted one resumes from there the next time this teacher is asked for."""
     device = device or resolve_device(setting.device)
     data = load_data(setting, subset=False)
     key = teacher_key(setting, data)
     model = build_model(setting.teacher, data, setting.seed, torch.device("cpu"))
+    every = save_interval(checkpoint_every)  # a bad value stops here, before training
 
     def train() -> tuple[TappedModel, dict[str, Any]]:
         model.to(device)
@@ -106,6 +110,8 @@ def get_teacher(setting: Setting, *, progress: bool = False, force: bool = False
                 augment=True if recipe.augment is None else recipe.augment,
                 eval_batch_size=setting.data.eval_batch_size, progress=progress,
                 desc=f"teacher {setting.teacher.model}", precision=setting.precision,
+                checkpoint=EpochCheckpoint(TEACHERS.folder_of(key, setting.teacher.model) / "progress.pt", every,
+                                           ident=key),
             )
             test_acc = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device),
                                 setting.precision)

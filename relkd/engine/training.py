@@ -28,6 +28,8 @@ from ..models import TappedModel
 from ..models.transfer import body_and_head
 from ..objective import Objective
 from ..setting import Recipe
+from .curves import Curve, learning_rate
+from .resume import EpochCheckpoint, restore_fit
 from .device import autocast, autocast_dtype, grad_scaler, prepare_input
 from .teacher_outputs import TeacherOutputs
 
@@ -225,6 +227,7 @@ class PartSums:
     objective: Objective
     check_every: int = 1
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    weighted: dict[str, torch.Tensor] = field(default_factory=dict)  # the same parts times their weights
     previous: dict[str, torch.Tensor] | None = None  # weighted parts at the last finite check
     steps: int = 0
     samples: int = 0
@@ -235,8 +238,9 @@ class PartSums:
         self.steps += 1
         self.samples += batch
         for name in self.objective.part_names:
-            value = parts[name].detach().float()
-            self.sums[name] = self.sums[name] + value if name in self.sums else value
+            for sums, key in ((self.sums, name), (self.weighted, f"{name}.weighted")):
+                value = parts[key].detach().float()
+                sums[name] = sums[name] + value if name in sums else value
         if self.steps % self.check_every == 0:
             if not bool(torch.isfinite(parts["total"].detach())):
                 return False
@@ -285,7 +289,8 @@ def train_step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
 
 @dataclass
 class FitResult:
-    """What :func:`fit` did: validation accuracy per epoch, mean loss parts, epochs, samples and time."""
+    """What :func:`fit` did: validation accuracy per epoch, mean loss parts, epochs, samples,
+    time, and one point per epoch (:mod:`relkd.engine.curves`)."""
 
     history: list[float]
     part_means: dict[str, float]
@@ -293,6 +298,7 @@ class FitResult:
     stopped_early: bool
     samples: int
     seconds: float
+    curves: list[dict[str, Any]] = field(default_factory=list)
 
 
 def fit(
@@ -313,6 +319,7 @@ def fit(
     desc: str = "train",
     precision: str = "auto",
     every_epoch: bool = True,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> FitResult:
     """Train ``model`` on the train split with ``objective`` for ``recipe.epochs`` epochs,
     evaluating validation accuracy after each epoch and calling ``report(epoch, val_acc)``
@@ -324,7 +331,9 @@ def fit(
     ``precision``: the setting's (:mod:`relkd.engine.device`); on CUDA the loss parts are
     summed on the device and the finiteness checked every 25 steps, so no step waits for
     the host. ``every_epoch=False``: validation accuracy after the last epoch only (runs that
-    report nothing and need only their end point, such as a learning-rate tuning)."""
+    report nothing and need only their end point, such as a learning-rate tuning).
+    ``checkpoint``: save the training state every few epochs and resume from a saved one
+    (:mod:`relkd.engine.resume`); the saved state is removed when the run ends."""
     steps = steps_per_epoch(data, batch_size)
     # CE alone learns nothing from unlabelled samples: it trains on the labelled ones only, for as many steps as an
     # epoch over every sample takes, so that its budget is the distillation runs' budget
@@ -348,6 +357,7 @@ def fit(
     opt, sched = make_optimizer(model, recipe, recipe.epochs * steps, objective.parameters())
     scaler = grad_scaler(device, precision)
     record = PartSums(objective, check_interval(device))
+    curve = Curve(record)
 
     def forward(x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         return [model(x, taps=taps)]
@@ -356,21 +366,31 @@ def fit(
         optimizer_step(opt, sched, scaler, total)
 
     history: list[float] = []
+    first = 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        first, history = restore_fit(saved, model, objective.modules, opt, sched, scaler, record, curve)
     stopped = False
     start = time.perf_counter()
-    bar = progress_bar(range(recipe.epochs), progress, desc)
+    epoch = first - 1
+    bar = progress_bar(range(first, recipe.epochs), progress, desc)
     for epoch in bar:
         model.train()
         if source is not None:
             source.start_epoch(epoch)
+        curve.start_epoch(learning_rate(opt))
+        epoch_start = time.perf_counter()
         for batch in batches(epoch):
             for _, parts in train_step(batch, forward, [objective], source, step, [record], device, precision):
                 raise record.error(parts, epoch)
         if (error := record.sums_error(epoch)) is not None:
             raise error
+        seconds = time.perf_counter() - epoch_start
         if not every_epoch and epoch + 1 < recipe.epochs:
+            curve.end_epoch(epoch, seconds=seconds)
             continue
         val_acc = evaluate(model, val_loader, precision)
+        curve.end_epoch(epoch, val_acc, seconds=seconds)
         history.append(val_acc)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(val_acc=f"{val_acc:.4f}")
@@ -378,8 +398,18 @@ def fit(
         if report is not None and report(epoch, val_acc):
             stopped = epoch + 1 < recipe.epochs
             break
+        if checkpoint is not None and checkpoint.due(epoch + 1, recipe.epochs):
+            checkpoint.save(epoch + 1, {
+                "model": model.state_dict(), "objective": objective.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "history": history,
+                "curves": curve.points, "sums": record.sums, "weighted": record.weighted, "steps": record.steps,
+                "samples": record.samples})
+    if checkpoint is not None:
+        checkpoint.clear()
     seconds = time.perf_counter() - start
-    return FitResult(history, record.means(), epoch + 1 if recipe.epochs else 0, stopped, record.samples, seconds)
+    return FitResult(history, record.means(), epoch + 1 if recipe.epochs else 0, stopped, record.samples, seconds,
+                     curve.points)
+
 
 
 def train_loader(data: DatasetSplits, batch_size: int, device: torch.device, *, seed: int,

@@ -14,13 +14,26 @@ Study user attributes:
   (``["val_accuracy", "params"]`` or ``["val_accuracy", "macs"]``; accuracy maximised, size
   minimised); absent on single-objective studies.
 
+- ``relkd.artifacts``: the artifact store a location was given for (``optuna.artifacts``,
+  ``--artifacts``; :mod:`relkd.study.artifacts`); absent where the study uses the default.
+
+Documents (:data:`DOCUMENT_ATTRS`: the study file, the setting, the recipe, the confirm, compare
+and ablation records) are longer than optuna-dashboard shows a user attribute (it cuts one at
+:data:`DASHBOARD_ATTR_LIMIT` characters of JSON): :func:`set_study_document` keeps the whole
+document as a study *system* attribute of the same name (in the storage, which every worker
+reads; optuna-dashboard does not show it) and a short summary as the user attribute;
+:func:`study_document` reads it back, from the user attribute on studies made before.
+
 Trial user attributes are the fields of :class:`TrialRecord` (listed in :data:`TRIAL_ATTRS`):
 readers take a trial's record (``TrialRecord.of(trial)``), writers name fields
-(:func:`trial_attrs`), so an attribute name is spelled here only.
+(:func:`trial_attrs`), so an attribute name is spelled here only; :func:`trial_attrs` keeps each
+within :data:`DASHBOARD_ATTR_LIMIT` (a long message cut, a long history rounded).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
 import platform
 import socket
@@ -36,7 +49,12 @@ __all__ = ["CONFIG_ATTR", "SETTING_ATTR", "STUDY_ATTR", "VERSION_ATTR", "INITS_A
            "LADDER_ATTR", "RERUN_ATTR", "TRIAL_ATTRS", "TrialRecord", "trial_attrs", "set_trial_attrs", "WORKER",
            "StudyMismatchError",
            "versions", "is_counted", "is_known", "is_searched", "TUNED_ATTR",
-           "counted_trials", "trial_counts", "setting_differences"]
+           "counted_trials", "trial_counts", "setting_differences", "ARTIFACTS_ATTR", "ABLATION_ATTR",
+           "DOCUMENT_ATTRS", "DOCUMENT_FILES", "DASHBOARD_ATTR_LIMIT", "study_document", "set_study_document",
+           "is_copy", "copied_from", "replays",
+           "document_summary", "study_system_attrs"]
+
+log = logging.getLogger(__name__)
 
 SETTING_ATTR = "relkd.setting"
 STUDY_ATTR = "relkd.study"
@@ -56,6 +74,18 @@ TUNED_ATTR = "tuned_anchor"  # trial user attribute of a tuned anchor: the prese
 RERUN_ATTR = "rerun"  # trial user attribute of a re-run: {"of": trial number, "seed": seed} (relkd.study.seeds)
 RUN_ATTR = "relkd.run"  # trial user attribute: the fixed run of a run queue (relkd.study.queue)
 CONFIG_ATTR = "objective_config"  # trial user attribute: the composition it trained (an objective config)
+ARTIFACTS_ATTR = "relkd.artifacts"  # the artifact store given (a folder, s3://BUCKET or none): relkd.study.artifacts
+
+#: The longest user attribute optuna-dashboard shows whole: it writes a value that is neither a
+#: string nor a number as JSON and cuts it at 1,024 characters (optuna_dashboard/_serializer.py,
+#: ``MAX_ATTR_LENGTH`` in ``serialize_attrs``, optuna-dashboard 0.21). relkd keeps every user
+#: attribute it writes within it, as JSON.
+DASHBOARD_ATTR_LIMIT = 1024
+#: Study attributes that hold whole documents: kept whole as study system attributes, summarised
+#: as user attributes (:func:`set_study_document`, :func:`study_document`).
+DOCUMENT_ATTRS = (STUDY_ATTR, SETTING_ATTR, RECIPE_ATTR, COMPARE_ATTR, CONFIRM_ATTR, ABLATION_ATTR)
+#: The documents a study also keeps as artifacts (file names), where it has an artifact store.
+DOCUMENT_FILES = {STUDY_ATTR: "study.yaml", SETTING_ATTR: "setting.json"}
 
 def _attr(doc: str, name: str | None = None) -> Any:
     """A :class:`TrialRecord` field: the trial user attribute ``name`` (default: the field's
@@ -94,7 +124,8 @@ class TrialRecord:
     anchor_in_space: bool | None = _attr("on an anchor: whether the search space's parameters can express it")
     tuned_anchor: str | None = _attr("the preset a tuned anchor tunes (relkd.study.tuned_anchors)", TUNED_ATTR)
     invalid_combination: list[str] | None = _attr("the rules a draw broke (pruned without training)")
-    skipped: str | None = _attr("why a trial was put back without training")
+    skipped: str | None = _attr("why a trial was put back without training, or put back when it stopped while "
+                                "training (it failed then, and this names the trial that trains it again)")
     pruned_reason: str | None = _attr("the pruner, or a NaN/inf loss")
     error: str | None = _attr("why the trial failed")
     rerun: dict[str, int] | None = _attr("a re-run of trial 'of' with another 'seed' (not counted in n_trials; "
@@ -147,11 +178,124 @@ def set_trial_attrs(trial: optuna.Trial, **fields: Any) -> None:
 
 def trial_attrs(**fields: Any) -> dict[str, Any]:
     """The user attributes of :class:`TrialRecord` fields (``config=...`` becomes
-    ``objective_config``); a name that is no field is an error, so a writer cannot invent one."""
+    ``objective_config``); a name that is no field is an error, so a writer cannot invent one.
+    Each value is kept within :data:`DASHBOARD_ATTR_LIMIT` (:func:`_within_limit`)."""
     unknown = sorted(set(fields) - set(_ATTR_NAMES))
     if unknown:
         raise TypeError(f"not fields of a TrialRecord: {', '.join(unknown)}; they are: {', '.join(_ATTR_NAMES)}")
-    return {_ATTR_NAMES[name]: value for name, value in fields.items()}
+    return {_ATTR_NAMES[name]: _within_limit(_ATTR_NAMES[name], value) for name, value in fields.items()}
+
+
+def _json_length(value: Any) -> int:
+    """Characters of ``value`` as JSON, as Optuna's storages write it (what is no JSON type as its text)."""
+    return len(json.dumps(value, default=str))
+
+
+def _within_limit(name: str, value: Any) -> Any:
+    """``value`` as a trial user attribute optuna-dashboard shows whole: a text (an error, a
+    reason) longer than :data:`DASHBOARD_ATTR_LIMIT` is cut, saying how long it was (the log has
+    it whole); a list of numbers (``val_history`` of a long run) is rounded to 4 decimals, and
+    left out where even that is too long (every epoch's accuracy is also the trial's intermediate
+    value at that step); a list of texts keeps its first items. Compositions and student
+    sections are kept whole (export reads them; they are far shorter)."""
+    if _json_length(value) <= DASHBOARD_ATTR_LIMIT:
+        return value
+    if isinstance(value, str):
+        note = f" ... [cut: {len(value)} characters]"
+        keep = DASHBOARD_ATTR_LIMIT - len(note) - 2
+        while keep > 0 and _json_length(value[:keep] + note) > DASHBOARD_ATTR_LIMIT:
+            keep -= max(1, (_json_length(value[:keep] + note) - DASHBOARD_ATTR_LIMIT))
+        return value[:max(keep, 0)] + note
+    if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        rounded = [round(float(v), 4) for v in value]
+        if _json_length(rounded) <= DASHBOARD_ATTR_LIMIT:
+            return rounded
+        log.debug("trial attribute %s: %d values are too long to keep; they are the intermediate values too",
+                  name, len(value))
+        return None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        kept = list(value)
+        while kept and _json_length(kept + [f"... {len(value)} in all"]) > DASHBOARD_ATTR_LIMIT:
+            kept.pop()
+        return [_within_limit(name, v) for v in kept] + [f"... {len(value)} in all"]
+    return value
+
+
+def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    """The study's system attributes, read through its storage (Optuna's storage API:
+    ``get_study_system_attrs``; ``Study.system_attrs`` is not public)."""
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
+def study_document(study: optuna.Study, name: str, default: Any = None) -> Any:
+    """The whole document ``name`` (one of :data:`DOCUMENT_ATTRS`) of a study: the study system
+    attribute :func:`set_study_document` writes, else the user attribute of that name, where
+    studies made before kept it whole; ``default`` where the study has neither."""
+    system = study_system_attrs(study)
+    if name in system:
+        return system[name]
+    return study.user_attrs.get(name, default)
+
+
+def set_study_document(study: optuna.Study, name: str, document: Any) -> None:
+    """Keep ``document`` whole as the study system attribute ``name`` and its summary
+    (:func:`document_summary`) as the user attribute ``name``, in that order, so that a reader
+    that sees the summary finds the document."""
+    if name not in DOCUMENT_ATTRS:
+        raise ValueError(f"name: expected one of {', '.join(DOCUMENT_ATTRS)}, got {name!r}")
+    study._storage.set_study_system_attr(study._study_id, name, document)
+    study.set_user_attr(name, document_summary(name, document))
+
+
+def document_summary(name: str, document: Any) -> dict[str, Any]:
+    """What optuna-dashboard shows of the document ``name``: a few fields, and where the whole
+    document is (``full``), within :data:`DASHBOARD_ATTR_LIMIT` characters of JSON (the largest
+    fields become ``"..."`` until it fits)."""
+    summary = _SUMMARIES[name](document) if isinstance(document, dict) else {}
+    where = f"study system attribute {name}"
+    if name in DOCUMENT_FILES:
+        where += f"; artifact {DOCUMENT_FILES[name]}"
+    summary = {**summary, "full": where}
+    while _json_length(summary) > DASHBOARD_ATTR_LIMIT:
+        longest = max((k for k in summary if k != "full" and summary[k] != "..."),
+                      key=lambda k: _json_length(summary[k]), default=None)
+        if longest is None:
+            break
+        summary[longest] = "..."
+    return summary
+
+
+def _get(document: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        document = document.get(key) if isinstance(document, dict) else None
+    return document
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+_SUMMARIES = {
+    SETTING_ATTR: lambda d: {"dataset": _get(d, "data", "dataset"), "teacher": _get(d, "teacher", "model"),
+                             "student": _get(d, "student", "model"), "epochs": _get(d, "budget", "epochs"),
+                             "lr": _get(d, "budget", "lr"), "seed": d.get("seed")},
+    STUDY_ATTR: lambda d: {"study_name": _get(d, "optuna", "study_name"),
+                           "sampler": _get(d, "optuna", "sampler", "name"),
+                           "n_trials": _get(d, "optuna", "n_trials"), "timeout": _get(d, "optuna", "timeout"),
+                           "anchors": _get(d, "optuna", "anchors"), "search": d.get("search")},
+    RECIPE_ATTR: lambda d: {k: d.get(k) for k in ("field", "baseline", "lr", "seeds", "teacher_val")},
+    COMPARE_ATTR: lambda d: {"methods": d.get("methods"), "seeds": d.get("seeds"),
+                             "dataset": _get(d, "setting", "data", "dataset"),
+                             "student": _get(d, "setting", "student", "model")},
+    CONFIRM_ATTR: lambda d: {"epochs": d.get("epochs"), "seeds": d.get("seeds"), "best_preset": d.get("best_preset"),
+                             "test_mean": {r.get("label"): _rounded(r.get("test_mean")) for r in d.get("rows") or []
+                                           if isinstance(r, dict)},
+                             "budgets": sorted(k for k in d if k.startswith("budgets"))},
+    ABLATION_ATTR: lambda d: {"trial": d.get("trial"), "composition": d.get("composition"), "summary": d.get("summary"),
+                              "epochs": d.get("epochs"), "seeds": d.get("seeds"),
+                              "contribution": {r.get("variant"): _rounded(_get(r, "contribution", "mean"))
+                                               for r in d.get("rows") or [] if isinstance(r, dict)}},
+}
 
 
 #: Which process trained a trial (its ``worker`` user attribute): host and process id.
@@ -227,3 +371,26 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
         else:
             counts[t.state.name.lower()] += 1
     return counts
+
+
+def is_copy(system_attrs: dict) -> bool:
+    """Whether a trial (its system attributes) trains again a trial that stopped while training:
+    put back by :func:`relkd.study.trial.put_back_stopped`, or Optuna's retry of a dead worker's
+    trial; both record the chain as Optuna's ``RetryFailedTrialCallback`` does (``failed_trial``:
+    the first trial, ``retry_history``: every trial of the chain)."""
+    return "failed_trial" in system_attrs
+
+
+def copied_from(system_attrs: dict) -> int | None:
+    """The trial a copy trains again (the last of its retry history), or ``None``."""
+    history = system_attrs.get("retry_history") or [system_attrs.get("failed_trial")]
+    return history[-1] if is_copy(system_attrs) else None
+
+
+def replays(record: TrialRecord, system_attrs: dict) -> bool:
+    """A copy (:func:`is_copy`) of a searched trial that had drawn its composition: it trains
+    the composition it carries (``objective_config``), in its role (``tuned_anchor``,
+    ``refined_from``), and takes no place of its own among the searched trials
+    (:func:`relkd.study.tuned_anchors.searched_index`): it stands in the place of the trial it copies."""
+    return (is_copy(system_attrs) and record.config is not None and record.anchor is None
+            and record.rerun is None)

@@ -63,7 +63,7 @@ from ..tuning import Tuning
 from .export import composition_label, study_setting, study_tuning
 from .queue import Run, RunQueue
 from ..results.pareto import composition_summary, is_multi_objective, objectives_phrase
-from ..results.record import ABLATION_ATTR, TrialRecord
+from ..results.record import ABLATION_ATTR, TrialRecord, set_study_document
 from ..results.ranking import SIGNIFICANCE, compositions
 from .storage import run_dir
 
@@ -317,7 +317,7 @@ def ablate_study(study: optuna.Study, *, trial: int | None = None, seeds: int | 
     table["files"] = [str(out / "ablation.json"), str(out / "ablation.md")]
     write_text(out / "ablation.json", json.dumps(table, indent=2))
     write_text(out / "ablation.md", format_ablation(table))
-    study.set_user_attr(ABLATION_ATTR, {k: v for k, v in table.items() if k != "rows"} |
+    set_study_document(study, ABLATION_ATTR, {k: v for k, v in table.items() if k != "rows"} |
                         {"rows": [{k: v for k, v in r.items() if k != "objective_config"} for r in rows]})
     log.info("ablate: wrote %s", " and ".join(table["files"]))
     return table

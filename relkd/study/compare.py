@@ -48,8 +48,9 @@ from ..setting import Setting, setting_or_errors
 from ..text import markdown_table, mean_pm, percent
 from ..tuning import resolve_recipe
 from .export import recipe_status
+from ..engine.tracking import open_tracker
 from .queue import Run, RunQueue, completed_runs
-from ..results.record import COMPARE_ATTR, RECIPE_ATTR, TrialRecord
+from ..results.record import COMPARE_ATTR, RECIPE_ATTR, TrialRecord, set_study_document, study_document
 from .storage import redact, resolve_storage, run_dir
 
 __all__ = ["CompareSpec", "load_compare", "validate_compare", "run_compare", "compare_runs", "compare_table",
@@ -148,9 +149,9 @@ def _open(spec: CompareSpec, storage: str | None) -> RunQueue:
     study = queue.study
     record = {"methods": list(spec.runs), "seeds": list(spec.seeds),
               "setting": {k: v for k, v in spec.setting.to_dict().items() if k not in ("compare", "device")}}
-    stored = study.user_attrs.get(COMPARE_ATTR)
+    stored = study_document(study, COMPARE_ATTR)
     if stored is None:
-        study.set_user_attr(COMPARE_ATTR, record)
+        set_study_document(study, COMPARE_ATTR, record)
     elif stored["setting"] != record["setting"]:
         raise ValueError(f"compare {name!r} in {redact(url)} was run with a different setting; use another name "
                          f"or storage")
@@ -158,25 +159,27 @@ def _open(spec: CompareSpec, storage: str | None) -> RunQueue:
 
 
 def run_compare(spec: CompareSpec, *, storage: str | None = None, out_dir: str | os.PathLike | None = None,
-                progress: bool = False) -> dict[str, Any]:
+                progress: bool = False, log_to: str | None = None) -> dict[str, Any]:
     """Train every (run, seed) that the compare's study does not have yet, then write the
     table (``compare.csv``, ``compare.md``, ``compare.json``) and the bar chart
-    (``compare.png``, ``compare.svg``) into ``out_dir`` (default ``runs/<name>/compare``)."""
+    (``compare.png``, ``compare.svg``) into ``out_dir`` (default ``runs/<name>/compare``).
+    ``log_to``: a tracker each run is logged to (:mod:`relkd.engine.tracking`)."""
+    tracker = open_tracker(log_to, spec.setting.name)
     # a missing init file or an unreachable adapt ratio stops here, not in every run; the runs start from
     # the resolved checkpoints (a {pretrain: ...} init, an adapted student)
     setting = resolve_student(spec.setting, progress=progress)
     queue = _open(spec, storage)
     study = queue.study
-    recorded = study.user_attrs.get(RECIPE_ATTR)  # every process of the compare trains at one rate
+    recorded = study_document(study, RECIPE_ATTR)  # every process of the compare trains at one rate
     setting, tuning = resolve_recipe(setting, progress=progress, recorded=recorded)
     if tuning is not None and recorded is None:
-        study.set_user_attr(RECIPE_ATTR, tuning.record())
+        set_study_document(study, RECIPE_ATTR, tuning.record())
     runs = compare_runs(spec)
     waiting = queue.add(runs)
     if waiting > 0:
         log.info("compare %s: %d of %d runs to train", study.study_name, waiting, len(runs))
     # Takes queued runs one at a time, so that processes sharing the storage share the queue.
-    queue.run(runs, setting, eval_test=True, progress=progress, catch=(Exception,), train=run_trial)
+    queue.run(runs, setting, eval_test=True, progress=progress, catch=(Exception,), train=run_trial, tracker=tracker)
     missing = sorted((r.key, r.seed) for r in queue.missing(runs))
     if missing:
         raise ValueError(f"compare {study.study_name!r}: {len(missing)} runs did not finish (e.g. {missing[0]}); "

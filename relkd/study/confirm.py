@@ -6,12 +6,12 @@ the study) with each seed, evaluates every student on the **test split**, and co
 them with Welch's t-test against ``kd`` and against the best preset.
 
 Every run is a run of a :class:`relkd.study.queue.RunQueue`: the Optuna study
-``<study>.confirm`` in ``runs/<study>/confirm/confirm.db`` (``out_dir``; ``storage`` puts it
-elsewhere, e.g. on a database several machines share), so an interrupted confirm resumes
-where it stopped and several processes split the runs. The finished runs of a confirm made
-before run queues (``runs.jsonl`` in the same folder) are read into the queue instead of
-being trained again. The table goes to ``confirm.json`` and ``confirm.md`` beside it and to
-the study attribute ``relkd.confirm``.
+``<study>.confirm`` in ``runs/<study>/confirm/confirm.db`` (``out_dir``; ``storage`` or
+``$RELKD_CONFIRM_STORAGE`` puts it elsewhere, e.g. on a database several machines share),
+so an interrupted confirm resumes where it stopped and several processes split the runs. The
+finished runs of a confirm made before run queues (``runs.jsonl`` in the same folder) are read
+into the queue instead of being trained again. The table goes to ``confirm.json`` and
+``confirm.md`` beside it and to the study attribute ``relkd.confirm``.
 
 Whether the search's margin holds at longer budgets or on the full training set (the
 verdict's winner and best known method at several budgets) is :mod:`relkd.study.confirm_budgets`,
@@ -35,17 +35,18 @@ from ..files import write_text
 from ..adapt import resolve_student
 from ..pretrain import prepare_inits
 from .export import anchor_values, composition_label, ranked_trials, study_setting
+from ..engine.tracking import open_tracker
 from .queue import Run, RunQueue
 from ..results.pareto import single_objective
 from ..results.ranking import compositions
 from ..stats import mean_sd, welch_p
 from ..text import markdown_table, mean_pm, p_value, percent
 from ..setting import comparable_setting, setting_record
-from ..results.record import CONFIRM_ATTR, TrialRecord
+from ..results.record import CONFIRM_ATTR, TrialRecord, set_study_document, study_document
 from .storage import run_dir
 
 __all__ = ["confirm_study", "Candidate", "welch_p", "format_table", "setting_hash", "import_runs_jsonl",
-           "BUDGET_RECORDS"]
+           "BUDGET_RECORDS", "QUEUE_STORAGE_ENV", "queue_url"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,18 @@ BASELINE_ANCHORS = ("none", "kd")
 #: The keys of the study attribute that hold confirms at several budgets
 #: (:mod:`relkd.study.confirm_budgets`), kept when a single-budget confirm rewrites the attribute.
 BUDGET_RECORDS = ("budgets", "budgets_full_train")
+#: The environment variable that gives the confirm's queue storage where no ``storage`` argument
+#: (``--queue-storage``) does: processes on several machines then share the runs.
+QUEUE_STORAGE_ENV = "RELKD_CONFIRM_STORAGE"
+
+
+def queue_url(storage: str | None, out: Path) -> str:
+    """The storage of the confirm's run queue: ``storage``, else ``$RELKD_CONFIRM_STORAGE``,
+    else SQLite at ``out/confirm.db`` (one machine's)."""
+    if storage is not None and not str(storage).strip():
+        raise ValueError("storage: expected a storage URL such as sqlite:///runs/confirm.db, "
+                         "postgresql+psycopg://user@host/db or journal:PATH, got ''")
+    return storage or os.environ.get(QUEUE_STORAGE_ENV) or f"sqlite:///{(out / 'confirm.db').as_posix()}"
 
 
 @dataclass(frozen=True)
@@ -144,12 +157,15 @@ def import_runs_jsonl(queue: RunQueue, path: Path, runs: Sequence[Run]) -> int:
 
 def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] = (0, 1, 2),
                   epochs: int | None = None, out_dir: str | os.PathLike | None = None,
-                  device: str | None = None, progress: bool = False, storage: str | None = None) -> dict[str, Any]:
+                  device: str | None = None, progress: bool = False, storage: str | None = None,
+                  log_to: str | None = None) -> dict[str, Any]:
     """Retrain the top-k compositions and the anchors with each seed; return the table.
 
     ``epochs`` defaults to twice the study's budget; ``device`` overrides the study's. Runs
     already in the queue (same setting, composition, seed and epochs) are reused; the queue
-    is ``storage`` or, by default, SQLite at ``out_dir/confirm.db``."""
+    is ``storage``, else ``$RELKD_CONFIRM_STORAGE``, else SQLite at ``out_dir/confirm.db``
+    (:func:`queue_url`): processes given one queue storage share the runs. ``log_to``: a tracker
+    each run is logged to (:mod:`relkd.engine.tracking`)."""
 
     single_objective(study, "confirm", "it retrains the leaders of one ranking; export a trial of the Pareto front "
                      "instead (relkd study export --trial N, or --max-params N, --out best.yaml writes its config "
@@ -172,11 +188,10 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
     out = Path(out_dir) if out_dir is not None else run_dir(study.study_name) / "confirm"
     out.mkdir(parents=True, exist_ok=True)
     runs = _runs(candidates, seeds, epochs, hashed)
-    url = storage or f"sqlite:///{(out / 'confirm.db').as_posix()}"
-    queue = RunQueue.open(f"{study.study_name}.confirm", url, seed=setting.seed)
+    queue = RunQueue.open(f"{study.study_name}.confirm", queue_url(storage, out), seed=setting.seed)
     import_runs_jsonl(queue, out / "runs.jsonl", runs)
     results = queue.run(runs, resolve_student(setting, progress=progress), eval_test=True, progress=progress,
-                        train=run_trial,
+                        train=run_trial, tracker=open_tracker(log_to, f"{study.study_name}.confirm"),
                         on_start=lambda run: log.info("confirm: %s, seed %d, %d epochs", run.label, run.seed, epochs))
     missing = [r for r in runs if r.id not in results]
     if missing:
@@ -209,9 +224,9 @@ def confirm_study(study: optuna.Study, *, top_k: int = 3, seeds: Sequence[int] =
              "best_preset": best_preset.label.split(" ", 1)[1] if best_preset else None, "rows": rows}
     write_text(out / "confirm.json", json.dumps(table, indent=2))
     write_text(out / "confirm.md", format_table(table))
-    previous = study.user_attrs.get(CONFIRM_ATTR)
+    previous = study_document(study, CONFIRM_ATTR)
     kept = {k: v for k, v in previous.items() if k in BUDGET_RECORDS} if isinstance(previous, dict) else {}
-    study.set_user_attr(CONFIRM_ATTR, {k: v for k, v in table.items() if k != "rows"} |
+    set_study_document(study, CONFIRM_ATTR, {k: v for k, v in table.items() if k != "rows"} |
                         {"rows": [{k: v for k, v in r.items() if k != "objective_config"} for r in rows]} | kept)
     return table
 

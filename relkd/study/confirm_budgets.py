@@ -41,11 +41,12 @@ from ..files import write_text
 from ..setting import Setting
 from ..stats import mean_sd, welch_difference, welch_interval, welch_p
 from ..text import markdown_table, p_value, percent
-from .confirm import BUDGET_RECORDS, Candidate, import_runs_jsonl, setting_hash
+from .confirm import BUDGET_RECORDS, Candidate, import_runs_jsonl, queue_url, setting_hash
 from .export import study_setting
+from ..engine.tracking import open_tracker
 from .queue import Run, RunQueue
 from ..results.pareto import single_objective
-from ..results.record import CONFIRM_ATTR, TrialRecord
+from ..results.record import CONFIRM_ATTR, TrialRecord, set_study_document, study_document
 from ..results.ranking import compositions, search_verdict
 from .storage import run_dir
 
@@ -133,13 +134,16 @@ def _margin(b: list[float], a: list[float]) -> dict[str, Any]:
 
 def confirm_budgets(study: optuna.Study, *, epochs: Sequence[int] | None = None, seeds: Sequence[int] = (0, 1, 2),
                     full_train: bool = False, out_dir: str | os.PathLike | None = None, device: str | None = None,
-                    progress: bool = False, storage: str | None = None) -> dict[str, Any]:
+                    progress: bool = False, storage: str | None = None,
+                    log_to: str | None = None) -> dict[str, Any]:
     """Retrain the verdict's winner, its best known method, ``none`` and ``kd`` with each seed
     at each budget of ``epochs`` (default: twice the study's budget), on the full training set
     with ``full_train``; test them; return the table (see the module's docstring).
 
     ``device`` overrides the study's; runs already in the queue are reused; the queue is
-    ``storage`` or, by default, SQLite at ``out_dir/confirm.db`` (``runs/<study>/confirm``)."""
+    ``storage``, else ``$RELKD_CONFIRM_STORAGE``, else SQLite at ``out_dir/confirm.db``
+    (``runs/<study>/confirm``; :func:`relkd.study.confirm.queue_url`);
+    ``log_to``: a tracker each run is logged to (:mod:`relkd.engine.tracking`)."""
 
     single_objective(study, "a confirm at several budgets", "it retrains the verdict's winner and best known "
                      "method, and a study of several objectives has no verdict; export a trial of the Pareto front "
@@ -162,11 +166,11 @@ def confirm_budgets(study: optuna.Study, *, epochs: Sequence[int] | None = None,
         return Run(f"{candidate.key}@{hashes[e]}", candidate.config, seed, e, candidate.label)
 
     runs = [run_of(c, s, e) for e in budgets for c, _ in chosen for s in seeds]  # shortest budget first
-    url = storage or f"sqlite:///{(out / 'confirm.db').as_posix()}"
-    queue = RunQueue.open(f"{study.study_name}.confirm", url, seed=setting.seed)
+    queue = RunQueue.open(f"{study.study_name}.confirm", queue_url(storage, out), seed=setting.seed)
     import_runs_jsonl(queue, out / "runs.jsonl", runs)
     results = queue.run(runs, resolve_student(setting, progress=progress), eval_test=True, progress=progress,
-                        train=run_trial, on_start=lambda run: log.info("confirm: %s, seed %d, %d epochs%s", run.label,
+                        train=run_trial, tracker=open_tracker(log_to, f"{study.study_name}.confirm"),
+                        on_start=lambda run: log.info("confirm: %s, seed %d, %d epochs%s", run.label,
                                                                        run.seed, run.epochs,
                                                                        ", full training set" if full_train else ""))
     missing = [r for r in runs if r.id not in results]
@@ -215,7 +219,7 @@ def _budget(epochs: int, chosen: list[tuple[Candidate, list[str]]], trials: list
 def _record(study: optuna.Study, name: str, table: dict[str, Any]) -> None:
     """``table`` (without configs) into the study attribute under ``name``; the attribute's
     single-budget fields show the longest budget unless a single-budget confirm wrote them."""
-    previous = study.user_attrs.get(CONFIRM_ATTR)
+    previous = study_document(study, CONFIRM_ATTR)
     record = dict(previous) if isinstance(previous, dict) else {}
     record[name] = {k: v for k, v in table.items() if k != "candidates"} | {
         "candidates": [{k: v for k, v in c.items() if k != "objective_config"} for c in table["candidates"]]}
@@ -235,7 +239,7 @@ def _record(study: optuna.Study, name: str, table: dict[str, Any]) -> None:
         record.update({"study": table["study"], "epochs": last["epochs"], "seeds": table["seeds"],
                        "best_preset": label.removeprefix("anchor "),
                        "rows": sorted(rows, key=lambda r: -r["test_mean"]), "rows_from": name})
-    study.set_user_attr(CONFIRM_ATTR, record)
+    set_study_document(study, CONFIRM_ATTR, record)
 
 
 def _points(margin: dict[str, Any]) -> list[str]:

@@ -27,8 +27,9 @@ from ..setting import Setting, validate_setting
 from ..tuning import Tuning, headroom_line, tuned
 from ..results.pareto import accuracy, best_within, is_multi_objective, objective_names, objectives_phrase, pareto_front
 from ..results.ranking import Composition, compositions, search_verdict, verdict_line
-from ..results.record import (N_TRIALS_ATTR, RECIPE_ATTR, SETTING_ATTR, TrialRecord, counted_trials, trial_counts,
-                              versions)
+from ..results.record import (N_TRIALS_ATTR, RECIPE_ATTR, SETTING_ATTR, TrialRecord, counted_trials, study_document,
+                              trial_counts, versions)
+from .artifacts import attach_artifacts, upload_study_file
 from .storage import open_storage, redact, resolve_storage, tool_storage
 
 __all__ = ["load_relkd_study", "ranked_trials", "study_status", "export_trials", "study_setting", "study_tuning",
@@ -37,9 +38,11 @@ __all__ = ["load_relkd_study", "ranked_trials", "study_status", "export_trials",
 log = logging.getLogger(__name__)
 
 
-def load_relkd_study(study_name: str, storage: str | None = None) -> tuple[optuna.Study, str]:
+def load_relkd_study(study_name: str, storage: str | None = None, *,
+                     artifacts: str | None = None) -> tuple[optuna.Study, str]:
     """Load a study made by relkd from ``storage`` (flag, ``OPTUNA_STORAGE``, or the default
-    SQLite file of that study name)."""
+    SQLite file of that study name), linked to its artifact store (``artifacts``: a location
+    given with ``--artifacts``; else the study's own: :func:`relkd.study.artifacts.attach_artifacts`)."""
     url = resolve_storage(storage, study_name)
     if url.startswith("sqlite:///") and storage is None and not os.environ.get("OPTUNA_STORAGE"):
         path = Path(url[len("sqlite:///"):])
@@ -52,14 +55,15 @@ def load_relkd_study(study_name: str, storage: str | None = None) -> tuple[optun
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
         raise ValueError(f"no study {study_name!r} in {redact(url)}; studies there: {', '.join(names) or 'none'}")
-    if SETTING_ATTR not in study.user_attrs:
+    if study_document(study, SETTING_ATTR) is None:
         raise ValueError(f"study {study_name!r} in {redact(url)} was not made by relkd (no {SETTING_ATTR} attribute)")
+    attach_artifacts(study, url, artifacts)
     return study, url
 
 
 def study_setting(study: optuna.Study) -> Setting:
     """The setting every trial of the study used: at its tuned learning rate where it tuned one."""
-    record = dict(study.user_attrs[SETTING_ATTR])
+    record = dict(study_document(study, SETTING_ATTR))
     record["name"] = study.study_name
     setting = validate_setting(record)
     tuning = study_tuning(study)
@@ -68,7 +72,7 @@ def study_setting(study: optuna.Study) -> Setting:
 
 def study_tuning(study: optuna.Study) -> Tuning | None:
     """The study's recipe tuning (:mod:`relkd.tuning`), or ``None`` where it did not tune one."""
-    recorded = study.user_attrs.get(RECIPE_ATTR)
+    recorded = study_document(study, RECIPE_ATTR)
     return Tuning.from_record(recorded) if recorded else None
 
 
@@ -153,7 +157,7 @@ def recipe_status(study: optuna.Study) -> dict[str, Any] | None:
 def _provenance(study: optuna.Study, trial: optuna.trial.FrozenTrial, url: str, rank: int,
                 seeds: Composition | None, selected_by: dict[str, int] | None) -> dict[str, Any]:
 
-    setting = study.user_attrs[SETTING_ATTR]
+    setting = study_document(study, SETTING_ATTR)
     tuning = study_tuning(study)
     record = TrialRecord.of(trial)
     meta = {
@@ -190,7 +194,7 @@ def student_file(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: str 
     """Write the student section the trial trained (its ``student`` user attribute; else the
     study's setting's, which every trial of a study without adapted students shares) as the
     YAML mapping ``student: {...}`` that a setting file takes; returns ``out``."""
-    section = TrialRecord.of(trial).student or study.user_attrs[SETTING_ATTR].get("student")
+    section = TrialRecord.of(trial).student or study_document(study, SETTING_ATTR).get("student")
     header = (f"# the student of trial {trial.number} of study {study.study_name}: the student section of a "
               f"setting file\n")
     return write_text(out, header + yaml_dump({"student": section}))
@@ -206,7 +210,8 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
     best (default: the best one, to ``out``). With ``top_k`` the files are
     ``<out stem>_rank<r><suffix>`` beside ``out``. A trial chosen by size, and any trial of a
     multi-objective study, comes with its student section in ``<out stem>.student.yaml``
-    (:func:`student_file`), written after its config. Returns the paths written.
+    (:func:`student_file`), written after its config. Returns the paths written; each is
+    uploaded to the study's artifact store too (:mod:`relkd.study.artifacts`), under its file name.
 
     A multi-objective study has no single best: it needs ``trial`` or a size limit."""
     # here: relkd.analysis loads relkd.study
@@ -259,4 +264,6 @@ def export_trials(study: optuna.Study, url: str, out: str | os.PathLike, *, tria
         if by_size or multi:
             paths.append(student_file(study, t, path.with_name(f"{path.stem}.student.yaml")))
             log.info("wrote the student of %s to %s", composition_label(t), paths[-1])
+    for path in paths:
+        upload_study_file(study, path)
     return paths

@@ -1,6 +1,8 @@
 """Create a study or resume it: the setting it was made with checked, the anchors enqueued."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 import warnings
@@ -9,10 +11,13 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..results.record import (INITS_ATTR, LADDER_ATTR, OBJECTIVES_ATTR, SETTING_ATTR, STUDY_ATTR, VERSION_ATTR,
-                              StudyMismatchError, TrialRecord, setting_differences, trial_attrs, versions)
+from ..fields import yaml_dump
+from ..results.record import (ARTIFACTS_ATTR, DOCUMENT_FILES, INITS_ATTR, LADDER_ATTR, OBJECTIVES_ATTR, SETTING_ATTR,
+                              STUDY_ATTR, VERSION_ATTR, WORKER, StudyMismatchError, TrialRecord, set_study_document,
+                              setting_differences, study_document, trial_attrs, versions)
 from ..results.pareto import objective_names
 from ..setting import comparable_setting, setting_record
+from .artifacts import NONE, Artifacts, attach_artifacts, upload_study_text
 from .spec import StudySpec
 from .storage import open_storage, redact, resolve_storage
 
@@ -33,6 +38,8 @@ def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_a
     ``inits`` (from :func:`relkd.pretrain.prepare_inits`) are the init checkpoints' hashes:
     stored with a new study, and on resume they must match, wherever the files lie."""
     url = resolve_storage(storage, spec.study_name, spec.storage)
+    if spec.artifacts not in (None, NONE):  # a store that cannot be opened (no boto3) stops before the study exists
+        Artifacts(spec.artifacts, "optuna.artifacts").store  # noqa: B018
     backend = open_storage(url, heartbeat_interval=spec.heartbeat_interval)
     kwargs = dict(study_name=spec.study_name, storage=backend, sampler=spec.make_sampler(),
                   pruner=spec.make_pruner())
@@ -44,16 +51,22 @@ def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_a
         study = optuna.load_study(**kwargs)
         created = False
     record = setting_record(spec.setting)
+    artifacts = attach_artifacts(study, url, spec.artifacts, field="optuna.artifacts", writing=True)
+    if artifacts is not None:
+        artifacts.store  # noqa: B018 - opened now (one the study recorded): a store that cannot be stops here
+    if spec.artifacts is not None and study.user_attrs.get(ARTIFACTS_ATTR) != spec.artifacts:
+        study.set_user_attr(ARTIFACTS_ATTR, spec.artifacts)  # readers without the study file find it
     if created:
         study.set_user_attr(VERSION_ATTR, versions()["relkd"])
-        study.set_user_attr(STUDY_ATTR, _redacted_document(spec))
+        set_study_document(study, STUDY_ATTR, _redacted_document(spec))
         if inits:
             study.set_user_attr(INITS_ATTR, inits)
         if spec.size is not None:
             study.set_user_attr(OBJECTIVES_ATTR, spec.size.objectives)
         _record_ladder(study, spec)
         enqueue_anchors(study, spec)
-        study.set_user_attr(SETTING_ATTR, record)
+        _upload_documents(study, _redacted_document(spec), record)  # before the mark: its waiters find them
+        set_study_document(study, SETTING_ATTR, record)  # the mark other workers wait for
         log.info("created study %s in %s", spec.study_name, redact(url))
     else:
         stored = _wait_for_setting(study)
@@ -78,19 +91,38 @@ def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_a
                 f"would not be comparable: {'; '.join(differences)}. Use a new study name "
                 f"(optuna.study_name or StudySpec.renamed) or restore the file.")
         log.info("resuming study %s in %s (%d trials so far)", spec.study_name, redact(url), len(study.trials))
-        old_search = (study.user_attrs.get(STUDY_ATTR) or {}).get("search")
+        # the file's seed would replay the draws of the process that started with it: a sampler
+        # seeded anew for each process that joins (and for each resume, from the study's state);
+        # not the grid's, whose seed orders its cells, the same in every process
+        if spec.sampler[0] != "grid":
+            study.sampler = spec.make_sampler(joining_seed(spec.seed, len(study.trials),
+                                                           None if enqueue_missing_anchors else WORKER))
+        old_search = (study_document(study, STUDY_ATTR) or {}).get("search")
         if old_search is not None and old_search != spec.document["search"]:
             if spec.sampler[0] == "grid":
                 raise StudyMismatchError(f"study {spec.study_name!r}: the search section changed, and a grid study "
                                          f"cannot change its grid; use a new study name")
             log.warning("study %s: the search section differs from the one the study was created with; "
                         "earlier trials were drawn from the old space", spec.study_name)
-        study.set_user_attr(STUDY_ATTR, _redacted_document(spec))
+        set_study_document(study, STUDY_ATTR, _redacted_document(spec))
+        _upload_documents(study, _redacted_document(spec), stored)
         _record_ladder(study, spec)
         if enqueue_missing_anchors:
             enqueue_anchors(study, spec)
     name_metrics(study)
     return study, url, created
+
+
+def joining_seed(seed: int, trials: int, worker: str | None) -> int:
+    """The sampler seed of a process that joins a study which exists: from the study's seed,
+    its number of trials and, for ``relkd study worker``, the worker (host and process), so
+    that two workers joining at once, or a resumed run and the run it resumes, do not draw the
+    same parameters (a seeded sampler replays its sequence). ``relkd study run`` resumes
+    deterministically from the study's state (``worker`` None). Not for the grid sampler: its
+    seed shuffles the order of its cells, which every process must share (a cell's number must
+    name the same parameters everywhere)."""
+    text = f"{seed}/{trials}" + ("" if worker is None else f"/{worker}")
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
 def name_metrics(study: optuna.Study) -> None:
@@ -114,10 +146,17 @@ def _wait_for_setting(study: optuna.Study, seconds: float = 30.0) -> dict[str, A
     waits for the creator to store it (after the anchors: slow on a distant database)."""
     deadline = time.monotonic() + seconds
     while True:
-        stored = study.user_attrs.get(SETTING_ATTR)
+        stored = study_document(study, SETTING_ATTR)
         if stored is not None or time.monotonic() > deadline:
             return stored
         time.sleep(0.2)
+
+
+def _upload_documents(study: optuna.Study, document: dict[str, Any], setting: dict[str, Any]) -> None:
+    """The study file and the setting as artifacts (``study.yaml``, ``setting.json``), where
+    optuna-dashboard shows them whole; nothing where the study has no artifact store."""
+    upload_study_text(study, DOCUMENT_FILES[STUDY_ATTR], yaml_dump(document))
+    upload_study_text(study, DOCUMENT_FILES[SETTING_ATTR], json.dumps(setting, indent=2) + "\n")
 
 
 def _redacted_document(spec: StudySpec) -> dict[str, Any]:

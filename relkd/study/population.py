@@ -47,7 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..engine import free_device_memory, run_population
 from ..results.record import is_counted, set_trial_attrs
-from .trial import Draw, TrialRunner, frozen, put_back
+from .trial import Draw, Preempted, TrialRunner, put_back_stopped
 
 __all__ = ["optimize_population"]
 
@@ -105,16 +105,13 @@ class _Batch:
         if self.callback is not None:
             self.callback(self.study, told)
 
-    def abandon(self, why: str) -> None:
-        """Something stopped the population (Ctrl-C, a storage error): every trial not told
-        yet is failed, an enqueued one enqueued again first, as a single interrupted trial is;
+    def abandon(self, why: str, *, draws: bool = False) -> None:
+        """Something stopped the population (Ctrl-C, SIGTERM, a storage error): every trial not
+        told yet is failed, an enqueued one (with ``draws``, SIGTERM's, a drawn one too) put back
+        first, as a single interrupted trial is (:func:`relkd.study.trial.put_back_stopped`);
         none is left running with a live heartbeat."""
         for trial in list(self.asked.values()):
-            try:
-                if put_back(self.study, frozen(trial)):
-                    log.info("trial %d was %s; enqueued it again for the next worker", trial.number, why)
-            except Exception as err:  # noqa: BLE001 - what stopped the population matters more than the queue
-                log.warning("trial %d was %s and could not be enqueued again: %s", trial.number, why, err)
+            put_back_stopped(trial, why, draws=draws)
             try:
                 self.tell(trial, state=TrialState.FAIL, why=why)
             except Exception as err:  # noqa: BLE001 - leave it to the heartbeat, but stop beating
@@ -145,8 +142,9 @@ def optimize_population(study: optuna.Study, objective: TrialRunner, size: int, 
                 for seed in dict.fromkeys(d.seed for d in batch.draws):
                     _train(batch, objective, [d for d in batch.draws if d.seed == seed])
             except BaseException as err:
-                batch.abandon("interrupted" if isinstance(err, KeyboardInterrupt) else
-                              f"stopped by {type(err).__name__}: {err}")
+                batch.abandon("preempted" if isinstance(err, Preempted) else
+                              "interrupted" if isinstance(err, KeyboardInterrupt) else
+                              f"stopped by {type(err).__name__}: {err}", draws=isinstance(err, Preempted))
                 raise
 
 

@@ -38,6 +38,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..engine import RunResult, TeacherResult, get_teacher, run_trial
+from ..engine.tracking import Tracker
 from ..objective import build_objective
 from ..setting import Setting
 from ..results.record import WORKER, TrialRecord, set_trial_attrs, trial_attrs, versions
@@ -213,7 +214,7 @@ class RunQueue:
     def run(self, runs: Sequence[Run], setting: Setting, *, eval_test: bool = True, progress: bool = False,
             catch: tuple[type[Exception], ...] = (), train: Callable[..., RunResult] | None = None,
             on_start: Callable[[Run], None] | None = None, patience: float | None = None,
-            poll: float = 2.0) -> dict[str, FrozenTrial]:
+            poll: float = 2.0, tracker: Tracker | None = None) -> dict[str, FrozenTrial]:
         """Enqueue the missing ``runs``, train waiting runs (of any process) one at a time,
         then wait while other processes train the runs still missing; return the completed
         trial of each run (a run that did not finish is absent).
@@ -223,14 +224,15 @@ class RunQueue:
         is called before each run trains. Errors of ``catch`` fail their run and the queue
         goes on; others (and Ctrl-C, after the run is put back) stop it. The wait lasts at
         most ``patience`` seconds (default: three times the longest finished run, at
-        least :data:`DEFAULT_PATIENCE`) after the last run this process trained."""
+        least :data:`DEFAULT_PATIENCE`) after the last run this process trained. ``tracker``:
+        where each run this process trains is logged (:mod:`relkd.engine.tracking`)."""
         train = train or run_trial
         self.add(runs)
         wanted = {r.id for r in runs}
 
         def objective(trial: optuna.Trial) -> float:
             return self._train(trial, setting, eval_test=eval_test, progress=progress, train=train,
-                               on_start=on_start, catch=catch)
+                               on_start=on_start, catch=catch, tracker=tracker)
 
         deadline: float | None = None
         while True:
@@ -277,7 +279,7 @@ class RunQueue:
 
     def _train(self, trial: optuna.Trial, setting: Setting, *, eval_test: bool, progress: bool,
                train: Callable[..., RunResult], on_start: Callable[[Run], None] | None,
-               catch: tuple[type[Exception], ...]) -> float:
+               catch: tuple[type[Exception], ...], tracker: Tracker | None = None) -> float:
         mine = next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
         run = self.run_of(mine)
         reason = self._skip_reason(trial, run)
@@ -312,4 +314,8 @@ class RunQueue:
                 log.warning("run %s failed: %s: %s", run.id, type(err).__name__, err)
             raise
         set_trial_attrs(trial, **result.trial_attrs())
+        if tracker is not None:
+            tracker.log_run(run.id, params={"objective": dict(run.config), "seed": run.seed, "run": run.record()},
+                            curves=result.curves,
+                            summary={"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy})
         return float(result.val_accuracy)

@@ -8,6 +8,9 @@
     optuna:
       study_name: null           # default: the setting's name
       storage: null              # default: sqlite:///runs/<study>/optuna.db
+      artifacts: null            # where best.yaml, plots and the report are kept for optuna-dashboard
+                                 # (relkd.study.artifacts): a folder, s3://BUCKET or none; default: the
+                                 # folder artifacts beside an SQLite or journal file, none on a server
       sampler: tpe               # tpe | random | gp | grid | bruteforce | nsga2 (two objectives), or {name: tpe, ...}
       pruner: median             # median | hyperband | successive_halving | none, or {name: ..., ...};
                                  # steps are epochs trained; median prunes from half the budget on
@@ -51,6 +54,7 @@ from ..presets import PRESETS
 from ..setting import Setting, require_device_here, setting_or_errors
 from .ladder import Ladder, validate_ladder
 from .refine import Refinement, validate_refine
+from .artifacts import artifacts_location, artifacts_problem
 from .seeds import Rerun, validate_rerun
 from .sizes import SizeSearch, validate_sizes
 from .space import SearchSpace, validate_search
@@ -82,8 +86,9 @@ PRUNERS: dict[str, type] = {
 }
 MEDIAN_DEFAULTS = {"n_startup_trials": 5}
 
-_OPTUNA_FIELDS = ("study_name", "storage", "sampler", "pruner", "seed", "n_trials", "timeout", "anchors",
-                  "heartbeat_interval", "ladder", "refine", "rerun", "tune_anchors", "population", "objectives")
+_OPTUNA_FIELDS = ("study_name", "storage", "artifacts", "sampler", "pruner", "seed", "n_trials", "timeout",
+                  "anchors", "heartbeat_interval", "ladder", "refine", "rerun", "tune_anchors", "population",
+                  "objectives")
 #: The largest population a study may ask for.
 MAX_POPULATION = 256
 
@@ -109,6 +114,7 @@ class StudySpec:
     tune_anchors: AnchorTuning | None = None  # the known methods' hyperparameters tuned (relkd.study.tuned_anchors)
     population: int | str = "auto"  # trials a worker trains together, or "auto" (measured per device)
     size: SizeSearch | None = None  # accuracy against size: a multi-objective study (relkd.study.sizes)
+    artifacts: str | None = None  # the artifact store: a folder, s3://BUCKET or none; None: the default
     source: str | None = None
     document: dict[str, Any] = field(default_factory=dict)  # the canonical study file
 
@@ -124,11 +130,23 @@ class StudySpec:
         document["optuna"]["study_name"] = study_name
         return dataclasses.replace(self, study_name=study_name, document=document)
 
-    def make_sampler(self) -> optuna.samplers.BaseSampler:
+    def with_artifacts(self, location: str, field: str = "--artifacts") -> StudySpec:
+        """The same study with its artifacts kept at ``location`` (``--artifacts``:
+        :mod:`relkd.study.artifacts`); a wrong location is a ``ValueError`` naming ``field``."""
+        location = artifacts_location(location, field)
+        document = copy.deepcopy(self.document)
+        document["optuna"]["artifacts"] = location
+        return dataclasses.replace(self, artifacts=location, document=document)
+
+    def make_sampler(self, seed: int | None = None) -> optuna.samplers.BaseSampler:
+        """The study file's sampler, seeded with its seed, or with ``seed`` when given (a
+        process joining a study that exists: :func:`relkd.study.opening.joining_seed`)."""
         name, params = self.sampler
         kwargs = dict(TPE_DEFAULTS) if name == "tpe" else {}
         kwargs.update(params)
         kwargs.setdefault("seed", self.seed)
+        if seed is not None:
+            kwargs["seed"] = seed
         if name == "grid":
             kwargs["search_space"] = self.space.grid()
         with warnings.catch_warnings():  # TPE's multivariate/group options are marked experimental
@@ -248,6 +266,10 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
         storage = opt.get("storage")
         if storage is not None and (not isinstance(storage, str) or not storage):
             c.error("optuna.storage", f"expected a storage URL such as sqlite:///runs/x.db, got {storage!r}")
+        artifacts = opt.get("artifacts")
+        if artifacts is not None and artifacts_problem(artifacts) is not None:
+            c.error("optuna.artifacts", artifacts_problem(artifacts))
+            artifacts = None
         sampler = _component(c, opt.get("sampler", "tpe"), "optuna.sampler", SAMPLERS, {"tpe": TPE_DEFAULTS})
         pruner = _component(c, opt.get("pruner", "median"), "optuna.pruner", PRUNERS, {"median": MEDIAN_DEFAULTS})
         seed = c.integer(opt["seed"], "optuna.seed") if opt.get("seed") is not None else \
@@ -285,7 +307,9 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
         size = validate_sizes(c, ratio, opt, setting)
         if size is not None:
             pruner = ("none", {})
-        spec_kwargs = dict(size=size, study_name=name, storage=storage, sampler=sampler, pruner=pruner, seed=seed,
+        spec_kwargs = dict(size=size, study_name=name, storage=storage,
+                           artifacts=None if artifacts is None else artifacts_location(artifacts),
+                           sampler=sampler, pruner=pruner, seed=seed,
                            n_trials=n_trials, timeout=timeout, anchors=tuple(dict.fromkeys(anchors)),
                            heartbeat_interval=heartbeat, ladder=ladder, refine=refine, rerun=rerun,
                            tune_anchors=tune_anchors, population=population)
@@ -317,6 +341,8 @@ def validate_study(document: Any, source: str | os.PathLike | None = None, *, ch
             canonical["optuna"][key] = spec_kwargs[key].describe()
     if spec_kwargs["population"] != "auto":
         canonical["optuna"]["population"] = spec_kwargs["population"]
+    if spec_kwargs["artifacts"] is not None:  # written only when set: older documents stay the same
+        canonical["optuna"]["artifacts"] = spec_kwargs["artifacts"]
     if spec_kwargs["size"] is not None:
         canonical["optuna"]["objectives"] = spec_kwargs["size"].objectives
     if spec_kwargs["ladder"] is not None:  # the ladder is the pruner

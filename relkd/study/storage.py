@@ -25,7 +25,7 @@ import optuna
 from ..files import not_a_file
 
 __all__ = ["runs_root", "run_dir", "resolve_storage", "open_storage", "redact", "is_rdb", "is_lost_race",
-           "RACE_ERRORS", "tool_storage"]
+           "RACE_ERRORS", "tool_storage", "storage_file"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,12 @@ def _local_file(url: str) -> Path | None:
         if database and database != ":memory:" and not database.startswith("file:"):
             return Path(database.split("?", 1)[0])
     return None
+
+
+def storage_file(url: str) -> Path | None:
+    """The file a journal or SQLite storage lives in; ``None`` for a database server (PostgreSQL,
+    MySQL) or SQLite in memory."""
+    return _local_file(url)
 
 
 def open_storage(url: str, *, heartbeat_interval: int = 60, create: bool = True) -> optuna.storages.BaseStorage:

@@ -17,11 +17,12 @@ ranking); searched trials may be stopped by the pruner or the fidelity ladder.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 import optuna
 import torch
@@ -31,20 +32,55 @@ from ..adapt import resolve_student, with_ratio
 from ..engine import (NonFiniteLossError, RunResult, TeacherResult, free_device_memory, get_teacher, load_data,
                       run_trial)
 from ..engine.memory import memory_problems
+from ..engine.tracking import Tracker
 from ..fields import ConfigError
 from ..objective import Objective, build_objective
 from ..setting import Setting, resolve_device
-from ..results.record import WORKER, TrialRecord, is_counted, set_trial_attrs, trial_attrs, versions
+from ..results.record import (WORKER, TrialRecord, copied_from, is_copy, is_counted, replays, set_trial_attrs,
+                              trial_attrs, versions)
 from ..results.ranking import compositions
+from .artifacts import upload_trial_text
 from .spec import StudySpec
 from .tuned_anchors import searched_index
 
-__all__ = ["TrialRunner", "Draw", "put_back", "frozen", "MAX_INVALID_IN_A_ROW"]
+__all__ = ["TrialRunner", "Draw", "Preempted", "preempt_on_sigterm", "put_back", "put_back_stopped", "frozen",
+           "MAX_INVALID_IN_A_ROW"]
 
 log = logging.getLogger(__name__)
 
 # After this many invalid draws in a row the space is hopeless: stop and say so.
 MAX_INVALID_IN_A_ROW = 200
+#: The user attributes that define what a trial trains; a trial put back carries them to its copy.
+RUN_FIELDS = ("anchor", "anchor_in_space", "rerun", "tuned_anchor", "refined_from", "config", "seed", "student")
+
+
+class Preempted(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, ``kill``; ``relkd study run|worker|confirm`` raise it):
+    it stops the process as Ctrl-C does, and the running trial is put back with the same
+    parameters, also a draw of the sampler, so that another worker (or the next run) trains it
+    (:func:`put_back_stopped`). Ctrl-C puts back only enqueued trials (anchors, re-runs, retries)."""
+
+
+def preempt_on_sigterm() -> Any:
+    """Make SIGTERM (what schedulers send to preempt a job, and ``kill``) end a study like Ctrl-C,
+    raising :class:`Preempted`: the running trial is put back with the same parameters for
+    another worker (or the next run) and marked failed and ``skipped``; a run queue's running
+    run (confirm, compare, ablate) goes back to its queue. Finished trials stay, and running the
+    study again resumes it. A second SIGTERM while the first one is being handled is ignored, so
+    the put-back is not cut short (SIGKILL still stops the process at once). Call it in the main
+    thread; returns the handler it replaces (tests put it back)."""
+    import signal
+
+    received: list[int] = []
+
+    def preempt(signum: int, frame: Any) -> None:
+        if received:
+            log.warning("signal %d again: already stopping (the running trial is being put back)", signum)
+            return
+        received.append(signum)
+        raise Preempted(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, preempt)
 
 
 @dataclass
@@ -81,16 +117,14 @@ class TrialRunner:
     invalid_in_a_row: int = 0
     stop_reason: str = ""  # set when a trial stops the study
     reruns_only: bool = False  # the re-run phase: a trial the sampler draws afresh is put back untrained
+    tracker: Tracker | None = None  # where each trained trial's parameters and curves are logged (--log-to)
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             return self._train(trial)
-        except KeyboardInterrupt:  # Optuna marks the trial failed; an anchor or a retry must not be lost
-            try:
-                if put_back(trial.study, frozen(trial)):
-                    log.info("trial %d was interrupted; enqueued it again for the next worker", trial.number)
-            except Exception as err:  # noqa: BLE001 - the interrupt matters more than the queue
-                log.warning("trial %d was interrupted and could not be enqueued again: %s", trial.number, err)
+        except KeyboardInterrupt as err:  # Optuna marks the trial failed; an anchor or a retry must not be lost
+            put_back_stopped(trial, "preempted" if isinstance(err, Preempted) else "interrupted",
+                             draws=isinstance(err, Preempted))
             raise
 
     def _train(self, trial: optuna.Trial) -> float:
@@ -122,6 +156,9 @@ class TrialRunner:
             put_back(trial.study, frozen(trial))
             trial.study.stop()
             raise optuna.TrialPruned("not trained: the search has ended")
+        system = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+        if is_copy(system):
+            self._check_copy_is_new(trial, system)
         if not rerun:
             self._check_room(trial, batch)
         anchor = record.anchor
@@ -137,7 +174,9 @@ class TrialRunner:
             if record.anchor_in_space:
                 self.spec.space.sample(trial)  # replays the enqueued parameters
         else:
-            config, problems = self._draw(trial)
+            # a copy of a trial that stopped while training (put back, or Optuna's retry) trains the same
+            # composition in the same role (tuned anchor, refinement), not a draw of its own
+            config, problems = (record.config, []) if replays(record, system) else self._draw(trial)
             if not problems:  # built once: the memory check and the run use the same objective
                 built = build_objective(config)
                 problems = self._memory_problems(built)
@@ -210,6 +249,7 @@ class TrialRunner:
         non-finite) raises :class:`optuna.TrialPruned` with the reason."""
         trial = draw.trial
         set_trial_attrs(trial, **result.trial_attrs())
+        self.track(draw, result)
         if result.error:  # a population member's non-finite loss
             reason = f"non-finite loss: {result.error}"
             set_trial_attrs(trial, pruned_reason=reason)
@@ -221,6 +261,21 @@ class TrialRunner:
             raise optuna.TrialPruned(reason)
         return float(result.val_accuracy)
 
+    def track(self, draw: Draw, result: RunResult) -> None:
+        """Keep the trained trial's curves (pruned ones too) as its artifact ``curves.json``
+        (where the study has a store; optuna-dashboard shows it on the trial) and log the trial
+        to the tracker, if any: the objective config, seed and the sampler's parameters, its
+        curves, and its last accuracy."""
+        trial = draw.trial
+        if result.curves:
+            upload_trial_text(trial.study, trial, "curves.json", json.dumps(result.curves, indent=1))
+        if self.tracker is None:
+            return
+        params = {"objective": draw.objective.to_config(), "seed": draw.seed, "trial": trial.number,
+                  "params": dict(trial.params)} | ({"anchor": draw.anchor} if draw.anchor else {})
+        self.tracker.log_run(f"trial-{trial.number}", params=params, curves=result.curves,
+                             summary={"val_accuracy": result.val_accuracy})
+
     @staticmethod
     def _check_rerun_is_new(trial: optuna.Trial, rerun: dict) -> None:
         """Two workers may enqueue the same re-run at once: the later trial is skipped."""
@@ -229,6 +284,24 @@ class TrialRunner:
                     t.state == TrialState.COMPLETE or t.number < trial.number):
                 set_trial_attrs(trial, skipped=f"re-run {rerun} is {t.state.name.lower()} in trial {t.number}")
                 raise optuna.TrialPruned("not trained: the same re-run is in another trial")
+
+    @staticmethod
+    def _check_copy_is_new(trial: optuna.Trial, system: dict) -> None:
+        """A trial that stopped is trained again once: a second copy of it (put back, and retried
+        by Optuna's heartbeat too when the worker could not mark it failed) is skipped while
+        another one has trained it or is training it (an earlier trial)."""
+        of = copied_from(system)
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                TrialState.RUNNING)):
+            if t.number == trial.number or copied_from(t.system_attrs) != of:
+                continue
+            record = TrialRecord.of(t)
+            untrained = record.skipped is not None or record.invalid_combination is not None
+            if (t.state == TrialState.RUNNING and t.number < trial.number) or (
+                    t.state != TrialState.RUNNING and not untrained):
+                set_trial_attrs(trial, skipped=f"trial {of} is trained again in trial {t.number} "
+                                               f"({t.state.name.lower()})")
+                raise optuna.TrialPruned(f"not trained: trial {of} is trained again in another trial")
 
     def _memory_problems(self, objective: Objective) -> list[str]:
         """The draw's terms that the device could not hold (:mod:`relkd.engine.memory`)."""
@@ -305,20 +378,52 @@ def frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
     return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
 
 
-def put_back(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-    """Enqueue again a trial that was handed to this worker (an anchor or other enqueued
-    trial, or Optuna's retry of a dead worker's trial) and that this worker will not finish:
-    same parameters, anchor attributes and retry history. Returns whether it was one."""
+def put_back(study: optuna.Study, trial: optuna.trial.FrozenTrial, *, interrupted: bool = False,
+             draws: bool = False) -> int | None:
+    """Enqueue again a trial that this worker will not finish: an enqueued trial (an anchor, a
+    re-run) or a copy (Optuna's retry of a dead worker's trial, an earlier put-back), and with
+    ``draws`` also a draw of the sampler once it has drawn its composition. The copy has the
+    same parameters (so the sampler sees the same point; a grid cell stays taken), the user
+    attributes that define the run (:data:`RUN_FIELDS`) and the system attributes.
+    ``interrupted``: the trial stopped while training and fails; the copy then records it as
+    Optuna's retries do (``failed_trial``, ``retry_history``), so that it replays the trial
+    (:func:`replays`) and is trained once (:meth:`TrialRunner._check_copy_is_new`). Returns the
+    copy's number, ``None`` for a draw that is not put back (the next trial draws again)."""
     system = trial.system_attrs
-    if "fixed_params" not in system and "failed_trial" not in system:
-        return False  # the sampler's own draw: the next trial draws again
     record = TrialRecord.of(trial)
-    kept = {"anchor": record.anchor, "anchor_in_space": record.anchor_in_space, "rerun": record.rerun}
-    study.add_trial(optuna.create_trial(
+    enqueued = "fixed_params" in system or is_copy(system)
+    if not enqueued and not (draws and record.config is not None):
+        return None  # the sampler's own draw (or one that has not drawn yet): the next trial draws again
+    if interrupted:
+        history = [*system.get("retry_history", []), trial.number]
+        system = {**system, "failed_trial": system.get("failed_trial", trial.number), "retry_history": history}
+    kept = {name: getattr(record, name) for name in RUN_FIELDS}
+    copy = optuna.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
         user_attrs=trial_attrs(**{k: v for k, v in kept.items() if v is not None}),
-        system_attrs={k: v for k, v in system.items() if k in ("fixed_params", "failed_trial", "retry_history")}))
-    return True
+        system_attrs={k: v for k, v in system.items() if k != "fail_reason"})
+    storage = study._storage
+    return storage.get_trial_number_from_id(storage.create_new_trial(study._study_id, template_trial=copy))
+
+
+def put_back_stopped(trial: optuna.Trial, why: str, *, draws: bool = False) -> int | None:
+    """A running trial that stopped while training (``why``: interrupted, preempted, or the
+    error that stopped its population): put it back (:func:`put_back`, ``interrupted``; a draw
+    of the sampler too with ``draws``, as SIGTERM does: :class:`Preempted`), and mark it
+    ``skipped`` with the copy's number before it is failed, so that it is counted once (as
+    skipped, not failed) and its copy trains it. Errors of the storage are logged, not raised:
+    what stopped the trial matters more. Returns the copy's number, or ``None``."""
+    try:
+        number = put_back(trial.study, frozen(trial), interrupted=True, draws=draws)
+        if number is None:
+            return None
+        set_trial_attrs(trial, skipped=f"{why} while training: put back as trial {number} with the same "
+                                       f"parameters")
+    except Exception as err:  # noqa: BLE001 - what stopped the trial matters more than the queue
+        log.warning("trial %d was %s and could not be enqueued again: %s", trial.number, why, err)
+        return None
+    log.info("trial %d was %s; enqueued it again as trial %d for the next worker", trial.number, why, number)
+    return number
 
 
 def __getattr__(name: str):

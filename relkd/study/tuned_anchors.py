@@ -30,7 +30,7 @@ import optuna
 
 from ..config import validate_config
 from ..fields import FieldChecker, join_path
-from ..results.record import TrialRecord
+from ..results.record import TrialRecord, replays
 from .refine import scale_kd_and_ce, scale_term
 
 __all__ = ["AnchorTuning", "validate_tune_anchors", "TUNE_ANCHORS_FIELDS", "searched_index"]
@@ -79,9 +79,11 @@ class AnchorTuning:
 
 def searched_index(study: optuna.Study, number: int) -> int:
     """The place of trial ``number`` among the study's searched trials: how many trials before
-    it are neither anchors nor re-runs (the same in every process)."""
+    it are neither anchors nor re-runs (the same in every process). A copy that trains a
+    stopped trial again in its role (:func:`relkd.results.record.replays`) takes no place: it
+    stands in the place of the trial it copies."""
     return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number
-               and (r := TrialRecord.of(t)).anchor is None and r.rerun is None)
+               and (r := TrialRecord.of(t)).anchor is None and r.rerun is None and not replays(r, t.system_attrs))
 
 
 def validate_tune_anchors(c: FieldChecker, value: Any, path: str) -> AnchorTuning | None:

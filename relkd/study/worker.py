@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from ..engine import TeacherResult, get_teacher
 from ..engine.calibrate import best_population
+from ..engine.tracking import open_tracker
 from ..objective import build_objective
 from ..presets import preset
 from ..adapt import resolve_student
@@ -29,7 +30,7 @@ from .opening import open_study
 from .population import optimize_population
 from ..tuning import Tuning, headroom_line, resolve_recipe
 from ..results.record import (N_TRIALS_ATTR, RECIPE_ATTR, WORKER, TrialRecord, counted_trials, is_counted,
-                             trial_attrs, trial_counts)
+                              set_study_document, study_document, trial_attrs, trial_counts)
 from .seeds import enqueue_reruns
 from ..results.ranking import record_best, search_verdict
 from .spec import LABELLED_SINGLE_RUNS, StudySpec, population_or_error
@@ -105,6 +106,7 @@ def run_study(
     enqueue_missing_anchors: bool = True,
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
     population: int | str | None = None,
+    log_to: str | None = None,
 ) -> StudyRun:
     """Create or resume ``spec``'s study and run trials until the study has ``n_trials``
     counted trials (flag, else the study file), ``timeout`` seconds pass (counted from the
@@ -118,7 +120,10 @@ def run_study(
     ``population`` (flag, else ``$RELKD_POPULATION``, else the study file's
     ``optuna.population``): how many trials this process trains together
     (:mod:`relkd.study.population`); ``"auto"`` measures the best size for this device once
-    (:func:`relkd.engine.calibrate.best_population`). Re-runs train one at a time."""
+    (:func:`relkd.engine.calibrate.best_population`). Re-runs train one at a time.
+    ``log_to``: log each trial's parameters and per-epoch curves to a tracker
+    (:mod:`relkd.engine.tracking`: ``tensorboard:DIR`` or ``mlflow:URI``)."""
+    tracker = open_tracker(log_to, spec.study_name)  # a missing tracker package stops here, before anything trains
     n_trials = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     # resolved before anything trains, so a population the study cannot train stops here
@@ -139,7 +144,8 @@ def run_study(
     if n_trials is not None and done_before >= n_trials:
         result.stopped_because = f"the study already has {done_before} of {n_trials} trials"
         if spec.rerun is not None:  # the re-runs an earlier run did not finish
-            result.reruns = _rerun_phase(study, spec, TrialRunner(spec, n_trials, setting))  # teacher: lazily
+            result.reruns = _rerun_phase(study, spec, TrialRunner(spec, n_trials, setting,
+                                                                        tracker=tracker))  # teacher: lazily
         result.counts = trial_counts(study)
         result.verdict = search_verdict(study)
         record_best(study)
@@ -150,8 +156,9 @@ def run_study(
     heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)()  # None: journal files
     # the same timeout as the optimize loop's, counted from ``start``, as a wall-clock time
     deadline = float("inf") if timeout is None else time.time() + timeout - (time.perf_counter() - start)
+    # the teacher: trained or loaded above, within the timeout
     objective = TrialRunner(spec, n_trials, setting, teacher=teacher, heartbeat=float(heartbeat or 0),
-                               deadline=deadline)  # the teacher: trained or loaded above, within the timeout
+                            deadline=deadline, tracker=tracker)
     size = _population_size(setting, asked)
     result.population = size
     remaining = None if timeout is None else max(timeout - (time.perf_counter() - start), 0.0)
@@ -232,8 +239,8 @@ def retire_waiting(study: optuna.Study, why: str) -> int:
         return 0
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     storage = study._storage
-    attrs = trial_attrs(skipped=f"not trained: the study stopped ({why}) before it; relkd study run enqueues it "
-                                f"again")
+    attrs = trial_attrs(skipped=f"not trained: the study stopped ({why}) before it; the next relkd study run "
+                                f"enqueues the anchors and re-runs again (a put-back draw is drawn anew)")
     for t in waiting:
         for key, value in attrs.items():
             storage.set_trial_user_attr(t._trial_id, key, value)
@@ -248,11 +255,11 @@ def _tuned_setting(study: optuna.Study, setting: Setting, teacher: TeacherResult
     """``setting`` at the study's tuned learning rate, with its tuning: the one the study
     records (every worker trains at the same rate), else tuned here (or read from the cache)
     and recorded. Unchanged without a ``tune`` section."""
-    recorded = study.user_attrs.get(RECIPE_ATTR)
+    recorded = study_document(study, RECIPE_ATTR)
     setting, tuning = resolve_recipe(setting, teacher=teacher, progress=progress, recorded=recorded)
     if tuning is not None:
         if recorded is None:
-            study.set_user_attr(RECIPE_ATTR, tuning.record())
+            set_study_document(study, RECIPE_ATTR, tuning.record())
         log.info("study %s: %s", study.study_name, headroom_line(tuning))
     return setting, tuning
 

@@ -14,7 +14,7 @@ from relkd.study.queue import Run, RunQueue
 from relkd.presets import preset
 from tiny import TINY_SETTING
 
-#: What run_trial's metrics held, in this order, when they were a dict: metrics.json keeps it.
+#: What run_trial's metrics held, in this order, when they were a dict: metrics.json keeps it (and adds curves).
 RUN_TRIAL_KEYS = ["seed", "val_accuracy", "val_history", "epochs", "stopped_early", "part_means", "train_seconds",
                   "samples_per_second", "student_params", "student_macs", "wall_seconds"]
 
@@ -32,7 +32,7 @@ def test_a_run_returns_a_result_whose_dict_has_the_old_keys_in_the_old_order():
     result = run_trial(setting(), "none", eval_test=True, return_model=True)
     assert isinstance(result, RunResult) and isinstance(result.model, torch.nn.Module)
     keys = list(result.to_dict())
-    assert keys == RUN_TRIAL_KEYS[:8] + ["test_accuracy"] + RUN_TRIAL_KEYS[8:]
+    assert keys == RUN_TRIAL_KEYS[:8] + ["test_accuracy"] + RUN_TRIAL_KEYS[8:] + ["curves"]  # new keys go last
     assert json.loads(json.dumps(result.to_dict())) == result.to_dict()  # JSON-ready: no model, no tensors
     assert result.epochs == 1 and len(result.val_history) == 1 and result.val_history[-1] == result.val_accuracy
     assert result.size("params") == result.student_params > 0 and result.size("macs") == result.student_macs > 0

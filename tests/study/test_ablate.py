@@ -19,7 +19,7 @@ from relkd.setting import setting_record, validate_setting
 from relkd.study import load_relkd_study, run_study, validate_study
 from relkd.study.ablate import ablate_study, ablation_variants, format_ablation
 from relkd.study.export import study_tuning
-from relkd.results.record import ABLATION_ATTR, RECIPE_ATTR, RUN_ATTR, SETTING_ATTR
+from relkd.results.record import ABLATION_ATTR, RECIPE_ATTR, RUN_ATTR, SETTING_ATTR, study_document
 from relkd.results.ranking import compositions
 from relkd.tuning import Tuning
 from relkd.engine.result import RunResult
@@ -206,7 +206,7 @@ def test_variants_are_paired_by_seed_stored_and_resumed(isolated, monkeypatch):
     assert markdown == format_ablation(table)
     assert "| variant | change | val % | contribution | 95% CI | p |" in markdown and f"| {UNNAMED} |" in markdown
     assert "- Dropping sp " in markdown
-    stored_attr = load_relkd_study("made", url)[0].user_attrs[ABLATION_ATTR]
+    stored_attr = study_document(load_relkd_study("made", url)[0], ABLATION_ATTR)
     assert [r["variant"] for r in stored_attr["rows"]] == names
     assert stored_attr["rows"] == [{k: v for k, v in r.items() if k != "objective_config"} for r in table["rows"]]
 

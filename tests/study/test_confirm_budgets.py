@@ -22,7 +22,7 @@ from relkd.study import confirm_budgets as budgets_module
 from relkd.study import queue as queue_module
 from relkd.study.confirm import Candidate, confirm_study
 from relkd.study.confirm_budgets import check_budgets, confirm_budgets, format_budgets, parse_budgets
-from relkd.results.record import CONFIRM_ATTR, RUN_ATTR, SETTING_ATTR, TUNED_ATTR
+from relkd.results.record import CONFIRM_ATTR, RUN_ATTR, SETTING_ATTR, TUNED_ATTR, study_document
 from relkd.results.ranking import search_verdict
 from relkd.engine.result import RunResult
 from tiny import TINY_SETTING, interrupt_on_call
@@ -122,7 +122,7 @@ def test_several_budgets_retrain_the_verdicts_winner_and_best_known_with_none_an
     assert text == format_budgets(table) and text.count("| 2 | ") == 5  # four rows and a margin line
     assert "| 1 | tuned kd (trial 3) | best known |" in text and "on the study's training subset" in text
     assert json.loads((tmp_path / "confirm_budgets.json").read_text())["by_budget"] == table["by_budget"]
-    record = study.user_attrs[CONFIRM_ATTR]
+    record = study_document(study, CONFIRM_ATTR)
     assert record["budgets"]["by_budget"] == table["by_budget"] and "objective_config" not in json.dumps(record)
     # no single-budget confirm yet: the fields older readers use show the longest budget
     assert record["epochs"] == 2 and record["rows_from"] == "budgets" and len(record["rows"]) == 4
@@ -158,13 +158,13 @@ def test_full_train_uses_the_whole_training_set_and_never_reuses_subset_runs(fak
     assert table["study_data"]["train_subset"] == SUBSET
     assert "on the full training set (the study trained on train_subset 96)" in format_budgets(table)
     assert (tmp_path / "confirm_budgets_full_train.md").exists() and (tmp_path / "confirm_budgets.md").exists()
-    record = study.user_attrs[CONFIRM_ATTR]
+    record = study_document(study, CONFIRM_ATTR)
     assert record["budgets"]["epochs"] == [1, 2] and record["budgets_full_train"]["epochs"] == [2]
     # a single-budget confirm at 2 epochs on the subset reuses the budgets' runs of the same compositions
     fake.calls.clear()
     single = confirm_study(study, top_k=1, seeds=[0, 1], epochs=2, out_dir=tmp_path)
     assert sorted(fake.calls) == sorted((key(SETTING.preset("sp")), 2, s, SUBSET) for s in (0, 1))  # only sp is new
-    record = study.user_attrs[CONFIRM_ATTR]
+    record = study_document(study, CONFIRM_ATTR)
     assert record["rows"] == [{k: v for k, v in r.items() if k != "objective_config"} for r in single["rows"]]
     assert "rows_from" not in record and set(record) >= {"budgets", "budgets_full_train"}  # kept
 
@@ -233,7 +233,7 @@ def test_cli_confirms_at_two_budgets_with_real_runs_and_resumes(tmp_path, capsys
     assert [b["runs"] for b in table["by_budget"]] == [3, 3] and all(b["wall_seconds"] > 0 for b in table["by_budget"])
     assert all(0 <= r["test_mean"] <= 1 for b in table["by_budget"] for r in b["rows"])
     study = optuna.load_study(study_name="made", storage=url)
-    assert study.user_attrs[CONFIRM_ATTR]["budgets"]["epochs"] == [1, 2]
+    assert study_document(study, CONFIRM_ATTR)["budgets"]["epochs"] == [1, 2]
     from relkd.analysis.report import render_report  # the report shows the budgets' table too
 
     assert "| epochs | winner − best known | 95% CI | p | winner − none |" in html.unescape(render_report(study, url))

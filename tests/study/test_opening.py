@@ -1,7 +1,10 @@
 """relkd.study.opening: a study created with its anchors and setting, or resumed only with the same setting."""
 import copy
 
+import optuna
 import pytest
+from optuna.distributions import FloatDistribution
+from optuna.samplers import RandomSampler
 
 from relkd.results.record import SETTING_ATTR, StudyMismatchError
 from relkd.study.opening import enqueue_anchors, open_study
@@ -38,3 +41,28 @@ def test_resuming_with_another_setting_names_what_differs(tmp_path):
         open_study(spec_of(other), url)
     with pytest.raises(StudyMismatchError, match="checkpoint sha256 None in the study, abc here"):
         open_study(spec_of(DOCUMENT), url, inits={"student.init": "abc"})
+
+
+def first_draw(study):
+    """The first value the study's sampler draws for a fresh parameter (the sampler's own sequence)."""
+    return study.sampler.sample_independent(study, study.ask(), "x", FloatDistribution(0.0, 1.0))
+
+
+def test_processes_that_join_a_study_do_not_replay_its_creators_draws(tmp_path, monkeypatch):
+    import relkd.study.opening as opening
+
+    doc = copy.deepcopy(DOCUMENT)
+    doc["optuna"]["sampler"] = {"name": "random"}
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    creator, _, created = open_study(spec_of(doc), url)
+    assert created and first_draw(creator) == first_draw(optuna.create_study(sampler=RandomSampler(seed=0)))
+    draws = {}
+    for worker in ("host-a:1", "host-b:1"):  # two workers joining at once: same trials, other processes
+        monkeypatch.setattr(opening, "WORKER", worker)
+        study, _, _ = open_study(spec_of(doc), url)
+        draws[worker] = first_draw(study)
+    assert len(set(draws.values())) == 2 and first_draw(creator) not in draws.values()
+    # relkd study run resumes deterministically from the study's state: the same state, the same draws
+    first, second = (open_study(spec_of(doc), url, enqueue_missing_anchors=True)[0] for _ in range(2))
+    assert first_draw(first) == first_draw(second)
+    assert first_draw(first) not in draws.values()

@@ -114,3 +114,28 @@ def test_a_study_stopped_before_its_anchors_leaves_nothing_waiting_and_resumes_t
     again = run_study(spec, storage=url, n_trials=3, progress=False)  # resumed: the anchors are enqueued again
     anchors = sorted(t.user_attrs["anchor"] for t in again.study.trials if t.state == TrialState.COMPLETE)
     assert anchors == ["kd", "none", "sp+kd"]
+
+
+def test_the_dashboard_line_says_how_to_install_it_where_it_is_missing(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    import yaml
+
+    from relkd.cli import main
+
+    doc = copy.deepcopy(TINY_SETTING)
+    doc.update(name="hint", search={"tap": ["pool"], "terms": {"low": 1, "high": 1}},
+               optuna={"sampler": {"name": "random"}, "anchors": ["none"], "n_trials": 1})
+    doc["budget"]["epochs"] = 1
+    path = tmp_path / "hint.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    storage = f"sqlite:///{tmp_path / 'h.db'}"
+    assert main(["study", "run", str(path), "--storage", storage, "--quiet"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("watch it"))
+    assert line.endswith(f"--artifact-dir {tmp_path / 'artifacts'}")  # installed here: no hint
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna_dashboard"
+                        else find_spec(name, *a))
+    assert main(["study", "run", str(path), "--storage", storage, "--quiet"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("watch it"))
+    assert line.endswith("(pip install 'relkd[dashboard]' first)")
