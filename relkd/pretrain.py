@@ -35,7 +35,7 @@ from .engine import init_file, load_data, run_trial, transfer_ident
 from .engine.resume import EpochCheckpoint, save_interval
 from .fields import ConfigError
 from .models import model_entry
-from .setting import ModelSpec, Setting, load_setting
+from .setting import ModelSpec, Setting, load_setting, resolve_device
 
 __all__ = ["PRETRAINED", "PretrainResult", "pretrain_key", "get_pretrained", "export_pretrained", "resolve_inits",
            "prepare_inits"]
@@ -137,12 +137,14 @@ def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = Fa
     data = load_data(setting)
     key = pretrain_key(setting, data)
     every = save_interval(checkpoint_every)  # a bad value stops here, before training
+    training_state = EpochCheckpoint(PRETRAINED.folder_of(key, setting.student.model) / "progress.pt", every,
+                               ident={"key": key, "device": resolve_device(setting.device).type,
+                                      "precision": setting.precision})
 
     def train() -> tuple[torch.nn.Module, dict[str, Any]]:
         log.info("pretraining %s on %s (%d epochs)", setting.student.model, data.name, setting.budget.epochs)
-        progress_file = PRETRAINED.folder_of(key, setting.student.model) / "progress.pt"
         run = run_trial(setting, "none", eval_test=True, return_model=True, progress=progress,
-                        checkpoint=EpochCheckpoint(progress_file, every, ident=key))
+                        checkpoint=training_state)
         return run.model, {
             "model": setting.student.model,
             "params": setting.student.params, "dataset": data.name, "classes": list(data.classes),
@@ -154,6 +156,7 @@ def get_pretrained(setting: Setting, *, progress: bool = False, force: bool = Fa
         }
 
     result = PRETRAINED.get(key, train, name=setting.student.model, force=force)
+    training_state.clear()  # the checkpoint is stored: an interrupted training's state is not needed any more
     if not result.built:
         log.debug("pretrained %s loaded from %s", setting.student.model, result.checkpoint)
     else:

@@ -77,7 +77,7 @@ def test_a_missing_tracker_package_is_one_line_naming_the_extra(monkeypatch):
 
 @pytest.mark.parametrize("bad", ["tensorboard", "tensorboard:", "wandb:x", "runs/tb"])
 def test_a_bad_log_to_names_the_flag_and_what_it_takes(bad):
-    with pytest.raises(ValueError, match=r"--log-to: .* tensorboard:DIR, mlflow:URI"):
+    with pytest.raises(ValueError, match=r"--log-to \(or RELKD_LOG_TO\): .* tensorboard:DIR, mlflow:URI"):
         parse_log_to(bad)
 
 

@@ -1,6 +1,6 @@
 """Per-epoch curves of a run: what :func:`relkd.engine.fit` and
 :func:`relkd.engine.run_population` record after each epoch of each student, kept in
-:attr:`relkd.engine.RunResult.curves` and logged by :mod:`relkd.tracking`.
+:attr:`relkd.engine.RunResult.curves` and logged by :mod:`relkd.engine.tracking`.
 
 One point per epoch (a plain JSON-ready dict)::
 
@@ -44,7 +44,8 @@ class Curve:
     """The per-epoch points of one student, from its loss-part sums (a
     :class:`relkd.engine.training.PartSums`): :meth:`start_epoch` before an epoch's first
     step, :meth:`end_epoch` after its last (and after its evaluation, if any). Reading the
-    sums once per epoch is the only host-device wait it adds."""
+    sums at the start and the end of each epoch is the only host-device wait it adds (none per
+    step)."""
 
     def __init__(self, sums: _Sums):
         self.sums = sums

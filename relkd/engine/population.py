@@ -385,12 +385,13 @@ def run_population(
         leaving = []
         for m, acc in zip(active, accuracies):
             m.history.append(acc)
-            m.curve.end_epoch(epoch, acc, seconds=seconds)
             log.info("%s member %d epoch %d/%d: val accuracy %.4f", desc, m.index, epoch + 1, budget.epochs, acc)
-            if (error := m.parts.sums_error(epoch)) is not None:
+            if (error := m.parts.sums_error(epoch)) is not None:  # no point of a non-finite epoch, as in fit
                 m.fail(error)
                 leaving.append(m)
-            elif report is not None and report(m.index, epoch, acc):
+                continue
+            m.curve.end_epoch(epoch, acc, seconds=seconds)
+            if report is not None and report(m.index, epoch, acc):
                 m.stopped_early = epoch + 1 < budget.epochs
                 m.stopped = "pruned" if m.stopped_early else None
                 leaving.append(m)

@@ -4,8 +4,10 @@ building, under that entry's lock, and a later process that builds the same entr
 key) goes on from the last saved epoch instead of from the start. On the CPU the resumed
 run's final weights equal an uninterrupted run's bit for bit: the batches of an epoch are
 drawn from (seed, epoch), and the state saved is everything else the loop carries (weights,
-optimizer, schedule, gradient scaler, the random generators, the loss sums, the accuracies
-and curves so far).
+optimizer, schedule, gradient scaler, the CPU's random generator, the loss sums, the
+accuracies and curves so far, the seconds trained). A saved state names its run
+(``ident``: the cache key, the device type and the precision), so a state saved on another
+kind of device is not resumed; the builder removes it once the entry is stored.
 
 ``N`` is :data:`DEFAULT_EVERY` (10 epochs), ``$RELKD_CHECKPOINT_EVERY`` or the
 ``--checkpoint-every`` flag of ``relkd teacher train`` / ``relkd pretrain``; 0 turns it off."""
@@ -31,7 +33,7 @@ FORMAT = 1
 def save_interval(every: int | None = None) -> int:
     """``every`` when given, else ``$RELKD_CHECKPOINT_EVERY``, else :data:`DEFAULT_EVERY`."""
     if every is not None:
-        value, source = every, "every"
+        value, source = every, "checkpoint_every"
     else:
         text = os.environ.get("RELKD_CHECKPOINT_EVERY", "").strip()
         if not text:
@@ -63,9 +65,7 @@ class EpochCheckpoint:
         """Save ``state`` (tensors, numbers, lists and dicts of them) after ``epochs_done``
         epochs, atomically; a failed write is a warning (the run goes on)."""
         payload = {"format": FORMAT, "ident": self.ident, "epochs_done": epochs_done, **state,
-                   "rng": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            payload["cuda_rng"] = torch.cuda.get_rng_state_all()
+                   "rng": torch.get_rng_state()}  # the CPU's generator (an accelerator's run is not bit-exact)
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,8 +92,6 @@ class EpochCheckpoint:
             log.warning("ignoring the training state %s: it is another run's; starting from epoch 1", self.path)
             return None
         torch.set_rng_state(state["rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
         log.info("resuming from %s after epoch %d", self.path, state["epochs_done"])
         return state
 

@@ -96,6 +96,8 @@ def get_teacher(setting: Setting, *, progress: bool = False, force: bool = False
     key = teacher_key(setting, data)
     model = build_model(setting.teacher, data, setting.seed, torch.device("cpu"))
     every = save_interval(checkpoint_every)  # a bad value stops here, before training
+    training_state = EpochCheckpoint(TEACHERS.folder_of(key, setting.teacher.model) / "progress.pt", every,
+                               ident={"key": key, "device": device.type, "precision": setting.precision})
 
     def train() -> tuple[TappedModel, dict[str, Any]]:
         model.to(device)
@@ -110,8 +112,7 @@ def get_teacher(setting: Setting, *, progress: bool = False, force: bool = False
                 augment=True if recipe.augment is None else recipe.augment,
                 eval_batch_size=setting.data.eval_batch_size, progress=progress,
                 desc=f"teacher {setting.teacher.model}", precision=setting.precision,
-                checkpoint=EpochCheckpoint(TEACHERS.folder_of(key, setting.teacher.model) / "progress.pt", every,
-                                           ident=key),
+                checkpoint=training_state,
             )
             test_acc = evaluate(model, data.eval_loader("test", setting.data.eval_batch_size, device),
                                 setting.precision)
@@ -124,6 +125,7 @@ def get_teacher(setting: Setting, *, progress: bool = False, force: bool = False
 
     result = TEACHERS.get(key, train, name=setting.teacher.model, force=force, model=model,
                           load=lambda state, meta: model.load_state_dict(state))
+    training_state.clear()  # the teacher is stored: an interrupted training's state is not needed any more
     if not result.built:
         log.info("teacher %s loaded from %s", setting.teacher.model, result.checkpoint)
     model.to(device).eval()

@@ -39,7 +39,7 @@ def parse_log_to(text: str) -> tuple[str, str]:
     ``mlflow:http://localhost:5000``."""
     kind, sep, target = text.partition(":")
     if not sep or kind not in TRACKERS or not target:
-        raise ValueError(f"--log-to: {text!r} is not one of tensorboard:DIR, mlflow:URI "
+        raise ValueError(f"--log-to (or RELKD_LOG_TO): {text!r} is not one of tensorboard:DIR, mlflow:URI "
                          f"(e.g. tensorboard:runs/tb, mlflow:http://localhost:5000)")
     return kind, target
 

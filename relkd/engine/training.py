@@ -333,7 +333,7 @@ def fit(
     the host. ``every_epoch=False``: validation accuracy after the last epoch only (runs that
     report nothing and need only their end point, such as a learning-rate tuning).
     ``checkpoint``: save the training state every few epochs and resume from a saved one
-    (:mod:`relkd.engine.resume`); the saved state is removed when the run ends."""
+    (:mod:`relkd.engine.resume`); the caller removes it once what it builds is stored."""
     steps = steps_per_epoch(data, batch_size)
     # CE alone learns nothing from unlabelled samples: it trains on the labelled ones only, for as many steps as an
     # epoch over every sample takes, so that its budget is the distillation runs' budget
@@ -366,12 +366,21 @@ def fit(
         optimizer_step(opt, sched, scaler, total)
 
     history: list[float] = []
-    first = 0
+    first, before = 0, 0.0  # the epoch to start at; seconds trained before a resume
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
         first, history = restore_fit(saved, model, objective.modules, opt, sched, scaler, record, curve)
+        before = float(saved.get("seconds", 0.0))
     stopped = False
-    start = time.perf_counter()
+    start = time.perf_counter() - before
+
+    def save(epochs_done: int) -> None:  # the state after ``epochs_done`` epochs, when one is due
+        if checkpoint is not None and checkpoint.due(epochs_done, recipe.epochs):
+            checkpoint.save(epochs_done, {
+                "model": model.state_dict(), "objective": objective.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "history": history,
+                "curves": curve.points, "sums": record.sums, "weighted": record.weighted, "steps": record.steps,
+                "samples": record.samples, "seconds": time.perf_counter() - start})
     epoch = first - 1
     bar = progress_bar(range(first, recipe.epochs), progress, desc)
     for epoch in bar:
@@ -388,6 +397,7 @@ def fit(
         seconds = time.perf_counter() - epoch_start
         if not every_epoch and epoch + 1 < recipe.epochs:
             curve.end_epoch(epoch, seconds=seconds)
+            save(epoch + 1)
             continue
         val_acc = evaluate(model, val_loader, precision)
         curve.end_epoch(epoch, val_acc, seconds=seconds)
@@ -398,14 +408,7 @@ def fit(
         if report is not None and report(epoch, val_acc):
             stopped = epoch + 1 < recipe.epochs
             break
-        if checkpoint is not None and checkpoint.due(epoch + 1, recipe.epochs):
-            checkpoint.save(epoch + 1, {
-                "model": model.state_dict(), "objective": objective.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "history": history,
-                "curves": curve.points, "sums": record.sums, "weighted": record.weighted, "steps": record.steps,
-                "samples": record.samples})
-    if checkpoint is not None:
-        checkpoint.clear()
+        save(epoch + 1)
     seconds = time.perf_counter() - start
     return FitResult(history, record.means(), epoch + 1 if recipe.epochs else 0, stopped, record.samples, seconds,
                      curve.points)
@@ -443,12 +446,22 @@ def epoch_batches(loader: DeviceLoader, steps: int) -> Callable[[int], Iterator[
     if len(loader) == steps:
         return lambda epoch: loader.epoch(epoch, with_indices=True)
 
-    def stream() -> Iterator[tuple]:
-        for k in itertools.count():
-            yield from loader.epoch(k, with_indices=True)
+    def stream(position: int) -> Iterator[tuple]:  # from batch ``position`` of the loader's epochs in a row
+        first, skip = divmod(position, len(loader))
+        for k in itertools.count(first):
+            yield from itertools.islice(loader.epoch(k, with_indices=True), skip if k == first else 0, None)
 
-    batches = stream()
-    return lambda epoch: itertools.islice(batches, steps)
+    # the batches of epoch e are those at e * steps ...: the same whether the run started at epoch 0
+    # or resumed at e (relkd.engine.resume); read on from where the previous epoch stopped
+    state: dict[str, Any] = {"next": None, "stream": None}
+
+    def batches(epoch: int) -> Iterator[tuple]:
+        if epoch != state["next"]:
+            state["stream"] = stream(epoch * steps)
+        state["next"] = epoch + 1
+        return itertools.islice(state["stream"], steps)
+
+    return batches
 
 
 def non_finite_error(parts: Mapping[str, torch.Tensor], previous: Mapping[str, torch.Tensor] | None,

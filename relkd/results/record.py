@@ -51,7 +51,7 @@ __all__ = ["CONFIG_ATTR", "SETTING_ATTR", "STUDY_ATTR", "VERSION_ATTR", "INITS_A
            "versions", "is_counted", "is_known", "is_searched", "TUNED_ATTR",
            "counted_trials", "trial_counts", "setting_differences", "ARTIFACTS_ATTR", "ABLATION_ATTR",
            "DOCUMENT_ATTRS", "DOCUMENT_FILES", "DASHBOARD_ATTR_LIMIT", "study_document", "set_study_document",
-           "is_copy", "copied_from", "replays",
+           "is_copy", "replays",
            "document_summary", "study_system_attrs"]
 
 log = logging.getLogger(__name__)
@@ -379,12 +379,6 @@ def is_copy(system_attrs: dict) -> bool:
     trial; both record the chain as Optuna's ``RetryFailedTrialCallback`` does (``failed_trial``:
     the first trial, ``retry_history``: every trial of the chain)."""
     return "failed_trial" in system_attrs
-
-
-def copied_from(system_attrs: dict) -> int | None:
-    """The trial a copy trains again (the last of its retry history), or ``None``."""
-    history = system_attrs.get("retry_history") or [system_attrs.get("failed_trial")]
-    return history[-1] if is_copy(system_attrs) else None
 
 
 def replays(record: TrialRecord, system_attrs: dict) -> bool:

@@ -54,8 +54,12 @@ def open_study(spec: StudySpec, storage: str | None = None, *, enqueue_missing_a
     artifacts = attach_artifacts(study, url, spec.artifacts, field="optuna.artifacts", writing=True)
     if artifacts is not None:
         artifacts.store  # noqa: B018 - opened now (one the study recorded): a store that cannot be stops here
-    if spec.artifacts is not None and study.user_attrs.get(ARTIFACTS_ATTR) != spec.artifacts:
+    recorded = study.user_attrs.get(ARTIFACTS_ATTR)
+    if spec.artifacts is not None and recorded is None:
         study.set_user_attr(ARTIFACTS_ATTR, spec.artifacts)  # readers without the study file find it
+    elif spec.artifacts is not None and recorded != spec.artifacts:  # one worker's flag does not move the store
+        log.warning("study %s keeps its artifacts in %s; this process writes its own to %s (optuna.artifacts / "
+                    "--artifacts), where other commands will not look", spec.study_name, recorded, spec.artifacts)
     if created:
         study.set_user_attr(VERSION_ATTR, versions()["relkd"])
         set_study_document(study, STUDY_ATTR, _redacted_document(spec))

@@ -36,7 +36,7 @@ from ..engine.tracking import Tracker
 from ..fields import ConfigError
 from ..objective import Objective, build_objective
 from ..setting import Setting, resolve_device
-from ..results.record import (WORKER, TrialRecord, copied_from, is_copy, is_counted, replays, set_trial_attrs,
+from ..results.record import (WORKER, TrialRecord, is_copy, is_counted, replays, set_trial_attrs,
                               trial_attrs, versions)
 from ..results.ranking import compositions
 from .artifacts import upload_trial_text
@@ -288,12 +288,14 @@ class TrialRunner:
     @staticmethod
     def _check_copy_is_new(trial: optuna.Trial, system: dict) -> None:
         """A trial that stopped is trained again once: a second copy of it (put back, and retried
-        by Optuna's heartbeat too when the worker could not mark it failed) is skipped while
-        another one has trained it or is training it (an earlier trial)."""
-        of = copied_from(system)
+        by Optuna's heartbeat too when the worker could not mark it failed; or copies of copies,
+        compared by the first trial of their chain) is skipped while another one has trained it
+        or is training it (an earlier trial). A copy that goes on clears the outcome it inherited
+        (Optuna's retry copies every user attribute, the stopped trial's ``skipped`` too)."""
+        of = system.get("failed_trial")
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                 TrialState.RUNNING)):
-            if t.number == trial.number or copied_from(t.system_attrs) != of:
+            if t.number == trial.number or t.system_attrs.get("failed_trial") != of:
                 continue
             record = TrialRecord.of(t)
             untrained = record.skipped is not None or record.invalid_combination is not None
@@ -302,6 +304,9 @@ class TrialRunner:
                 set_trial_attrs(trial, skipped=f"trial {of} is trained again in trial {t.number} "
                                                f"({t.state.name.lower()})")
                 raise optuna.TrialPruned(f"not trained: trial {of} is trained again in another trial")
+        inherited = TrialRecord.of(trial)
+        if any(v is not None for v in (inherited.skipped, inherited.error, inherited.pruned_reason)):
+            set_trial_attrs(trial, skipped=None, error=None, pruned_reason=None)
 
     def _memory_problems(self, objective: Objective) -> list[str]:
         """The draw's terms that the device could not hold (:mod:`relkd.engine.memory`)."""
@@ -401,7 +406,9 @@ def put_back(study: optuna.Study, trial: optuna.trial.FrozenTrial, *, interrupte
     copy = optuna.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
         user_attrs=trial_attrs(**{k: v for k, v in kept.items() if v is not None}),
-        system_attrs={k: v for k, v in system.items() if k != "fail_reason"})
+        # not the trial's artifacts (Optuna keeps their metadata as system attributes): the copy
+        # uploads its own, and one of the same name would write over the stopped trial's file
+        system_attrs={k: v for k, v in system.items() if k != "fail_reason" and not k.startswith("artifacts:")})
     storage = study._storage
     return storage.get_trial_number_from_id(storage.create_new_trial(study._study_id, template_trial=copy))
 
@@ -414,7 +421,10 @@ def put_back_stopped(trial: optuna.Trial, why: str, *, draws: bool = False) -> i
     skipped, not failed) and its copy trains it. Errors of the storage are logged, not raised:
     what stopped the trial matters more. Returns the copy's number, or ``None``."""
     try:
-        number = put_back(trial.study, frozen(trial), interrupted=True, draws=draws)
+        stopped = frozen(trial)
+        if stopped.state != TrialState.RUNNING:  # told already (a population stopped between two tells)
+            return None
+        number = put_back(trial.study, stopped, interrupted=True, draws=draws)
         if number is None:
             return None
         set_trial_attrs(trial, skipped=f"{why} while training: put back as trial {number} with the same "

@@ -29,7 +29,7 @@ from ..setting import Setting
 from .opening import open_study
 from .population import optimize_population
 from ..tuning import Tuning, headroom_line, resolve_recipe
-from ..results.record import (N_TRIALS_ATTR, RECIPE_ATTR, WORKER, TrialRecord, counted_trials, is_counted,
+from ..results.record import (N_TRIALS_ATTR, RECIPE_ATTR, WORKER, TrialRecord, counted_trials, is_copy, is_counted,
                               set_study_document, study_document, trial_attrs, trial_counts)
 from .seeds import enqueue_reruns
 from ..results.ranking import record_best, search_verdict
@@ -222,25 +222,29 @@ def run_study(
             result.stopped_because = "the sampler stopped the study"
     result.seconds = time.perf_counter() - start
     if enqueue_missing_anchors:  # relkd study run: the study's own process, which enqueues what is missing
-        retire_waiting(study, result.stopped_because)
+        complete = n_trials is not None and len(counted_trials(study)) >= n_trials
+        retire_waiting(study, result.stopped_because, keep_copies=not complete)
     result.counts = trial_counts(study)
     result.verdict = search_verdict(study)
     record_best(study)  # relkd's ranking where Optuna's tools show it
     return result
 
 
-def retire_waiting(study: optuna.Study, why: str) -> int:
+def retire_waiting(study: optuna.Study, why: str, *, keep_copies: bool = False) -> int:
     """When the study stops with trials still waiting (anchors past ``n_trials``, trials put back
     at the timeout) and no process trains any: mark them failed, ``skipped`` with the reason,
     so a finished study leaves nothing WAITING in Optuna's tools. They were never trained; the
-    next ``relkd study run`` enqueues the anchors and plans the re-runs again. Returns how many."""
+    next ``relkd study run`` enqueues the anchors and plans the re-runs again. ``keep_copies``
+    (a study short of its trials): copies of trials stopped while training (put back on
+    SIGTERM, Optuna's retries) stay waiting for the next worker or run, since nothing would
+    enqueue them again (a grid counts the stopped trial's cell as done). Returns how many."""
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.RUNNING for t in trials):  # another worker is at work: it may take them
         return 0
-    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    waiting = [t for t in trials if t.state == TrialState.WAITING and not (keep_copies and is_copy(t.system_attrs))]
     storage = study._storage
     attrs = trial_attrs(skipped=f"not trained: the study stopped ({why}) before it; the next relkd study run "
-                                f"enqueues the anchors and re-runs again (a put-back draw is drawn anew)")
+                                f"enqueues the anchors and re-runs again")
     for t in waiting:
         for key, value in attrs.items():
             storage.set_trial_user_attr(t._trial_id, key, value)

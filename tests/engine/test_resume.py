@@ -63,8 +63,14 @@ def test_a_teacher_stopped_after_epoch_2_of_4_resumes_to_the_same_weights(tmp_pa
     assert not progress.exists()  # gone once the teacher is stored
 
 
-def test_a_pretraining_run_resumes_with_its_history_and_curves(tmp_path, monkeypatch):
+@pytest.mark.parametrize("labelled", [None, 64], ids=["all-labelled", "labelled-64"])
+def test_a_pretraining_run_resumes_with_its_history_and_curves(tmp_path, monkeypatch, labelled):
+    """With data.labelled, CE alone trains on the labelled samples for as many steps as an epoch
+    over all: its epochs cross the loader's, and a resumed run must read on at the same batch."""
     s = tiny()
+    if labelled:
+        s = validate_setting({**s.to_dict(), "data": {**s.to_dict()["data"], "labelled": labelled}},
+                             teacher_required=False)
     monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "straight"))
     straight = get_pretrained(s, checkpoint_every=1)
     monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "resumed"))
@@ -76,6 +82,7 @@ def test_a_pretraining_run_resumes_with_its_history_and_curves(tmp_path, monkeyp
     resumed = get_pretrained(s, checkpoint_every=1)
     assert_equal_states(weights(resumed.checkpoint), weights(straight.checkpoint))
     assert resumed.meta["val_accuracy"] == straight.meta["val_accuracy"]
+    assert resumed.meta["train_seconds"] > 0
     folder = PRETRAINED.folder_of(pretrain_key(s, load_data(s)), s.student.model)
     assert not (folder / "progress.pt").exists()
 

@@ -139,3 +139,23 @@ def test_the_dashboard_line_says_how_to_install_it_where_it_is_missing(tmp_path,
     assert main(["study", "run", str(path), "--storage", storage, "--quiet"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("watch it"))
     assert line.endswith("(pip install 'relkd[dashboard]' first)")
+
+
+def test_a_study_short_of_its_trials_keeps_the_copies_of_stopped_trials_waiting():
+    from relkd.study.worker import retire_waiting
+
+    def fresh():
+        study = optuna.create_study()
+        study.enqueue_trial({}, user_attrs={"anchor": "kd"})  # an anchor past n_trials: enqueued again later
+        copy = create_trial(state=TrialState.WAITING, params={}, distributions={},
+                            system_attrs={"failed_trial": 0, "retry_history": [0]})  # a stopped trial put back
+        study._storage.create_new_trial(study._study_id, template_trial=copy)
+        return study
+
+    study = fresh()
+    assert retire_waiting(study, "timeout", keep_copies=True) == 1
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.WAITING]  # nothing would enqueue the copy again
+    study = fresh()
+    assert retire_waiting(study, "n_trials reached") == 2  # a complete study leaves nothing waiting
+    assert all(t.state == TrialState.FAIL and t.user_attrs["skipped"].startswith("not trained") for t in study.trials)
