@@ -32,20 +32,27 @@ def assert_equal_states(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
+def straight_then_stopped(build, tmp_path, monkeypatch):
+    """``build()`` run through in one cache, then stopped in another at epoch 3's evaluation (the
+    3rd call: the state after epoch 2 is saved by then); the uninterrupted result, with the
+    environment left pointing at the second cache."""
+    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "straight"))
+    straight = build()
+    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "resumed"))
+    monkeypatch.setattr(training, "evaluate", interrupt_on_call(training.evaluate, 3))
+    with pytest.raises(KeyboardInterrupt):
+        build()
+    monkeypatch.undo()
+    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "resumed"))
+    return straight
+
+
 @pytest.mark.parametrize("augment", [True, False])
 def test_a_teacher_stopped_after_epoch_2_of_4_resumes_to_the_same_weights(tmp_path, monkeypatch, augment):
     s = tiny(augment=augment)
-    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "straight"))
-    straight = get_teacher(s, checkpoint_every=2)
-    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "resumed"))
-    # epoch 3's evaluation is the 3rd call: the state after epoch 2 is saved by then
-    monkeypatch.setattr(training, "evaluate", interrupt_on_call(training.evaluate, 3))
-    with pytest.raises(KeyboardInterrupt):
-        get_teacher(s, checkpoint_every=2)
+    straight = straight_then_stopped(lambda: get_teacher(s, checkpoint_every=2), tmp_path, monkeypatch)
     progress = TEACHERS.folder_of(teacher_key(s), s.teacher.model) / "progress.pt"
     assert progress.is_file() and torch.load(progress, weights_only=True)["epochs_done"] == 2
-    monkeypatch.undo()
-    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "resumed"))
     calls = {"n": 0}
     original = training.evaluate
 
@@ -71,14 +78,7 @@ def test_a_pretraining_run_resumes_with_its_history_and_curves(tmp_path, monkeyp
     if labelled:
         s = validate_setting({**s.to_dict(), "data": {**s.to_dict()["data"], "labelled": labelled}},
                              teacher_required=False)
-    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "straight"))
-    straight = get_pretrained(s, checkpoint_every=1)
-    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "resumed"))
-    monkeypatch.setattr(training, "evaluate", interrupt_on_call(training.evaluate, 3))
-    with pytest.raises(KeyboardInterrupt):
-        get_pretrained(s, checkpoint_every=1)
-    monkeypatch.undo()
-    monkeypatch.setenv("RELKD_CACHE_DIR", str(tmp_path / "resumed"))
+    straight = straight_then_stopped(lambda: get_pretrained(s, checkpoint_every=1), tmp_path, monkeypatch)
     resumed = get_pretrained(s, checkpoint_every=1)
     assert_equal_states(weights(resumed.checkpoint), weights(straight.checkpoint))
     assert resumed.meta["val_accuracy"] == straight.meta["val_accuracy"]
