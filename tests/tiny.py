@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 
+from relkd.results.record import SETTING_ATTR, TUNED_ATTR
+from relkd.setting import setting_record
 from relkd.study.storage import open_storage
 
 #: ``relkd`` in a new process, as ``python -m relkd.cli`` but able to hold a trial (tests/held_worker.py).
@@ -25,6 +27,19 @@ TINY_SETTING = {
     "student": {"model": "cnn_tiny", "params": {"width": 4}},
     "budget": {"epochs": 2, "lr": 0.05},
 }
+
+
+def made_study(setting, trials, storage=None, name="made"):
+    """A single-objective relkd study of ``setting`` made of completed trials, without training:
+    ``trials`` are ``(validation accuracy, anchor or None, tuned anchor or None, objective config)``,
+    each at seed 0 and 2 epochs."""
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.set_user_attr(SETTING_ATTR, setting_record(setting))
+    for value, anchor, tuned, config in trials:
+        attrs = {"objective_config": config, "seed": 0, "epochs": 2, **({"anchor": anchor} if anchor else {}),
+                 **({TUNED_ATTR: tuned} if tuned else {})}
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, user_attrs=attrs))
+    return study
 
 
 def interrupt_on_call(function, n):

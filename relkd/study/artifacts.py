@@ -45,7 +45,7 @@ from ..results.record import ARTIFACTS_ATTR, study_system_attrs
 from .storage import redact, storage_file, tool_storage
 
 __all__ = ["Artifacts", "NONE", "artifacts_problem", "artifacts_location", "attach_artifacts", "study_artifacts",
-           "upload_study_file", "upload_study_text", "upload_trial_file", "list_artifacts", "download_artifacts",
+           "upload_study_file", "upload_trial_file", "upload_text", "list_artifacts", "download_artifacts",
            "dashboard_command"]
 
 log = logging.getLogger(__name__)
@@ -209,16 +209,6 @@ def upload_study_file(study: optuna.Study, path: str | Path, name: str | None = 
     return artifacts.put(study, None, path, name or path.name)
 
 
-def upload_study_text(study: optuna.Study, name: str, text: str) -> str | None:
-    """:func:`upload_study_file` of ``text`` (UTF-8) as the file ``name``."""
-    if study_artifacts(study) is None:
-        return None
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / name
-        path.write_text(text, encoding="utf-8")
-        return upload_study_file(study, path, name)
-
-
 def upload_trial_file(study: optuna.Study, trial: optuna.Trial | FrozenTrial | int, path: str | Path,
                       name: str | None = None) -> str | None:
     """Upload the file ``path`` to ``trial`` of ``study`` (a running ``optuna.Trial``, a
@@ -245,16 +235,16 @@ def upload_trial_file(study: optuna.Study, trial: optuna.Trial | FrozenTrial | i
     return artifacts.put(study, frozen, path, name or path.name)
 
 
-def upload_trial_text(study: optuna.Study, trial: optuna.Trial | FrozenTrial | int, name: str,
-                      text: str) -> str | None:
-    """:func:`upload_trial_file` of ``text`` (UTF-8) as the file ``name`` (a trial's
-    ``curves.json``)."""
+def upload_text(study: optuna.Study, name: str, text: str,
+                trial: optuna.Trial | FrozenTrial | int | None = None) -> str | None:
+    """``text`` (UTF-8) uploaded as the file ``name``: to the study (:func:`upload_study_file`:
+    its ``study.yaml``) or to ``trial`` (:func:`upload_trial_file`: a trial's ``curves.json``)."""
     if study_artifacts(study) is None:
         return None
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / name
         path.write_text(text, encoding="utf-8")
-        return upload_trial_file(study, trial, path, name)
+        return upload_study_file(study, path, name) if trial is None else upload_trial_file(study, trial, path, name)
 
 
 def _metas(attrs: dict[str, Any]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from ..results.record import (ARTIFACTS_ATTR, DOCUMENT_FILES, INITS_ATTR, LADDER
                               setting_differences, study_document, trial_attrs, versions)
 from ..results.pareto import objective_names
 from ..setting import comparable_setting, setting_record
-from .artifacts import NONE, Artifacts, attach_artifacts, upload_study_text
+from .artifacts import NONE, Artifacts, attach_artifacts, upload_text
 from .spec import StudySpec
 from .storage import open_storage, redact, resolve_storage
 
@@ -159,8 +159,8 @@ def _wait_for_setting(study: optuna.Study, seconds: float = 30.0) -> dict[str, A
 def _upload_documents(study: optuna.Study, document: dict[str, Any], setting: dict[str, Any]) -> None:
     """The study file and the setting as artifacts (``study.yaml``, ``setting.json``), where
     optuna-dashboard shows them whole; nothing where the study has no artifact store."""
-    upload_study_text(study, DOCUMENT_FILES[STUDY_ATTR], yaml_dump(document))
-    upload_study_text(study, DOCUMENT_FILES[SETTING_ATTR], json.dumps(setting, indent=2) + "\n")
+    upload_text(study, DOCUMENT_FILES[STUDY_ATTR], yaml_dump(document))
+    upload_text(study, DOCUMENT_FILES[SETTING_ATTR], json.dumps(setting, indent=2) + "\n")
 
 
 def _redacted_document(spec: StudySpec) -> dict[str, Any]:

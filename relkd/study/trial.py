@@ -39,7 +39,7 @@ from ..setting import Setting, resolve_device
 from ..results.record import (WORKER, TrialRecord, is_copy, is_counted, replays, set_trial_attrs,
                               trial_attrs, versions)
 from ..results.ranking import compositions
-from .artifacts import upload_trial_text
+from .artifacts import upload_text
 from .spec import StudySpec
 from .tuned_anchors import searched_index
 
@@ -268,7 +268,7 @@ class TrialRunner:
         curves, and its last accuracy."""
         trial = draw.trial
         if result.curves:
-            upload_trial_text(trial.study, trial, "curves.json", json.dumps(result.curves, indent=1))
+            upload_text(trial.study, "curves.json", json.dumps(result.curves, indent=1), trial=trial)
         if self.tracker is None:
             return
         params = {"objective": draw.objective.to_config(), "seed": draw.seed, "trial": trial.number,

@@ -11,21 +11,22 @@ import statistics
 
 import optuna
 import pytest
-from optuna.trial import TrialState, create_trial
+from optuna.trial import TrialState
 from scipy import stats
 
 from relkd.cli import main
 from relkd.presets import preset
-from relkd.setting import setting_record, validate_setting
+from relkd.setting import validate_setting
 from relkd.study import confirm as confirm_module
 from relkd.study import confirm_budgets as budgets_module
 from relkd.study import queue as queue_module
 from relkd.study.confirm import Candidate, confirm_study
 from relkd.study.confirm_budgets import check_budgets, confirm_budgets, format_budgets, parse_budgets
-from relkd.results.record import CONFIRM_ATTR, RUN_ATTR, SETTING_ATTR, TUNED_ATTR, study_document
+from relkd.results.record import CONFIRM_ATTR, RUN_ATTR, study_document
 from relkd.results.ranking import search_verdict
 from relkd.engine.result import RunResult
 from tiny import TINY_SETTING, interrupt_on_call
+from tiny import made_study as made_study_of
 
 pytestmark = pytest.mark.usefixtures("isolated")  # conftest.py: own cache and runs folders
 
@@ -47,14 +48,8 @@ KEYS = {"winner": key(TRIALS[4][3]), "best known": key(TUNED_KD), "kd": key(pres
 
 
 def made_study(storage=None, name="made", trials=TRIALS):
-    """A single-objective relkd study of completed trials (seed 0 each), made without training."""
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_user_attr(SETTING_ATTR, setting_record(SETTING))
-    for value, anchor, tuned, config in trials:
-        attrs = {"objective_config": config, "seed": 0, "epochs": 2, **({"anchor": anchor} if anchor else {}),
-                 **({TUNED_ATTR: tuned} if tuned else {})}
-        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, user_attrs=attrs))
-    return study
+    """This file's setting with completed trials (seed 0 each), made without training."""
+    return made_study_of(SETTING, trials, storage, name)
 
 
 class FakeTrain:

@@ -8,16 +8,16 @@ import signal
 
 import optuna
 import pytest
-from optuna.trial import TrialState, create_trial
+from optuna.trial import TrialState
 
 from relkd.cli import main
 from relkd.engine.result import RunResult
-from relkd.results.record import RUN_ATTR, SETTING_ATTR, TUNED_ATTR
-from relkd.setting import setting_record, validate_setting
+from relkd.results.record import RUN_ATTR
+from relkd.setting import validate_setting
 from relkd.study import confirm as confirm_module
 from relkd.study import confirm_budgets as budgets_module
 from relkd.study.confirm import Candidate, queue_url
-from tiny import TINY_SETTING, interrupt_on_call
+from tiny import TINY_SETTING, interrupt_on_call, made_study
 
 pytestmark = pytest.mark.usefixtures("isolated")  # conftest.py: own cache and runs folders
 
@@ -31,17 +31,6 @@ TRIALS = [(0.70, "none", None, SETTING.preset("none")), (0.80, "kd", None, SETTI
 
 def key(config):
     return Candidate("", config).key
-
-
-def made_study(url):
-    """A single-objective relkd study of completed trials, made without training."""
-    study = optuna.create_study(study_name="made", storage=url, direction="maximize")
-    study.set_user_attr(SETTING_ATTR, setting_record(SETTING))
-    for value, anchor, tuned, config in TRIALS:
-        attrs = {"objective_config": config, "seed": 0, "epochs": 2, **({"anchor": anchor} if anchor else {}),
-                 **({TUNED_ATTR: tuned} if tuned else {})}
-        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, user_attrs=attrs))
-    return study
 
 
 class FakeTrain:
@@ -82,7 +71,7 @@ def confirm(study_url, out, *flags):
 
 def test_two_confirms_on_one_queue_storage_share_the_runs(tmp_path, monkeypatch, sigterm_handler):
     study_url, queue = f"sqlite:///{tmp_path}/study.db", f"sqlite:///{tmp_path}/queue.db"
-    made_study(study_url)
+    made_study(SETTING, TRIALS, study_url)
     first = FakeTrain()
     use(monkeypatch, interrupt_on_call(first, 4))  # the first machine stops in its fourth run
     assert confirm(study_url, tmp_path / "a", "--epochs", "1", "--top-k", "1", "--queue-storage", queue) == 130
